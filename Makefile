@@ -1,0 +1,54 @@
+# kpipe: Kafka backup, restore and point-in-time recovery as plugin pipelines.
+SHELL := /bin/bash
+GO ?= go
+PLUGINS := kafka fs filter remap
+# Tests run against their own broker on this port, so they never touch the
+# one `make kafka-up` / `make demo` start on 9092.
+TEST_KAFKA_PORT ?= 19092
+
+.PHONY: all build test test-short demo bench kafka-up kafka-down proto fmt vet deps clean
+
+all: build
+
+deps: ## install what the build and tests need (Java, Maven) when missing
+	@bash scripts/deps.sh
+
+build: ## build bin/kpipe and bin/plugins/kpipe-plugin-*
+	$(GO) build -o bin/kpipe ./cmd/kpipe
+	@for p in $(PLUGINS); do $(GO) build -o bin/plugins/kpipe-plugin-$$p ./plugins/$$p || exit 1; done
+
+test: deps build ## every test, against a real Kafka broker started here
+	@KAFKA_PORT=$(TEST_KAFKA_PORT) scripts/kafka.sh up >/dev/null
+	@set -o pipefail; KPIPE_TEST_BOOTSTRAP=127.0.0.1:$(TEST_KAFKA_PORT) KPIPE_PLUGIN_DIR=$(CURDIR)/bin/plugins \
+	  $(GO) test -race -count=1 -timeout 20m ./... ; rc=$$?; \
+	  KAFKA_PORT=$(TEST_KAFKA_PORT) scripts/kafka.sh down; exit $$rc
+
+test-short: build ## the tests that need no broker
+	$(GO) test -short -count=1 ./...
+
+demo: deps build ## start a broker, seed, back up, restore a time window, print counts
+	@bash scripts/demo.sh
+
+bench: deps build ## backup throughput: kpipe pipeline vs a plain franz-go consumer
+	@KAFKA_PORT=$(TEST_KAFKA_PORT) scripts/kafka.sh up >/dev/null
+	@KPIPE_TEST_BOOTSTRAP=127.0.0.1:$(TEST_KAFKA_PORT) KPIPE_PLUGIN_DIR=$(CURDIR)/bin/plugins \
+	  $(GO) test -run '^$$' -bench . -benchtime 1x -count 3 ./bench/ ; rc=$$?; \
+	  KAFKA_PORT=$(TEST_KAFKA_PORT) scripts/kafka.sh down; exit $$rc
+
+kafka-up: deps ## start the local broker on 127.0.0.1:9092 (KAFKA_PORT to change)
+	@scripts/kafka.sh up
+
+kafka-down: ## stop the local broker
+	@scripts/kafka.sh down
+
+proto: ## regenerate sdk/proto from plugin.proto
+	@bash scripts/proto.sh
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+vet:
+	$(GO) vet ./...
+
+clean:
+	rm -rf bin .kpipe

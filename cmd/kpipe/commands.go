@@ -1,0 +1,364 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kpipe/kpipe/core/config"
+	"github.com/kpipe/kpipe/core/engine"
+	"github.com/kpipe/kpipe/core/host"
+	"github.com/kpipe/kpipe/pipelines"
+	"github.com/kpipe/kpipe/sdk/param"
+)
+
+func (g *globals) host(fileDir string) *host.Host {
+	dir := g.pluginDir
+	if dir == "" {
+		dir = fileDir
+	}
+	if dir == "" {
+		dir = host.DefaultDir()
+	}
+	return &host.Host{Dir: dir, Logger: g.logger()}
+}
+
+// runOpts are the flags of commands that run pipelines.
+type runOpts struct {
+	stateDir string
+	window   int
+}
+
+func (o *runOpts) flags(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&o.stateDir, "state-dir", "", "folder for checkpoints (default .kpipe/state; a pipeline file's state_dir comes before the default)")
+	cmd.Flags().IntVar(&o.window, "window", engine.DefaultWindow, "most batches in flight between source and sink")
+}
+
+func (o *runOpts) engine(h *host.Host, g *globals, fileStateDir string) engine.Options {
+	dir := o.stateDir
+	if dir == "" {
+		dir = fileStateDir
+	}
+	if dir == "" {
+		dir = ".kpipe/state"
+	}
+	return engine.Options{Host: h, StateDir: dir, Window: o.window, Logger: g.logger()}
+}
+
+// runPipeline runs one pipeline and classifies its error for the exit code.
+func runPipeline(ctx context.Context, p config.Pipeline, opts engine.Options) (*engine.Report, error) {
+	if opts.Window <= 0 {
+		return nil, badInput("--window %d: must be at least 1", opts.Window)
+	}
+	rep, err := engine.Run(ctx, p, opts)
+	if err != nil {
+		var ce *engine.ConfigError
+		if errors.As(err, &ce) || errors.Is(err, host.ErrNotFound) {
+			return rep, usageError{err}
+		}
+		return rep, err
+	}
+	if rep.Stopped {
+		return rep, errInterrupted
+	}
+	return rep, nil
+}
+
+func newRunCmd(g *globals) *cobra.Command {
+	var o runOpts
+	var only []string
+	cmd := &cobra.Command{
+		Use:   "run FILE",
+		Short: "Run the pipelines of an HCL pipeline file, one after another",
+		Long: `Run the pipelines of an HCL pipeline file in the order they are written
+(or only those named with --pipeline). Each pipeline resumes from its durable
+positions: those its sink records (a backup store), else its checkpoint.`,
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return badInput("run takes one pipeline file, e.g. kpipe run pipelines.example.hcl")
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			f, err := config.Load(args[0])
+			if err != nil {
+				return usageError{err}
+			}
+			for _, name := range only {
+				if !slices.ContainsFunc(f.Pipelines, func(p config.Pipeline) bool { return p.Name == name }) {
+					return badInput("--pipeline %q: no such pipeline in %s", name, args[0])
+				}
+			}
+			h := g.host(f.PluginDir)
+			var reports []*engine.Report
+			for _, p := range f.Pipelines {
+				if len(only) > 0 && !slices.Contains(only, p.Name) {
+					continue
+				}
+				rep, err := runPipeline(cmd.Context(), p, o.engine(h, g, f.StateDir))
+				if rep != nil {
+					reports = append(reports, rep)
+				}
+				if err != nil {
+					printReports(cmd.OutOrStdout(), g.format, reports)
+					return err
+				}
+			}
+			return printReports(cmd.OutOrStdout(), g.format, reports)
+		},
+	}
+	o.flags(cmd)
+	cmd.Flags().StringSliceVar(&only, "pipeline", nil, "run only the named pipeline(s); repeat or separate with commas")
+	return cmd
+}
+
+func printReports(w io.Writer, format string, reports []*engine.Report) error {
+	if format == "json" {
+		return writeJSON(w, map[string]any{"pipelines": reports})
+	}
+	for _, r := range reports {
+		printReport(w, r)
+	}
+	return nil
+}
+
+func printReport(w io.Writer, r *engine.Report) {
+	status := "done"
+	if r.Stopped {
+		status = "stopped"
+	}
+	fmt.Fprintf(w, "pipeline %s: %s in %.1fs\n", r.Pipeline, status, float64(r.DurationMS)/1000)
+	if r.ResumedFrom != "" {
+		fmt.Fprintf(w, "  resumed from %s positions\n", r.ResumedFrom)
+	}
+	fmt.Fprintf(w, "  records: %d read, %d written, %d dropped by transforms\n", r.RecordsIn, r.RecordsOut, r.RecordsDropped)
+	fmt.Fprintf(w, "  batches: %d read, %d written (%s)\n", r.BatchesIn, r.BatchesOut, humanBytes(r.BytesOut))
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	for _, p := range r.Plugins {
+		fmt.Fprintf(tw, "  %s\t%s %s\tpid %d\t%s\n", p.Role, p.Plugin, p.Version, p.Pid, metrics(p.Metrics))
+	}
+	tw.Flush()
+}
+
+func metrics(m map[string]int64) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s=%d", k, m[k])
+	}
+	return strings.Join(parts, " ")
+}
+
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func newPluginsCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "plugins", Short: "Inspect the plugins kpipe can run"}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "list",
+		Short: "List the plugins found, with version, kinds and summary (starts each once)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			h := g.host("")
+			infos, err := h.List(cmd.Context())
+			if err != nil {
+				return badInput("%v (looked in %s; build plugins with `make build` or set --plugin-dir)", err, h.Dir)
+			}
+			if g.format == "json" {
+				return writeJSON(cmd.OutOrStdout(), map[string]any{"plugin_dir": h.Dir, "plugins": infos})
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 2, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tVERSION\tKINDS\tSUMMARY")
+			for _, i := range infos {
+				if i.Error != "" {
+					fmt.Fprintf(tw, "%s\t-\t-\terror: %s\n", i.Name, i.Error)
+					continue
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", i.Name, i.Version, strings.Join(i.Kinds, ","), i.Summary)
+			}
+			return tw.Flush()
+		},
+	})
+	return cmd
+}
+
+func newBackupCmd(g *globals) *cobra.Command {
+	var o runOpts
+	var b pipelines.BackupOptions
+	cmd := &cobra.Command{
+		Use:   "backup",
+		Short: "Back up Kafka topics to Arrow segments on a file system",
+		Long: `Back up Kafka topics (names or globs, all partitions) into a backup id under
+--path, as the pipeline kafka → fs. Without --continuous it stops at the end
+offsets taken at start. Running it again with the same --backup-id resumes:
+it continues after what the backup durably holds.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := required(map[string]bool{
+				"--bootstrap-servers": len(b.BootstrapServers) > 0, "--topics": len(b.Topics) > 0,
+				"--path": b.Path != "", "--backup-id": b.BackupID != "",
+			}); err != nil {
+				return err
+			}
+			rep, err := runPipeline(cmd.Context(), pipelines.Backup("backup", b), o.engine(g.host(""), g, ""))
+			if rep != nil {
+				printBackup(cmd.OutOrStdout(), g.format, b, rep)
+			}
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringSliceVar(&b.BootstrapServers, "bootstrap-servers", nil, "Kafka brokers, host:port, comma separated (required)")
+	f.StringSliceVar(&b.Topics, "topics", nil, "topic names or globs, comma separated (required)")
+	f.StringVar(&b.Path, "path", "", "folder that holds backups (required)")
+	f.StringVar(&b.BackupID, "backup-id", "", "name of this backup under --path (required)")
+	f.StringVar(&b.Compression, "compression", "zstd", "segment compression: zstd, lz4 or none")
+	f.BoolVar(&b.Continuous, "continuous", false, "keep backing up new records until stopped")
+	o.flags(cmd)
+	return cmd
+}
+
+func printBackup(w io.Writer, format string, b pipelines.BackupOptions, rep *engine.Report) {
+	if format == "json" {
+		writeJSON(w, map[string]any{"backup_id": b.BackupID, "path": b.Path, "records_backed_up": rep.RecordsOut, "report": rep})
+		return
+	}
+	fmt.Fprintf(w, "backup %s: %d records backed up to %s\n", b.BackupID, rep.RecordsOut, b.Path)
+	printReport(w, rep)
+}
+
+func newRestoreCmd(g *globals) *cobra.Command {
+	var o runOpts
+	r := pipelines.RestoreOptions{}
+	var topicMap, partMap []string
+	cmd := &cobra.Command{
+		Use:   "restore",
+		Short: "Restore a backup to Kafka, whole or for a time window (PITR)",
+		Long: `Restore a backup to a Kafka cluster as the pipeline fs → [filter] → [remap] →
+kafka. A time window keeps the records whose timestamp t satisfies
+start <= t <= end (both bounds inclusive, epoch milliseconds); segments that
+cannot hold such records are skipped unread. Missing target topics are
+created with as many partitions as the restore needs.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := required(map[string]bool{
+				"--bootstrap-servers": len(r.BootstrapServers) > 0,
+				"--path":              r.Path != "", "--backup-id": r.BackupID != "",
+			}); err != nil {
+				return err
+			}
+			for _, b := range []struct {
+				flag string
+				v    int64
+			}{{"--time-window-start", r.TimeWindowStart}, {"--time-window-end", r.TimeWindowEnd}} {
+				if err := param.CheckEpochMillis(b.flag, b.v); err != nil {
+					return badInput("%s %s", b.flag, err.Message)
+				}
+			}
+			var err error
+			if r.TopicMapping, err = parseMapping("--topic-mapping", topicMap); err != nil {
+				return err
+			}
+			pm, err := parseMapping("--partition-mapping", partMap)
+			if err != nil {
+				return err
+			}
+			for k, v := range pm {
+				n, err := strconv.ParseInt(v, 10, 32)
+				if err != nil {
+					return badInput("--partition-mapping %s=%s: %q is not a partition number", k, v, v)
+				}
+				if r.PartitionMapping == nil {
+					r.PartitionMapping = map[string]int32{}
+				}
+				r.PartitionMapping[k] = int32(n)
+			}
+			if err := pipelines.PlanTopics(&r); err != nil {
+				return err
+			}
+			rep, err := runPipeline(cmd.Context(), pipelines.Restore("restore", r), o.engine(g.host(""), g, ""))
+			if rep != nil {
+				printRestore(cmd.OutOrStdout(), g.format, r, rep)
+			}
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&r.Path, "path", "", "folder that holds backups (required)")
+	f.StringVar(&r.BackupID, "backup-id", "", "backup to restore (required)")
+	f.StringSliceVar(&r.BootstrapServers, "bootstrap-servers", nil, "target Kafka brokers, host:port, comma separated (required)")
+	f.StringSliceVar(&r.Topics, "topics", nil, "backup topics (names or globs) to restore; all when empty")
+	f.Int32SliceVar(&r.Partitions, "source-partitions", nil, "backup partitions to restore; all when empty")
+	f.Int64Var(&r.TimeWindowStart, "time-window-start", -1, "restore records with timestamp >= this, epoch milliseconds (-1: from the start)")
+	f.Int64Var(&r.TimeWindowEnd, "time-window-end", -1, "restore records with timestamp <= this, epoch milliseconds (-1: to the end)")
+	f.StringSliceVar(&topicMap, "topic-mapping", nil, "SOURCE=TARGET topic renames, comma separated")
+	f.StringSliceVar(&partMap, "partition-mapping", nil, "SOURCE=TARGET partition moves, comma separated (several may merge into one)")
+	o.flags(cmd)
+	return cmd
+}
+
+func printRestore(w io.Writer, format string, r pipelines.RestoreOptions, rep *engine.Report) {
+	s := pipelines.Summarize(rep)
+	if format == "json" {
+		writeJSON(w, map[string]any{"backup_id": r.BackupID, "summary": s, "report": rep})
+		return
+	}
+	fmt.Fprintf(w, "restore %s: %d records restored, %d skipped outside the time window\n", r.BackupID, s.Restored, s.Skipped)
+	printReport(w, rep)
+}
+
+func required(set map[string]bool) error {
+	var missing []string
+	for flag, ok := range set {
+		if !ok {
+			missing = append(missing, flag)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	slices.Sort(missing)
+	return badInput("missing required flag(s) %s; see --help", strings.Join(missing, ", "))
+}
+
+func parseMapping(flag string, pairs []string) (map[string]string, error) {
+	if len(pairs) == 0 {
+		return nil, nil
+	}
+	m := map[string]string{}
+	for _, p := range pairs {
+		from, to, ok := strings.Cut(p, "=")
+		if !ok || from == "" || to == "" {
+			return nil, badInput("%s %q: write SOURCE=TARGET", flag, p)
+		}
+		m[from] = to
+	}
+	return m, nil
+}

@@ -1,0 +1,132 @@
+// Command kpipe runs kpipe pipelines: Kafka backup, restore and
+// point-in-time recovery built from source, transform and sink plugins that
+// each run as their own process.
+//
+// Exit codes: 0 success; 1 the run failed; 2 bad input (flags, pipeline
+// file, plugin parameters, a plugin that cannot be found); 3 stopped by
+// SIGINT or SIGTERM after saving its checkpoint.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+)
+
+// Exit codes.
+const (
+	exitOK          = 0
+	exitFailed      = 1
+	exitBadInput    = 2
+	exitInterrupted = 3
+)
+
+// usageError marks bad input: exit code 2.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func badInput(format string, args ...any) error {
+	return usageError{fmt.Errorf(format, args...)}
+}
+
+// errInterrupted marks a run stopped by a signal: exit code 3.
+var errInterrupted = errors.New("stopped by signal; the checkpoint holds the last durable positions, run again to resume")
+
+func main() {
+	ctx, stop := signalContext()
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:]))
+}
+
+// signalContext is cancelled by the first SIGINT or SIGTERM (a graceful
+// stop); a second one exits at once.
+func signalContext() (context.Context, func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := make(chan os.Signal, 2)
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		<-ch
+		cancel()
+		<-ch
+		fmt.Fprintln(os.Stderr, "kpipe: second signal, exiting now")
+		os.Exit(130)
+	}()
+	return ctx, func() { signal.Stop(ch); cancel() }
+}
+
+func run(ctx context.Context, args []string) int {
+	root := newRoot()
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return exitOK
+	}
+	fmt.Fprintln(os.Stderr, "kpipe: "+err.Error())
+	var ue usageError
+	switch {
+	case errors.As(err, &ue):
+		return exitBadInput
+	case errors.Is(err, errInterrupted):
+		return exitInterrupted
+	default:
+		return exitFailed
+	}
+}
+
+// globals are the flags every command has.
+type globals struct {
+	pluginDir string
+	logLevel  string
+	format    string
+}
+
+func (g *globals) logger() *slog.Logger {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(g.logLevel)); err != nil {
+		lvl = slog.LevelInfo
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+}
+
+func newRoot() *cobra.Command {
+	g := &globals{}
+	root := &cobra.Command{
+		Use:   "kpipe",
+		Short: "Kafka backup, restore and point-in-time recovery as plugin pipelines",
+		Long: `kpipe runs pipelines of plugins (source → transforms → sink), each plugin
+its own process. Its verbs back up Kafka topics to Arrow segments and restore
+them, whole or for a time window, to any Kafka cluster.
+
+Exit codes: 0 success; 1 the run failed; 2 bad input (flags, pipeline file,
+plugin parameters, missing plugin); 3 stopped by SIGINT/SIGTERM after saving
+the checkpoint (run again to resume).`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			if g.format != "text" && g.format != "json" {
+				return badInput("--format %q: use text or json", g.format)
+			}
+			var lvl slog.Level
+			if err := lvl.UnmarshalText([]byte(g.logLevel)); err != nil {
+				return badInput("--log-level %q: use debug, info, warn or error", g.logLevel)
+			}
+			slog.SetDefault(g.logger())
+			return nil
+		},
+	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.pluginDir, "plugin-dir", "", "folder holding the kpipe-plugin-NAME binaries (default: the plugins folder beside kpipe, else bin/plugins; a pipeline file's plugin_dir comes before the default)")
+	pf.StringVar(&g.logLevel, "log-level", "info", "log level on stderr: debug, info, warn or error")
+	pf.StringVar(&g.format, "format", "text", "report format on stdout: text or json")
+	root.AddCommand(newRunCmd(g), newPluginsCmd(g), newBackupCmd(g), newRestoreCmd(g))
+	return root
+}

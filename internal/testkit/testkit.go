@@ -1,0 +1,219 @@
+// Package testkit gives kpipe's integration tests what they share: a real
+// Kafka broker started by scripts/kafka.sh, the plugin binaries, unique
+// topic names, and helpers to produce and read back records exactly.
+package testkit
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Root is the repository root.
+func Root() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
+// TestPort is the broker port of tests when KPIPE_TEST_BOOTSTRAP is unset.
+const TestPort = "19092"
+
+var (
+	brokerOnce sync.Once
+	brokerAddr string
+	brokerErr  error
+)
+
+// withLock runs fn while holding an exclusive lock on a file under .cache,
+// serializing test packages that run in parallel processes.
+func withLock(name string, fn func() error) error {
+	dir := filepath.Join(Root(), ".cache")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(filepath.Join(dir, name+".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		return err
+	}
+	defer syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+	return fn()
+}
+
+// Kafka returns the bootstrap address of a real broker: KPIPE_TEST_BOOTSTRAP
+// when set, else one started with scripts/kafka.sh on TestPort. Under -short
+// the test is skipped.
+func Kafka(t testing.TB) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("needs a Kafka broker; skipped with -short")
+	}
+	brokerOnce.Do(func() {
+		if addr := os.Getenv("KPIPE_TEST_BOOTSTRAP"); addr != "" {
+			brokerAddr = addr
+			return
+		}
+		brokerErr = withLock("kafka", func() error {
+			cmd := exec.Command(filepath.Join(Root(), "scripts", "kafka.sh"), "up")
+			cmd.Env = append(os.Environ(), "KAFKA_PORT="+TestPort)
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			out, err := cmd.Output()
+			if err != nil {
+				return fmt.Errorf("scripts/kafka.sh up: %v\n%s", err, stderr.String())
+			}
+			brokerAddr = strings.TrimSpace(string(out))
+			return nil
+		})
+	})
+	if brokerErr != nil {
+		t.Fatal(brokerErr)
+	}
+	return brokerAddr
+}
+
+var (
+	buildOnce sync.Once
+	pluginDir string
+	buildErr  error
+)
+
+// PluginDir returns the folder of the plugin binaries: KPIPE_PLUGIN_DIR when
+// set, else bin/plugins after building them.
+func PluginDir(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		if d := os.Getenv("KPIPE_PLUGIN_DIR"); d != "" {
+			pluginDir = d
+			return
+		}
+		buildErr = withLock("build", func() error {
+			cmd := exec.Command("make", "build")
+			cmd.Dir = Root()
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				return fmt.Errorf("make build: %v\n%s", err, out)
+			}
+			pluginDir = filepath.Join(Root(), "bin", "plugins")
+			return nil
+		})
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return pluginDir
+}
+
+// KpipeBinary returns bin/kpipe, built.
+func KpipeBinary(t testing.TB) string {
+	t.Helper()
+	dir := PluginDir(t)
+	return filepath.Join(filepath.Dir(dir), "kpipe")
+}
+
+// Topic returns a topic name unique to this test run.
+func Topic(t testing.TB, prefix string) string {
+	name := strings.NewReplacer("/", "-", " ", "-").Replace(t.Name())
+	return fmt.Sprintf("%s-%s-%d", prefix, strings.ToLower(name), time.Now().UnixNano()%1_000_000_000)
+}
+
+// Client returns a franz-go client for the broker, closed when the test ends.
+func Client(t testing.TB, addr string, opts ...kgo.Opt) *kgo.Client {
+	t.Helper()
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(addr)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	return cl
+}
+
+// CreateTopic creates a topic with the given partitions.
+func CreateTopic(t testing.TB, addr, topic string, partitions int32) {
+	t.Helper()
+	adm := kadm.NewClient(Client(t, addr))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp, err := adm.CreateTopic(ctx, partitions, 1, nil, topic)
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil {
+		t.Fatalf("create topic %s: %v", topic, err)
+	}
+}
+
+// Produce writes records synchronously (each record's Topic and Partition
+// are used as given) and fills in their offsets.
+func Produce(t testing.TB, addr string, recs []*kgo.Record) {
+	t.Helper()
+	cl := Client(t, addr, kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerLinger(2*time.Millisecond))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		t.Fatalf("produce: %v", err)
+	}
+}
+
+// ConsumeAll reads every record of topic up to its current end offsets,
+// in partition order then offset order.
+func ConsumeAll(t testing.TB, addr, topic string) []*kgo.Record {
+	t.Helper()
+	adm := kadm.NewClient(Client(t, addr))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	ends, err := adm.ListEndOffsets(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[int32]int64{}
+	var total int64
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Offset > 0 {
+			want[o.Partition] = o.Offset
+			total += o.Offset
+		}
+	})
+	byPart := map[int32][]*kgo.Record{}
+	if total > 0 {
+		cl := Client(t, addr, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+		got := map[int32]int64{}
+		for done := false; !done; {
+			fs := cl.PollFetches(ctx)
+			if err := ctx.Err(); err != nil {
+				t.Fatalf("consume %s: timed out with %v of %v", topic, got, want)
+			}
+			fs.EachError(func(_ string, p int32, err error) { t.Fatalf("consume %s/%d: %v", topic, p, err) })
+			fs.EachRecord(func(r *kgo.Record) {
+				byPart[r.Partition] = append(byPart[r.Partition], r)
+				got[r.Partition] = r.Offset + 1
+			})
+			done = true
+			for p, end := range want {
+				if got[p] < end {
+					done = false
+				}
+			}
+		}
+	}
+	var out []*kgo.Record
+	for p := int32(0); p < int32(len(ends[topic])); p++ {
+		out = append(out, byPart[p]...)
+	}
+	return out
+}

@@ -1,0 +1,257 @@
+package pipelines_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kpipe/kpipe/core/config"
+	"github.com/kpipe/kpipe/core/engine"
+	"github.com/kpipe/kpipe/core/host"
+	"github.com/kpipe/kpipe/internal/testkit"
+	"github.com/kpipe/kpipe/pipelines"
+)
+
+// fidelityRecords returns, for each of 3 partitions, records that exercise
+// every fidelity rule, then bulk records with spread (and partly
+// out-of-order) timestamps starting at base.
+func fidelityRecords(topic string, base int64, bulk int) []*kgo.Record {
+	var recs []*kgo.Record
+	for p := int32(0); p < 3; p++ {
+		ts := base + int64(p)*7
+		add := func(key, value []byte, hs []kgo.RecordHeader, tsOff int64) {
+			recs = append(recs, &kgo.Record{Topic: topic, Partition: p, Key: key, Value: value, Headers: hs, Timestamp: time.UnixMilli(ts + tsOff)})
+		}
+		add(nil, []byte("null key"), nil, 0)
+		add([]byte{}, []byte("empty key"), nil, 1)
+		add([]byte("tombstone"), nil, nil, 2)
+		add([]byte("empty value"), []byte{}, nil, 3)
+		add([]byte("headers"), []byte("v"), []kgo.RecordHeader{
+			{Key: "dup", Value: []byte("1")}, {Key: "null", Value: nil}, {Key: "dup", Value: []byte("2")},
+			{Key: "empty", Value: []byte{}}, {Key: "", Value: []byte("empty key")},
+		}, 4)
+		add([]byte("earlier"), []byte("out of order"), nil, -5000) // older than the records before it
+		add(nil, nil, nil, 5)                                      // null key and tombstone
+		for i := range bulk {
+			off := int64(10 + i*100)
+			if i%17 == 0 {
+				off -= 2500 // out of order
+			}
+			add([]byte(fmt.Sprintf("k%d-%d", p, i)), bytes.Repeat([]byte{byte('a' + i%26)}, 50+i%200),
+				[]kgo.RecordHeader{{Key: "i", Value: []byte(fmt.Sprint(i))}}, off)
+		}
+	}
+	return recs
+}
+
+// sameRecord compares everything a restore must keep. Offsets are compared
+// too: a restore into a fresh topic lands each record at its source offset.
+func sameRecord(want, got *kgo.Record) string {
+	switch {
+	case want.Partition != got.Partition:
+		return fmt.Sprintf("partition %d, want %d", got.Partition, want.Partition)
+	case want.Offset != got.Offset:
+		return fmt.Sprintf("offset %d, want %d", got.Offset, want.Offset)
+	case (want.Key == nil) != (got.Key == nil) || !bytes.Equal(want.Key, got.Key):
+		return fmt.Sprintf("key %q (nil %v), want %q (nil %v)", got.Key, got.Key == nil, want.Key, want.Key == nil)
+	case (want.Value == nil) != (got.Value == nil) || !bytes.Equal(want.Value, got.Value):
+		return fmt.Sprintf("value %q (nil %v), want %q (nil %v)", got.Value, got.Value == nil, want.Value, want.Value == nil)
+	case want.Timestamp.UnixMilli() != got.Timestamp.UnixMilli():
+		return fmt.Sprintf("timestamp %d, want %d", got.Timestamp.UnixMilli(), want.Timestamp.UnixMilli())
+	case len(want.Headers) != len(got.Headers):
+		return fmt.Sprintf("%d headers, want %d", len(got.Headers), len(want.Headers))
+	}
+	for i := range want.Headers {
+		w, g := want.Headers[i], got.Headers[i]
+		if w.Key != g.Key || (w.Value == nil) != (g.Value == nil) || !bytes.Equal(w.Value, g.Value) {
+			return fmt.Sprintf("header %d = %q:%q (nil %v), want %q:%q (nil %v)", i, g.Key, g.Value, g.Value == nil, w.Key, w.Value, w.Value == nil)
+		}
+	}
+	return ""
+}
+
+func compare(t *testing.T, want, got []*kgo.Record) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("restored %d records, want %d", len(got), len(want))
+	}
+	diffs := 0
+	for i := range want {
+		if d := sameRecord(want[i], got[i]); d != "" {
+			diffs++
+			if diffs <= 10 {
+				t.Errorf("record %d (partition %d offset %d): %s", i, want[i].Partition, want[i].Offset, d)
+			}
+		}
+	}
+	if diffs > 0 {
+		t.Fatalf("%d of %d records differ", diffs, len(want))
+	}
+}
+
+func options(t *testing.T) engine.Options {
+	return engine.Options{
+		Host:     &host.Host{Dir: testkit.PluginDir(t)},
+		StateDir: t.TempDir(),
+	}
+}
+
+func run(t *testing.T, p config.Pipeline, opts engine.Options) *engine.Report {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	rep, err := engine.Run(ctx, p, opts)
+	if err != nil {
+		t.Fatalf("pipeline %s: %v", p.Name, err)
+	}
+	return rep
+}
+
+func setParam(st *config.Stage, name string, v any) {
+	js, _ := json.Marshal(v)
+	st.Params[name] = js
+}
+
+// TestBackupRestoreRoundTripIsByteExact backs up records that exercise every
+// fidelity rule, restores them under a new topic name and compares them
+// record by record; then restores a time window and checks that exactly the
+// records with start <= timestamp <= end come back.
+func TestBackupRestoreRoundTripIsByteExact(t *testing.T) {
+	addr := testkit.Kafka(t)
+	src := testkit.Topic(t, "src")
+	testkit.CreateTopic(t, addr, src, 3)
+	base := time.Now().Add(-30 * time.Minute).UnixMilli()
+	recs := fidelityRecords(src, base, 400)
+	testkit.Produce(t, addr, recs)
+	want := testkit.ConsumeAll(t, addr, src) // with offsets, in partition order
+	if len(want) != len(recs) {
+		t.Fatalf("seeded %d records, read back %d", len(recs), len(want))
+	}
+
+	root := t.TempDir()
+	bp := pipelines.Backup("backup", pipelines.BackupOptions{BootstrapServers: []string{addr}, Topics: []string{src}, Path: root, BackupID: "b1"})
+	setParam(&bp.Sink, "segment_max_records", 60) // many segments, so that pruning has work
+	rep := run(t, bp, options(t))
+	if rep.RecordsOut != int64(len(recs)) {
+		t.Fatalf("backed up %d records, want %d", rep.RecordsOut, len(recs))
+	}
+
+	// Whole restore under a new name.
+	dst := testkit.Topic(t, "dst")
+	rep = run(t, pipelines.Restore("restore", pipelines.RestoreOptions{
+		Path: root, BackupID: "b1", BootstrapServers: []string{addr},
+		TimeWindowStart: -1, TimeWindowEnd: -1, TopicMapping: map[string]string{src: dst},
+	}), options(t))
+	if rep.RecordsOut != int64(len(recs)) {
+		t.Fatalf("restored %d records, want %d", rep.RecordsOut, len(recs))
+	}
+	compare(t, want, testkit.ConsumeAll(t, addr, dst))
+
+	// PITR: the window's bounds are timestamps of real records, to pin
+	// down that both bounds are inclusive.
+	start, end := base+10+100*100, base+10+100*250 // bulk records 100 and 250 of partition 0
+	var inWindow []*kgo.Record
+	for _, r := range want {
+		if ts := r.Timestamp.UnixMilli(); ts >= start && ts <= end {
+			inWindow = append(inWindow, r)
+		}
+	}
+	if !slices.ContainsFunc(inWindow, func(r *kgo.Record) bool { return r.Timestamp.UnixMilli() == start }) ||
+		!slices.ContainsFunc(inWindow, func(r *kgo.Record) bool { return r.Timestamp.UnixMilli() == end }) {
+		t.Fatal("test data has no record on a window bound")
+	}
+	pitr := testkit.Topic(t, "pitr")
+	rep = run(t, pipelines.Restore("pitr", pipelines.RestoreOptions{
+		Path: root, BackupID: "b1", BootstrapServers: []string{addr},
+		TimeWindowStart: start, TimeWindowEnd: end, TopicMapping: map[string]string{src: pitr},
+	}), options(t))
+	got := testkit.ConsumeAll(t, addr, pitr)
+	if len(got) != len(inWindow) {
+		t.Fatalf("PITR restored %d records, want %d", len(got), len(inWindow))
+	}
+	for i := range inWindow {
+		w, g := *inWindow[i], *got[i]
+		w.Offset = g.Offset // the window starts mid-partition; offsets are new
+		if d := sameRecord(&w, &g); d != "" {
+			t.Fatalf("PITR record %d: %s", i, d)
+		}
+	}
+	sum := pipelines.Summarize(rep)
+	if sum.Restored != int64(len(inWindow)) || sum.Skipped != int64(len(want)-len(inWindow)) {
+		t.Fatalf("summary %+v, want restored %d skipped %d", sum, len(inWindow), len(want)-len(inWindow))
+	}
+	var pruned int64
+	for _, p := range rep.Plugins {
+		pruned += p.Metrics["segments_pruned"]
+	}
+	if pruned == 0 {
+		t.Fatal("no segment was pruned: the fs source read segments that cannot hold window records")
+	}
+}
+
+// TestEveryPluginRunsAsItsOwnProcess runs a restore with two transforms and
+// checks that the source, each transform and the sink were distinct OS
+// processes running their own binaries, and that all are gone afterwards.
+func TestEveryPluginRunsAsItsOwnProcess(t *testing.T) {
+	addr := testkit.Kafka(t)
+	src := testkit.Topic(t, "src")
+	testkit.CreateTopic(t, addr, src, 1)
+	testkit.Produce(t, addr, []*kgo.Record{{Topic: src, Value: []byte("x"), Timestamp: time.Now()}})
+	root := t.TempDir()
+	run(t, pipelines.Backup("backup", pipelines.BackupOptions{BootstrapServers: []string{addr}, Topics: []string{src}, Path: root, BackupID: "b"}), options(t))
+
+	type proc struct {
+		role, exe string
+		pid       int
+	}
+	var mu sync.Mutex
+	var procs []proc
+	opts := options(t)
+	opts.OnLaunch = func(role string, inst *host.Instance) {
+		exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", inst.Pid))
+		if err != nil {
+			t.Errorf("%s %s: pid %d: %v", role, inst.Name, inst.Pid, err)
+		}
+		want, _ := filepath.EvalSymlinks(inst.Path)
+		want, _ = filepath.Abs(want)
+		if exe != want {
+			t.Errorf("%s %s: pid %d runs %s, want %s", role, inst.Name, inst.Pid, exe, want)
+		}
+		if int64(inst.Pid) != inst.Spec.GetPid() {
+			t.Errorf("%s %s: host sees pid %d, plugin reports %d", role, inst.Name, inst.Pid, inst.Spec.GetPid())
+		}
+		mu.Lock()
+		procs = append(procs, proc{role, exe, inst.Pid})
+		mu.Unlock()
+	}
+	run(t, pipelines.Restore("restore", pipelines.RestoreOptions{
+		Path: root, BackupID: "b", BootstrapServers: []string{addr}, TimeWindowStart: time.Now().Add(-time.Hour).UnixMilli(), TimeWindowEnd: -1,
+		TopicMapping: map[string]string{src: testkit.Topic(t, "dst")},
+	}), opts)
+	if len(procs) != 4 {
+		t.Fatalf("launched %d plugins, want 4 (fs source, filter, remap, kafka sink): %v", len(procs), procs)
+	}
+	seen := map[int]bool{os.Getpid(): true}
+	for _, p := range procs {
+		if seen[p.pid] {
+			t.Fatalf("pid %d is shared: %v (test pid %d)", p.pid, procs, os.Getpid())
+		}
+		seen[p.pid] = true
+	}
+	for _, p := range procs {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", p.pid)); err == nil {
+			if st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.pid)); !bytes.Contains(st, []byte(") Z ")) {
+				t.Errorf("%s (pid %d) still runs after the pipeline ended", p.role, p.pid)
+			}
+		}
+	}
+}

@@ -1,0 +1,250 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kpipe/kpipe/sdk"
+	"github.com/kpipe/kpipe/sdk/param"
+	"github.com/kpipe/kpipe/sdk/record"
+)
+
+type sinkConfig struct {
+	BootstrapServers  []string         `param:"bootstrap_servers" required:"true" help:"Kafka brokers of the target cluster, host:port"`
+	CreateTopics      bool             `param:"create_topics" default:"true" help:"create missing target topics, and add partitions when a batch names one the topic lacks"`
+	TopicPartitions   map[string]int32 `param:"topic_partitions" help:"partitions of topics this sink creates, by target topic name; a topic not listed gets as many as the batches need (highest partition + 1)"`
+	ReplicationFactor int              `param:"replication_factor" default:"-1" help:"replication factor of created topics; -1 for the broker default"`
+	ConnectTimeout    time.Duration    `param:"connect_timeout" default:"30s" help:"how long to wait for the cluster to answer at start"`
+}
+
+// Sink produces batches to Kafka with an idempotent producer, partition for
+// partition as the batch says. A batch is acked once every one of its
+// records is acknowledged by the brokers (acks=all).
+type Sink struct {
+	sdk.UnimplementedSink
+	cfg  sinkConfig
+	cl   *kgo.Client
+	adm  *kadm.Client
+	ack  sdk.Acker
+	topo map[string]int // partitions per target topic, as far as known
+	// producing holds the topics records were produced to.
+	producing map[string]bool
+
+	mu          sync.Mutex
+	outstanding map[uint64]int
+	err         error
+	produced    int64
+	created     int64
+}
+
+// NewSink returns the kafka sink.
+func NewSink() sdk.Sink { return &Sink{} }
+
+func (s *Sink) Spec() sdk.Spec {
+	return sdk.Spec{Name: "kafka", Version: sdk.Version, Summary: "Apache Kafka topics (franz-go)", Config: &s.cfg}
+}
+
+func (s *Sink) Configure(context.Context) error {
+	if len(s.cfg.BootstrapServers) == 0 {
+		return param.Errorf("bootstrap_servers", "is empty; list at least one broker, e.g. [\"127.0.0.1:9092\"]")
+	}
+	return nil
+}
+
+func (s *Sink) Open(ctx context.Context, ack sdk.Acker) error {
+	s.ack = ack
+	s.topo = map[string]int{}
+	s.producing = map[string]bool{}
+	s.outstanding = map[uint64]int{}
+	var err error
+	s.cl, s.adm, err = connect(ctx, s.cfg.BootstrapServers, s.cfg.ConnectTimeout,
+		kgo.RecordPartitioner(kgo.ManualPartitioner()),
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.ProducerLinger(5*time.Millisecond),
+		kgo.ProducerBatchMaxBytes(1<<20),
+	)
+	return err
+}
+
+// ensure makes sure topic exists with more than partition partitions,
+// creating the topic or adding partitions when create_topics allows.
+func (s *Sink) ensure(ctx context.Context, topic string, partition int32) error {
+	if n, ok := s.topo[topic]; ok && int(partition) < n {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.ConnectTimeout)
+	defer cancel()
+	want := max(int(partition)+1, int(s.cfg.TopicPartitions[topic]))
+	for changed := false; ; {
+		have, exists, err := s.partitions(ctx, topic)
+		if err != nil {
+			return err
+		}
+		if have >= want || (have > int(partition) && !changed) {
+			break
+		}
+		if changed { // created or grown, not yet visible: wait
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("topic %q: %d partitions not visible after creation: %w", topic, want, ctx.Err())
+			case <-time.After(50 * time.Millisecond):
+			}
+			continue
+		}
+		if !s.cfg.CreateTopics {
+			if !exists {
+				return fmt.Errorf("target topic %q does not exist; create it or set create_topics = true", topic)
+			}
+			return fmt.Errorf("target topic %q has %d partitions, a batch needs partition %d; add partitions or set create_topics = true", topic, have, partition)
+		}
+		if !exists {
+			resp, err := s.adm.CreateTopic(ctx, int32(want), int16(s.cfg.ReplicationFactor), nil, topic)
+			if err == nil {
+				err = resp.Err
+			}
+			if errors.Is(err, kerr.TopicAlreadyExists) {
+				continue // created meanwhile, maybe with fewer partitions: look again
+			}
+			if err != nil {
+				return fmt.Errorf("create topic %q: %w", topic, err)
+			}
+			s.created++
+		} else {
+			resp, err := s.adm.UpdatePartitions(ctx, want, topic)
+			if err == nil {
+				err = resp.Error()
+			}
+			if err != nil {
+				return fmt.Errorf("add partitions to %q: %w", topic, err)
+			}
+		}
+		changed = true
+	}
+	// The producer fails a record for a partition its metadata does not know
+	// yet. A topic it has produced to is in its metadata, maybe with the old
+	// partition count: wait until it sees the new one. A topic it has never
+	// produced to is loaded on first use, after this change.
+	for s.producing[topic] {
+		if l, _, _ := s.cl.PartitionLeader(topic, partition); l >= 0 {
+			break
+		}
+		s.cl.ForceMetadataRefresh()
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("topic %q: partition %d not visible after creation: %w", topic, partition, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	s.topo[topic] = want
+	return nil
+}
+
+// partitions returns how many partitions topic has, and whether it exists.
+func (s *Sink) partitions(ctx context.Context, topic string) (int, bool, error) {
+	details, err := s.adm.ListTopics(ctx, topic)
+	if err != nil {
+		return 0, false, fmt.Errorf("describe topic %q: %w", topic, err)
+	}
+	d, ok := details[topic]
+	if !ok || errors.Is(d.Err, kerr.UnknownTopicOrPartition) {
+		return 0, false, nil
+	}
+	if d.Err != nil {
+		return 0, false, fmt.Errorf("describe topic %q: %w", topic, d.Err)
+	}
+	return len(d.Partitions), true, nil
+}
+
+func (s *Sink) Write(ctx context.Context, b sdk.Batch) error {
+	if err := s.failed(); err != nil {
+		return err
+	}
+	if b.Count == 0 {
+		s.ack(b.Seq)
+		return nil
+	}
+	if err := s.ensure(ctx, b.Topic, b.Partition); err != nil {
+		return err
+	}
+	s.producing[b.Topic] = true
+	v, err := record.DecodeView(b.Arrow)
+	if err != nil {
+		return err
+	}
+	// The records alias the batch's bytes, which stay alive (garbage
+	// collected memory) until the producer is done with them.
+	n := v.Len()
+	s.mu.Lock()
+	s.outstanding[b.Seq] = n
+	s.mu.Unlock()
+	seq := b.Seq
+	for i := range n {
+		r := &kgo.Record{
+			Topic:     b.Topic,
+			Partition: b.Partition,
+			Key:       v.Key(i),
+			Value:     v.Value(i),
+			Timestamp: time.UnixMilli(v.Timestamp(i)),
+		}
+		if nh := v.NumHeaders(i); nh > 0 {
+			r.Headers = make([]kgo.RecordHeader, nh)
+			for j := range nh {
+				h := v.Header(i, j)
+				r.Headers[j] = kgo.RecordHeader{Key: h.Key, Value: h.Value}
+			}
+		}
+		s.cl.Produce(ctx, r, func(_ *kgo.Record, err error) { s.done(seq, err) })
+	}
+	return nil
+}
+
+func (s *Sink) done(seq uint64, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err != nil {
+		if s.err == nil {
+			s.err = fmt.Errorf("produce: %w", err)
+		}
+		return
+	}
+	s.produced++
+	s.outstanding[seq]--
+	if s.outstanding[seq] == 0 {
+		delete(s.outstanding, seq)
+		s.ack(seq)
+	}
+}
+
+func (s *Sink) failed() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+func (s *Sink) Flush(ctx context.Context) error {
+	if err := s.cl.Flush(ctx); err != nil {
+		return fmt.Errorf("flush producer: %w", err)
+	}
+	return s.failed()
+}
+
+func (s *Sink) Metrics() map[string]int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return map[string]int64{"records_produced": s.produced, "topics_created": s.created}
+}
+
+func (s *Sink) Teardown(context.Context) error {
+	if s.cl != nil {
+		s.cl.Close()
+		s.cl = nil
+	}
+	return nil
+}

@@ -1,0 +1,58 @@
+package record
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+)
+
+// Encode returns the Arrow IPC stream bytes of rec: the form in which batches
+// cross plugin boundaries. The bytes are not compressed; segments compress.
+func Encode(rec arrow.RecordBatch) ([]byte, error) {
+	var buf bytes.Buffer
+	w := ipc.NewWriter(&buf, ipc.WithSchema(rec.Schema()))
+	if err := w.Write(rec); err != nil {
+		return nil, fmt.Errorf("encode record batch: %w", err)
+	}
+	if err := w.Close(); err != nil {
+		return nil, fmt.Errorf("encode record batch: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// Decode reads the one record batch held by Arrow IPC stream bytes. The
+// result aliases data; the caller must Release it.
+func Decode(data []byte) (arrow.RecordBatch, error) {
+	r, err := ipc.NewReader(bytes.NewReader(data), ipc.WithAllocator(memory.DefaultAllocator))
+	if err != nil {
+		return nil, fmt.Errorf("decode record batch: %w", err)
+	}
+	defer r.Release()
+	if !r.Next() {
+		if err := r.Err(); err != nil {
+			return nil, fmt.Errorf("decode record batch: %w", err)
+		}
+		return nil, errors.New("decode record batch: stream holds no batch")
+	}
+	rec := r.RecordBatch()
+	rec.Retain()
+	return rec, nil
+}
+
+// DecodeView decodes data and returns a View of it. Release the View's Batch.
+func DecodeView(data []byte) (*View, error) {
+	rec, err := Decode(data)
+	if err != nil {
+		return nil, err
+	}
+	v, err := NewView(rec)
+	if err != nil {
+		rec.Release()
+		return nil, err
+	}
+	return v, nil
+}

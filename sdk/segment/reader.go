@@ -1,0 +1,84 @@
+package segment
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/kpipe/kpipe/sdk/record"
+)
+
+// Verify checks a committed segment's size and checksum against its entry.
+func Verify(dir string, e Entry) error {
+	path := filepath.Join(dir, e.File)
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("segment %s: %w", path, err)
+	}
+	defer f.Close()
+	crc := NewCRC()
+	n, err := io.Copy(crc, f)
+	if err != nil {
+		return fmt.Errorf("segment %s: %w", path, err)
+	}
+	if n != e.Size {
+		return fmt.Errorf("segment %s: size %d, manifest says %d", path, n, e.Size)
+	}
+	if got := FormatChecksum(crc.Sum32()); got != e.Checksum {
+		return fmt.Errorf("segment %s: checksum %s, manifest says %s", path, got, e.Checksum)
+	}
+	return nil
+}
+
+// Reader reads the record batches of a segment one at a time.
+type Reader struct {
+	f   *os.File
+	r   *ipc.FileReader
+	i   int
+	dir string
+}
+
+// Open opens a committed segment.
+func Open(dir string, e Entry) (*Reader, error) {
+	path := filepath.Join(dir, e.File)
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("open segment: %w", err)
+	}
+	r, err := ipc.NewFileReader(f, ipc.WithAllocator(memory.DefaultAllocator))
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("open segment %s: %w", path, err)
+	}
+	if !r.Schema().Equal(record.Schema) {
+		r.Close()
+		f.Close()
+		return nil, fmt.Errorf("open segment %s: not in the kpipe record schema v%s", path, record.SchemaVersion)
+	}
+	return &Reader{f: f, r: r, dir: dir}, nil
+}
+
+// Next returns the next record batch, or io.EOF. The caller must Release it.
+func (r *Reader) Next() (arrow.RecordBatch, error) {
+	if r.i >= r.r.NumRecords() {
+		return nil, io.EOF
+	}
+	rec, err := r.r.RecordBatch(r.i)
+	if err != nil {
+		return nil, fmt.Errorf("read segment %s batch %d: %w", r.f.Name(), r.i, err)
+	}
+	r.i++
+	rec.Retain()
+	return rec, nil
+}
+
+// Close closes the segment.
+func (r *Reader) Close() error {
+	r.r.Close()
+	return r.f.Close()
+}
