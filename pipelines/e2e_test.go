@@ -109,7 +109,9 @@ func run(t *testing.T, p config.Pipeline, opts engine.Options) *engine.Report {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
+	t0 := time.Now()
 	rep, err := engine.Run(ctx, p, opts)
+	t.Logf("%s took %s", p.Name, time.Since(t0))
 	if err != nil {
 		t.Fatalf("pipeline %s: %v", p.Name, err)
 	}
@@ -145,12 +147,21 @@ func TestBackupRestoreRoundTripIsByteExact(t *testing.T) {
 		t.Fatalf("backed up %d records, want %d", rep.RecordsOut, len(recs))
 	}
 
-	// Whole restore under a new name.
+	// Whole restore under a new name, with the target topic planned from
+	// the backup as the CLI does. (The PITR restore below lets the sink grow
+	// the topic as partitions arrive.)
 	dst := testkit.Topic(t, "dst")
-	rep = run(t, pipelines.Restore("restore", pipelines.RestoreOptions{
+	ro := pipelines.RestoreOptions{
 		Path: root, BackupID: "b1", BootstrapServers: []string{addr},
 		TimeWindowStart: -1, TimeWindowEnd: -1, TopicMapping: map[string]string{src: dst},
-	}), options(t))
+	}
+	if err := pipelines.PlanTopics(&ro); err != nil {
+		t.Fatal(err)
+	}
+	if ro.TopicPartitions[dst] != 3 {
+		t.Fatalf("planned %v, want %s with 3 partitions", ro.TopicPartitions, dst)
+	}
+	rep = run(t, pipelines.Restore("restore", ro), options(t))
 	if rep.RecordsOut != int64(len(recs)) {
 		t.Fatalf("restored %d records, want %d", rep.RecordsOut, len(recs))
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/kpipe/kpipe/core/host"
 	"github.com/kpipe/kpipe/pipelines"
 	"github.com/kpipe/kpipe/sdk/param"
+	pb "github.com/kpipe/kpipe/sdk/proto/kpipe/v1"
 )
 
 func (g *globals) host(fileDir string) *host.Host {
@@ -206,6 +207,53 @@ func newPluginsCmd(g *globals) *cobra.Command {
 			return tw.Flush()
 		},
 	})
+	var kind string
+	describe := &cobra.Command{
+		Use:   "describe NAME",
+		Short: "Show a plugin's parameters: name, type, default, whether required, and what each does",
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return badInput("describe takes one plugin name, e.g. kpipe plugins describe fs")
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			h := g.host("")
+			k, ok := pb.Kind_value["KIND_"+strings.ToUpper(kind)]
+			if kind != "" && !ok {
+				return badInput("--kind %q: use source, transform or sink", kind)
+			}
+			inst, err := h.Launch(cmd.Context(), args[0], pb.Kind(k))
+			if err != nil {
+				if errors.Is(err, host.ErrNotFound) {
+					return usageError{err}
+				}
+				return err
+			}
+			defer inst.Kill()
+			spec := inst.Spec
+			if g.format == "json" {
+				return writeJSON(cmd.OutOrStdout(), map[string]any{
+					"name": spec.GetName(), "version": spec.GetVersion(), "kind": host.KindName(spec.GetKind()),
+					"summary": spec.GetSummary(), "params": spec.GetParams(),
+				})
+			}
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "%s %s (%s): %s\n\n", spec.GetName(), spec.GetVersion(), host.KindName(spec.GetKind()), spec.GetSummary())
+			tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "PARAMETER\tTYPE\tDEFAULT\tDESCRIPTION")
+			for _, p := range spec.GetParams() {
+				def := p.GetDefault()
+				if p.GetRequired() {
+					def = "(required)"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", p.GetName(), p.GetType(), def, p.GetDescription())
+			}
+			return tw.Flush()
+		},
+	}
+	describe.Flags().StringVar(&kind, "kind", "", "which kind of a plugin that serves several: source, transform or sink (default: its first)")
+	cmd.AddCommand(describe)
 	return cmd
 }
 

@@ -12,8 +12,12 @@
 //
 // The label of source, transform and sink blocks names the plugin; the
 // attributes inside are that plugin's parameters, checked against its spec
-// when the pipeline starts. The function env("NAME") reads an environment
-// variable.
+// when the pipeline starts.
+//
+// A locals block names values that parameters use as local.NAME. Functions:
+// env("NAME") or env("NAME", "default") reads an environment variable (an
+// unset or empty one gives the default, else ""), tonumber and tostring
+// convert.
 package config
 
 import (
@@ -27,6 +31,7 @@ import (
 	"github.com/hashicorp/hcl/v2/hclparse"
 	"github.com/zclconf/go-cty/cty"
 	"github.com/zclconf/go-cty/cty/function"
+	"github.com/zclconf/go-cty/cty/function/stdlib"
 	ctyjson "github.com/zclconf/go-cty/cty/json"
 )
 
@@ -72,7 +77,10 @@ func (s Stage) Where(name string) string {
 
 var fileSchema = &hcl.BodySchema{
 	Attributes: []hcl.AttributeSchema{{Name: "state_dir"}, {Name: "plugin_dir"}},
-	Blocks:     []hcl.BlockHeaderSchema{{Type: "pipeline", LabelNames: []string{"name"}}},
+	Blocks: []hcl.BlockHeaderSchema{
+		{Type: "locals"},
+		{Type: "pipeline", LabelNames: []string{"name"}},
+	},
 }
 
 var pipelineSchema = &hcl.BodySchema{
@@ -83,16 +91,52 @@ var pipelineSchema = &hcl.BodySchema{
 	},
 }
 
-var evalCtx = &hcl.EvalContext{
-	Functions: map[string]function.Function{
-		"env": function.New(&function.Spec{
-			Params: []function.Parameter{{Name: "name", Type: cty.String}},
-			Type:   function.StaticReturnType(cty.String),
-			Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
-				return cty.StringVal(os.Getenv(args[0].AsString())), nil
-			},
-		}),
-	},
+var functions = map[string]function.Function{
+	"env": function.New(&function.Spec{
+		Params:   []function.Parameter{{Name: "name", Type: cty.String}},
+		VarParam: &function.Parameter{Name: "default", Type: cty.String},
+		Type:     function.StaticReturnType(cty.String),
+		Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
+			if len(args) > 2 {
+				return cty.NilVal, fmt.Errorf("env takes a name and at most one default")
+			}
+			v := os.Getenv(args[0].AsString())
+			if v == "" && len(args) == 2 {
+				v = args[1].AsString()
+			}
+			return cty.StringVal(v), nil
+		},
+	}),
+	"tonumber": stdlib.MakeToFunc(cty.Number),
+	"tostring": stdlib.MakeToFunc(cty.String),
+}
+
+// evalContext evaluates the locals blocks and returns the context in which
+// everything else is evaluated.
+func evalContext(blocks hcl.Blocks) (*hcl.EvalContext, error) {
+	ctx := &hcl.EvalContext{Functions: functions}
+	locals := map[string]cty.Value{}
+	for _, b := range blocks {
+		if b.Type != "locals" {
+			continue
+		}
+		attrs, diags := b.Body.JustAttributes()
+		if diags.HasErrors() {
+			return nil, diagError(diags)
+		}
+		for name, attr := range attrs {
+			if _, dup := locals[name]; dup {
+				return nil, fmt.Errorf("%s: local %q is defined twice", attr.NameRange, name)
+			}
+			v, diags := attr.Expr.Value(ctx)
+			if diags.HasErrors() {
+				return nil, diagError(diags)
+			}
+			locals[name] = v
+		}
+	}
+	ctx.Variables = map[string]cty.Value{"local": cty.ObjectVal(locals)}
+	return ctx, nil
 }
 
 // Load reads and checks the pipeline file at path.
@@ -115,6 +159,10 @@ func Parse(filename string, src []byte) (*File, error) {
 	if diags.HasErrors() {
 		return nil, diagError(diags)
 	}
+	evalCtx, err := evalContext(content.Blocks)
+	if err != nil {
+		return nil, err
+	}
 	out := &File{Path: filename}
 	for name, dst := range map[string]*string{"state_dir": &out.StateDir, "plugin_dir": &out.PluginDir} {
 		if attr, ok := content.Attributes[name]; ok {
@@ -130,7 +178,10 @@ func Parse(filename string, src []byte) (*File, error) {
 	}
 	seen := map[string]hcl.Range{}
 	for _, b := range content.Blocks {
-		pl, err := parsePipeline(b)
+		if b.Type != "pipeline" {
+			continue
+		}
+		pl, err := parsePipeline(b, evalCtx)
 		if err != nil {
 			return nil, err
 		}
@@ -146,7 +197,7 @@ func Parse(filename string, src []byte) (*File, error) {
 	return out, nil
 }
 
-func parsePipeline(b *hcl.Block) (Pipeline, error) {
+func parsePipeline(b *hcl.Block, evalCtx *hcl.EvalContext) (Pipeline, error) {
 	pl := Pipeline{Name: b.Labels[0], DeclRange: b.DefRange}
 	content, diags := b.Body.Content(pipelineSchema)
 	if diags.HasErrors() {
@@ -154,7 +205,7 @@ func parsePipeline(b *hcl.Block) (Pipeline, error) {
 	}
 	var sources, sinks int
 	for _, sb := range content.Blocks {
-		st, err := parseStage(sb)
+		st, err := parseStage(sb, evalCtx)
 		if err != nil {
 			return pl, err
 		}
@@ -184,7 +235,7 @@ func parsePipeline(b *hcl.Block) (Pipeline, error) {
 	return pl, nil
 }
 
-func parseStage(b *hcl.Block) (Stage, error) {
+func parseStage(b *hcl.Block, evalCtx *hcl.EvalContext) (Stage, error) {
 	st := Stage{
 		Plugin:      b.Labels[0],
 		Params:      map[string]json.RawMessage{},

@@ -69,6 +69,7 @@ func (s *Sink) Open(ctx context.Context, ack sdk.Acker) error {
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.ProducerLinger(5*time.Millisecond),
 		kgo.ProducerBatchMaxBytes(1<<20),
+		kgo.MetadataMinAge(200*time.Millisecond), // see new partitions quickly after adding them
 	)
 	return err
 }
