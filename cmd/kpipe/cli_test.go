@@ -1,0 +1,165 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/kpipe/kpipe/internal/testkit"
+)
+
+// kpipe runs the built binary and returns its exit code, stdout and stderr.
+func kpipe(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	cmd := exec.Command(testkit.KpipeBinary(t), append([]string{"--plugin-dir", testkit.PluginDir(t)}, args...)...)
+	cmd.Dir = t.TempDir()
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return code, out.String(), errb.String()
+}
+
+func writeFile(t *testing.T, text string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "p.hcl")
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// lastLine is the error kpipe printed last (logs come before it).
+func errorText(stderr string) string {
+	i := strings.Index(stderr, "kpipe: ")
+	if i < 0 {
+		return ""
+	}
+	return strings.TrimSpace(stderr[i:])
+}
+
+func TestBadInputExitsTwoWithAClearError(t *testing.T) {
+	cases := []struct {
+		name string
+		hcl  string
+		args []string
+		want string
+	}{{
+		name: "unknown block",
+		hcl:  "pipeline \"p\" {\n  source \"kafka\" {}\n  sink \"fs\" {}\n}\nworkflow \"w\" {}\n",
+		want: `kpipe: FILE:5,1-9: Unsupported block type; Blocks of type "workflow" are not expected here.`,
+	}, {
+		name: "unknown block in a pipeline",
+		hcl:  "pipeline \"p\" {\n  source \"kafka\" {}\n  sinks \"fs\" {}\n}\n",
+		want: `kpipe: FILE:3,3-8: Unsupported block type; Blocks of type "sinks" are not expected here. Did you mean "sink"?`,
+	}, {
+		name: "missing required parameter",
+		hcl:  "pipeline \"p\" {\n  source \"fs\" {\n    path = \"b\"\n    backup_id = \"x\"\n  }\n  sink \"fs\" {\n    path = \"b\"\n  }\n}\n",
+		want: "kpipe: pipeline \"p\" has invalid parameters:\n  FILE:6,3-12: sink \"fs\": parameter \"backup_id\": missing required parameter (string): name of the backup under path; a run resumes a backup of the same id",
+	}, {
+		name: "unknown parameter",
+		hcl:  "pipeline \"p\" {\n  source \"fs\" {\n    path = \"b\"\n    backup_id = \"x\"\n    window = 5\n  }\n  sink \"fs\" {\n    path = \"b\"\n    backup_id = \"y\"\n  }\n}\n",
+		want: "kpipe: pipeline \"p\" has invalid parameters:\n  FILE:5,5-11: source \"fs\": parameter \"window\": unknown parameter; known parameters: path, backup_id, topics, partitions, time_window_start, time_window_end, verify_checksums",
+	}, {
+		name: "epoch seconds in a time window",
+		hcl:  "pipeline \"p\" {\n  source \"fs\" {\n    path = \"b\"\n    backup_id = \"x\"\n  }\n  transform \"filter\" {\n    time_window_start = 1731236400\n  }\n  sink \"fs\" {\n    path = \"b\"\n    backup_id = \"y\"\n  }\n}\n",
+		want: "kpipe: pipeline \"p\" has invalid parameters:\n  FILE:7,5-22: transform \"filter\": parameter \"time_window_start\": 1731236400 looks like epoch seconds, not milliseconds; use 13-digit epoch milliseconds, e.g. 1731236400000",
+	}, {
+		name: "plugin binary that does not exist",
+		hcl:  "pipeline \"p\" {\n  source \"nosuch\" {}\n  sink \"fs\" {}\n}\n",
+		want: "kpipe: FILE:2,3-18: pipeline \"p\": source: plugin not found: \"nosuch\": no executable PLUGINS/kpipe-plugin-nosuch (plugins found there: filter, fs, kafka, remap); build it with `make build` or point --plugin-dir at the folder that holds it",
+	}, {
+		name: "restore with epoch seconds",
+		args: []string{"restore", "--path", "b", "--backup-id", "x", "--bootstrap-servers", "127.0.0.1:1", "--time-window-end", "1731250800"},
+		want: "kpipe: --time-window-end 1731250800 looks like epoch seconds, not milliseconds; use 13-digit epoch milliseconds, e.g. 1731250800000",
+	}, {
+		name: "backup without required flags",
+		args: []string{"backup", "--topics", "orders"},
+		want: "kpipe: missing required flag(s) --backup-id, --bootstrap-servers, --path; see --help",
+	}, {
+		name: "unknown flag",
+		args: []string{"backup", "--topic", "orders"},
+		want: "kpipe: unknown flag: --topic",
+	}, {
+		name: "bad format",
+		args: []string{"plugins", "list", "--format", "yaml"},
+		want: `kpipe: --format "yaml": use text or json`,
+	}, {
+		name: "malformed topic mapping",
+		args: []string{"restore", "--path", "b", "--backup-id", "x", "--bootstrap-servers", "h:1", "--topic-mapping", "orders"},
+		want: `kpipe: --topic-mapping "orders": write SOURCE=TARGET`,
+	}}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			args := c.args
+			file := ""
+			if c.hcl != "" {
+				file = writeFile(t, c.hcl)
+				args = []string{"run", file}
+			}
+			code, _, stderr := kpipe(t, args...)
+			want := strings.ReplaceAll(strings.ReplaceAll(c.want, "FILE", file), "PLUGINS", testkit.PluginDir(t))
+			if got := errorText(stderr); got != want {
+				t.Errorf("stderr:\n%s\nwant:\n%s", got, want)
+			}
+			if code != exitBadInput {
+				t.Errorf("exit code %d, want %d", code, exitBadInput)
+			}
+		})
+	}
+}
+
+func TestUnreachableBrokerFailsWithExitOne(t *testing.T) {
+	file := writeFile(t, `pipeline "p" {
+  source "kafka" {
+    bootstrap_servers = ["127.0.0.1:1"]
+    topics            = ["orders"]
+    connect_timeout   = "1s"
+  }
+  sink "fs" {
+    path      = "b"
+    backup_id = "x"
+  }
+}
+`)
+	code, _, stderr := kpipe(t, "run", file)
+	if code != exitFailed {
+		t.Errorf("exit code %d, want %d", code, exitFailed)
+	}
+	want := `kpipe: pipeline "p": open source "kafka": rpc error: code = Unknown desc = open: cannot reach Kafka at 127.0.0.1:1 within 1s`
+	if got := errorText(stderr); !strings.HasPrefix(got, want) || !strings.HasSuffix(got, "check bootstrap_servers and that the brokers are up") {
+		t.Errorf("stderr:\n%s\nwant it to start with:\n%s", got, want)
+	}
+}
+
+func TestHelpExplainsEveryCommand(t *testing.T) {
+	for _, args := range [][]string{{"--help"}, {"run", "--help"}, {"backup", "--help"}, {"restore", "--help"}, {"plugins", "list", "--help"}, {"plugins", "describe", "--help"}} {
+		code, stdout, _ := kpipe(t, args...)
+		if code != 0 || !strings.Contains(stdout, "Usage:") {
+			t.Errorf("kpipe %v: exit %d, output:\n%s", args, code, stdout)
+		}
+	}
+}
+
+func TestPluginsListShowsEveryBuiltIn(t *testing.T) {
+	code, stdout, stderr := kpipe(t, "plugins", "list")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	want := "NAME    VERSION  KINDS        SUMMARY\n" +
+		"filter  0.1.0    transform    keeps records by time window, partition and CEL expression\n" +
+		"fs      0.1.0    sink,source  backups as Arrow segments on a local file system\n" +
+		"kafka   0.1.0    source,sink  Apache Kafka topics (franz-go)\n" +
+		"remap   0.1.0    transform    renames topics and moves partitions\n"
+	if stdout != want {
+		t.Fatalf("got:\n%s\nwant:\n%s", stdout, want)
+	}
+}
