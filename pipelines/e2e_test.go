@@ -266,3 +266,58 @@ func TestEveryPluginRunsAsItsOwnProcess(t *testing.T) {
 		}
 	}
 }
+
+// TestBackupKeepsOnlyCommittedTransactionalData writes committed and aborted
+// transactions and checks that the backup holds exactly the committed
+// records, no transaction markers, and that its position covers the markers.
+func TestBackupKeepsOnlyCommittedTransactionalData(t *testing.T) {
+	addr := testkit.Kafka(t)
+	topic := testkit.Topic(t, "txn")
+	testkit.CreateTopic(t, addr, topic, 1)
+	cl := testkit.Client(t, addr, kgo.TransactionalID(topic), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	now := time.Now()
+	txn := func(commit bool, values ...string) {
+		if err := cl.BeginTransaction(); err != nil {
+			t.Fatal(err)
+		}
+		for _, v := range values {
+			if err := cl.ProduceSync(ctx, &kgo.Record{Topic: topic, Value: []byte(v), Timestamp: now}).FirstErr(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := cl.EndTransaction(ctx, kgo.TransactionEndTry(commit)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	txn(true, "c1", "c2")
+	txn(false, "a1", "a2", "a3")
+	txn(true, "c3")
+	txn(false, "a4") // the log now ends with an abort marker
+
+	root := t.TempDir()
+	rep := run(t, pipelines.Backup("backup", pipelines.BackupOptions{BootstrapServers: []string{addr}, Topics: []string{topic}, Path: root, BackupID: "txn"}), options(t))
+	if rep.RecordsOut != 3 {
+		t.Fatalf("backed up %d records, want the 3 committed ones", rep.RecordsOut)
+	}
+	// Offsets: c1 0, c2 1, marker 2, a1-a3 3-5, marker 6, c3 7, marker 8, a4 9, marker 10.
+	if len(rep.Positions) != 1 || rep.Positions[0].NextOffset != 11 {
+		t.Fatalf("positions %v, want next offset 11 (past the last marker)", rep.Positions)
+	}
+	dst := testkit.Topic(t, "txn-restored")
+	run(t, pipelines.Restore("restore", pipelines.RestoreOptions{Path: root, BackupID: "txn", BootstrapServers: []string{addr},
+		TimeWindowStart: -1, TimeWindowEnd: -1, TopicMapping: map[string]string{topic: dst}}), options(t))
+	var got []string
+	for _, r := range testkit.ConsumeAll(t, addr, dst) {
+		got = append(got, string(r.Value))
+	}
+	if !slices.Equal(got, []string{"c1", "c2", "c3"}) {
+		t.Fatalf("restored %q, want the committed records c1 c2 c3", got)
+	}
+	// A second backup run resumes at the end and finds nothing new.
+	rep = run(t, pipelines.Backup("backup", pipelines.BackupOptions{BootstrapServers: []string{addr}, Topics: []string{topic}, Path: root, BackupID: "txn"}), options(t))
+	if rep.ResumedFrom != "sink" || rep.RecordsOut != 0 {
+		t.Fatalf("second run: resumed from %q, wrote %d records; want resumed from sink, 0 records", rep.ResumedFrom, rep.RecordsOut)
+	}
+}

@@ -89,6 +89,15 @@ func TestBadInputExitsTwoWithAClearError(t *testing.T) {
 		args: []string{"backup", "--topic", "orders"},
 		want: "kpipe: unknown flag: --topic",
 	}, {
+		name: "no window",
+		args: []string{"backup", "--bootstrap-servers", "h:1", "--topics", "t", "--path", "b", "--backup-id", "x", "--window", "0"},
+		want: "kpipe: --window 0: must be at least 1",
+	}, {
+		name: "unknown pipeline",
+		hcl:  "pipeline \"p\" {\n  source \"kafka\" {}\n  sink \"fs\" {}\n}\n",
+		args: []string{"--pipeline", "q"},
+		want: `kpipe: --pipeline "q": no such pipeline in FILE`,
+	}, {
 		name: "bad format",
 		args: []string{"plugins", "list", "--format", "yaml"},
 		want: `kpipe: --format "yaml": use text or json`,
@@ -103,7 +112,7 @@ func TestBadInputExitsTwoWithAClearError(t *testing.T) {
 			file := ""
 			if c.hcl != "" {
 				file = writeFile(t, c.hcl)
-				args = []string{"run", file}
+				args = append([]string{"run", file}, c.args...)
 			}
 			code, _, stderr := kpipe(t, args...)
 			want := strings.ReplaceAll(strings.ReplaceAll(c.want, "FILE", file), "PLUGINS", testkit.PluginDir(t))

@@ -1,0 +1,150 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kpipe/kpipe/internal/testkit"
+	"github.com/kpipe/kpipe/sdk/segment"
+)
+
+func seedPartitions(t *testing.T, addr, topic string, partitions int32, per int, ts int64) {
+	t.Helper()
+	testkit.CreateTopic(t, addr, topic, partitions)
+	var recs []*kgo.Record
+	for p := range partitions {
+		for i := range per {
+			recs = append(recs, &kgo.Record{Topic: topic, Partition: p, Value: []byte(fmt.Sprintf("p%d-%d", p, i)), Timestamp: time.UnixMilli(ts + int64(i))})
+		}
+	}
+	testkit.Produce(t, addr, recs)
+}
+
+// TestRestoreVerbSelectsRemapsAndReports backs up with the backup verb and
+// restores two of three partitions, moving partition 2 into partition 1,
+// under a new topic name, with a JSON report.
+func TestRestoreVerbSelectsRemapsAndReports(t *testing.T) {
+	addr := testkit.Kafka(t)
+	src := testkit.Topic(t, "src")
+	ts := time.Now().Add(-time.Hour).UnixMilli()
+	seedPartitions(t, addr, src, 3, 20, ts)
+	path := t.TempDir()
+	code, _, stderr := kpipe(t, "backup", "--bootstrap-servers", addr, "--topics", src, "--path", path, "--backup-id", "b", "--compression", "lz4")
+	if code != 0 {
+		t.Fatalf("backup: exit %d: %s", code, stderr)
+	}
+	parts, err := segment.Backup{Root: path, ID: "b"}.Partitions()
+	if err != nil || len(parts) != 3 || parts[0].Entries[0].Compression != "lz4" {
+		t.Fatalf("backup partitions %+v, %v; want 3 partitions of lz4 segments", parts, err)
+	}
+	dst := testkit.Topic(t, "dst")
+	code, stdout, stderr := kpipe(t, "restore", "--format", "json", "--bootstrap-servers", addr, "--path", path, "--backup-id", "b",
+		"--topics", src, "--source-partitions", "0,2", "--partition-mapping", "2=1", "--topic-mapping", src+"="+dst,
+		"--time-window-start", fmt.Sprint(ts+5), "--time-window-end", fmt.Sprint(ts+14))
+	if code != 0 {
+		t.Fatalf("restore: exit %d: %s", code, stderr)
+	}
+	var rep struct {
+		Summary struct {
+			Restored int64 `json:"records_restored"`
+			Skipped  int64 `json:"records_skipped"`
+		} `json:"summary"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+		t.Fatalf("report is not JSON: %v\n%s", err, stdout)
+	}
+	if rep.Summary.Restored != 20 || rep.Summary.Skipped != 20 {
+		t.Fatalf("summary %+v, want 20 restored and 20 skipped (partitions 0 and 2, records 5..14 of 20 each)", rep.Summary)
+	}
+	got := map[int32][]string{}
+	for _, r := range testkit.ConsumeAll(t, addr, dst) {
+		got[r.Partition] = append(got[r.Partition], string(r.Value))
+	}
+	for p, from := range map[int32]int{0: 0, 1: 2} {
+		var want []string
+		for i := 5; i <= 14; i++ {
+			want = append(want, fmt.Sprintf("p%d-%d", from, i))
+		}
+		if fmt.Sprint(got[p]) != fmt.Sprint(want) {
+			t.Errorf("partition %d holds %v, want %v", p, got[p], want)
+		}
+	}
+	if len(got) != 2 {
+		t.Errorf("restored partitions %v, want 0 and 1", got)
+	}
+}
+
+// TestContinuousBackupStopsCleanlyOnSIGTERM runs a continuous backup, stops
+// it with SIGTERM (exit 3, checkpoint saved), and resumes it to the end:
+// every record backed up once.
+func TestContinuousBackupStopsCleanlyOnSIGTERM(t *testing.T) {
+	addr := testkit.Kafka(t)
+	topic := testkit.Topic(t, "cont")
+	ts := time.Now().Add(-time.Hour).UnixMilli()
+	seedPartitions(t, addr, topic, 2, 300, ts)
+	path, state := t.TempDir(), t.TempDir()
+	backup := segment.Backup{Root: path, ID: "c"}
+	args := []string{"--plugin-dir", testkit.PluginDir(t), "backup", "--bootstrap-servers", addr, "--topics", topic,
+		"--path", path, "--backup-id", "c", "--state-dir", state}
+	cmd := exec.Command(testkit.KpipeBinary(t), append(args, "--continuous")...)
+	var stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = io.Discard, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Continuous: it keeps running; wait until it has read everything, then
+	// add more and stop it while it may be in the middle of them.
+	deadline := time.Now().Add(60 * time.Second)
+	for held(t, backup) < 600 {
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatalf("continuous backup holds %d of 600 records after 60s: %s", held(t, backup), stderr.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	var more []*kgo.Record
+	for i := range 200 {
+		more = append(more, &kgo.Record{Topic: topic, Partition: int32(i % 2), Value: []byte("more"), Timestamp: time.UnixMilli(ts + 1000)})
+	}
+	testkit.Produce(t, addr, more)
+	cmd.Process.Signal(syscall.SIGTERM)
+	err := cmd.Wait()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != exitInterrupted {
+		t.Fatalf("after SIGTERM: %v, want exit code %d; stderr:\n%s", err, exitInterrupted, stderr.String())
+	}
+	if n := held(t, backup); n < 600 {
+		t.Fatalf("after a clean stop the backup holds %d records, want at least 600", n)
+	}
+	if _, err := os.Stat(filepath.Join(state, "backup.checkpoint.json")); err != nil {
+		t.Fatalf("no checkpoint after a clean stop: %v", err)
+	}
+	code, _, errText := kpipe(t, args[2:]...)
+	if code != 0 {
+		t.Fatalf("resumed backup: exit %d: %s", code, errText)
+	}
+	if n := held(t, backup); n != 800 {
+		t.Fatalf("resumed backup holds %d records, want 800", n)
+	}
+}
+
+func held(t *testing.T, b segment.Backup) int64 {
+	parts, err := b.Partitions()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	for _, p := range parts {
+		n += p.Records()
+	}
+	return n
+}

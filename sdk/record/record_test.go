@@ -1,0 +1,362 @@
+package record
+
+import (
+	"bytes"
+	"fmt"
+	"math"
+	"strings"
+	"testing"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+)
+
+// sameBytes fails unless got and want are both nil, or both non-nil with the
+// same bytes: a null must stay null and an empty slice must stay empty.
+func sameBytes(t *testing.T, what string, got, want []byte) {
+	t.Helper()
+	switch {
+	case want == nil && got != nil:
+		t.Errorf("%s: got %q (non-nil, len %d), want nil (null)", what, got, len(got))
+	case want != nil && got == nil:
+		t.Errorf("%s: got nil (null), want %q (non-nil, len %d)", what, want, len(want))
+	case !bytes.Equal(got, want):
+		t.Errorf("%s: got %q, want %q", what, got, want)
+	}
+}
+
+// sameRecord compares every field of two records, nil-ness included.
+func sameRecord(t *testing.T, what string, got, want Record) {
+	t.Helper()
+	if got.Offset != want.Offset {
+		t.Errorf("%s: offset %d, want %d", what, got.Offset, want.Offset)
+	}
+	if got.Timestamp != want.Timestamp {
+		t.Errorf("%s: timestamp %d, want %d", what, got.Timestamp, want.Timestamp)
+	}
+	if got.TimestampType != want.TimestampType {
+		t.Errorf("%s: timestamp type %d, want %d", what, got.TimestampType, want.TimestampType)
+	}
+	sameBytes(t, what+": key", got.Key, want.Key)
+	sameBytes(t, what+": value", got.Value, want.Value)
+	if len(got.Headers) != len(want.Headers) {
+		t.Errorf("%s: %d headers %v, want %d %v", what, len(got.Headers), got.Headers, len(want.Headers), want.Headers)
+		return
+	}
+	for j := range want.Headers {
+		if got.Headers[j].Key != want.Headers[j].Key {
+			t.Errorf("%s: header %d key %q, want %q", what, j, got.Headers[j].Key, want.Headers[j].Key)
+		}
+		sameBytes(t, fmt.Sprintf("%s: header %d (%q) value", what, j, want.Headers[j].Key), got.Headers[j].Value, want.Headers[j].Value)
+	}
+}
+
+// fidelityRecords covers every distinction the package promises to keep.
+func fidelityRecords() []Record {
+	return []Record{
+		{ // tombstone with a null key, no headers
+			Offset: 100, Timestamp: 1731236400000, TimestampType: CreateTime,
+			Key: nil, Value: nil,
+		},
+		{ // empty key and empty value; header order, duplicates, nulls, empties
+			Offset: 101, Timestamp: 0, TimestampType: LogAppendTime,
+			Key: []byte{}, Value: []byte{},
+			Headers: []Header{
+				{Key: "b", Value: []byte("1")},
+				{Key: "a", Value: []byte("2")},
+				{Key: "b", Value: []byte("3")}, // duplicate key, kept in place
+				{Key: "n", Value: nil},         // null header value
+				{Key: "e", Value: []byte{}},    // empty header value
+				{Key: "", Value: []byte("x")},  // empty header key
+				{Key: "", Value: nil},          // empty key and null value
+			},
+		},
+		{ // out-of-order timestamp (earlier than the first record), binary bytes
+			Offset: 102, Timestamp: 1731236399000, TimestampType: CreateTime,
+			Key: []byte("k"), Value: []byte{0x00, 0xff, 0x00, '\n'},
+			Headers: []Header{{Key: "z", Value: []byte{0x00}}},
+		},
+		{ // null key with a non-null value; empty value with a null key elsewhere
+			Offset: 103, Timestamp: 1731236401000, TimestampType: LogAppendTime,
+			Key: nil, Value: []byte("v"),
+			Headers: []Header{{Key: "n", Value: nil}, {Key: "n", Value: []byte{}}},
+		},
+		{ // non-null key with a null value
+			Offset: 104, Timestamp: 1731236400500, TimestampType: CreateTime,
+			Key: []byte("k2"), Value: nil,
+		},
+	}
+}
+
+func build(t *testing.T, mem memory.Allocator, recs []Record) (arrow.RecordBatch, Bounds) {
+	t.Helper()
+	b := NewBuilder(mem)
+	defer b.Release()
+	for i := range recs {
+		b.Append(&recs[i])
+	}
+	if b.Len() != len(recs) {
+		t.Fatalf("Builder.Len() = %d, want %d", b.Len(), len(recs))
+	}
+	bounds := b.Bounds()
+	rec := b.NewRecord()
+	if b.Len() != 0 || b.SizeBytes() != 0 || b.Bounds() != (Bounds{}) {
+		t.Fatalf("after NewRecord: Len %d SizeBytes %d Bounds %+v, want all zero", b.Len(), b.SizeBytes(), b.Bounds())
+	}
+	return rec, bounds
+}
+
+func checkView(t *testing.T, what string, v *View, want []Record) {
+	t.Helper()
+	if v.Len() != len(want) {
+		t.Fatalf("%s: Len() = %d, want %d", what, v.Len(), len(want))
+	}
+	for i, w := range want {
+		name := fmt.Sprintf("%s: record %d", what, i)
+		sameRecord(t, name, v.Record(i), w)
+		// The per-field accessors must agree with Record.
+		sameBytes(t, name+": Key()", v.Key(i), w.Key)
+		sameBytes(t, name+": Value()", v.Value(i), w.Value)
+		if v.Offset(i) != w.Offset || v.Timestamp(i) != w.Timestamp || v.TimestampType(i) != w.TimestampType {
+			t.Errorf("%s: accessors give offset %d ts %d type %d, want %d %d %d", name,
+				v.Offset(i), v.Timestamp(i), v.TimestampType(i), w.Offset, w.Timestamp, w.TimestampType)
+		}
+		if v.NumHeaders(i) != len(w.Headers) {
+			t.Errorf("%s: NumHeaders() = %d, want %d", name, v.NumHeaders(i), len(w.Headers))
+			continue
+		}
+		for j, h := range w.Headers {
+			got := v.Header(i, j)
+			if got.Key != h.Key {
+				t.Errorf("%s: Header(%d).Key = %q, want %q", name, j, got.Key, h.Key)
+			}
+			sameBytes(t, fmt.Sprintf("%s: Header(%d).Value", name, j), got.Value, h.Value)
+		}
+		if len(w.Headers) == 0 && v.Headers(i) != nil {
+			t.Errorf("%s: Headers() = %#v, want nil for a record without headers", name, v.Headers(i))
+		}
+	}
+}
+
+func TestRoundTripFidelity(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	want := fidelityRecords()
+	rec, _ := build(t, mem, want)
+
+	// The View of the freshly built batch, before any encoding.
+	v, err := NewView(rec)
+	if err != nil {
+		t.Fatalf("NewView: %v", err)
+	}
+	checkView(t, "built", v, want)
+
+	data, err := Encode(rec)
+	rec.Release()
+	mem.AssertSize(t, 0)
+	if err != nil {
+		t.Fatalf("Encode: %v", err)
+	}
+
+	dv, err := DecodeView(data)
+	if err != nil {
+		t.Fatalf("DecodeView: %v", err)
+	}
+	defer dv.Batch.Release()
+	checkView(t, "decoded", dv, want)
+
+	// Encoding the decoded batch again gives the same bytes.
+	again, err := Encode(dv.Batch)
+	if err != nil {
+		t.Fatalf("Encode of decoded batch: %v", err)
+	}
+	if !bytes.Equal(again, data) {
+		t.Errorf("re-encoding a decoded batch changed its bytes (%d vs %d bytes)", len(again), len(data))
+	}
+}
+
+// TestRoundTripOnlyEmptyValues checks the case where every binary value of a
+// column is empty, so Arrow may have no data buffer at all: empty must still
+// come back as a non-nil empty slice, and null as nil.
+func TestRoundTripOnlyEmptyValues(t *testing.T) {
+	want := []Record{
+		{Offset: 0, Key: []byte{}, Value: []byte{}, Headers: []Header{{Key: "", Value: []byte{}}}},
+		{Offset: 1, Key: nil, Value: []byte{}, Headers: []Header{{Key: "", Value: nil}}},
+		{Offset: 2, Key: []byte{}, Value: nil},
+	}
+	rec, _ := build(t, nil, want)
+	data, err := Encode(rec)
+	rec.Release()
+	if err != nil {
+		t.Fatalf("Encode: %v", err)
+	}
+	v, err := DecodeView(data)
+	if err != nil {
+		t.Fatalf("DecodeView: %v", err)
+	}
+	defer v.Batch.Release()
+	checkView(t, "decoded", v, want)
+}
+
+func TestTimestampTypes(t *testing.T) {
+	want := []Record{
+		{Offset: 5, Timestamp: 10, TimestampType: LogAppendTime},
+		{Offset: 6, Timestamp: 11, TimestampType: CreateTime},
+	}
+	rec, _ := build(t, nil, want)
+	data, err := Encode(rec)
+	rec.Release()
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := DecodeView(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Batch.Release()
+	if got := v.TimestampType(0); got != LogAppendTime {
+		t.Errorf("TimestampType(0) = %d, want LogAppendTime (1)", got)
+	}
+	if got := v.TimestampType(1); got != CreateTime {
+		t.Errorf("TimestampType(1) = %d, want CreateTime (0)", got)
+	}
+}
+
+func TestBounds(t *testing.T) {
+	b := NewBuilder(nil)
+	defer b.Release()
+	if got := b.Bounds(); got != (Bounds{}) {
+		t.Fatalf("empty Builder Bounds = %+v, want zero", got)
+	}
+	// Timestamps out of order: min is the 3rd record, max the 2nd; neither is
+	// the first or the last record.
+	recs := []Record{
+		{Offset: 10, Timestamp: 5000},
+		{Offset: 11, Timestamp: 9000},
+		{Offset: 12, Timestamp: 1000},
+		{Offset: 13, Timestamp: 4000},
+	}
+	for i := range recs {
+		b.Append(&recs[i])
+	}
+	want := Bounds{Count: 4, MinOffset: 10, MaxOffset: 13, MinTimestamp: 1000, MaxTimestamp: 9000}
+	if got := b.Bounds(); got != want {
+		t.Errorf("Bounds = %+v, want %+v", got, want)
+	}
+	r := b.NewRecord()
+	r.Release()
+
+	// A timestamp of 0 is a real minimum, not "unset".
+	b.AppendFields(7, 0, CreateTime, nil, nil)
+	b.AppendFields(8, 3, CreateTime, nil, nil)
+	want = Bounds{Count: 2, MinOffset: 7, MaxOffset: 8, MinTimestamp: 0, MaxTimestamp: 3}
+	if got := b.Bounds(); got != want {
+		t.Errorf("Bounds with ts 0 = %+v, want %+v", got, want)
+	}
+	r = b.NewRecord()
+	r.Release()
+
+	// One record: min == max.
+	b.AppendFields(42, 1731236400000, LogAppendTime, []byte("k"), nil)
+	want = Bounds{Count: 1, MinOffset: 42, MaxOffset: 42, MinTimestamp: 1731236400000, MaxTimestamp: 1731236400000}
+	if got := b.Bounds(); got != want {
+		t.Errorf("Bounds of one record = %+v, want %+v", got, want)
+	}
+	r = b.NewRecord()
+	r.Release()
+
+	// Extreme values survive the sentinel initialisation.
+	b.AppendFields(math.MaxInt64, math.MinInt64, CreateTime, nil, nil)
+	want = Bounds{Count: 1, MinOffset: math.MaxInt64, MaxOffset: math.MaxInt64, MinTimestamp: math.MinInt64, MaxTimestamp: math.MinInt64}
+	if got := b.Bounds(); got != want {
+		t.Errorf("Bounds of extreme record = %+v, want %+v", got, want)
+	}
+	r = b.NewRecord()
+	r.Release()
+}
+
+func TestBoundsOfFidelityRecords(t *testing.T) {
+	rec, bounds := build(t, nil, fidelityRecords())
+	rec.Release()
+	want := Bounds{Count: 5, MinOffset: 100, MaxOffset: 104, MinTimestamp: 0, MaxTimestamp: 1731236401000}
+	if bounds != want {
+		t.Errorf("Bounds = %+v, want %+v", bounds, want)
+	}
+}
+
+func TestSizeBytes(t *testing.T) {
+	b := NewBuilder(nil)
+	defer b.Release()
+	b.AppendFields(1, 1, CreateTime, []byte("ab"), []byte("cde"))
+	b.AppendHeader("hk", []byte("hvv"))
+	// 2 + 3 + 17 for the record, 2 + 3 for the header.
+	if got := b.SizeBytes(); got != 27 {
+		t.Errorf("SizeBytes = %d, want 27", got)
+	}
+	r := b.NewRecord()
+	r.Release()
+}
+
+const otherSchemaPrefix = "record batch schema is not the kpipe record schema v1: "
+
+func TestNewViewRejectsOtherSchema(t *testing.T) {
+	other := arrow.NewSchema([]arrow.Field{{Name: "offset", Type: arrow.PrimitiveTypes.Int64}}, nil)
+	rb := array.NewRecordBuilder(memory.DefaultAllocator, other)
+	defer rb.Release()
+	rb.Field(0).(*array.Int64Builder).Append(1)
+	rec := rb.NewRecordBatch()
+	defer rec.Release()
+
+	v, err := NewView(rec)
+	if err == nil {
+		t.Fatalf("NewView accepted a batch of another schema: %v", v)
+	}
+	if v != nil {
+		t.Errorf("NewView returned a View along with its error")
+	}
+	if !strings.HasPrefix(err.Error(), otherSchemaPrefix) {
+		t.Errorf("error = %q, want prefix %q", err, otherSchemaPrefix)
+	}
+
+	// The same through DecodeView.
+	data, err := Encode(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := DecodeView(data); err == nil || !strings.HasPrefix(err.Error(), otherSchemaPrefix) {
+		t.Errorf("DecodeView error = %v, want prefix %q", err, otherSchemaPrefix)
+	}
+}
+
+// TestNewViewRejectsOtherSchemaVersion: a batch whose columns match but whose
+// schema metadata says kpipe.schema_version "2" is not a v1 batch.
+func TestNewViewRejectsOtherSchemaVersion(t *testing.T) {
+	md := arrow.NewMetadata([]string{"kpipe.schema_version"}, []string{"2"})
+	v2 := arrow.NewSchema(Schema.Fields(), &md)
+	rb := array.NewRecordBuilder(memory.DefaultAllocator, v2)
+	defer rb.Release()
+	rec := rb.NewRecordBatch()
+	defer rec.Release()
+	if _, err := NewView(rec); err == nil || !strings.HasPrefix(err.Error(), otherSchemaPrefix) {
+		t.Errorf("NewView of a schema_version 2 batch: error = %v, want prefix %q", err, otherSchemaPrefix)
+	}
+}
+
+func TestDecodeErrors(t *testing.T) {
+	if _, err := Decode([]byte("not arrow")); err == nil || !strings.HasPrefix(err.Error(), "decode record batch: ") {
+		t.Errorf("Decode(garbage) error = %v, want prefix %q", err, "decode record batch: ")
+	}
+	// A stream with a schema and no batch.
+	var buf bytes.Buffer
+	w := ipc.NewWriter(&buf, ipc.WithSchema(Schema))
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Decode(buf.Bytes()); err == nil || err.Error() != "decode record batch: stream holds no batch" {
+		t.Errorf("Decode(schema only) error = %v, want %q", err, "decode record batch: stream holds no batch")
+	}
+	if _, err := DecodeView(nil); err == nil {
+		t.Errorf("DecodeView(nil) gave no error")
+	}
+}
