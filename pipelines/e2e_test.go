@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -19,6 +20,7 @@ import (
 	"github.com/kpipe/kpipe/core/host"
 	"github.com/kpipe/kpipe/internal/testkit"
 	"github.com/kpipe/kpipe/pipelines"
+	"github.com/kpipe/kpipe/sdk/segment"
 )
 
 // fidelityRecords returns, for each of 3 partitions, records that exercise
@@ -315,9 +317,44 @@ func TestBackupKeepsOnlyCommittedTransactionalData(t *testing.T) {
 	if !slices.Equal(got, []string{"c1", "c2", "c3"}) {
 		t.Fatalf("restored %q, want the committed records c1 c2 c3", got)
 	}
+	// read_uncommitted backs up aborted records too (never the markers).
+	bp := pipelines.Backup("backup", pipelines.BackupOptions{BootstrapServers: []string{addr}, Topics: []string{topic}, Path: root, BackupID: "uncommitted"})
+	setParam(&bp.Source, "isolation_level", "read_uncommitted")
+	if rep := run(t, bp, options(t)); rep.RecordsOut != 7 {
+		t.Fatalf("read_uncommitted backed up %d records, want 7 (3 committed, 4 aborted)", rep.RecordsOut)
+	}
 	// A second backup run resumes at the end and finds nothing new.
 	rep = run(t, pipelines.Backup("backup", pipelines.BackupOptions{BootstrapServers: []string{addr}, Topics: []string{topic}, Path: root, BackupID: "txn"}), options(t))
 	if rep.ResumedFrom != "sink" || rep.RecordsOut != 0 {
 		t.Fatalf("second run: resumed from %q, wrote %d records; want resumed from sink, 0 records", rep.ResumedFrom, rep.RecordsOut)
+	}
+}
+
+// TestKafkaTopicsByGlobAndNoTopicCreation backs up two topics by a glob
+// (and not a third that does not match), then shows that a sink with
+// create_topics = false refuses a missing target topic.
+func TestKafkaTopicsByGlobAndNoTopicCreation(t *testing.T) {
+	addr := testkit.Kafka(t)
+	prefix := testkit.Topic(t, "glob")
+	for _, suffix := range []string{"-a", "-b", "x"} {
+		testkit.CreateTopic(t, addr, prefix+suffix, 1)
+		testkit.Produce(t, addr, []*kgo.Record{{Topic: prefix + suffix, Value: []byte(suffix), Timestamp: time.Now()}})
+	}
+	root := t.TempDir()
+	run(t, pipelines.Backup("backup", pipelines.BackupOptions{BootstrapServers: []string{addr}, Topics: []string{prefix + "-*"}, Path: root, BackupID: "g"}), options(t))
+	parts, err := segment.Backup{Root: root, ID: "g"}.Partitions()
+	if err != nil || len(parts) != 2 || parts[0].Topic != prefix+"-a" || parts[1].Topic != prefix+"-b" {
+		t.Fatalf("backup holds %+v (%v), want %s-a and %s-b", parts, err, prefix, prefix)
+	}
+
+	rp := pipelines.Restore("restore", pipelines.RestoreOptions{Path: root, BackupID: "g", BootstrapServers: []string{addr},
+		TimeWindowStart: -1, TimeWindowEnd: -1, TopicMapping: map[string]string{prefix + "-a": prefix + "-missing"}, Topics: []string{prefix + "-a"}})
+	setParam(&rp.Sink, "create_topics", false)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_, err = engine.Run(ctx, rp, options(t))
+	want := `target topic "` + prefix + `-missing" does not exist; create it or set create_topics = true`
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("restore into a missing topic: %v, want an error containing %q", err, want)
 	}
 }
