@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -264,13 +266,21 @@ func drain(s *seed) (records, bytes int64, took time.Duration, err error) {
 	return records, bytes, time.Since(start), nil
 }
 
+// run is what one backup run measured.
+type run struct {
+	rep    *engine.Report
+	took   time.Duration // all of engine.Run
+	launch time.Duration // from the call until the sink plugin was started
+	// CPU time of the source and sink plugin processes, sampled from /proc
+	// while they run (so the last few milliseconds may be missing).
+	sourceCPU, sinkCPU time.Duration
+}
+
 // backup runs the kpipe backup pipeline over the seeded topic into a fresh
-// folder and returns its report, the time engine.Run took and the time from
-// the call to the sink plugin being started (process launch overhead).
-func backup(b *testing.B, s *seed, compression string) (*engine.Report, time.Duration, time.Duration) {
+// folder.
+func backup(b *testing.B, s *seed, compression string) run {
 	b.Helper()
 	quiet := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	var launched time.Duration
 	opts := engine.Options{
 		Host:     &host.Host{Dir: testkit.PluginDir(b), Logger: quiet},
 		StateDir: b.TempDir(),
@@ -285,21 +295,77 @@ func backup(b *testing.B, s *seed, compression string) (*engine.Report, time.Dur
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
+
+	var (
+		mu   sync.Mutex
+		r    run
+		pids = map[string]int{}
+		cpu  = map[string]time.Duration{}
+	)
+	stop, sampled := make(chan struct{}), make(chan struct{})
+	go func() { // sample the plugins' CPU time until Run returns
+		defer close(sampled)
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			mu.Lock()
+			for role, pid := range pids {
+				if d, ok := procCPU(pid); ok && d > cpu[role] {
+					cpu[role] = d
+				}
+			}
+			mu.Unlock()
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
 	start := time.Now()
-	opts.OnLaunch = func(role string, _ *host.Instance) {
+	opts.OnLaunch = func(role string, inst *host.Instance) {
+		mu.Lock()
+		defer mu.Unlock()
+		pids[role] = inst.Pid
 		if role == "sink" {
-			launched = time.Since(start)
+			r.launch = time.Since(start)
 		}
 	}
 	rep, err := engine.Run(ctx, p, opts)
-	took := time.Since(start)
+	r.took = time.Since(start)
+	close(stop)
+	<-sampled
 	if err != nil {
 		b.Fatalf("backup (%s): %v", compression, err)
 	}
 	if rep.RecordsOut != s.records {
 		b.Fatalf("backup (%s) wrote %d records, want %d", compression, rep.RecordsOut, s.records)
 	}
-	return rep, took, launched
+	r.rep, r.sourceCPU, r.sinkCPU = rep, cpu["source"], cpu["sink"]
+	return r
+}
+
+// procCPU returns the user+system CPU time of a running process, from
+// /proc/PID/stat (fields 14 and 15, in USER_HZ = 100 ticks per second).
+func procCPU(pid int) (time.Duration, bool) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, false
+	}
+	i := bytes.LastIndexByte(data, ')')
+	if i < 0 {
+		return 0, false
+	}
+	f := strings.Fields(string(data[i+1:])) // f[0] is field 3, the state
+	if len(f) < 13 {
+		return 0, false
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, false
+	}
+	return time.Duration(utime+stime) * 10 * time.Millisecond, true
 }
 
 func mbps(bytes int64, d time.Duration) float64 { return float64(bytes) / 1e6 / d.Seconds() }
@@ -371,21 +437,23 @@ func BenchmarkBackupPipeline(b *testing.B) {
 			b.SetBytes(s.bytes)
 			b.ResetTimer()
 			b.StopTimer()
-			var total, launch, hostCPU, pluginCPU time.Duration
+			var total, launch, hostCPU, pluginCPU, sourceCPU, sinkCPU time.Duration
 			var disk, wire, batches int64
 			for range b.N {
 				self0, child0 := cpuTime()
 				b.StartTimer()
-				rep, took, launched := backup(b, s, compression)
+				r := backup(b, s, compression)
 				b.StopTimer()
 				self1, child1 := cpuTime()
 				hostCPU += self1 - self0
 				pluginCPU += child1 - child0
-				batches += rep.BatchesOut
-				total += took
-				launch += launched
-				disk += sinkMetric(rep, "bytes_written")
-				wire += rep.BytesOut
+				sourceCPU += r.sourceCPU
+				sinkCPU += r.sinkCPU
+				batches += r.rep.BatchesOut
+				total += r.took
+				launch += r.launch
+				disk += sinkMetric(r.rep, "bytes_written")
+				wire += r.rep.BytesOut
 			}
 			n := int64(b.N)
 			b.ReportMetric(mbps(s.bytes*n, total), "MB/s")
@@ -396,6 +464,8 @@ func BenchmarkBackupPipeline(b *testing.B) {
 			b.ReportMetric(float64(wire)/1e3/float64(batches), "KB/batch")
 			b.ReportMetric(hostCPU.Seconds()/float64(n), "host-cpu-s")
 			b.ReportMetric(pluginCPU.Seconds()/float64(n), "plugin-cpu-s")
+			b.ReportMetric(sourceCPU.Seconds()/float64(n), "source-cpu-s")
+			b.ReportMetric(sinkCPU.Seconds()/float64(n), "sink-cpu-s")
 		})
 	}
 }
@@ -406,9 +476,11 @@ func BenchmarkBackupPipeline(b *testing.B) {
 func BenchmarkBackupVsConsumer(b *testing.B) {
 	s := seedTopic(b)
 	b.ResetTimer()
-	var cons, pipe time.Duration
+	var cons, pipe, consCPU, pipeCPU time.Duration
 	for range b.N {
+		self0, _ := cpuTime()
 		n, bytes, took, err := drain(s)
+		self1, child1 := cpuTime()
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -416,12 +488,17 @@ func BenchmarkBackupVsConsumer(b *testing.B) {
 			b.Fatalf("drained %d records, %d bytes; want %d, %d", n, bytes, s.records, s.bytes)
 		}
 		cons += took
-		_, took, _ = backup(b, s, "")
-		pipe += took
+		consCPU += self1 - self0
+		pipe += backup(b, s, "").took
+		self2, child2 := cpuTime()
+		pipeCPU += self2 - self1 + child2 - child1
 	}
 	total := s.bytes * int64(b.N)
 	c, p := mbps(total, cons), mbps(total, pipe)
 	b.ReportMetric(c, "consumer-MB/s")
 	b.ReportMetric(p, "pipeline-MB/s")
 	b.ReportMetric(p/c, "ratio")
+	// CPU seconds the pipeline (host and plugins) spends per CPU second of
+	// the consumer for the same bytes: the cost side of the ratio.
+	b.ReportMetric(pipeCPU.Seconds()/consCPU.Seconds(), "cpu-ratio")
 }

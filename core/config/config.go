@@ -5,9 +5,15 @@
 //	plugin_dir = "bin/plugins"    # optional: where kpipe-plugin-* binaries live
 //
 //	pipeline "backup" {
-//	  source "kafka" { bootstrap_servers = ["127.0.0.1:9092"]; topics = ["orders"] }
+//	  source "kafka" {
+//	    bootstrap_servers = ["127.0.0.1:9092"]
+//	    topics            = ["orders"]
+//	  }
 //	  transform "filter" { expression = "partition == 0" }   # zero or more, in order
-//	  sink "fs" { path = "backups"; backup_id = "daily" }
+//	  sink "fs" {
+//	    path      = "backups"
+//	    backup_id = "daily"
+//	  }
 //	}
 //
 // The label of source, transform and sink blocks names the plugin; the

@@ -24,8 +24,8 @@ type View struct {
 
 // NewView checks that rec has the kpipe schema and returns a View of it.
 func NewView(rec arrow.RecordBatch) (*View, error) {
-	if !rec.Schema().Equal(Schema) {
-		return nil, fmt.Errorf("record batch schema is not the kpipe record schema v%s: %s", SchemaVersion, rec.Schema())
+	if err := CheckSchema(rec.Schema()); err != nil {
+		return nil, err
 	}
 	hl := rec.Column(ColHeaders).(*array.List)
 	hs := hl.ListValues().(*array.Struct)
@@ -109,4 +109,14 @@ func nullable(a *array.Binary, i int) []byte {
 		return empty
 	}
 	return b
+}
+
+// CheckSchema reports whether s is the kpipe record schema of this version:
+// the same fields and the same kpipe.schema_version metadata.
+func CheckSchema(s *arrow.Schema) error {
+	v, _ := s.Metadata().GetValue("kpipe.schema_version")
+	if !s.Equal(Schema) || v != SchemaVersion {
+		return fmt.Errorf("record batch schema is not the kpipe record schema v%s: %s", SchemaVersion, s)
+	}
+	return nil
 }

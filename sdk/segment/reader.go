@@ -55,10 +55,10 @@ func Open(dir string, e Entry) (*Reader, error) {
 		f.Close()
 		return nil, fmt.Errorf("open segment %s: %w", path, err)
 	}
-	if !r.Schema().Equal(record.Schema) {
+	if err := record.CheckSchema(r.Schema()); err != nil {
 		r.Close()
 		f.Close()
-		return nil, fmt.Errorf("open segment %s: not in the kpipe record schema v%s", path, record.SchemaVersion)
+		return nil, fmt.Errorf("open segment %s: %w", path, err)
 	}
 	return &Reader{f: f, r: r, dir: dir}, nil
 }

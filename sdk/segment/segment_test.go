@@ -529,6 +529,36 @@ func TestManifestTornOnlyLine(t *testing.T) {
 	}
 }
 
+// TestManifestCompleteLineWithoutNewline: a last line that is whole JSON but
+// lacks its newline is still torn (the append did not finish); it is not an
+// entry, and RepairPartition cuts it so that the next append starts a line.
+func TestManifestCompleteLineWithoutNewline(t *testing.T) {
+	dir := t.TempDir()
+	e1 := Entry{File: FileName(0), MaxOffset: 1, NextOffset: 2, Records: 2, Checksum: "crc32c:00000001"}
+	if err := AppendManifest(dir, e1); err != nil {
+		t.Fatal(err)
+	}
+	mp := filepath.Join(dir, ManifestName)
+	good, _ := os.ReadFile(mp)
+	line, err := manifestLine(Entry{File: FileName(2), MinOffset: 2, MaxOffset: 3, NextOffset: 4, Records: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(mp, append(bytes.Clone(good), bytes.TrimSuffix(line, []byte("\n"))...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	entries, n, err := ReadManifest(dir)
+	if err != nil || len(entries) != 1 || !sameEntry(entries[0], e1) || n != int64(len(good)) {
+		t.Errorf("ReadManifest = %+v, %d, %v; want [e1], %d, nil", entries, n, err, len(good))
+	}
+	if _, err := RepairPartition(dir); err != nil {
+		t.Fatal(err)
+	}
+	if after, _ := os.ReadFile(mp); !bytes.Equal(after, good) {
+		t.Errorf("manifest after repair = %q, want %q", after, good)
+	}
+}
+
 func TestManifestMissing(t *testing.T) {
 	entries, good, err := ReadManifest(t.TempDir())
 	if entries != nil || good != 0 || err != nil {

@@ -74,8 +74,14 @@ type counter int64
 
 func (c *counter) Write(p []byte) (int, error) { *c += counter(len(p)); return len(p), nil }
 
-// Write appends a record batch. nextOffset is the source position after it.
+// Write appends a record batch with its bounds. nextOffset is the source
+// position after it. An empty batch is not written; it only advances the
+// position.
 func (w *Writer) Write(rec arrow.RecordBatch, b record.Bounds, nextOffset int64) error {
+	if b.Count == 0 {
+		w.entry.NextOffset = max(w.entry.NextOffset, nextOffset)
+		return nil
+	}
 	if err := w.ipc.Write(rec); err != nil {
 		return fmt.Errorf("write segment: %w", err)
 	}
@@ -89,7 +95,7 @@ func (w *Writer) Write(rec arrow.RecordBatch, b record.Bounds, nextOffset int64)
 	e.MaxOffset = max(e.MaxOffset, b.MaxOffset)
 	e.MinTimestamp = min(e.MinTimestamp, b.MinTimestamp)
 	e.MaxTimestamp = max(e.MaxTimestamp, b.MaxTimestamp)
-	e.NextOffset = max(nextOffset, e.MaxOffset+1)
+	e.NextOffset = max(e.NextOffset, nextOffset, e.MaxOffset+1)
 	return nil
 }
 
