@@ -1,5 +1,6 @@
-// Package config loads kpipe pipeline files written in HCL. Every error it
-// returns points at file:line:column. A pipeline file looks like:
+// Package config loads kpipe pipeline files written in HCL. Its errors point
+// at file:line:column (a file without any pipeline block is named without a
+// line). A pipeline file looks like:
 //
 //	state_dir  = ".kpipe/state"   # optional: where checkpoints live
 //	plugin_dir = "bin/plugins"    # optional: where kpipe-plugin-* binaries live

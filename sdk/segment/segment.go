@@ -210,10 +210,9 @@ func ReadManifest(dir string) (entries []Entry, good int64, err error) {
 		}
 		var e Entry
 		if err := json.Unmarshal(line, &e); err != nil {
-			if good+int64(len(line))+1 < int64(len(data)) {
-				return nil, 0, fmt.Errorf("manifest %s: line %d is corrupt: %v", filepath.Join(dir, ManifestName), len(entries)+1, err)
-			}
-			break // the torn last line
+			// A line is appended with its newline in one write: a complete
+			// line that does not parse is damage, not a torn append.
+			return nil, 0, fmt.Errorf("manifest %s: line %d is corrupt: %v", filepath.Join(dir, ManifestName), len(entries)+1, err)
 		}
 		entries = append(entries, e)
 		good += int64(len(line)) + 1

@@ -752,3 +752,15 @@ func TestFormatHelpers(t *testing.T) {
 		t.Errorf("NewCRC is not CRC-32C: %08x", h.Sum32())
 	}
 }
+
+func TestReadManifestRejectsACompleteCorruptLastLine(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, ManifestName), []byte("{\"file\":\"a.arrow\"}\n{not json}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err := ReadManifest(dir)
+	want := "manifest " + filepath.Join(dir, ManifestName) + ": line 2 is corrupt: invalid character 'n' looking for beginning of object key string"
+	if err == nil || err.Error() != want {
+		t.Fatalf("got %v, want %s", err, want)
+	}
+}
