@@ -173,11 +173,18 @@ func fill(addr string) (*seed, error) {
 	s.took = time.Since(start)
 	fmt.Fprintf(os.Stderr, "bench: seeded %s: %d records, %.1f MB payload, %d partitions, in %s\n",
 		s.topic, n, float64(s.bytes)/1e6, partitions, s.took.Round(time.Millisecond))
-	// One untimed read warms the broker (JIT, page cache) so that the first
-	// measured run, whichever benchmark it belongs to, is not an outlier.
-	if _, _, _, err := drain(s); err != nil {
-		return nil, fmt.Errorf("warm-up read: %w", err)
+	// Untimed reads warm the broker (its JIT above all: `make bench` starts
+	// a fresh one) so that the first measured run, whichever benchmark it
+	// belongs to, is not an outlier.
+	warm := ""
+	for range 3 {
+		_, bytes, took, err := drain(s)
+		if err != nil {
+			return nil, fmt.Errorf("warm-up read: %w", err)
+		}
+		warm += fmt.Sprintf(" %.0f", mbps(bytes, took))
 	}
+	fmt.Fprintf(os.Stderr, "bench: warm-up reads, MB/s:%s\n", warm)
 	return s, nil
 }
 

@@ -268,6 +268,7 @@ func (r *run) flow(ctx context.Context, src *stage, transforms []*stage, sink *s
 
 	toTransforms := make(chan *pb.Batch)
 	toSink := make(chan outBatch)
+	acksDone := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(4)
 
@@ -330,7 +331,7 @@ func (r *run) flow(ctx context.Context, src *stage, transforms []*stage, sink *s
 				var next []*pb.Batch
 				for _, o := range outs {
 					if err := ts.Send(o); err != nil {
-						r.fail(r.streamErr("transform", transforms[i].cfg.Plugin, ts.RecvMsg, err))
+						r.fail(r.streamErr("transform", transforms[i].cfg.Plugin, func() error { _, err := ts.Recv(); return err }, err))
 						return
 					}
 					resp, err := ts.Recv()
@@ -381,7 +382,12 @@ func (r *run) flow(ctx context.Context, src *stage, transforms []*stage, sink *s
 		defer wg.Done()
 		for o := range toSink {
 			if err := sinkStream.Send(o.b); err != nil {
-				r.fail(r.streamErr("sink", sink.cfg.Plugin, sinkStream.RecvMsg, err))
+				if err == io.EOF {
+					// The sink ended the stream; the ack reader learns why.
+					<-acksDone
+					err = errors.New("ended its stream before every batch was written")
+				}
+				r.fail(fmt.Errorf("pipeline %q: sink %q: %w", r.name, sink.cfg.Plugin, err))
 				return
 			}
 			e := o.b.GetEnvelope()
@@ -401,6 +407,7 @@ func (r *run) flow(ctx context.Context, src *stage, transforms []*stage, sink *s
 
 	go func() { // sink acks → checkpoint → source acks
 		defer wg.Done()
+		defer close(acksDone)
 		lastSave := time.Now()
 		for {
 			ack, err := sinkStream.Recv()
@@ -441,12 +448,11 @@ func (r *run) flow(ctx context.Context, src *stage, transforms []*stage, sink *s
 	return nil
 }
 
-// streamErr explains a failed Send: the stream's own status is the real
-// cause, and RecvMsg returns it.
-func (r *run) streamErr(role, plugin string, recv func(any) error, sendErr error) error {
+// streamErr explains a failed Send: when the plugin ended the stream, its
+// status, which the next Recv returns, is the real cause.
+func (r *run) streamErr(role, plugin string, recv func() error, sendErr error) error {
 	if sendErr == io.EOF {
-		var m pb.SinkAck
-		if err := recv(&m); err != nil && err != io.EOF {
+		if err := recv(); err != nil && err != io.EOF {
 			sendErr = err
 		}
 	}

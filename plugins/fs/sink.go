@@ -212,43 +212,51 @@ func (s *Sink) Write(_ context.Context, b sdk.Batch) error {
 	}
 	// Fill segments up to segment_max_records exactly, splitting the batch
 	// where needed. The batch is acked with the segment that gets its end.
-	for rec.NumRows() > 0 {
+	for start, n := int64(0), rec.NumRows(); start < n; {
 		if pw.w == nil {
 			if pw.w, err = segment.NewWriter(pw.dir, s.cfg.Compression); err != nil {
 				return err
 			}
 		}
-		part, next := rec, b.NextOffset
-		if room := s.cfg.SegmentMaxRecords - pw.w.Records(); s.cfg.SegmentMaxRecords > 0 && rec.NumRows() > room {
-			part = rec.NewSlice(0, room)
-			defer part.Release()
-			rest := rec.NewSlice(room, rec.NumRows())
-			defer rest.Release()
-			rec = rest
-		} else {
-			rec = rec.NewSlice(0, 0)
-			defer rec.Release()
+		end := n
+		if s.cfg.SegmentMaxRecords > 0 {
+			end = min(n, start+s.cfg.SegmentMaxRecords-pw.w.Records())
 		}
-		pv, err := record.NewView(part)
-		if err != nil {
+		if err := s.writePart(pw, rec, start, end, b, end == n); err != nil {
 			return err
 		}
-		pb := boundsOf(pv)
-		if rec.NumRows() > 0 {
-			next = pb.MaxOffset + 1
-		} else {
-			pw.seqs = append(pw.seqs, b.Seq)
-		}
-		if err := pw.w.Write(part, pb, next); err != nil {
-			return err
-		}
-		s.records += pb.Count
+		start = end
 		if pw.w.Size() >= s.cfg.SegmentMaxBytes || (s.cfg.SegmentMaxRecords > 0 && pw.w.Records() >= s.cfg.SegmentMaxRecords) {
 			if err := s.commit(pw); err != nil {
 				return err
 			}
 		}
 	}
+	return nil
+}
+
+// writePart writes rows [start, end) of rec, which belong to batch b, to the
+// partition's open segment. last says the part ends the batch.
+func (s *Sink) writePart(pw *partWriter, rec arrow.RecordBatch, start, end int64, b sdk.Batch, last bool) error {
+	part := rec
+	if start > 0 || end < rec.NumRows() {
+		part = rec.NewSlice(start, end)
+		defer part.Release()
+	}
+	v, err := record.NewView(part)
+	if err != nil {
+		return err
+	}
+	bounds := boundsOf(v)
+	next := bounds.MaxOffset + 1
+	if last {
+		next = b.NextOffset
+		pw.seqs = append(pw.seqs, b.Seq)
+	}
+	if err := pw.w.Write(part, bounds, next); err != nil {
+		return err
+	}
+	s.records += bounds.Count
 	return nil
 }
 
