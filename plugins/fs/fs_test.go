@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/kpipe/kpipe/sdk"
@@ -40,15 +41,18 @@ func batch(t *testing.T, topic string, partition int32, from, n int64) sdk.Batch
 	return out
 }
 
-func openSink(t *testing.T, params map[string]any) (*Sink, *[]uint64, error) {
+// openSink configures and opens a sink; acks returns the seqs acked so far.
+func openSink(t *testing.T, params map[string]any) (s *Sink, acks func() []uint64, err error) {
 	t.Helper()
-	s := NewSink().(*Sink)
+	s = NewSink().(*Sink)
 	if err := configure(t, s, params); err != nil {
 		t.Fatal(err)
 	}
 	var acked []uint64
-	err := s.Open(context.Background(), func(seqs ...uint64) { acked = append(acked, seqs...) })
-	return s, &acked, err
+	var mu sync.Mutex // acks come from the partitions' writer goroutines
+	err = s.Open(context.Background(), func(seqs ...uint64) { mu.Lock(); acked = append(acked, seqs...); mu.Unlock() })
+	acks = func() []uint64 { mu.Lock(); defer mu.Unlock(); return append([]uint64(nil), acked...) }
+	return s, acks, err
 }
 
 func TestSecondWriterOfABackupWaitsThenFails(t *testing.T) {
@@ -82,8 +86,8 @@ func TestSinkSkipsWhatIsAlreadyStoredAndSplitsAtSegmentMaxRecords(t *testing.T) 
 	if err := s.Write(ctx, b); err != nil {
 		t.Fatal(err)
 	}
-	if len(*acked) != 0 {
-		t.Fatalf("acked %v before the batch's last segment was committed", *acked)
+	if got := acked(); len(got) != 0 {
+		t.Fatalf("acked %v before the batch's last segment was committed", got)
 	}
 	if err := s.Flush(ctx); err != nil {
 		t.Fatal(err)
@@ -106,8 +110,8 @@ func TestSinkSkipsWhatIsAlreadyStoredAndSplitsAtSegmentMaxRecords(t *testing.T) 
 		t.Fatal(err)
 	}
 	m := s.Metrics()
-	if m["records_written"] != 10 || m["records_skipped_already_stored"] != 10 || len(*acked) != 1 || (*acked)[0] != 7 {
-		t.Fatalf("metrics %v acks %v; want 10 written, 10 skipped, seq 7 acked", m, *acked)
+	if got := acked(); m["records_written"] != 10 || m["records_skipped_already_stored"] != 10 || len(got) != 1 || got[0] != 7 {
+		t.Fatalf("metrics %v acks %v; want 10 written, 10 skipped, seq 7 acked", m, got)
 	}
 	s.Teardown(ctx)
 	parts, _ := s.backup.Partitions()

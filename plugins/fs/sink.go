@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -29,16 +30,11 @@ type sinkConfig struct {
 	LockTimeout       time.Duration `param:"lock_timeout" default:"30s" help:"how long to wait for another writer of the same backup to finish"`
 }
 
-// partWriter is the open segment of one topic-partition.
-type partWriter struct {
-	dir  string
-	next int64 // durable next offset; -1 when nothing is stored
-	w    *segment.Writer
-	seqs []uint64
-}
-
-// Sink writes batches into a backup. It is idempotent: a batch, or the part
-// of one, below the durable position of its partition is acked and skipped.
+// Sink writes batches into a backup. Each partition has its own writer
+// goroutine, so that segments of different partitions are encoded and
+// compressed in parallel and one slow partition does not hold up the others.
+// It is idempotent: a batch, or the part of one, below the durable position
+// of its partition is acked and skipped.
 type Sink struct {
 	sdk.UnimplementedSink
 	cfg    sinkConfig
@@ -48,11 +44,10 @@ type Sink struct {
 
 	mu    sync.Mutex
 	parts map[string]*partWriter
-	stop  chan struct{}
-	done  chan struct{}
-	err   error // a background commit failure, returned by the next call
+	err   error // the first write or commit failure; later calls return it
+	wg    sync.WaitGroup
 
-	records, segments, bytes, skipped int64
+	records, segments, bytes, skipped atomic.Int64
 }
 
 // NewSink returns the fs sink.
@@ -117,14 +112,12 @@ func (s *Sink) Open(ctx context.Context, ack sdk.Acker) error {
 		if err != nil {
 			return err
 		}
-		pw := &partWriter{dir: dir, next: -1}
+		next := int64(-1)
 		if len(entries) > 0 {
-			pw.next = entries[len(entries)-1].NextOffset
+			next = entries[len(entries)-1].NextOffset
 		}
-		s.parts[key(p.Topic, p.Partition)] = pw
+		s.start(key(p.Topic, p.Partition), dir, next)
 	}
-	s.stop, s.done = make(chan struct{}), make(chan struct{})
-	go s.flushLoop()
 	return nil
 }
 
@@ -177,34 +170,177 @@ func (s *Sink) DurablePositions(context.Context) ([]sdk.Position, error) {
 	return ps, nil
 }
 
-func (s *Sink) Write(_ context.Context, b sdk.Batch) error {
+func (s *Sink) fail(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err == nil {
+		s.err = err
+	}
+}
+
+func (s *Sink) failed() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// start runs the writer goroutine of a partition. The caller holds s.mu or
+// is the only goroutine (Open).
+func (s *Sink) start(k, dir string, next int64) *partWriter {
+	pw := &partWriter{sink: s, dir: dir, next: next, ops: make(chan op, 4)}
+	s.parts[k] = pw
+	s.wg.Add(1)
+	go pw.run()
+	return pw
+}
+
+// Write hands the batch to its partition's writer; it blocks while that
+// writer is busy with earlier batches (backpressure).
+func (s *Sink) Write(ctx context.Context, b sdk.Batch) error {
+	if err := s.failed(); err != nil {
+		return err
+	}
 	if b.Count == 0 {
 		s.ack(b.Seq)
 		return nil
 	}
+	k := key(b.Topic, b.Partition)
+	s.mu.Lock()
+	pw := s.parts[k]
+	if pw == nil {
+		pw = s.start(k, s.backup.PartitionDir(b.Topic, b.Partition), -1)
+	}
+	s.mu.Unlock()
+	select {
+	case pw.ops <- op{batch: b}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Flush commits every partition's open segment, after the batches before it.
+func (s *Sink) Flush(ctx context.Context) error {
+	s.mu.Lock()
+	pws := make([]*partWriter, 0, len(s.parts))
+	for _, pw := range s.parts {
+		pws = append(pws, pw)
+	}
+	s.mu.Unlock()
+	done := make(chan error, len(pws))
+	for _, pw := range pws {
+		select {
+		case pw.ops <- op{flushed: done}:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	for range pws {
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return s.failed()
+}
+
+func (s *Sink) Metrics() map[string]int64 {
+	return map[string]int64{
+		"records_written":                s.records.Load(),
+		"segments_written":               s.segments.Load(),
+		"bytes_written":                  s.bytes.Load(),
+		"records_skipped_already_stored": s.skipped.Load(),
+	}
+}
+
+// Teardown stops the writers; a segment still open was never acked and is
+// dropped (the next run reads those records again).
+func (s *Sink) Teardown(context.Context) error {
+	s.mu.Lock()
+	for _, pw := range s.parts {
+		close(pw.ops)
+	}
+	s.parts = nil
+	s.mu.Unlock()
+	s.wg.Wait()
+	if s.lock != nil {
+		s.lock.Close()
+		s.lock = nil
+	}
+	return nil
+}
+
+// op is a batch to write or, with flushed set, a request to commit.
+type op struct {
+	batch   sdk.Batch
+	flushed chan error
+}
+
+// partWriter owns the open segment of one topic-partition; only its own
+// goroutine touches its fields.
+type partWriter struct {
+	sink *Sink
+	dir  string
+	next int64 // durable next offset; -1 when nothing is stored
+	w    *segment.Writer
+	seqs []uint64
+	ops  chan op
+}
+
+func (pw *partWriter) run() {
+	defer pw.sink.wg.Done()
+	s := pw.sink
+	tick := time.NewTicker(max(s.cfg.FlushInterval/4, 10*time.Millisecond))
+	defer tick.Stop()
+	for {
+		select {
+		case o, ok := <-pw.ops:
+			if !ok {
+				if pw.w != nil {
+					pw.w.Abort()
+				}
+				return
+			}
+			if o.flushed != nil {
+				o.flushed <- pw.do(pw.commit)
+				continue
+			}
+			pw.do(func() error { return pw.write(o.batch) })
+		case <-tick.C:
+			if pw.w != nil && pw.w.Age() >= s.cfg.FlushInterval {
+				pw.do(pw.commit)
+			}
+		}
+	}
+}
+
+// do runs fn unless the sink has failed, and records its failure.
+func (pw *partWriter) do(fn func() error) error {
+	if err := pw.sink.failed(); err != nil {
+		return err
+	}
+	if err := fn(); err != nil {
+		pw.sink.fail(err)
+		return err
+	}
+	return nil
+}
+
+func (pw *partWriter) write(b sdk.Batch) error {
+	s := pw.sink
 	rec, err := record.Decode(b.Arrow)
 	if err != nil {
 		return err
 	}
 	defer rec.Release()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.err != nil {
-		return s.err
-	}
-	k := key(b.Topic, b.Partition)
-	pw := s.parts[k]
-	if pw == nil {
-		pw = &partWriter{dir: s.backup.PartitionDir(b.Topic, b.Partition), next: -1}
-		s.parts[k] = pw
-	}
 	if pw.next >= 0 && b.MinOffset < pw.next {
 		// Already stored, wholly or in part: a replay after a resume.
 		if rec, err = dropBelow(rec, pw.next); err != nil {
 			return err
 		}
 		defer rec.Release()
-		s.skipped += b.Count - rec.NumRows()
+		s.skipped.Add(b.Count - rec.NumRows())
 		if rec.NumRows() == 0 {
 			s.ack(b.Seq)
 			return nil
@@ -222,12 +358,12 @@ func (s *Sink) Write(_ context.Context, b sdk.Batch) error {
 		if s.cfg.SegmentMaxRecords > 0 {
 			end = min(n, start+s.cfg.SegmentMaxRecords-pw.w.Records())
 		}
-		if err := s.writePart(pw, rec, start, end, b, end == n); err != nil {
+		if err := pw.writePart(rec, start, end, b, end == n); err != nil {
 			return err
 		}
 		start = end
 		if pw.w.Size() >= s.cfg.SegmentMaxBytes || (s.cfg.SegmentMaxRecords > 0 && pw.w.Records() >= s.cfg.SegmentMaxRecords) {
-			if err := s.commit(pw); err != nil {
+			if err := pw.commit(); err != nil {
 				return err
 			}
 		}
@@ -236,8 +372,8 @@ func (s *Sink) Write(_ context.Context, b sdk.Batch) error {
 }
 
 // writePart writes rows [start, end) of rec, which belong to batch b, to the
-// partition's open segment. last says the part ends the batch.
-func (s *Sink) writePart(pw *partWriter, rec arrow.RecordBatch, start, end int64, b sdk.Batch, last bool) error {
+// open segment. last says the part ends the batch.
+func (pw *partWriter) writePart(rec arrow.RecordBatch, start, end int64, b sdk.Batch, last bool) error {
 	part := rec
 	if start > 0 || end < rec.NumRows() {
 		part = rec.NewSlice(start, end)
@@ -256,7 +392,27 @@ func (s *Sink) writePart(pw *partWriter, rec arrow.RecordBatch, start, end int64
 	if err := pw.w.Write(part, bounds, next); err != nil {
 		return err
 	}
-	s.records += bounds.Count
+	pw.sink.records.Add(bounds.Count)
+	return nil
+}
+
+// commit makes the open segment durable and acks its batches.
+func (pw *partWriter) commit() error {
+	if pw.w == nil {
+		return nil
+	}
+	e, err := pw.w.Commit()
+	pw.w = nil
+	if err != nil {
+		return err
+	}
+	pw.next = e.NextOffset
+	pw.sink.segments.Add(1)
+	pw.sink.bytes.Add(e.Size)
+	if len(pw.seqs) > 0 {
+		pw.sink.ack(pw.seqs...)
+		pw.seqs = nil
+	}
 	return nil
 }
 
@@ -286,95 +442,6 @@ func boundsOf(v *record.View) record.Bounds {
 		b.MinTimestamp, b.MaxTimestamp = min(b.MinTimestamp, ts), max(b.MaxTimestamp, ts)
 	}
 	return b
-}
-
-// commit makes the open segment of pw durable and acks its batches. The
-// caller holds s.mu.
-func (s *Sink) commit(pw *partWriter) error {
-	if pw.w == nil {
-		return nil
-	}
-	e, err := pw.w.Commit()
-	pw.w = nil
-	if err != nil {
-		s.err = err
-		return err
-	}
-	pw.next = e.NextOffset
-	s.segments++
-	s.bytes += e.Size
-	s.ack(pw.seqs...)
-	pw.seqs = nil
-	return nil
-}
-
-// flushLoop commits segments older than flush_interval.
-func (s *Sink) flushLoop() {
-	defer close(s.done)
-	t := time.NewTicker(max(s.cfg.FlushInterval/4, 10*time.Millisecond))
-	defer t.Stop()
-	for {
-		select {
-		case <-s.stop:
-			return
-		case <-t.C:
-			s.mu.Lock()
-			for _, pw := range s.parts {
-				if pw.w != nil && pw.w.Age() >= s.cfg.FlushInterval {
-					if err := s.commit(pw); err != nil {
-						sdk.Logger().Error("commit segment", "error", err)
-					}
-				}
-			}
-			s.mu.Unlock()
-		}
-	}
-}
-
-func (s *Sink) Flush(context.Context) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.err != nil {
-		return s.err
-	}
-	for _, pw := range s.parts {
-		if err := s.commit(pw); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (s *Sink) Metrics() map[string]int64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return map[string]int64{
-		"records_written":                s.records,
-		"segments_written":               s.segments,
-		"bytes_written":                  s.bytes,
-		"records_skipped_already_stored": s.skipped,
-	}
-}
-
-func (s *Sink) Teardown(context.Context) error {
-	if s.stop != nil {
-		close(s.stop)
-		<-s.done
-		s.stop = nil
-	}
-	s.mu.Lock()
-	for _, pw := range s.parts {
-		if pw.w != nil {
-			pw.w.Abort() // never acked: the next run reads these records again
-			pw.w = nil
-		}
-	}
-	s.mu.Unlock()
-	if s.lock != nil {
-		s.lock.Close()
-		s.lock = nil
-	}
-	return nil
 }
 
 func writeJSON(path string, v any) error {
