@@ -118,6 +118,7 @@ func TestBackupSurvivesSIGKILL(t *testing.T) {
 		deadline := time.Now().Add(time.Duration(rng.IntN(300)) * time.Millisecond)
 		waitProgress := rng.IntN(4) != 0
 		finished := false
+		var plugins []int
 		for !finished {
 			select {
 			case err := <-exited:
@@ -132,16 +133,21 @@ func TestBackupSurvivesSIGKILL(t *testing.T) {
 				continue
 			}
 			time.Sleep(time.Duration(rng.IntN(120)) * time.Millisecond)
+			plugins = children(cmd.Process.Pid)
 			cmd.Process.Signal(syscall.SIGKILL)
 			<-exited
 			kills++
+			waitGone(t, plugins)
 			break
 		}
 		if finished {
 			break
 		}
 		n := durable(t, backup)
-		t.Logf("round %d: killed with %d of %d records durable", round, n, total)
+		t.Logf("round %d: killed with %d of %d records durable; its %d plugin processes ended with it", round, n, total, len(plugins))
+		if n > last && len(plugins) != 2 {
+			t.Fatalf("round %d: the killed backup had %d plugin processes, want 2 (kafka source, fs sink)", round, len(plugins))
+		}
 		if n < last {
 			t.Fatalf("round %d: durable records went down from %d to %d", round, last, n)
 		}
@@ -214,4 +220,45 @@ func mustView(t *testing.T, rec arrow.RecordBatch) *record.View {
 		t.Fatal(err)
 	}
 	return v
+}
+
+// children returns the pids of the processes whose parent is pid.
+func children(pid int) []int {
+	var out []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces, so split after ")".
+		fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+		if len(fields) > 1 && fields[1] == strconv.Itoa(pid) {
+			out = append(out, child)
+		}
+	}
+	return out
+}
+
+// waitGone fails the test unless every plugin process of a killed host
+// ends within 3 seconds: plugins must not outlive the host.
+func waitGone(t *testing.T, pids []int) {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Second)
+	for _, pid := range pids {
+		for {
+			stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+			if err != nil || bytes.Contains(stat, []byte(") Z ")) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("plugin process %d still runs 3s after its host was killed", pid)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
 }

@@ -159,10 +159,21 @@ func TestHelpExplainsEveryCommand(t *testing.T) {
 }
 
 func TestPluginsListShowsEveryBuiltIn(t *testing.T) {
-	code, stdout, stderr := kpipe(t, "plugins", "list")
-	if code != 0 {
-		t.Fatalf("exit %d: %s", code, stderr)
+	for _, mtls := range []bool{false, true} {
+		args := []string{"plugins", "list"}
+		if mtls {
+			args = append(args, "--plugin-mtls")
+		}
+		code, stdout, stderr := kpipe(t, args...)
+		if code != 0 {
+			t.Fatalf("%v: exit %d: %s", args, code, stderr)
+		}
+		checkPluginList(t, stdout)
 	}
+}
+
+func checkPluginList(t *testing.T, stdout string) {
+	t.Helper()
 	want := "NAME    VERSION  KINDS        SUMMARY\n" +
 		"filter  0.1.0    transform    keeps records by time window, partition and CEL expression\n" +
 		"fs      0.1.0    sink,source  backups as Arrow segments on a local file system\n" +

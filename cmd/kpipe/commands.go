@@ -29,7 +29,7 @@ func (g *globals) host(fileDir string) *host.Host {
 	if dir == "" {
 		dir = host.DefaultDir()
 	}
-	return &host.Host{Dir: dir, Logger: g.logger()}
+	return &host.Host{Dir: dir, Logger: g.logger(), MTLS: g.mtls}
 }
 
 // runOpts are the flags of commands that run pipelines.

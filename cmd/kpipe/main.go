@@ -84,6 +84,7 @@ func run(ctx context.Context, args []string) int {
 // globals are the flags every command has.
 type globals struct {
 	pluginDir string
+	mtls      bool
 	logLevel  string
 	format    string
 }
@@ -125,6 +126,7 @@ the checkpoint (run again to resume).`,
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.pluginDir, "plugin-dir", "", "folder holding the kpipe-plugin-NAME binaries (default: the plugins folder beside kpipe, else bin/plugins; a pipeline file's plugin_dir comes before the default)")
+	pf.BoolVar(&g.mtls, "plugin-mtls", false, "secure every plugin link with mutual TLS (certificates made per run); costs throughput on the data path")
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level on stderr: debug, info, warn or error")
 	pf.StringVar(&g.format, "format", "text", "report format on stdout: text or json")
 	root.AddCommand(newRunCmd(g), newPluginsCmd(g), newBackupCmd(g), newRestoreCmd(g))
