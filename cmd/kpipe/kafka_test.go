@@ -148,3 +148,49 @@ func held(t *testing.T, b segment.Backup) int64 {
 	}
 	return n
 }
+
+// TestExamplePipelinesRunAgainstABroker runs pipelines.example.hcl as the
+// README and the demo do: a backup, then a PITR restore of a window.
+func TestExamplePipelinesRunAgainstABroker(t *testing.T) {
+	addr := testkit.Kafka(t)
+	topic := testkit.Topic(t, "example")
+	ts := time.Now().Add(-time.Hour).UnixMilli()
+	seedPartitions(t, addr, topic, 2, 1000, ts) // timestamps ts+0 .. ts+999
+	example, err := os.ReadFile(filepath.Join(testkit.Root(), "pipelines.example.hcl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	file := filepath.Join(dir, "pipelines.example.hcl")
+	if err := os.WriteFile(file, example, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(testkit.KpipeBinary(t), "--plugin-dir", testkit.PluginDir(t), "run", file, "--format", "json")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "KPIPE_BOOTSTRAP="+addr, "KPIPE_TOPIC="+topic, "KPIPE_BACKUP_ID=ex",
+		fmt.Sprintf("KPIPE_WINDOW_START=%d", ts+100), fmt.Sprintf("KPIPE_WINDOW_END=%d", ts+299))
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("kpipe run: %v\n%s", err, stderr.String())
+	}
+	var rep struct {
+		Pipelines []struct {
+			Pipeline   string `json:"pipeline"`
+			RecordsOut int64  `json:"records_out"`
+		} `json:"pipelines"`
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
+		t.Fatalf("report: %v\n%s", err, stdout.String())
+	}
+	if len(rep.Pipelines) != 2 || rep.Pipelines[0].Pipeline != "backup" || rep.Pipelines[0].RecordsOut != 2000 ||
+		rep.Pipelines[1].Pipeline != "pitr-restore" || rep.Pipelines[1].RecordsOut != 400 {
+		t.Fatalf("report %+v, want backup of 2000 records, then a restore of 400 (200 per partition)", rep.Pipelines)
+	}
+	if got := len(testkit.ConsumeAll(t, addr, topic+"-pitr")); got != 400 {
+		t.Fatalf("%s-pitr holds %d records, want 400", topic, got)
+	}
+	if parts, err := (segment.Backup{Root: filepath.Join(dir, ".kpipe", "backups"), ID: "ex"}).Partitions(); err != nil || len(parts) != 2 {
+		t.Fatalf("backup under the example's path: %v, %v", parts, err)
+	}
+}
