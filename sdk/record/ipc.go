@@ -14,6 +14,7 @@ import (
 // cross plugin boundaries. The bytes are not compressed; segments compress.
 func Encode(rec arrow.RecordBatch) ([]byte, error) {
 	var buf bytes.Buffer
+	buf.Grow(encodedSize(rec))
 	w := ipc.NewWriter(&buf, ipc.WithSchema(rec.Schema()))
 	if err := w.Write(rec); err != nil {
 		return nil, fmt.Errorf("encode record batch: %w", err)
@@ -55,4 +56,25 @@ func DecodeView(data []byte) (*View, error) {
 		return nil, err
 	}
 	return v, nil
+}
+
+// encodedSize estimates the IPC stream size of rec: its buffers plus room
+// for the schema and message headers, so that Encode allocates once.
+func encodedSize(rec arrow.RecordBatch) int {
+	n := 4096
+	var add func(d arrow.ArrayData)
+	add = func(d arrow.ArrayData) {
+		for _, b := range d.Buffers() {
+			if b != nil {
+				n += b.Len() + 8
+			}
+		}
+		for _, c := range d.Children() {
+			add(c)
+		}
+	}
+	for _, c := range rec.Columns() {
+		add(c.Data())
+	}
+	return n
 }
