@@ -15,11 +15,13 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/kpipe/kpipe/conformance"
 	"github.com/kpipe/kpipe/core/config"
 	"github.com/kpipe/kpipe/core/engine"
 	"github.com/kpipe/kpipe/core/host"
 	"github.com/kpipe/kpipe/internal/testkit"
 	"github.com/kpipe/kpipe/pipelines"
+	"github.com/kpipe/kpipe/sdk/record"
 	"github.com/kpipe/kpipe/sdk/segment"
 )
 
@@ -55,30 +57,22 @@ func fidelityRecords(topic string, base int64, bulk int) []*kgo.Record {
 	return recs
 }
 
-// sameRecord compares everything a restore must keep. Offsets are compared
-// too: a restore into a fresh topic lands each record at its source offset.
+// sameRecord compares everything a restore must keep (see conformance.Diff),
+// and the partition. Offsets are compared too: a restore into a fresh topic
+// lands each record at its source offset.
 func sameRecord(want, got *kgo.Record) string {
-	switch {
-	case want.Partition != got.Partition:
+	if want.Partition != got.Partition {
 		return fmt.Sprintf("partition %d, want %d", got.Partition, want.Partition)
-	case want.Offset != got.Offset:
-		return fmt.Sprintf("offset %d, want %d", got.Offset, want.Offset)
-	case (want.Key == nil) != (got.Key == nil) || !bytes.Equal(want.Key, got.Key):
-		return fmt.Sprintf("key %q (nil %v), want %q (nil %v)", got.Key, got.Key == nil, want.Key, want.Key == nil)
-	case (want.Value == nil) != (got.Value == nil) || !bytes.Equal(want.Value, got.Value):
-		return fmt.Sprintf("value %q (nil %v), want %q (nil %v)", got.Value, got.Value == nil, want.Value, want.Value == nil)
-	case want.Timestamp.UnixMilli() != got.Timestamp.UnixMilli():
-		return fmt.Sprintf("timestamp %d, want %d", got.Timestamp.UnixMilli(), want.Timestamp.UnixMilli())
-	case len(want.Headers) != len(got.Headers):
-		return fmt.Sprintf("%d headers, want %d", len(got.Headers), len(want.Headers))
 	}
-	for i := range want.Headers {
-		w, g := want.Headers[i], got.Headers[i]
-		if w.Key != g.Key || (w.Value == nil) != (g.Value == nil) || !bytes.Equal(w.Value, g.Value) {
-			return fmt.Sprintf("header %d = %q:%q (nil %v), want %q:%q (nil %v)", i, g.Key, g.Value, g.Value == nil, w.Key, w.Value, w.Value == nil)
-		}
+	return conformance.Diff(asRecord(want), asRecord(got))
+}
+
+func asRecord(r *kgo.Record) record.Record {
+	out := record.Record{Offset: r.Offset, Timestamp: r.Timestamp.UnixMilli(), Key: r.Key, Value: r.Value}
+	for _, h := range r.Headers {
+		out.Headers = append(out.Headers, record.Header{Key: h.Key, Value: h.Value})
 	}
-	return ""
+	return out
 }
 
 func compare(t *testing.T, want, got []*kgo.Record) {
