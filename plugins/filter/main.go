@@ -42,16 +42,7 @@ func (f *Filter) Spec() sdk.Spec {
 }
 
 func (f *Filter) Configure(context.Context) error {
-	var errs param.Errors
-	if err := param.CheckEpochMillis("time_window_start", f.cfg.TimeWindowStart); err != nil {
-		errs = append(errs, err)
-	}
-	if err := param.CheckEpochMillis("time_window_end", f.cfg.TimeWindowEnd); err != nil {
-		errs = append(errs, err)
-	}
-	if f.cfg.TimeWindowStart >= 0 && f.cfg.TimeWindowEnd >= 0 && f.cfg.TimeWindowEnd < f.cfg.TimeWindowStart {
-		errs = append(errs, param.Errorf("time_window_end", "%d is before time_window_start %d", f.cfg.TimeWindowEnd, f.cfg.TimeWindowStart))
-	}
+	errs := param.CheckTimeWindow(f.cfg.TimeWindowStart, f.cfg.TimeWindowEnd)
 	if f.cfg.Expression != "" {
 		prg, err := celexpr.Compile(f.cfg.Expression)
 		if err != nil {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/kpipe/kpipe/sdk"
 	"github.com/kpipe/kpipe/sdk/param"
@@ -219,5 +220,35 @@ func TestSourceSkipsSegmentsOutsideTheWindowAndResumes(t *testing.T) {
 	// 60-99 lie after the window: 4 segments pruned.
 	if m["segments_pruned"] != 4 || m["records_pruned"] != 40 || m["segments_read"] != 3 || m["records_read"] != 27 {
 		t.Fatalf("metrics %v, want 4 segments (40 records) pruned, 3 read (27 records)", m)
+	}
+}
+
+func TestSinkCommitsASegmentOnceItReachesSegmentMaxBytes(t *testing.T) {
+	params := map[string]any{"path": t.TempDir(), "backup_id": "b", "segment_max_bytes": 1, "compression": "none"}
+	ctx := context.Background()
+	s, acked, err := openSink(t, params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := int64(0); i < 3; i++ {
+		b := batch(t, "t", 0, i*10, 10)
+		b.Seq = uint64(i + 1)
+		if err := s.Write(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Every batch fills a segment past 1 byte, so each is committed and
+	// acked without a Flush.
+	deadline := time.Now().Add(5 * time.Second)
+	for len(acked()) < 3 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := acked(); len(got) != 3 {
+		t.Fatalf("acked %v without a flush, want seqs 1, 2, 3", got)
+	}
+	s.Teardown(ctx)
+	parts, _ := s.backup.Partitions()
+	if len(parts) != 1 || len(parts[0].Entries) != 3 || parts[0].Entries[2].MinOffset != 20 {
+		t.Fatalf("segments %+v, want 3 of 10 records each", parts)
 	}
 }

@@ -383,7 +383,7 @@ func (pw *partWriter) writePart(rec arrow.RecordBatch, start, end int64, b sdk.B
 	if err != nil {
 		return err
 	}
-	bounds := boundsOf(v)
+	bounds := v.Bounds()
 	next := bounds.MaxOffset + 1
 	if last {
 		next = b.NextOffset
@@ -428,20 +428,6 @@ func dropBelow(rec arrow.RecordBatch, next int64) (arrow.RecordBatch, error) {
 		i++
 	}
 	return rec.NewSlice(int64(i), rec.NumRows()), nil
-}
-
-func boundsOf(v *record.View) record.Bounds {
-	var b record.Bounds
-	for i := 0; i < v.Len(); i++ {
-		o, ts := v.Offset(i), v.Timestamp(i)
-		if b.Count == 0 {
-			b = record.Bounds{MinOffset: o, MaxOffset: o, MinTimestamp: ts, MaxTimestamp: ts}
-		}
-		b.Count++
-		b.MinOffset, b.MaxOffset = min(b.MinOffset, o), max(b.MaxOffset, o)
-		b.MinTimestamp, b.MaxTimestamp = min(b.MinTimestamp, ts), max(b.MaxTimestamp, ts)
-	}
-	return b
 }
 
 func writeJSON(path string, v any) error {

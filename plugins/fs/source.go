@@ -60,18 +60,7 @@ func (s *Source) Configure(context.Context) error {
 	if err := checkBackupID(s.cfg.BackupID); err != nil {
 		errs = append(errs, err)
 	}
-	for _, name := range []string{"time_window_start", "time_window_end"} {
-		v := s.cfg.TimeWindowStart
-		if name == "time_window_end" {
-			v = s.cfg.TimeWindowEnd
-		}
-		if err := param.CheckEpochMillis(name, v); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if s.cfg.TimeWindowStart >= 0 && s.cfg.TimeWindowEnd >= 0 && s.cfg.TimeWindowEnd < s.cfg.TimeWindowStart {
-		errs = append(errs, param.Errorf("time_window_end", "%d is before time_window_start %d", s.cfg.TimeWindowEnd, s.cfg.TimeWindowStart))
-	}
+	errs = append(errs, param.CheckTimeWindow(s.cfg.TimeWindowStart, s.cfg.TimeWindowEnd)...)
 	for _, g := range s.cfg.Topics {
 		if _, err := path.Match(g, ""); err != nil {
 			errs = append(errs, param.Errorf("topics", "bad glob %q: %v", g, err))
@@ -209,7 +198,7 @@ func (s *Source) batch(rec arrow.RecordBatch, endOfSegment bool) (sdk.Batch, err
 			}
 		}
 	}
-	bounds := boundsOf(v)
+	bounds := v.Bounds()
 	next := bounds.MaxOffset + 1
 	if endOfSegment {
 		next = max(next, s.curW.entry.NextOffset)

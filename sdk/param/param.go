@@ -281,3 +281,20 @@ func CheckEpochMillis(name string, v int64) *Error {
 	}
 	return nil
 }
+
+// CheckTimeWindow checks the bounds of a time window, named
+// time_window_start and time_window_end: each must be epoch milliseconds or
+// -1 (open), and the end must not come before the start.
+func CheckTimeWindow(start, end int64) Errors {
+	var errs Errors
+	if err := CheckEpochMillis("time_window_start", start); err != nil {
+		errs = append(errs, err)
+	}
+	if err := CheckEpochMillis("time_window_end", end); err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) == 0 && start >= 0 && end >= 0 && end < start {
+		errs = append(errs, Errorf("time_window_end", "%d is before time_window_start %d", end, start))
+	}
+	return errs
+}

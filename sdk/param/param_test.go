@@ -309,3 +309,23 @@ func TestCheckEpochMillis(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckTimeWindow(t *testing.T) {
+	for _, c := range []struct {
+		start, end int64
+		want       string
+	}{
+		{-1, -1, ""},
+		{1731236400000, 1731236400000, ""},
+		{1731236400001, 1731236400000, `parameter "time_window_end": 1731236400000 is before time_window_start 1731236400001`},
+		{1731236400, 1731236400000, `parameter "time_window_start": 1731236400 looks like epoch seconds, not milliseconds; use 13-digit epoch milliseconds, e.g. 1731236400000`},
+	} {
+		got := ""
+		if errs := CheckTimeWindow(c.start, c.end); len(errs) > 0 {
+			got = errs.Error()
+		}
+		if got != c.want {
+			t.Errorf("CheckTimeWindow(%d, %d) = %q, want %q", c.start, c.end, got, c.want)
+		}
+	}
+}

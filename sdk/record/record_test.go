@@ -360,3 +360,21 @@ func TestDecodeErrors(t *testing.T) {
 		t.Errorf("DecodeView(nil) gave no error")
 	}
 }
+
+func TestViewBoundsAreMinMaxNotFirstLast(t *testing.T) {
+	b := NewBuilder(nil)
+	defer b.Release()
+	for _, r := range []Record{{Offset: 5, Timestamp: 300}, {Offset: 6, Timestamp: 100}, {Offset: 9, Timestamp: 200}} {
+		b.Append(&r)
+	}
+	rec := b.NewRecord()
+	defer rec.Release()
+	v, err := NewView(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Bounds{Count: 3, MinOffset: 5, MaxOffset: 9, MinTimestamp: 100, MaxTimestamp: 300}
+	if got := v.Bounds(); got != want {
+		t.Fatalf("bounds %+v, want %+v", got, want)
+	}
+}

@@ -86,6 +86,16 @@ func (v *View) Headers(i int) []Header {
 	return hs
 }
 
+// Bounds returns the count and the min/max offset and timestamp of the
+// records in the view.
+func (v *View) Bounds() Bounds {
+	var b Bounds
+	for i := range v.Len() {
+		b.add(v.Offset(i), v.Timestamp(i))
+	}
+	return b
+}
+
 // Record returns record i. Its slices alias the batch.
 func (v *View) Record(i int) Record {
 	return Record{
