@@ -145,7 +145,9 @@ func TestBackupSurvivesSIGKILL(t *testing.T) {
 		}
 		n := durable(t, backup)
 		t.Logf("round %d: killed with %d of %d records durable; its %d plugin processes ended with it", round, n, total, len(plugins))
-		if n > last && len(plugins) != 2 {
+		// A run that had made progress but not finished must have had both
+		// plugins up; once everything is durable it may be tearing them down.
+		if n > last && n < total && len(plugins) != 2 {
 			t.Fatalf("round %d: the killed backup had %d plugin processes, want 2 (kafka source, fs sink)", round, len(plugins))
 		}
 		if n < last {
