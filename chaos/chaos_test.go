@@ -48,6 +48,21 @@ func durable(t *testing.T, b segment.Backup) int64 {
 	return n
 }
 
+// progress counts the records the backup's manifests list, without reading
+// the segments: cheap enough to poll.
+func progress(t *testing.T, b segment.Backup) int64 {
+	t.Helper()
+	parts, err := b.Partitions()
+	if err != nil {
+		t.Fatalf("read manifests: %v", err)
+	}
+	var n int64
+	for _, p := range parts {
+		n += p.Records()
+	}
+	return n
+}
+
 func TestBackupSurvivesSIGKILL(t *testing.T) {
 	addr := testkit.Kafka(t)
 	kpipe := testkit.KpipeBinary(t)
@@ -112,11 +127,16 @@ func TestBackupSurvivesSIGKILL(t *testing.T) {
 		cmd := start()
 		exited := make(chan error, 1)
 		go func() { exited <- cmd.Wait() }()
-		// Mostly kill once the run has made some progress (so that the kill
-		// lands between segments, mid-write or mid-checkpoint); sometimes
-		// kill during start-up.
-		deadline := time.Now().Add(time.Duration(rng.IntN(300)) * time.Millisecond)
-		waitProgress := rng.IntN(4) != 0
+		// Mostly kill once the run has made a random share of the remaining
+		// progress (so that the kill lands between segments, mid-write or
+		// mid-checkpoint, whatever the machine's speed); sometimes kill
+		// during start-up, while the plugins are being launched.
+		var target int64 // records durable before the kill; 0 kills at a random moment of start-up
+		deadline := time.Now().Add(time.Duration(rng.IntN(40)) * time.Millisecond)
+		if rng.IntN(4) != 0 {
+			target = last + 1 + int64(float64(total-last)*(0.05+0.35*rng.Float64()))
+			deadline = time.Now()
+		}
 		finished := false
 		var plugins []int
 		for !finished {
@@ -127,12 +147,12 @@ func TestBackupSurvivesSIGKILL(t *testing.T) {
 				}
 				finished = true
 				continue
-			case <-time.After(10 * time.Millisecond):
+			case <-time.After(2 * time.Millisecond):
 			}
-			if time.Now().Before(deadline) || (waitProgress && durable(t, backup) <= last) {
+			if time.Now().Before(deadline) || (target > 0 && progress(t, backup) < target) {
 				continue
 			}
-			time.Sleep(time.Duration(rng.IntN(120)) * time.Millisecond)
+			time.Sleep(time.Duration(rng.IntN(5)) * time.Millisecond)
 			plugins = children(cmd.Process.Pid)
 			cmd.Process.Signal(syscall.SIGKILL)
 			<-exited
