@@ -134,7 +134,7 @@ func TestBackupSurvivesSIGKILL(t *testing.T) {
 		var target int64 // records durable before the kill; 0 kills at a random moment of start-up
 		deadline := time.Now().Add(time.Duration(rng.IntN(40)) * time.Millisecond)
 		if rng.IntN(4) != 0 {
-			target = last + 1 + int64(float64(total-last)*(0.05+0.35*rng.Float64()))
+			target = last + 1 + int64(float64(total-last)*(0.03+0.22*rng.Float64()))
 			deadline = time.Now()
 		}
 		finished := false
