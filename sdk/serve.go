@@ -75,6 +75,7 @@ func Serve(constructors ...any) {
 	}
 	register := func(s *grpc.Server) { byKind[chosen](s, kinds) }
 	go exitWithParent()
+	startProfile(chosen)
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig: Handshake,
 		Plugins:         plugin.PluginSet{PluginKey: &ClientPlugin{register: register}},
@@ -133,6 +134,7 @@ func (s *pluginServer) Configure(ctx context.Context, req *pb.ConfigureRequest) 
 }
 
 func (s *pluginServer) Teardown(ctx context.Context, _ *pb.TeardownRequest) (*pb.TeardownResponse, error) {
+	defer stopProfile()
 	m := s.metrics()
 	if err := s.teardown(ctx); err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
