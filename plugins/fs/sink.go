@@ -41,6 +41,7 @@ type Sink struct {
 	backup segment.Backup
 	ack    sdk.Acker
 	lock   *os.File
+	pool   *record.Pool // decoded batches live only until written
 
 	mu    sync.Mutex
 	parts map[string]*partWriter
@@ -51,7 +52,7 @@ type Sink struct {
 }
 
 // NewSink returns the fs sink.
-func NewSink() sdk.Sink { return &Sink{} }
+func NewSink() sdk.Sink { return &Sink{pool: record.NewPool()} }
 
 func (s *Sink) Spec() sdk.Spec {
 	return sdk.Spec{Name: "fs", Version: sdk.Version, Summary: "backups as Arrow segments on a local file system", Config: &s.cfg}
@@ -329,7 +330,7 @@ func (pw *partWriter) do(fn func() error) error {
 
 func (pw *partWriter) write(b sdk.Batch) error {
 	s := pw.sink
-	rec, err := record.Decode(b.Arrow)
+	rec, err := record.DecodeWith(b.Arrow, s.pool)
 	if err != nil {
 		return err
 	}

@@ -250,9 +250,23 @@ func (s *Source) Read(ctx context.Context) (sdk.Batch, error) {
 // position; records at or past the snapshot end are left for a later run.
 func (s *Source) toBatch(st *partState, recs []*kgo.Record) (sdk.Batch, error) {
 	if s.bld == nil {
-		s.bld = record.NewBuilder(nil)
+		// The builder's buffers go back to the pool once a batch is
+		// encoded, so reading batch after batch reuses the same memory.
+		s.bld = record.NewBuilder(record.NewPool())
 	}
 	bld := s.bld
+	var sz record.Sizes
+	for _, r := range recs {
+		sz.Records++
+		sz.KeyBytes += len(r.Key)
+		sz.ValueBytes += len(r.Value)
+		sz.Headers += len(r.Headers)
+		for _, h := range r.Headers {
+			sz.HeaderKeyBytes += len(h.Key)
+			sz.HeaderValueBytes += len(h.Value)
+		}
+	}
+	bld.Reserve(sz)
 	next := int64(-1)
 	for _, r := range recs {
 		if r.Offset < st.next {

@@ -68,6 +68,35 @@ func NewBuilder(mem memory.Allocator) *Builder {
 	}
 }
 
+// Sizes announces what is about to be appended to a Builder, so that it can
+// allocate once instead of growing its buffers step by step.
+type Sizes struct {
+	Records          int
+	KeyBytes         int
+	ValueBytes       int
+	Headers          int
+	HeaderKeyBytes   int
+	HeaderValueBytes int
+}
+
+// Reserve makes room for the records that s describes, on top of those
+// already appended.
+func (b *Builder) Reserve(s Sizes) {
+	b.offset.Reserve(s.Records)
+	b.ts.Reserve(s.Records)
+	b.tsType.Reserve(s.Records)
+	b.key.Reserve(s.Records)
+	b.key.ReserveData(s.KeyBytes)
+	b.value.Reserve(s.Records)
+	b.value.ReserveData(s.ValueBytes)
+	b.headers.Reserve(s.Records)
+	b.hStruct.Reserve(s.Headers)
+	b.hKey.Reserve(s.Headers)
+	b.hKey.ReserveData(s.HeaderKeyBytes)
+	b.hValue.Reserve(s.Headers)
+	b.hValue.ReserveData(s.HeaderValueBytes)
+}
+
 // Append adds one record.
 func (b *Builder) Append(r *Record) {
 	b.AppendFields(r.Offset, r.Timestamp, r.TimestampType, r.Key, r.Value)

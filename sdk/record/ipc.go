@@ -26,9 +26,15 @@ func Encode(rec arrow.RecordBatch) ([]byte, error) {
 }
 
 // Decode reads the one record batch held by Arrow IPC stream bytes. The
-// result aliases data; the caller must Release it.
+// caller must Release the result.
 func Decode(data []byte) (arrow.RecordBatch, error) {
-	r, err := ipc.NewReader(bytes.NewReader(data), ipc.WithAllocator(memory.DefaultAllocator))
+	return DecodeWith(data, memory.DefaultAllocator)
+}
+
+// DecodeWith is Decode with the batch's buffers allocated from mem (a Pool,
+// say, when batch after batch is decoded, written and released).
+func DecodeWith(data []byte, mem memory.Allocator) (arrow.RecordBatch, error) {
+	r, err := ipc.NewReader(bytes.NewReader(data), ipc.WithAllocator(mem))
 	if err != nil {
 		return nil, fmt.Errorf("decode record batch: %w", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"math"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -376,5 +377,80 @@ func TestViewBoundsAreMinMaxNotFirstLast(t *testing.T) {
 	want := Bounds{Count: 3, MinOffset: 5, MaxOffset: 9, MinTimestamp: 100, MaxTimestamp: 300}
 	if got := v.Bounds(); got != want {
 		t.Fatalf("bounds %+v, want %+v", got, want)
+	}
+}
+
+// dirtyPool returns a Pool whose every buffer size class up to 1 MiB already
+// holds buffers full of 0xFF, the way recycled memory looks.
+func dirtyPool() *Pool {
+	p := NewPool()
+	var bufs [][]byte
+	for c := minClass; c <= 20; c++ {
+		for range 16 {
+			b := p.Allocate(1 << c)
+			for i := range b {
+				b[i] = 0xFF
+			}
+			bufs = append(bufs, b)
+		}
+	}
+	for _, b := range bufs {
+		p.Free(b)
+	}
+	return p
+}
+
+// TestPoolRecyclesWithoutLeakingOldBytes builds, encodes and decodes the
+// fidelity records with recycled dirty buffers: the records and their IPC
+// bytes must come out as with fresh zeroed memory.
+func TestPoolRecyclesWithoutLeakingOldBytes(t *testing.T) {
+	want := fidelityRecords()
+	fresh, _ := build(t, memory.NewGoAllocator(), want)
+	wantData, err := Encode(fresh)
+	fresh.Release()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := dirtyPool()
+	for round := range 3 { // later rounds reuse the buffers of earlier ones
+		rec, _ := build(t, pool, want)
+		v, err := NewView(rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkView(t, fmt.Sprintf("round %d: built from a dirty pool", round), v, want)
+		data, err := Encode(rec)
+		rec.Release()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(data, wantData) {
+			t.Fatalf("round %d: IPC bytes of a batch built from recycled memory differ from a fresh build", round)
+		}
+	}
+}
+
+func TestPoolSizes(t *testing.T) {
+	p := NewPool()
+	// Buffers the pool did not hand out are ignored, not kept.
+	p.Free(nil)
+	p.Free(make([]byte, 0))
+	p.Free(make([]byte, 100))
+	for _, size := range []int{0, 1, 63, 64, 65, 1000, 1 << 20, 1<<20 + 1} {
+		b := p.Allocate(size)
+		if len(b) != size {
+			t.Errorf("Allocate(%d) has length %d", size, len(b))
+		}
+		if addr := uintptr(unsafe.Pointer(unsafe.SliceData(b[:cap(b)]))); cap(b) > 0 && addr%64 != 0 {
+			t.Errorf("Allocate(%d) is at %#x, not 64-byte aligned", size, addr)
+		}
+		if cap(b) < size || cap(b)&(cap(b)-1) != 0 {
+			t.Errorf("Allocate(%d) has capacity %d, want a power of two at least as large", size, cap(b))
+		}
+		b = p.Reallocate(2*size+1, b)
+		if len(b) != 2*size+1 {
+			t.Errorf("Reallocate(%d) has length %d", 2*size+1, len(b))
+		}
+		p.Free(b)
 	}
 }
