@@ -8,6 +8,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -192,5 +195,42 @@ func TestExamplePipelinesRunAgainstABroker(t *testing.T) {
 	}
 	if parts, err := (segment.Backup{Root: filepath.Join(dir, ".kpipe", "backups"), ID: "ex"}).Partitions(); err != nil || len(parts) != 2 {
 		t.Fatalf("backup under the example's path: %v, %v", parts, err)
+	}
+}
+
+// TestPluginCPUProfiles runs a backup with KPIPE_PLUGIN_CPUPROFILE set: each
+// plugin process leaves a gzipped pprof profile named after its binary,
+// kind and pid.
+func TestPluginCPUProfiles(t *testing.T) {
+	addr := testkit.Kafka(t)
+	topic := testkit.Topic(t, "prof")
+	seedPartitions(t, addr, topic, 1, 50, time.Now().UnixMilli())
+	profiles := t.TempDir()
+	cmd := exec.Command(testkit.KpipeBinary(t), "--plugin-dir", testkit.PluginDir(t), "backup",
+		"--bootstrap-servers", addr, "--topics", topic, "--path", t.TempDir(), "--backup-id", "p", "--state-dir", t.TempDir())
+	cmd.Env = append(os.Environ(), "KPIPE_PLUGIN_CPUPROFILE="+profiles)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("backup: %v\n%s", err, out)
+	}
+	entries, err := os.ReadDir(profiles)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range entries {
+		name := e.Name()
+		data, err := os.ReadFile(filepath.Join(profiles, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(data) < 2 || data[0] != 0x1f || data[1] != 0x8b {
+			t.Errorf("%s is not a gzipped pprof profile (%d bytes)", name, len(data))
+		}
+		// Drop the pid: kpipe-plugin-kafka-source-1234.pprof.
+		got = append(got, name[:strings.LastIndexByte(name, '-')])
+	}
+	sort.Strings(got)
+	if want := []string{"kpipe-plugin-fs-sink", "kpipe-plugin-kafka-source"}; !slices.Equal(got, want) {
+		t.Fatalf("profiles %v, want one for each of %v", got, want)
 	}
 }
