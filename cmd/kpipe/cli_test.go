@@ -73,6 +73,10 @@ func TestBadInputExitsTwoWithAClearError(t *testing.T) {
 		hcl:  "pipeline \"p\" {\n  source \"fs\" {\n    path = \"b\"\n    backup_id = \"x\"\n  }\n  transform \"filter\" {\n    time_window_start = 1731236400\n  }\n  sink \"fs\" {\n    path = \"b\"\n    backup_id = \"y\"\n  }\n}\n",
 		want: "kpipe: pipeline \"p\" has invalid parameters:\n  FILE:7,5-22: transform \"filter\": parameter \"time_window_start\": 1731236400 looks like epoch seconds, not milliseconds; use 13-digit epoch milliseconds, e.g. 1731236400000",
 	}, {
+		name: "replication factor of zero",
+		hcl:  "pipeline \"p\" {\n  source \"fs\" {\n    path = \"b\"\n    backup_id = \"x\"\n  }\n  sink \"kafka\" {\n    bootstrap_servers = [\"127.0.0.1:1\"]\n    replication_factor = 0\n  }\n}\n",
+		want: "kpipe: pipeline \"p\" has invalid parameters:\n  FILE:8,5-23: sink \"kafka\": parameter \"replication_factor\": 0 is not a replication factor; use 1 or more, or -1 for the broker default",
+	}, {
 		name: "plugin binary that does not exist",
 		hcl:  "pipeline \"p\" {\n  source \"nosuch\" {}\n  sink \"fs\" {}\n}\n",
 		want: "kpipe: FILE:2,3-18: pipeline \"p\": source: plugin not found: \"nosuch\": no executable PLUGINS/kpipe-plugin-nosuch (plugins found there: filter, fs, kafka, remap); build it with `make build` or point --plugin-dir at the folder that holds it",

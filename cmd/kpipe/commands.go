@@ -141,7 +141,7 @@ func printReport(w io.Writer, r *engine.Report) {
 		fmt.Fprintf(w, "  resumed from %s positions\n", r.ResumedFrom)
 	}
 	fmt.Fprintf(w, "  records: %d read, %d written, %d dropped by transforms\n", r.RecordsIn, r.RecordsOut, r.RecordsDropped)
-	fmt.Fprintf(w, "  batches: %d read, %d written (%s)\n", r.BatchesIn, r.BatchesOut, humanBytes(r.BytesOut))
+	fmt.Fprintf(w, "  batches: %d read, %d written (%s), at most %d in flight\n", r.BatchesIn, r.BatchesOut, humanBytes(r.BytesOut), r.MaxInFlight)
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	for _, p := range r.Plugins {
 		fmt.Fprintf(tw, "  %s\t%s %s\tpid %d\t%s\n", p.Role, p.Plugin, p.Version, p.Pid, metrics(p.Metrics))

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -10,11 +11,13 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kpipe/kpipe/internal/testkit"
@@ -232,5 +235,98 @@ func TestPluginCPUProfiles(t *testing.T) {
 	sort.Strings(got)
 	if want := []string{"kpipe-plugin-fs-sink", "kpipe-plugin-kafka-source"}; !slices.Equal(got, want) {
 		t.Fatalf("profiles %v, want one for each of %v", got, want)
+	}
+}
+
+// TestWindowBoundsBatchesInFlight backs up a topic in many small batches
+// with --window 1 and 3: the report's max_in_flight shows that no more
+// batches than the window were ever between source and sink, and the
+// backup is complete either way.
+func TestWindowBoundsBatchesInFlight(t *testing.T) {
+	addr := testkit.Kafka(t)
+	topic := testkit.Topic(t, "window")
+	seedPartitions(t, addr, topic, 3, 400, time.Now().UnixMilli())
+	for _, window := range []int64{1, 3} {
+		code, stdout, stderr := kpipe(t, "--format", "json", "backup", "--bootstrap-servers", addr, "--topics", topic,
+			"--path", t.TempDir(), "--backup-id", "w", "--state-dir", t.TempDir(), "--window", strconv.FormatInt(window, 10))
+		if code != 0 {
+			t.Fatalf("--window %d: exit %d: %s", window, code, stderr)
+		}
+		var rep struct {
+			Records int64 `json:"records_backed_up"`
+			Report  struct {
+				BatchesIn   int64 `json:"batches_in"`
+				MaxInFlight int64 `json:"max_in_flight"`
+			} `json:"report"`
+		}
+		if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+			t.Fatalf("report is not JSON: %v\n%s", err, stdout)
+		}
+		if rep.Records != 1200 || rep.Report.BatchesIn < 3 {
+			t.Fatalf("--window %d: %d records in %d batches, want 1200 in at least 3", window, rep.Records, rep.Report.BatchesIn)
+		}
+		if rep.Report.MaxInFlight < 1 || rep.Report.MaxInFlight > window {
+			t.Fatalf("--window %d: %d batches were in flight at once, want 1 to %d", window, rep.Report.MaxInFlight, window)
+		}
+	}
+}
+
+// TestRestoreReplicationFactor restores into topics the kafka sink creates:
+// replication_factor 2 on a one-broker cluster fails with an error that
+// names the parameter and the fix; 1 creates the topic with one replica.
+func TestRestoreReplicationFactor(t *testing.T) {
+	addr := testkit.Kafka(t)
+	src := testkit.Topic(t, "rf")
+	seedPartitions(t, addr, src, 1, 50, time.Now().UnixMilli())
+	path := t.TempDir()
+	if code, _, stderr := kpipe(t, "backup", "--bootstrap-servers", addr, "--topics", src, "--path", path, "--backup-id", "rf", "--state-dir", t.TempDir()); code != 0 {
+		t.Fatalf("backup: exit %d: %s", code, stderr)
+	}
+	restore := func(rf int, dst string) (int, string) {
+		file := writeFile(t, fmt.Sprintf(`pipeline "r" {
+  source "fs" {
+    path      = %q
+    backup_id = "rf"
+  }
+  transform "remap" {
+    topic_mapping = { %q = %q }
+  }
+  sink "kafka" {
+    bootstrap_servers  = [%q]
+    replication_factor = %d
+  }
+}
+`, path, src, dst, addr, rf))
+		code, _, stderr := kpipe(t, "run", file, "--state-dir", t.TempDir())
+		return code, errorText(stderr)
+	}
+	tooMany := src + "-rf2"
+	code, msg := restore(2, tooMany)
+	want := fmt.Sprintf(`create topic %q: replication_factor 2 is more than the cluster's brokers; lower it, or set -1 for the broker default`, tooMany)
+	if code != exitFailed || !strings.HasSuffix(msg, want) {
+		t.Fatalf("replication_factor 2 on one broker: exit %d, error %q; want exit %d and an error ending in %q", code, msg, exitFailed, want)
+	}
+	one := src + "-rf1"
+	if code, msg := restore(1, one); code != 0 {
+		t.Fatalf("replication_factor 1: exit %d: %s", code, msg)
+	}
+	if n := len(testkit.ConsumeAll(t, addr, one)); n != 50 {
+		t.Fatalf("%s holds %d records, want 50", one, n)
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	details, err := kadm.NewClient(cl).ListTopics(ctx, one)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range details[one].Partitions {
+		if len(p.Replicas) != 1 {
+			t.Fatalf("%s partition %d has replicas %v, want 1", one, p.Partition, p.Replicas)
+		}
 	}
 }

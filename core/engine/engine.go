@@ -22,6 +22,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kpipe/kpipe/core/checkpoint"
@@ -64,18 +65,22 @@ type Report struct {
 	Pipeline string `json:"pipeline"`
 	// ResumedFrom is "sink" or "checkpoint" when the run continued from
 	// stored positions, empty for a fresh start.
-	ResumedFrom    string         `json:"resumed_from,omitempty"`
-	BatchesIn      int64          `json:"batches_in"`
-	RecordsIn      int64          `json:"records_in"`
-	BytesIn        int64          `json:"bytes_in"`
-	BatchesOut     int64          `json:"batches_out"`
-	RecordsOut     int64          `json:"records_out"`
-	BytesOut       int64          `json:"bytes_out"`
-	RecordsDropped int64          `json:"records_dropped"`
-	Stopped        bool           `json:"stopped"`
-	DurationMS     int64          `json:"duration_ms"`
-	Positions      []sdk.Position `json:"positions"`
-	Plugins        []PluginReport `json:"plugins"`
+	ResumedFrom    string `json:"resumed_from,omitempty"`
+	BatchesIn      int64  `json:"batches_in"`
+	RecordsIn      int64  `json:"records_in"`
+	BytesIn        int64  `json:"bytes_in"`
+	BatchesOut     int64  `json:"batches_out"`
+	RecordsOut     int64  `json:"records_out"`
+	BytesOut       int64  `json:"bytes_out"`
+	RecordsDropped int64  `json:"records_dropped"`
+	// MaxInFlight is the most batches that were at once read from the
+	// source and not yet handed to the sink (or dropped): never above
+	// Options.Window.
+	MaxInFlight int64          `json:"max_in_flight"`
+	Stopped     bool           `json:"stopped"`
+	DurationMS  int64          `json:"duration_ms"`
+	Positions   []sdk.Position `json:"positions"`
+	Plugins     []PluginReport `json:"plugins"`
 }
 
 type stage struct {
@@ -224,6 +229,8 @@ type run struct {
 	name    string
 	tracker *tracker
 
+	inFlight atomic.Int64 // batches read from the source, not yet passed on
+
 	srcMu     sync.Mutex
 	srcStream pb.Source_ReadClient
 	srcClosed bool
@@ -311,6 +318,9 @@ func (r *run) flow(ctx context.Context, src *stage, transforms []*stage, sink *s
 			r.rep.BatchesIn++
 			r.rep.RecordsIn += e.GetCount()
 			r.rep.BytesIn += int64(len(b.GetArrow()))
+			if n := r.inFlight.Add(1); n > r.rep.MaxInFlight {
+				r.rep.MaxInFlight = n
+			}
 			select {
 			case toTransforms <- b:
 			case <-runCtx.Done():
@@ -355,7 +365,7 @@ func (r *run) flow(ctx context.Context, src *stage, transforms []*stage, sink *s
 			r.rep.RecordsDropped += b.GetEnvelope().GetCount() - keptRecords
 			r.tracker.expect(b.Seq, len(kept))
 			if len(kept) == 0 {
-				r.sendSource(&pb.SourceRequest{Credit: 1})
+				r.returnCredit()
 				continue
 			}
 			for i, o := range kept {
@@ -395,7 +405,7 @@ func (r *run) flow(ctx context.Context, src *stage, transforms []*stage, sink *s
 			r.rep.RecordsOut += e.GetCount()
 			r.rep.BytesOut += int64(len(o.b.GetArrow()))
 			if o.last {
-				r.sendSource(&pb.SourceRequest{Credit: 1})
+				r.returnCredit()
 			}
 		}
 		if runCtx.Err() == nil {
@@ -457,6 +467,13 @@ func (r *run) streamErr(role, plugin string, recv func() error, sendErr error) e
 		}
 	}
 	return fmt.Errorf("pipeline %q: %s %q: %w", r.name, role, plugin, sendErr)
+}
+
+// returnCredit lets the source read one more batch: one that it sent has
+// been handed to the sink or dropped.
+func (r *run) returnCredit() {
+	r.inFlight.Add(-1)
+	r.sendSource(&pb.SourceRequest{Credit: 1})
 }
 
 // sendSource sends credit or acks to the source while its stream is open.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"time"
 
@@ -52,8 +53,15 @@ func (s *Sink) Spec() sdk.Spec {
 }
 
 func (s *Sink) Configure(context.Context) error {
+	var errs param.Errors
 	if len(s.cfg.BootstrapServers) == 0 {
-		return param.Errorf("bootstrap_servers", "is empty; list at least one broker, e.g. [\"127.0.0.1:9092\"]")
+		errs = append(errs, param.Errorf("bootstrap_servers", "is empty; list at least one broker, e.g. [\"127.0.0.1:9092\"]"))
+	}
+	if rf := s.cfg.ReplicationFactor; rf != -1 && (rf < 1 || rf > math.MaxInt16) {
+		errs = append(errs, param.Errorf("replication_factor", "%d is not a replication factor; use 1 or more, or -1 for the broker default", rf))
+	}
+	if len(errs) > 0 {
+		return errs
 	}
 	return nil
 }
@@ -112,6 +120,9 @@ func (s *Sink) ensure(ctx context.Context, topic string, partition int32) error 
 			}
 			if errors.Is(err, kerr.TopicAlreadyExists) {
 				continue // created meanwhile, maybe with fewer partitions: look again
+			}
+			if errors.Is(err, kerr.InvalidReplicationFactor) {
+				return fmt.Errorf("create topic %q: replication_factor %d is more than the cluster's brokers; lower it, or set -1 for the broker default", topic, s.cfg.ReplicationFactor)
 			}
 			if err != nil {
 				return fmt.Errorf("create topic %q: %w", topic, err)
