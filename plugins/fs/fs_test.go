@@ -137,7 +137,7 @@ func TestSourceRefusesACorruptSegmentUnlessChecksumsAreOff(t *testing.T) {
 	}
 	s.Flush(ctx)
 	s.Teardown(ctx)
-	files, _ := filepath.Glob(filepath.Join(path, "b", "topics", "t", "0", "*.arrow"))
+	files, _ := filepath.Glob(filepath.Join(path, "b", "topics", "t", "0", "*.arrows"))
 	data, _ := os.ReadFile(files[0])
 	data[len(data)/2] ^= 0xff
 	os.WriteFile(files[0], data, 0o644)

@@ -60,7 +60,7 @@ func (s *Sink) Spec() sdk.Spec {
 
 func (s *Sink) Configure(context.Context) error {
 	var errs param.Errors
-	if _, err := segment.IPCOptions(s.cfg.Compression); err != nil {
+	if err := segment.CheckCompression(s.cfg.Compression); err != nil {
 		errs = append(errs, param.Errorf("compression", "%v", err))
 	}
 	if err := checkBackupID(s.cfg.BackupID); err != nil {

@@ -1,6 +1,7 @@
 package segment
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"os"
@@ -35,12 +36,12 @@ func Verify(dir string, e Entry) error {
 	return nil
 }
 
-// Reader reads the record batches of a segment one at a time.
+// Reader reads the record batches of a segment one at a time, holding only
+// the current one in memory.
 type Reader struct {
-	f   *os.File
-	r   *ipc.FileReader
-	i   int
-	dir string
+	f *os.File
+	r *ipc.Reader
+	i int
 }
 
 // Open opens a committed segment.
@@ -50,35 +51,36 @@ func Open(dir string, e Entry) (*Reader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open segment: %w", err)
 	}
-	r, err := ipc.NewFileReader(f, ipc.WithAllocator(memory.DefaultAllocator))
+	r, err := ipc.NewReader(bufio.NewReaderSize(f, 1<<20), ipc.WithAllocator(memory.DefaultAllocator))
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("open segment %s: %w", path, err)
 	}
 	if err := record.CheckSchema(r.Schema()); err != nil {
-		r.Close()
+		r.Release()
 		f.Close()
 		return nil, fmt.Errorf("open segment %s: %w", path, err)
 	}
-	return &Reader{f: f, r: r, dir: dir}, nil
+	return &Reader{f: f, r: r}, nil
 }
 
-// Next returns the next record batch, or io.EOF. The caller must Release it.
+// Next returns the next record batch, or io.EOF after the last. The caller
+// must Release it.
 func (r *Reader) Next() (arrow.RecordBatch, error) {
-	if r.i >= r.r.NumRecords() {
+	if !r.r.Next() {
+		if err := r.r.Err(); err != nil {
+			return nil, fmt.Errorf("read segment %s batch %d: %w", r.f.Name(), r.i, err)
+		}
 		return nil, io.EOF
 	}
-	rec, err := r.r.RecordBatch(r.i)
-	if err != nil {
-		return nil, fmt.Errorf("read segment %s batch %d: %w", r.f.Name(), r.i, err)
-	}
 	r.i++
+	rec := r.r.RecordBatch()
 	rec.Retain()
 	return rec, nil
 }
 
 // Close closes the segment.
 func (r *Reader) Close() error {
-	r.r.Close()
+	r.r.Release()
 	return r.f.Close()
 }

@@ -1,6 +1,7 @@
 // Package segment is kpipe's backup format on a file system: per
-// topic-partition, Arrow IPC files ("segments") of records in the schema of
-// package record, compressed with zstd, lz4 or not at all, plus an
+// topic-partition, files ("segments") that each hold an Arrow IPC stream of
+// records in the schema of package record, their buffers compressed with
+// zstd, lz4 or not at all, plus an
 // append-only manifest that lists every committed segment with its offset
 // and timestamp bounds, record count, size and CRC-32C checksum.
 //
@@ -8,7 +9,7 @@
 //
 //	<backup_id>/backup.json                                   what the backup is
 //	<backup_id>/topics/<topic>/<partition>/manifest.jsonl    one line per segment
-//	<backup_id>/topics/<topic>/<partition>/<base offset>.arrow
+//	<backup_id>/topics/<topic>/<partition>/<base offset>.arrows
 //
 // A segment is written to a temporary file, fsynced and renamed into place,
 // and only then appended (and fsynced) to the manifest. A segment that is not
@@ -90,7 +91,7 @@ func NewCRC() interface {
 func FormatChecksum(sum uint32) string { return fmt.Sprintf("crc32c:%08x", sum) }
 
 // FileName is the segment file name for a base offset.
-func FileName(baseOffset int64) string { return fmt.Sprintf("%020d.arrow", baseOffset) }
+func FileName(baseOffset int64) string { return fmt.Sprintf("%020d.arrows", baseOffset) }
 
 // Backup is one backup under a root folder.
 type Backup struct {

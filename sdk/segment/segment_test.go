@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
 
 	"github.com/kpipe/kpipe/sdk/record"
 )
@@ -125,8 +127,8 @@ func TestWriteReadEachCompression(t *testing.T) {
 			before := time.Now().UTC().Add(-time.Second)
 			e := writeSegment(t, dir, c.given)
 
-			if e.File != "00000000000000000010.arrow" {
-				t.Errorf("File = %q, want 00000000000000000010.arrow", e.File)
+			if e.File != "00000000000000000010.arrows" {
+				t.Errorf("File = %q, want 00000000000000000010.arrows", e.File)
 			}
 			if e.Records != 5 || e.MinOffset != 10 || e.MaxOffset != 17 || e.NextOffset != 20 {
 				t.Errorf("records/min/max/next = %d/%d/%d/%d, want 5/10/17/20", e.Records, e.MinOffset, e.MaxOffset, e.NextOffset)
@@ -157,7 +159,7 @@ func TestWriteReadEachCompression(t *testing.T) {
 
 			// Only the segment and the manifest remain: no temporary file.
 			names := dirNames(t, dir)
-			if want := []string{"00000000000000000010.arrow", "manifest.jsonl"}; !reflect.DeepEqual(names, want) {
+			if want := []string{"00000000000000000010.arrows", "manifest.jsonl"}; !reflect.DeepEqual(names, want) {
 				t.Errorf("folder holds %v, want %v", names, want)
 			}
 
@@ -316,8 +318,8 @@ func TestUnknownCompression(t *testing.T) {
 	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("NewWriter with a bad codec created the folder (stat: %v)", err)
 	}
-	if _, err := IPCOptions("ZSTD"); err == nil || err.Error() != `unknown compression "ZSTD": use zstd, lz4 or none` {
-		t.Errorf("IPCOptions(ZSTD): %v", err)
+	if err := CheckCompression("ZSTD"); err == nil || err.Error() != `unknown compression "ZSTD": use zstd, lz4 or none` {
+		t.Errorf("CheckCompression(ZSTD): %v", err)
 	}
 }
 
@@ -740,7 +742,7 @@ func TestWriteFileAtomic(t *testing.T) {
 }
 
 func TestFormatHelpers(t *testing.T) {
-	if got := FileName(42); got != "00000000000000000042.arrow" {
+	if got := FileName(42); got != "00000000000000000042.arrows" {
 		t.Errorf("FileName(42) = %q", got)
 	}
 	if got := FormatChecksum(0xabc); got != "crc32c:00000abc" {
@@ -762,5 +764,103 @@ func TestReadManifestRejectsACompleteCorruptLastLine(t *testing.T) {
 	want := "manifest " + filepath.Join(dir, ManifestName) + ": line 2 is corrupt: invalid character 'n' looking for beginning of object key string"
 	if err == nil || err.Error() != want {
 		t.Fatalf("got %v, want %s", err, want)
+	}
+}
+
+// TestZstdSegmentsMixCompressedAndStoredBuffers writes a batch whose value
+// buffer cannot be compressed (random bytes, stored as is behind a -1
+// length) next to buffers that can (offsets, timestamps, keys), and reads
+// every record back unchanged with a plain Arrow IPC stream reader.
+func TestZstdSegmentsMixCompressedAndStoredBuffers(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	var recs []record.Record
+	for i := range 300 {
+		v := make([]byte, 4096)
+		for j := range v {
+			v[j] = byte(rng.Uint32())
+		}
+		recs = append(recs, record.Record{Offset: int64(i), Timestamp: int64(1_700_000_000_000 + i), Key: fmt.Appendf(nil, "key-%06d", i), Value: v,
+			Headers: []record.Header{{Key: "h", Value: []byte("same header value")}}})
+	}
+	dir := t.TempDir()
+	w, err := NewWriter(dir, Zstd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, b := batchOf(t, recs)
+	defer rec.Release()
+	if err := w.Write(rec, b, 300); err != nil {
+		t.Fatal(err)
+	}
+	e, err := w.Commit()
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := int64(300 * 4096)
+	if e.Size < raw || e.Size > raw+raw/20 {
+		t.Errorf("segment of %d random value bytes is %d bytes: want them stored as is, the rest compressed", raw, e.Size)
+	}
+	f, err := os.Open(filepath.Join(dir, e.File))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r, err := ipc.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Release()
+	if !r.Next() {
+		t.Fatalf("no record batch: %v", r.Err())
+	}
+	v, err := record.NewView(r.RecordBatch())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Len() != len(recs) {
+		t.Fatalf("read %d records, want %d", v.Len(), len(recs))
+	}
+	for i, want := range recs {
+		got := v.Record(i)
+		if got.Offset != want.Offset || got.Timestamp != want.Timestamp || !bytes.Equal(got.Key, want.Key) ||
+			!bytes.Equal(got.Value, want.Value) || len(got.Headers) != 1 || string(got.Headers[0].Value) != "same header value" {
+			t.Fatalf("record %d differs after the round trip", i)
+		}
+	}
+	if r.Next() {
+		t.Fatal("a second record batch in a segment written with one")
+	}
+	if err := r.Err(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestZstdSegmentsCompressEventData: JSON event values shrink to well under
+// half their size.
+func TestZstdSegmentsCompressEventData(t *testing.T) {
+	var recs []record.Record
+	for i := range 500 {
+		recs = append(recs, record.Record{Offset: int64(i), Timestamp: int64(i),
+			Value: fmt.Appendf(nil, `{"seq":%d,"user":"u-%d","action":"view","item":"sku-%d","price":%d.99}`, i*7919%100000, 10000+i%977, i*31%5000, i%300)})
+	}
+	sizes := map[string]int64{}
+	for _, c := range []string{None, Zstd} {
+		w, err := NewWriter(filepath.Join(t.TempDir(), c), c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec, b := batchOf(t, recs)
+		if err := w.Write(rec, b, 500); err != nil {
+			t.Fatal(err)
+		}
+		rec.Release()
+		e, err := w.Commit()
+		if err != nil {
+			t.Fatal(err)
+		}
+		sizes[c] = e.Size
+	}
+	if sizes[Zstd]*2 > sizes[None] {
+		t.Errorf("zstd segment %d bytes, uncompressed %d: want less than half", sizes[Zstd], sizes[None])
 	}
 }

@@ -19,7 +19,7 @@ type Writer struct {
 	dir         string
 	compression string
 	f           *os.File
-	ipc         *ipc.FileWriter
+	ipc         *ipc.Writer
 	crc         interface {
 		Write([]byte) (int, error)
 		Sum32() uint32
@@ -29,26 +29,23 @@ type Writer struct {
 	started time.Time
 }
 
-// IPCOptions returns the Arrow IPC writer options of a compression codec.
-func IPCOptions(compression string) ([]ipc.Option, error) {
-	opts := []ipc.Option{ipc.WithSchema(record.Schema)}
+// CheckCompression says whether compression names a segment codec.
+func CheckCompression(compression string) error {
 	switch compression {
-	case Zstd:
-		opts = append(opts, ipc.WithZstd())
-	case LZ4:
-		opts = append(opts, ipc.WithLZ4())
-	case None, "":
-	default:
-		return nil, fmt.Errorf("unknown compression %q: use zstd, lz4 or none", compression)
+	case Zstd, LZ4, None, "":
+		return nil
 	}
-	return opts, nil
+	return fmt.Errorf("unknown compression %q: use zstd, lz4 or none", compression)
 }
 
 // NewWriter starts a segment in the partition folder dir.
 func NewWriter(dir, compression string) (*Writer, error) {
-	opts, err := IPCOptions(compression)
-	if err != nil {
+	if err := CheckCompression(compression); err != nil {
 		return nil, err
+	}
+	opts := []ipc.Option{ipc.WithSchema(record.Schema)}
+	if compression == LZ4 {
+		opts = append(opts, ipc.WithLZ4())
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("create segment: %w", err)
@@ -58,12 +55,13 @@ func NewWriter(dir, compression string) (*Writer, error) {
 		return nil, fmt.Errorf("create segment: %w", err)
 	}
 	w := &Writer{dir: dir, compression: compression, f: f, crc: NewCRC(), started: time.Now()}
-	w.ipc, err = ipc.NewFileWriter(io.MultiWriter(f, w.crc, (*counter)(&w.size)), opts...)
+	sw, err := newStreamWriter(io.MultiWriter(f, w.crc, (*counter)(&w.size)), compression)
 	if err != nil {
 		f.Close()
 		os.Remove(f.Name())
 		return nil, fmt.Errorf("create segment: %w", err)
 	}
+	w.ipc = ipc.NewWriterWithPayloadWriter(sw, opts...)
 	if compression == "" {
 		w.compression = None
 	}
@@ -108,7 +106,7 @@ func (w *Writer) Size() int64 { return w.size }
 // Age is how long ago the segment was started.
 func (w *Writer) Age() time.Duration { return time.Since(w.started) }
 
-// Commit finishes the segment: footer, fsync, rename into place, fsync of
+// Commit finishes the segment: end-of-stream marker, fsync, rename into place, fsync of
 // the folder, then the manifest line. Only after Commit returns are the
 // segment's records durable.
 func (w *Writer) Commit() (Entry, error) {
