@@ -16,8 +16,8 @@ import (
 // A segment is an Arrow IPC stream: the schema message, one message per
 // record batch, and the end-of-stream marker. Arrow compresses lz4 segments
 // itself. For zstd, streamWriter compresses each body buffer (Arrow's
-// BUFFER compression method) with zstd's fastest level: on Kafka payloads it
-// compresses as well as the default level at half the CPU, and arrow-go
+// BUFFER compression method) with zstd's fastest level: on JSON event data
+// it compresses as well as the default level in 40% less time, and arrow-go
 // offers no way to choose the level.
 
 // The parts of the Arrow IPC format (Message.fbs, Schema.fbs) that a record
