@@ -3,8 +3,6 @@ package bench
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
-	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -77,7 +75,7 @@ func recordCount() (int64, error) {
 }
 
 // fill creates a topic and produces records into it as fast as a franz-go
-// producer can: values are JSON-lines events (see appendEvents) so that the
+// producer can: values are JSON-lines events (see testkit.AppendEvents) so that the
 // segment codecs have realistic work, spread evenly over the partitions.
 func fill(addr string) (*seed, error) {
 	n, err := recordCount()
@@ -126,8 +124,8 @@ func fill(addr string) (*seed, error) {
 	}
 	for i := range n {
 		buf := make([]byte, 0, valueLen+headerValueLen)
-		buf = appendEvents(buf, rng, valueLen)
-		buf = appendHex(buf, rng, headerValueLen)
+		buf = testkit.AppendEvents(buf, rng, valueLen)
+		buf = testkit.AppendHex(buf, rng, headerValueLen)
 		key := fmt.Appendf(make([]byte, 0, keyLen), "key-%012d", i)
 		r := &kgo.Record{
 			Key:       key,
@@ -180,46 +178,6 @@ func fill(addr string) (*seed, error) {
 	}
 	fmt.Fprintf(os.Stderr, "bench: warm-up reads, MB/s:%s\n", warm)
 	return s, nil
-}
-
-var actions = []string{"view", "click", "add_to_cart", "remove_from_cart", "checkout", "login", "logout", "search"}
-
-// appendEvents appends JSON-lines events until the value is exactly size
-// bytes long (the last one cut short): repeated field names and enumerated
-// values with random ids, amounts and session tokens, which compress about
-// like application logs and events do: about 2:1 with lz4 and 3.5:1 with
-// zstd as Arrow segments.
-func appendEvents(buf []byte, rng *rand.Rand, size int) []byte {
-	start := len(buf)
-	for len(buf)-start < size {
-		buf = append(buf, `{"seq":`...)
-		buf = strconv.AppendUint(buf, rng.Uint64N(1e9), 10)
-		buf = append(buf, `,"user":"u-`...)
-		buf = strconv.AppendUint(buf, 10000+rng.Uint64N(90000), 10)
-		buf = append(buf, `","action":"`...)
-		buf = append(buf, actions[rng.IntN(len(actions))]...)
-		buf = append(buf, `","item":"sku-`...)
-		buf = strconv.AppendUint(buf, rng.Uint64N(100000), 10)
-		buf = append(buf, `","price":`...)
-		buf = strconv.AppendFloat(buf, float64(rng.IntN(100000))/100, 'f', 2, 64)
-		buf = append(buf, `,"session":"`...)
-		buf = appendHex(buf, rng, 16)
-		buf = append(buf, "\"}\n"...)
-	}
-	return buf[:start+size]
-}
-
-// appendHex appends n random lower-case hex digits.
-func appendHex(buf []byte, rng *rand.Rand, n int) []byte {
-	var raw [8]byte
-	for n > 0 {
-		binary.LittleEndian.PutUint64(raw[:], rng.Uint64())
-		k := min(n, 16)
-		end := len(buf) + k
-		buf = hex.AppendEncode(buf, raw[:(k+1)/2])[:end]
-		n -= k
-	}
-	return buf
 }
 
 // created is the topic fill created, deleted when the process ends (even

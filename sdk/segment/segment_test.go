@@ -23,7 +23,7 @@ import (
 )
 
 // batchOf builds a record batch and its bounds.
-func batchOf(t *testing.T, recs []record.Record) (arrow.RecordBatch, record.Bounds) {
+func batchOf(t testing.TB, recs []record.Record) (arrow.RecordBatch, record.Bounds) {
 	t.Helper()
 	b := record.NewBuilder(nil)
 	defer b.Release()
