@@ -123,7 +123,7 @@ func TestBackupSurvivesSIGKILL(t *testing.T) {
 
 	var kills, midRun int
 	last := int64(0)
-	for round := 0; round < 8; round++ {
+	for round := 0; round < 10; round++ {
 		cmd := start()
 		exited := make(chan error, 1)
 		go func() { exited <- cmd.Wait() }()
@@ -134,7 +134,7 @@ func TestBackupSurvivesSIGKILL(t *testing.T) {
 		var target int64 // records durable before the kill; 0 kills at a random moment of start-up
 		deadline := time.Now().Add(time.Duration(rng.IntN(40)) * time.Millisecond)
 		if rng.IntN(4) != 0 {
-			target = last + 1 + int64(float64(total-last)*(0.03+0.22*rng.Float64()))
+			target = last + 1 + int64(float64(total-last)*(0.02+0.13*rng.Float64()))
 			deadline = time.Now()
 		}
 		finished := false
@@ -152,7 +152,7 @@ func TestBackupSurvivesSIGKILL(t *testing.T) {
 			if time.Now().Before(deadline) || (target > 0 && progress(t, backup) < target) {
 				continue
 			}
-			time.Sleep(time.Duration(rng.IntN(5)) * time.Millisecond)
+			time.Sleep(time.Duration(rng.IntN(3)) * time.Millisecond)
 			plugins = children(cmd.Process.Pid)
 			cmd.Process.Signal(syscall.SIGKILL)
 			<-exited
