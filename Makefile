@@ -18,8 +18,10 @@ build: ## build bin/kpipe and bin/plugins/kpipe-plugin-*
 	@for p in $(PLUGINS); do $(GO) build -o bin/plugins/kpipe-plugin-$$p ./plugins/$$p || exit 1; done
 
 test: deps build ## every test, against a real Kafka broker started here
+	@scripts/pyarrow.sh >/dev/null
 	@KAFKA_PORT=$(TEST_KAFKA_PORT) scripts/kafka.sh up >/dev/null
-	@set -o pipefail; KPIPE_TEST_BOOTSTRAP=127.0.0.1:$(TEST_KAFKA_PORT) KPIPE_PLUGIN_DIR=$(CURDIR)/bin/plugins \
+	@set -o pipefail; KPIPE_PYARROW_PYTHON=$$(scripts/pyarrow.sh) \
+	  KPIPE_TEST_BOOTSTRAP=127.0.0.1:$(TEST_KAFKA_PORT) KPIPE_PLUGIN_DIR=$(CURDIR)/bin/plugins \
 	  $(GO) test -race -count=1 -timeout 20m ./... ; rc=$$?; \
 	  KAFKA_PORT=$(TEST_KAFKA_PORT) scripts/kafka.sh down; exit $$rc
 
