@@ -252,3 +252,33 @@ func TestSinkCommitsASegmentOnceItReachesSegmentMaxBytes(t *testing.T) {
 		t.Fatalf("segments %+v, want 3 of 10 records each", parts)
 	}
 }
+
+// TestSinkNeverOverwritesABackupItCannotRead opens a sink on a backup whose
+// backup.json is torn, then on one of another format version: both fail
+// with the reason, and backup.json is left as it was.
+func TestSinkNeverOverwritesABackupItCannotRead(t *testing.T) {
+	for _, c := range []struct{ name, info, want string }{
+		{"torn", `{"format":`, `backup "b": backup.json: unexpected end of JSON input`},
+		{"version 1", `{"format":"kpipe-backup","version":1,"backup_id":"b"}`,
+			`backup "b": backup.json says format "kpipe-backup" version 1; this kpipe reads "kpipe-backup" version 2: use the kpipe that wrote it, or back up into a new backup id`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			path := t.TempDir()
+			file := filepath.Join(path, "b", "backup.json")
+			if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(file, []byte(c.info), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			s, _, err := openSink(t, map[string]any{"path": path, "backup_id": "b"})
+			if err == nil || err.Error() != c.want {
+				t.Fatalf("Open: %v, want %q", err, c.want)
+			}
+			s.Teardown(context.Background())
+			if data, _ := os.ReadFile(file); string(data) != c.info {
+				t.Fatalf("backup.json is now %q, want it untouched", data)
+			}
+		})
+	}
+}

@@ -96,11 +96,13 @@ func (s *Sink) Open(ctx context.Context, ack sdk.Acker) error {
 	if err := s.acquireLock(ctx); err != nil {
 		return err
 	}
-	if _, err := s.backup.ReadInfo(); err != nil {
-		info := segment.Info{Format: "kpipe-backup", Version: segment.FormatVersion, BackupID: s.cfg.BackupID, CreatedAt: time.Now().UTC()}
+	if _, err := s.backup.ReadInfo(); errors.Is(err, segment.ErrNotFound) {
+		info := segment.Info{Format: segment.FormatName, Version: segment.FormatVersion, BackupID: s.cfg.BackupID, CreatedAt: time.Now().UTC()}
 		if err := writeJSON(filepath.Join(s.backup.Dir(), "backup.json"), info); err != nil {
 			return err
 		}
+	} else if err != nil {
+		return err // never overwrite what is there but cannot be read
 	}
 	s.parts = map[string]*partWriter{}
 	parts, err := s.backup.Partitions()

@@ -39,9 +39,11 @@ func Verify(dir string, e Entry) error {
 // Reader reads the record batches of a segment one at a time, holding only
 // the current one in memory.
 type Reader struct {
-	f *os.File
-	r *ipc.Reader
-	i int
+	f    *os.File
+	r    *ipc.Reader
+	i    int
+	want int64 // records the manifest lists; 0 when unknown
+	rows int64
 }
 
 // Open opens a committed segment.
@@ -61,7 +63,7 @@ func Open(dir string, e Entry) (*Reader, error) {
 		f.Close()
 		return nil, fmt.Errorf("open segment %s: %w", path, err)
 	}
-	return &Reader{f: f, r: r}, nil
+	return &Reader{f: f, r: r, want: e.Records}, nil
 }
 
 // Next returns the next record batch, or io.EOF after the last. The caller
@@ -71,10 +73,15 @@ func (r *Reader) Next() (arrow.RecordBatch, error) {
 		if err := r.r.Err(); err != nil {
 			return nil, fmt.Errorf("read segment %s batch %d: %w", r.f.Name(), r.i, err)
 		}
+		// A stream cut at a message boundary reads like a clean end.
+		if r.want > 0 && r.rows != r.want {
+			return nil, fmt.Errorf("read segment %s: it ends after %d records, the manifest lists %d: the file is cut short", r.f.Name(), r.rows, r.want)
+		}
 		return nil, io.EOF
 	}
 	r.i++
 	rec := r.r.RecordBatch()
+	r.rows += rec.NumRows()
 	rec.Retain()
 	return rec, nil
 }

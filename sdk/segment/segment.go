@@ -32,8 +32,16 @@ import (
 	"time"
 )
 
-// FormatVersion is the version of the backup layout.
-const FormatVersion = 1
+// FormatName and FormatVersion identify the backup layout in backup.json.
+// Version 2: segments are Arrow IPC streams (.arrows). Version 1, never
+// released, held Arrow IPC files.
+const (
+	FormatName    = "kpipe-backup"
+	FormatVersion = 2
+)
+
+// ErrNotFound is returned by ReadInfo for a backup that does not exist.
+var ErrNotFound = errors.New("backup not found")
 
 // Compression codecs of a segment.
 const (
@@ -137,12 +145,16 @@ func (b Backup) ReadInfo() (Info, error) {
 	data, err := os.ReadFile(filepath.Join(b.Dir(), "backup.json"))
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return info, fmt.Errorf("backup %q not found under %s (no %s)", b.ID, b.Root, filepath.Join(b.ID, "backup.json"))
+			return info, fmt.Errorf("%w: %q not found under %s (no %s)", ErrNotFound, b.ID, b.Root, filepath.Join(b.ID, "backup.json"))
 		}
 		return info, err
 	}
 	if err := json.Unmarshal(data, &info); err != nil {
 		return info, fmt.Errorf("backup %q: backup.json: %w", b.ID, err)
+	}
+	if info.Format != FormatName || info.Version != FormatVersion {
+		return info, fmt.Errorf("backup %q: backup.json says format %q version %d; this kpipe reads %q version %d: use the kpipe that wrote it, or back up into a new backup id",
+			b.ID, info.Format, info.Version, FormatName, FormatVersion)
 	}
 	return info, nil
 }

@@ -662,17 +662,29 @@ func TestReadInfo(t *testing.T) {
 	root := t.TempDir()
 	b := Backup{Root: root, ID: "nightly"}
 	_, err := b.ReadInfo()
-	if want := fmt.Sprintf(`backup "nightly" not found under %s (no %s)`, root, filepath.Join("nightly", "backup.json")); err == nil || err.Error() != want {
-		t.Errorf("ReadInfo of a missing backup: %v, want %q", err, want)
+	if want := fmt.Sprintf(`backup not found: "nightly" not found under %s (no %s)`, root, filepath.Join("nightly", "backup.json")); err == nil || err.Error() != want || !errors.Is(err, ErrNotFound) {
+		t.Errorf("ReadInfo of a missing backup: %v, want %q (ErrNotFound)", err, want)
+	}
+	write := func(text string) {
+		t.Helper()
+		if err := WriteFileAtomic(filepath.Join(b.Dir(), "backup.json"), []byte(text)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	when := time.Date(2024, 11, 10, 11, 0, 0, 0, time.UTC)
-	if err := WriteFileAtomic(filepath.Join(b.Dir(), "backup.json"),
-		[]byte(`{"format":"kpipe","version":1,"backup_id":"nightly","created_at":"2024-11-10T11:00:00Z"}`)); err != nil {
-		t.Fatal(err)
-	}
+	write(`{"format":"kpipe-backup","version":2,"backup_id":"nightly","created_at":"2024-11-10T11:00:00Z"}`)
 	info, err := b.ReadInfo()
-	if err != nil || info.Format != "kpipe" || info.Version != 1 || info.BackupID != "nightly" || !info.CreatedAt.Equal(when) {
+	if err != nil || info.Format != FormatName || info.Version != FormatVersion || info.BackupID != "nightly" || !info.CreatedAt.Equal(when) {
 		t.Errorf("ReadInfo = %+v, %v", info, err)
+	}
+	write(`{"format":"kpipe-backup","version":1,"backup_id":"nightly","created_at":"2024-11-10T11:00:00Z"}`)
+	_, err = b.ReadInfo()
+	if want := `backup "nightly": backup.json says format "kpipe-backup" version 1; this kpipe reads "kpipe-backup" version 2: use the kpipe that wrote it, or back up into a new backup id`; err == nil || err.Error() != want {
+		t.Errorf("ReadInfo of a version 1 backup: %v, want %q", err, want)
+	}
+	write(`{"format":`)
+	if _, err = b.ReadInfo(); err == nil || !strings.HasPrefix(err.Error(), `backup "nightly": backup.json: `) {
+		t.Errorf("ReadInfo of a torn backup.json: %v", err)
 	}
 }
 
@@ -862,5 +874,50 @@ func TestZstdSegmentsCompressEventData(t *testing.T) {
 	}
 	if sizes[Zstd]*2 > sizes[None] {
 		t.Errorf("zstd segment %d bytes, uncompressed %d: want less than half", sizes[Zstd], sizes[None])
+	}
+}
+
+// TestReaderRefusesASegmentCutAtABatchBoundary: a stream that ends cleanly
+// after its first batch, though the manifest lists two batches' records,
+// is an error, not a short read.
+func TestReaderRefusesASegmentCutAtABatchBoundary(t *testing.T) {
+	dir := t.TempDir()
+	w, err := NewWriter(dir, Zstd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r1, b1 := batchOf(t, batch1)
+	defer r1.Release()
+	if err := w.Write(r1, b1, 13); err != nil {
+		t.Fatal(err)
+	}
+	cut := w.Size() // schema and first batch
+	r2, b2 := batchOf(t, batch2)
+	defer r2.Release()
+	if err := w.Write(r2, b2, 20); err != nil {
+		t.Fatal(err)
+	}
+	e, err := w.Commit()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, e.File)
+	if err := os.Truncate(path, cut); err != nil {
+		t.Fatal(err)
+	}
+	r, err := Open(dir, e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	first, err := r.Next()
+	if err != nil {
+		t.Fatalf("first batch: %v", err)
+	}
+	first.Release()
+	_, err = r.Next()
+	want := fmt.Sprintf("read segment %s: it ends after 3 records, the manifest lists 5: the file is cut short", path)
+	if err == nil || err.Error() != want {
+		t.Fatalf("after the cut: %v, want %q", err, want)
 	}
 }

@@ -25,8 +25,7 @@ import (
 // batch message needs.
 const (
 	ipcContinuation      = 0xFFFFFFFF
-	ipcAlign             = 8  // message metadata alignment
-	ipcBodyAlign         = 64 // body buffer alignment, as arrow-go writes
+	ipcAlign             = 8  // message metadata and body buffer alignment
 	headerRecordBatch    = 3  // MessageHeader.RecordBatch
 	codecZstd            = 1  // CompressionType.ZSTD
 	bufferUncompressed   = -1 // length prefix of a buffer stored as is
@@ -81,7 +80,12 @@ func (s *streamWriter) Close() error {
 }
 
 func (s *streamWriter) WritePayload(p ipc.Payload) error {
-	if s.zstd == nil || messageHeader(p.Meta().Bytes()) != headerRecordBatch {
+	m := p.Meta()
+	if m == nil {
+		return errors.New("write segment: IPC message without metadata")
+	}
+	defer m.Release()
+	if s.zstd == nil || messageHeader(m.Bytes()) != headerRecordBatch {
 		_, err := p.WritePayload(s.w)
 		return err
 	}
@@ -89,7 +93,7 @@ func (s *streamWriter) WritePayload(p ipc.Payload) error {
 	if err := p.SerializeBody(&s.body); err != nil {
 		return err
 	}
-	meta, body, err := s.compress(p.Meta().Bytes(), s.body.Bytes())
+	meta, body, err := s.compress(m.Bytes(), s.body.Bytes())
 	if err != nil {
 		return fmt.Errorf("compress record batch: %w", err)
 	}
@@ -158,7 +162,7 @@ func (s *streamWriter) compress(meta, body []byte) ([]byte, []byte, error) {
 			s.out.Write(raw)
 		}
 		spans[i] = span{int64(start), int64(s.out.Len() - start)}
-		s.out.Write(make([]byte, pad(s.out.Len(), ipcBodyAlign)))
+		s.out.Write(make([]byte, pad(s.out.Len(), ipcAlign)))
 	}
 
 	b := flatbuffers.NewBuilder(256 + len(nodes) + len(bufs))
