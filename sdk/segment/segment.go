@@ -200,6 +200,20 @@ func (b Backup) Partitions() ([]Partition, error) {
 	return out, nil
 }
 
+// Records is the number of records the backup's manifests list, over all
+// its partitions. It reads manifests only, not segments.
+func (b Backup) Records() (int64, error) {
+	parts, err := b.Partitions()
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	for _, p := range parts {
+		n += p.Records()
+	}
+	return n, nil
+}
+
 // ManifestName is the manifest file in a partition folder.
 const ManifestName = "manifest.jsonl"
 

@@ -645,6 +645,9 @@ func TestBackupPartitionsSorted(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Partitions = %v, want %v", got, want)
 	}
+	if n, err := b.Records(); n != 21 || err != nil { // 1+2+...+6
+		t.Errorf("Records() = %d, %v; want 21", n, err)
+	}
 	if b.PartitionDir("orders", 10) != filepath.Join(root, "daily", "topics", "orders", "10") {
 		t.Errorf("PartitionDir = %q", b.PartitionDir("orders", 10))
 	}
