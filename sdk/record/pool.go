@@ -72,7 +72,7 @@ func (p *Pool) Free(b []byte) {
 		return // not one of ours
 	}
 	c := bits.Len(uint(cap(b))) - 1
-	if cap(b) != 1<<c || c > maxClass {
+	if cap(b) != 1<<c || c > maxClass || uintptr(unsafe.Pointer(unsafe.SliceData(b)))%align != 0 {
 		return // not one of ours (or too large to keep)
 	}
 	b = b[:cap(b)]

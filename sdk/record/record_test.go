@@ -436,6 +436,13 @@ func TestPoolSizes(t *testing.T) {
 	p.Free(nil)
 	p.Free(make([]byte, 0))
 	p.Free(make([]byte, 100))
+	// A slice of the right size but off 64-byte alignment is not kept
+	// either: nothing unaligned may come back out.
+	odd := make([]byte, 129)[1:]
+	p.Free(odd)
+	if b := p.Allocate(128); uintptr(unsafe.Pointer(unsafe.SliceData(b)))%64 != 0 {
+		t.Errorf("Allocate(128) after freeing an unaligned slice is at %p, not 64-byte aligned", unsafe.SliceData(b))
+	}
 	for _, size := range []int{0, 1, 63, 64, 65, 1000, 1 << 20, 1<<20 + 1} {
 		b := p.Allocate(size)
 		if len(b) != size {

@@ -102,21 +102,7 @@ func TestPyArrowReadsSegments(t *testing.T) {
 	for _, c := range []string{Zstd, LZ4, None} {
 		t.Run(c, func(t *testing.T) {
 			dir := t.TempDir()
-			w, err := NewWriter(dir, c)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, recs := range batches {
-				rec, b := batchOf(t, recs)
-				if err := w.Write(rec, b, b.MaxOffset+1); err != nil {
-					t.Fatal(err)
-				}
-				rec.Release()
-			}
-			e, err := w.Commit()
-			if err != nil {
-				t.Fatal(err)
-			}
+			e := commitSegment(t, dir, c, batches...)
 			cmd := exec.Command(python, script, filepath.Join(dir, e.File))
 			var stderr bytes.Buffer
 			cmd.Stderr = &stderr

@@ -34,6 +34,29 @@ func batchOf(t testing.TB, recs []record.Record) (arrow.RecordBatch, record.Boun
 	return b.NewRecord(), bounds
 }
 
+// commitSegment writes each batch into a new segment in dir (next offset:
+// the batch's max offset + 1) and commits it.
+func commitSegment(t *testing.T, dir, compression string, batches ...[]record.Record) Entry {
+	t.Helper()
+	w, err := NewWriter(dir, compression)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, recs := range batches {
+		rec, b := batchOf(t, recs)
+		err := w.Write(rec, b, b.MaxOffset+1)
+		rec.Release()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	e, err := w.Commit()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
 var batch1 = []record.Record{
 	{Offset: 10, Timestamp: 5000, Key: nil, Value: nil},
 	{Offset: 11, Timestamp: 9000, TimestampType: record.LogAppendTime, Key: []byte{}, Value: []byte{},
@@ -798,19 +821,7 @@ func TestZstdSegmentsMixCompressedAndStoredBuffers(t *testing.T) {
 			Headers: []record.Header{{Key: "h", Value: []byte("same header value")}}})
 	}
 	dir := t.TempDir()
-	w, err := NewWriter(dir, Zstd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec, b := batchOf(t, recs)
-	defer rec.Release()
-	if err := w.Write(rec, b, 300); err != nil {
-		t.Fatal(err)
-	}
-	e, err := w.Commit()
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := commitSegment(t, dir, Zstd, recs)
 	raw := int64(300 * 4096)
 	if e.Size < raw || e.Size > raw+raw/20 {
 		t.Errorf("segment of %d random value bytes is %d bytes: want them stored as is, the rest compressed", raw, e.Size)
@@ -860,20 +871,7 @@ func TestZstdSegmentsCompressEventData(t *testing.T) {
 	}
 	sizes := map[string]int64{}
 	for _, c := range []string{None, Zstd} {
-		w, err := NewWriter(filepath.Join(t.TempDir(), c), c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rec, b := batchOf(t, recs)
-		if err := w.Write(rec, b, 500); err != nil {
-			t.Fatal(err)
-		}
-		rec.Release()
-		e, err := w.Commit()
-		if err != nil {
-			t.Fatal(err)
-		}
-		sizes[c] = e.Size
+		sizes[c] = commitSegment(t, t.TempDir(), c, recs).Size
 	}
 	if sizes[Zstd]*2 > sizes[None] {
 		t.Errorf("zstd segment %d bytes, uncompressed %d: want less than half", sizes[Zstd], sizes[None])

@@ -28,7 +28,6 @@ const (
 	ipcAlign             = 8  // message metadata and body buffer alignment
 	headerRecordBatch    = 3  // MessageHeader.RecordBatch
 	codecZstd            = 1  // CompressionType.ZSTD
-	bufferUncompressed   = -1 // length prefix of a buffer stored as is
 	fieldNodeSize        = 16 // struct FieldNode { length, null_count: long }
 	bufferSize           = 16 // struct Buffer { offset, length: long }
 	msgVersion, msgType  = 0, 1
@@ -40,9 +39,6 @@ const (
 )
 
 var ipcEOS = []byte{0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0}
-
-// uncompressedPrefix is the int64 -1 that marks a buffer stored as is.
-var uncompressedPrefix = func() uint64 { v := int64(bufferUncompressed); return uint64(v) }()
 
 // streamWriter is the ipc.PayloadWriter of a segment.
 type streamWriter struct {
@@ -157,7 +153,7 @@ func (s *streamWriter) compress(meta, body []byte) ([]byte, []byte, error) {
 			s.out.Write(prefix[:])
 			s.out.Write(s.scratch)
 		} else {
-			binary.LittleEndian.PutUint64(prefix[:], uncompressedPrefix) // stored as is
+			binary.LittleEndian.PutUint64(prefix[:], ^uint64(0)) // int64 -1: stored as is
 			s.out.Write(prefix[:])
 			s.out.Write(raw)
 		}
