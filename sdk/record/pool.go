@@ -8,24 +8,36 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 )
 
-// Pool is an Arrow allocator that recycles buffers: a source building a
-// batch after batch, or a sink decoding them, reuses the same few megabytes
+// Pool is an Arrow allocator that recycles buffers: a source building batch
+// after batch, or a sink decoding them, reuses the same few megabytes
 // instead of asking the Go heap for fresh zeroed memory each time (which
 // costs more CPU than the copying itself). Buffers come in power-of-two
 // sizes, 64-byte aligned, and are not zeroed on reuse: Arrow's builders
-// initialize every byte they hand out. Safe for concurrent use.
+// initialize every byte they hand out. A Pool keeps at most its limit of
+// free bytes; what is freed beyond it goes back to the Go heap. Safe for
+// concurrent use.
 type Pool struct {
-	classes [maxClass + 1]sync.Pool
+	mu    sync.Mutex
+	free  [maxClass + 1][][]byte
+	kept  int64 // bytes in free
+	limit int64
 }
 
 const (
 	minClass = 6  // 64 bytes
 	maxClass = 28 // 256 MiB; larger buffers are not recycled
 	align    = 64
+	// DefaultPoolLimit is the most free bytes a Pool keeps unless told
+	// otherwise.
+	DefaultPoolLimit = 32 << 20
 )
 
-// NewPool returns an empty Pool.
-func NewPool() *Pool { return &Pool{} }
+// NewPool returns an empty Pool that keeps up to DefaultPoolLimit free
+// bytes.
+func NewPool() *Pool { return &Pool{limit: DefaultPoolLimit} }
+
+// NewPoolWithLimit returns an empty Pool that keeps up to limit free bytes.
+func NewPoolWithLimit(limit int64) *Pool { return &Pool{limit: limit} }
 
 var _ memory.Allocator = (*Pool)(nil)
 
@@ -49,9 +61,15 @@ func (p *Pool) Allocate(size int) []byte {
 	if c > maxClass {
 		return alignedMake(size)
 	}
-	if b, ok := p.classes[c].Get().(*[]byte); ok {
-		return (*b)[:size]
+	p.mu.Lock()
+	if l := p.free[c]; len(l) > 0 {
+		b := l[len(l)-1]
+		p.free[c] = l[:len(l)-1]
+		p.kept -= int64(cap(b))
+		p.mu.Unlock()
+		return b[:size]
 	}
+	p.mu.Unlock()
 	return alignedMake(1 << c)[:size]
 }
 
@@ -75,6 +93,18 @@ func (p *Pool) Free(b []byte) {
 	if cap(b) != 1<<c || c > maxClass || uintptr(unsafe.Pointer(unsafe.SliceData(b)))%align != 0 {
 		return // not one of ours (or too large to keep)
 	}
-	b = b[:cap(b)]
-	p.classes[c].Put(&b)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.kept+int64(cap(b)) > p.limit {
+		return // beyond the limit: the garbage collector takes it
+	}
+	p.kept += int64(cap(b))
+	p.free[c] = append(p.free[c], b[:cap(b)])
+}
+
+// Kept is the number of free bytes the pool holds.
+func (p *Pool) Kept() int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.kept
 }

@@ -46,3 +46,25 @@ func TestPoolReuseAcrossBatches(t *testing.T) {
 		got.Release()
 	}
 }
+
+// TestPoolKeepsNoMoreThanItsLimit: buffers freed beyond the limit go to the
+// garbage collector, so a pool never holds more idle memory than allowed.
+func TestPoolKeepsNoMoreThanItsLimit(t *testing.T) {
+	p := NewPoolWithLimit(1 << 20)
+	var bufs [][]byte
+	for range 10 {
+		bufs = append(bufs, p.Allocate(256<<10))
+	}
+	for _, b := range bufs {
+		p.Free(b)
+	}
+	if got := p.Kept(); got != 1<<20 {
+		t.Fatalf("pool keeps %d bytes after freeing 2.5 MiB with a 1 MiB limit, want exactly 1048576", got)
+	}
+	for range 4 {
+		p.Allocate(256 << 10)
+	}
+	if got := p.Kept(); got != 0 {
+		t.Fatalf("pool keeps %d bytes after handing its four buffers out again, want 0", got)
+	}
+}

@@ -8,44 +8,40 @@ import (
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
-	"github.com/apache/arrow-go/v18/arrow/ipc"
 
 	"github.com/kpipe/kpipe/sdk/record"
 )
 
-// Writer streams record batches of one topic-partition into a new segment.
-// Memory stays bounded by one batch: the file is written as it goes.
+// Writer streams the frames of one topic-partition into a new segment: the
+// schema message, the frames as they come, and at Commit the end-of-stream
+// marker. Memory stays bounded by one frame: the file is written as it goes.
 type Writer struct {
-	dir         string
-	compression string
-	f           *os.File
-	ipc         *ipc.Writer
-	crc         interface {
+	dir   string
+	codec record.Codec
+	enc   *record.Encoder // recompresses frames of another codec
+	f     *os.File
+	out   io.Writer // the file, the checksum and the size
+	crc   interface {
 		Write([]byte) (int, error)
 		Sum32() uint32
 	}
 	size    int64
+	scratch []byte
 	entry   Entry
 	started time.Time
 }
 
 // CheckCompression says whether compression names a segment codec.
 func CheckCompression(compression string) error {
-	switch compression {
-	case Zstd, LZ4, None, "":
-		return nil
-	}
-	return fmt.Errorf("unknown compression %q: use zstd, lz4 or none", compression)
+	_, err := record.ParseCodec(compression)
+	return err
 }
 
 // NewWriter starts a segment in the partition folder dir.
 func NewWriter(dir, compression string) (*Writer, error) {
-	if err := CheckCompression(compression); err != nil {
+	codec, err := record.ParseCodec(compression)
+	if err != nil {
 		return nil, err
-	}
-	opts := []ipc.Option{ipc.WithSchema(record.Schema)}
-	if compression == LZ4 {
-		opts = append(opts, ipc.WithLZ4())
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("create segment: %w", err)
@@ -54,16 +50,11 @@ func NewWriter(dir, compression string) (*Writer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create segment: %w", err)
 	}
-	w := &Writer{dir: dir, compression: compression, f: f, crc: NewCRC(), started: time.Now()}
-	sw, err := newStreamWriter(io.MultiWriter(f, w.crc, (*counter)(&w.size)), compression)
-	if err != nil {
-		f.Close()
-		os.Remove(f.Name())
+	w := &Writer{dir: dir, codec: codec, enc: record.NewEncoder(codec), f: f, crc: NewCRC(), started: time.Now()}
+	w.out = io.MultiWriter(f, w.crc, (*counter)(&w.size))
+	if _, err := w.out.Write(record.SchemaFrame()); err != nil {
+		w.Abort()
 		return nil, fmt.Errorf("create segment: %w", err)
-	}
-	w.ipc = ipc.NewWriterWithPayloadWriter(sw, opts...)
-	if compression == "" {
-		w.compression = None
 	}
 	return w, nil
 }
@@ -72,15 +63,32 @@ type counter int64
 
 func (c *counter) Write(p []byte) (int, error) { *c += counter(len(p)); return len(p), nil }
 
-// Write appends a record batch with its bounds. nextOffset is the source
-// position after it. An empty batch is not written; it only advances the
-// position.
-func (w *Writer) Write(rec arrow.RecordBatch, b record.Bounds, nextOffset int64) error {
+// Codec is the compression of the segment's frames.
+func (w *Writer) Codec() record.Codec { return w.codec }
+
+// WriteFrame appends a frame with the bounds of its records. nextOffset is
+// the source position after it. A frame of another codec is recompressed
+// first (without decoding its records). An empty batch is not written; it
+// only advances the position.
+func (w *Writer) WriteFrame(frame []byte, b record.Bounds, nextOffset int64) error {
 	if b.Count == 0 {
 		w.entry.NextOffset = max(w.entry.NextOffset, nextOffset)
 		return nil
 	}
-	if err := w.ipc.Write(rec); err != nil {
+	info, err := record.Inspect(frame)
+	if err != nil {
+		return fmt.Errorf("write segment: %w", err)
+	}
+	if info.Rows != b.Count {
+		return fmt.Errorf("write segment: the frame holds %d records, its bounds count %d", info.Rows, b.Count)
+	}
+	if info.Codec != w.codec {
+		if w.scratch, err = w.enc.Recompress(frame, w.scratch[:0]); err != nil {
+			return fmt.Errorf("write segment: %w", err)
+		}
+		frame = w.scratch
+	}
+	if _, err := w.out.Write(frame); err != nil {
 		return fmt.Errorf("write segment: %w", err)
 	}
 	e := &w.entry
@@ -95,6 +103,20 @@ func (w *Writer) Write(rec arrow.RecordBatch, b record.Bounds, nextOffset int64)
 	e.MaxTimestamp = max(e.MaxTimestamp, b.MaxTimestamp)
 	e.NextOffset = max(e.NextOffset, nextOffset, e.MaxOffset+1)
 	return nil
+}
+
+// Write encodes a record batch in the segment's codec and appends it, as
+// WriteFrame does.
+func (w *Writer) Write(rec arrow.RecordBatch, b record.Bounds, nextOffset int64) error {
+	if b.Count == 0 {
+		return w.WriteFrame(nil, b, nextOffset)
+	}
+	frame, err := w.enc.Encode(rec, w.scratch[:0])
+	if err != nil {
+		return fmt.Errorf("write segment: %w", err)
+	}
+	w.scratch = frame
+	return w.WriteFrame(frame, b, nextOffset)
 }
 
 // Records is the number of records written so far.
@@ -119,7 +141,7 @@ func (w *Writer) Commit() (Entry, error) {
 	if w.entry.Records == 0 {
 		return fail(fmt.Errorf("segment is empty"))
 	}
-	if err := w.ipc.Close(); err != nil {
+	if _, err := w.out.Write(record.EndOfStream); err != nil {
 		return fail(err)
 	}
 	if err := w.f.Sync(); err != nil {
@@ -132,7 +154,7 @@ func (w *Writer) Commit() (Entry, error) {
 	e.File = FileName(e.MinOffset)
 	e.Size = w.size
 	e.Checksum = FormatChecksum(w.crc.Sum32())
-	e.Compression = w.compression
+	e.Compression = string(w.codec)
 	e.CreatedAt = time.Now().UTC()
 	if err := os.Rename(tmp, filepath.Join(w.dir, e.File)); err != nil {
 		return fail(err)
