@@ -93,9 +93,8 @@ func TestBackupSurvivesSIGKILL(t *testing.T) {
 	file := filepath.Join(dir, "backup.hcl")
 	hcl := fmt.Sprintf(`pipeline "backup" {
   source "kafka" {
-    bootstrap_servers         = [%q]
-    topics                    = [%q]
-    fetch_max_partition_bytes = 65536
+    bootstrap_servers = [%q]
+    topics            = [%q]
   }
   sink "fs" {
     path                = %q
@@ -109,7 +108,8 @@ func TestBackupSurvivesSIGKILL(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := func() *exec.Cmd {
-		cmd := exec.Command(kpipe, "run", file, "--plugin-dir", testkit.PluginDir(t), "--state-dir", filepath.Join(dir, "state"), "--log-level", "warn")
+		// A small in-flight budget makes small fetches: many steps to kill in.
+		cmd := exec.Command(kpipe, "run", file, "--plugin-dir", testkit.PluginDir(t), "--state-dir", filepath.Join(dir, "state"), "--log-level", "warn", "--in-flight-bytes", "1MiB")
 		cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)

@@ -6,7 +6,6 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/kpipe/kpipe/core/host"
 	"github.com/kpipe/kpipe/sdk"
 	"github.com/kpipe/kpipe/sdk/param"
 	"github.com/kpipe/kpipe/sdk/record"
@@ -17,37 +16,37 @@ var knownTypes = []string{"string", "int", "bool", "duration", "list(string)", "
 // CheckSpec checks that the plugin describes itself completely.
 func CheckSpec(t *testing.T, p Plugin) {
 	t.Helper()
-	spec := start(t, p).Spec
-	if spec.GetName() != p.Name {
-		t.Errorf("spec name %q, want %q (the binary's NAME in kpipe-plugin-NAME)", spec.GetName(), p.Name)
+	spec := start(t, p).Info()
+	if spec.Name != p.Name {
+		t.Errorf("spec name %q, want %q (the binary's NAME in kpipe-plugin-NAME)", spec.Name, p.Name)
 	}
-	if spec.GetVersion() == "" || spec.GetSummary() == "" {
-		t.Errorf("spec needs a version and a summary: %q, %q", spec.GetVersion(), spec.GetSummary())
+	if spec.Version == "" || spec.Summary == "" {
+		t.Errorf("spec needs a version and a summary: %q, %q", spec.Version, spec.Summary)
 	}
-	if got := host.KindName(spec.GetKind()); got != p.Kind {
-		t.Errorf("serves kind %q, want %q", got, p.Kind)
+	if string(spec.Kind) != p.Kind {
+		t.Errorf("serves kind %q, want %q", spec.Kind, p.Kind)
 	}
-	if !slices.Contains(spec.GetKinds(), spec.GetKind()) {
-		t.Errorf("kinds %v does not list the served kind %v", spec.GetKinds(), spec.GetKind())
+	if !slices.Contains(spec.Kinds, spec.Kind) {
+		t.Errorf("kinds %v does not list the served kind %v", spec.Kinds, spec.Kind)
 	}
-	if spec.GetPid() <= 0 {
-		t.Errorf("spec pid %d", spec.GetPid())
+	if spec.Pid <= 0 {
+		t.Errorf("spec pid %d", spec.Pid)
 	}
 	seen := map[string]bool{}
-	for _, prm := range spec.GetParams() {
+	for _, prm := range spec.Params {
 		switch {
-		case prm.GetName() == "":
+		case prm.Name == "":
 			t.Errorf("a parameter has no name: %v", prm)
-		case seen[prm.GetName()]:
-			t.Errorf("parameter %q is listed twice", prm.GetName())
-		case !slices.Contains(knownTypes, prm.GetType()):
-			t.Errorf("parameter %q has type %q, want one of %v", prm.GetName(), prm.GetType(), knownTypes)
-		case prm.GetDescription() == "":
-			t.Errorf("parameter %q has no description", prm.GetName())
-		case prm.GetRequired() && prm.GetDefault() != "":
-			t.Errorf("parameter %q is required but has default %q", prm.GetName(), prm.GetDefault())
+		case seen[prm.Name]:
+			t.Errorf("parameter %q is listed twice", prm.Name)
+		case !slices.Contains(knownTypes, prm.Type):
+			t.Errorf("parameter %q has type %q, want one of %v", prm.Name, prm.Type, knownTypes)
+		case prm.Description == "":
+			t.Errorf("parameter %q has no description", prm.Name)
+		case prm.Required && prm.Default != "":
+			t.Errorf("parameter %q is required but has default %q", prm.Name, prm.Default)
 		}
-		seen[prm.GetName()] = true
+		seen[prm.Name] = true
 	}
 }
 
@@ -56,15 +55,15 @@ func CheckSpec(t *testing.T, p Plugin) {
 func CheckRequired(t *testing.T, p Plugin) {
 	t.Helper()
 	configured(t, p) // accepts the valid parameters
-	spec := start(t, p).Spec
-	for _, prm := range spec.GetParams() {
-		if !prm.GetRequired() {
+	spec := start(t, p).Info()
+	for _, prm := range spec.Params {
+		if !prm.Required {
 			continue
 		}
-		t.Run("without_"+prm.GetName(), func(t *testing.T) {
+		t.Run("without_"+prm.Name, func(t *testing.T) {
 			q := p
 			q.Params = maps.Clone(p.Params)
-			delete(q.Params, prm.GetName())
+			delete(q.Params, prm.Name)
 			inst := start(t, q)
 			ps, _ := params(q.Params)
 			ctx, cancel := timeout()
@@ -72,10 +71,10 @@ func CheckRequired(t *testing.T, p Plugin) {
 			err := inst.Configure(ctx, ps)
 			var pes param.Errors
 			if err == nil {
-				t.Fatalf("configure accepted a configuration without required parameter %q", prm.GetName())
+				t.Fatalf("configure accepted a configuration without required parameter %q", prm.Name)
 			}
-			if !errors.As(err, &pes) || !slices.ContainsFunc(pes, func(e *param.Error) bool { return e.Param == prm.GetName() }) {
-				t.Fatalf("configure without %q: %v; want an error naming the parameter", prm.GetName(), err)
+			if !errors.As(err, &pes) || !slices.ContainsFunc(pes, func(e *param.Error) bool { return e.Param == prm.Name }) {
+				t.Fatalf("configure without %q: %v; want an error naming the parameter", prm.Name, err)
 			}
 		})
 	}
@@ -131,13 +130,13 @@ func checkRoundTrip(t *testing.T, pr Pair) {
 	if len(acked) != len(batches) {
 		t.Fatalf("%d seqs acked, want %d", len(acked), len(batches))
 	}
-	if open.GetTracksPositions() && len(open.GetResume()) != 0 {
-		t.Fatalf("a new sink reports positions %v", open.GetResume())
+	if open.TracksPositions && len(open.Resume) != 0 {
+		t.Fatalf("a new sink reports positions %v", open.Resume)
 	}
 
 	read := func(resume []sdk.Position) map[int32][]record.Record {
 		t.Helper()
-		got, err := ReadAll(configured(t, pr.Source), resume)
+		got, err := ReadAll(configured(t, pr.Source), resume, record.Zstd)
 		if err != nil {
 			t.Fatalf("read: %v", err)
 		}
@@ -180,7 +179,7 @@ func checkRoundTrip(t *testing.T, pr Pair) {
 	}
 	compare("resumed read", want, read(resume))
 
-	if !open.GetTracksPositions() {
+	if !open.TracksPositions {
 		return
 	}
 	// A sink that tracks positions reports them after a re-open, and stores
@@ -190,11 +189,11 @@ func checkRoundTrip(t *testing.T, pr Pair) {
 		t.Fatalf("second write: %v", err)
 	}
 	got := map[int32]int64{}
-	for _, p := range open.GetResume() {
-		if p.GetTopic() != pr.Topic {
-			t.Fatalf("sink reports a position for topic %q, want %q", p.GetTopic(), pr.Topic)
+	for _, p := range open.Resume {
+		if p.Topic != pr.Topic {
+			t.Fatalf("sink reports a position for topic %q, want %q", p.Topic, pr.Topic)
 		}
-		got[p.GetPartition()] = p.GetNextOffset()
+		got[p.Partition] = p.NextOffset
 	}
 	for p := int32(0); p < int32(pr.Partitions); p++ {
 		if got[p] != int64(pr.PerPartition) {

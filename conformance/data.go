@@ -54,7 +54,8 @@ func Fixture(partitions, perPartition int, base int64) map[int32][]record.Record
 	return out
 }
 
-// Batches cuts the fixture into batches of at most size records.
+// Batches cuts the fixture into batches of at most size records, each an
+// uncompressed frame.
 func Batches(topic string, fixture map[int32][]record.Record, size int) ([]sdk.Batch, error) {
 	var out []sdk.Batch
 	b := record.NewBuilder(nil)
@@ -66,6 +67,12 @@ func Batches(topic string, fixture map[int32][]record.Record, size int) ([]sdk.B
 				b.Append(&recs[j])
 			}
 			batch, err := sdk.NewBatch(topic, p, b, -1)
+			if err != nil {
+				return nil, err
+			}
+			batch.Arrow, err = record.Encode(batch.Record)
+			batch.Record.Release()
+			batch.Record = nil
 			if err != nil {
 				return nil, err
 			}

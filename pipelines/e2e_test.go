@@ -19,6 +19,7 @@ import (
 	"github.com/kpipe/kpipe/core/config"
 	"github.com/kpipe/kpipe/core/engine"
 	"github.com/kpipe/kpipe/core/host"
+	"github.com/kpipe/kpipe/core/plugin"
 	"github.com/kpipe/kpipe/internal/testkit"
 	"github.com/kpipe/kpipe/pipelines"
 	"github.com/kpipe/kpipe/sdk/record"
@@ -95,10 +96,9 @@ func compare(t *testing.T, want, got []*kgo.Record) {
 }
 
 func options(t *testing.T) engine.Options {
-	return engine.Options{
-		Host:     &host.Host{Dir: testkit.PluginDir(t)},
-		StateDir: t.TempDir(),
-	}
+	h := &host.Host{Dir: testkit.PluginDir(t)}
+	t.Cleanup(func() { h.Close() })
+	return engine.Options{Launcher: h, StateDir: t.TempDir()}
 }
 
 func run(t *testing.T, p config.Pipeline, opts engine.Options) *engine.Report {
@@ -143,19 +143,12 @@ func TestBackupRestoreRoundTripIsByteExact(t *testing.T) {
 		t.Fatalf("backed up %d records, want %d", rep.RecordsOut, len(recs))
 	}
 
-	// Whole restore under a new name, with the target topic planned from
-	// the backup as the CLI does. (The PITR restore below lets the sink grow
-	// the topic as partitions arrive.)
+	// Whole restore under a new name: the backup's metadata, renamed by
+	// remap, tells the sink to create the topic with 3 partitions.
 	dst := testkit.Topic(t, "dst")
 	ro := pipelines.RestoreOptions{
 		Path: root, BackupID: "b1", BootstrapServers: []string{addr},
 		TimeWindowStart: -1, TimeWindowEnd: -1, TopicMapping: map[string]string{src: dst},
-	}
-	if err := pipelines.PlanTopics(&ro); err != nil {
-		t.Fatal(err)
-	}
-	if ro.TopicPartitions[dst] != 3 {
-		t.Fatalf("planned %v, want %s with 3 partitions", ro.TopicPartitions, dst)
 	}
 	rep = run(t, pipelines.Restore("restore", ro), options(t))
 	if rep.RecordsOut != int64(len(recs)) {
@@ -223,21 +216,24 @@ func TestEveryPluginRunsAsItsOwnProcess(t *testing.T) {
 	var mu sync.Mutex
 	var procs []proc
 	opts := options(t)
-	opts.OnLaunch = func(role string, inst *host.Instance) {
-		exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", inst.Pid))
+	opts.OnLaunch = func(role string, pi plugin.Instance) {
+		inst := pi.(*host.Instance)
+		info := inst.Info()
+		pid := inst.Pid()
+		exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
 		if err != nil {
-			t.Errorf("%s %s: pid %d: %v", role, inst.Name, inst.Pid, err)
+			t.Errorf("%s %s: pid %d: %v", role, info.Name, pid, err)
 		}
-		want, _ := filepath.EvalSymlinks(inst.Path)
+		want, _ := filepath.EvalSymlinks(inst.Path())
 		want, _ = filepath.Abs(want)
 		if exe != want {
-			t.Errorf("%s %s: pid %d runs %s, want %s", role, inst.Name, inst.Pid, exe, want)
+			t.Errorf("%s %s: pid %d runs %s, want %s", role, info.Name, pid, exe, want)
 		}
-		if int64(inst.Pid) != inst.Spec.GetPid() {
-			t.Errorf("%s %s: host sees pid %d, plugin reports %d", role, inst.Name, inst.Pid, inst.Spec.GetPid())
+		if pid != info.Pid {
+			t.Errorf("%s %s: the host started pid %d, the plugin reports %d", role, info.Name, pid, info.Pid)
 		}
 		mu.Lock()
-		procs = append(procs, proc{role, exe, inst.Pid})
+		procs = append(procs, proc{role, exe, pid})
 		mu.Unlock()
 	}
 	run(t, pipelines.Restore("restore", pipelines.RestoreOptions{

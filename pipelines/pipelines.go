@@ -6,11 +6,9 @@ package pipelines
 import (
 	"encoding/json"
 	"fmt"
-	"strconv"
 
 	"github.com/kpipe/kpipe/core/config"
 	"github.com/kpipe/kpipe/core/engine"
-	"github.com/kpipe/kpipe/sdk/segment"
 )
 
 // BackupOptions describe a backup.
@@ -36,9 +34,6 @@ type RestoreOptions struct {
 	TimeWindowEnd    int64
 	TopicMapping     map[string]string
 	PartitionMapping map[string]int32
-	// TopicPartitions gives the partitions of target topics the restore
-	// creates; see PlanTopics.
-	TopicPartitions map[string]int32
 }
 
 func stage(plugin string, params map[string]any) config.Stage {
@@ -64,8 +59,10 @@ func Backup(name string, o BackupOptions) config.Pipeline {
 }
 
 // Restore returns the pipeline of a restore. The fs source skips segments
-// outside the time window; the filter drops the records outside it in the
-// segments that straddle a bound.
+// and batches outside the time window; the filter drops the records outside
+// it in the batches that straddle a bound. The backup's topic metadata flows
+// from the source through remap to the kafka sink, which creates each
+// target topic with as many partitions as it needs.
 func Restore(name string, o RestoreOptions) config.Pipeline {
 	src := map[string]any{
 		"path": o.Path, "backup_id": o.BackupID,
@@ -93,34 +90,8 @@ func Restore(name string, o RestoreOptions) config.Pipeline {
 		}
 		p.Transforms = append(p.Transforms, stage("remap", remap))
 	}
-	sink := map[string]any{"bootstrap_servers": o.BootstrapServers}
-	if len(o.TopicPartitions) > 0 {
-		sink["topic_partitions"] = o.TopicPartitions
-	}
-	p.Sink = stage("kafka", sink)
+	p.Sink = stage("kafka", map[string]any{"bootstrap_servers": o.BootstrapServers})
 	return p
-}
-
-// PlanTopics fills o.TopicPartitions from the backup: each target topic gets
-// enough partitions for the source partitions that will land in it, so that
-// the sink creates it whole instead of growing it.
-func PlanTopics(o *RestoreOptions) error {
-	parts, err := segment.Backup{Root: o.Path, ID: o.BackupID}.Partitions()
-	if err != nil {
-		return err
-	}
-	o.TopicPartitions = map[string]int32{}
-	for _, p := range parts {
-		topic, part := p.Topic, p.Partition
-		if t, ok := o.TopicMapping[topic]; ok {
-			topic = t
-		}
-		if m, ok := o.PartitionMapping[strconv.Itoa(int(part))]; ok {
-			part = m
-		}
-		o.TopicPartitions[topic] = max(o.TopicPartitions[topic], part+1)
-	}
-	return nil
 }
 
 // RestoreSummary is what a restore did, in the terms of a PITR report.

@@ -14,4 +14,4 @@ export GOBIN="$PWD/bin/tools"
 PATH="$GOBIN:$PATH" protoc -I sdk/proto \
   --go_out=sdk/proto --go_opt=paths=source_relative \
   --go-grpc_out=sdk/proto --go-grpc_opt=paths=source_relative \
-  sdk/proto/kpipe/v1/plugin.proto
+  sdk/proto/kpipe/v2/plugin.proto

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"sync"
 
-	pb "github.com/kpipe/kpipe/sdk/proto/kpipe/v1"
+	pb "github.com/kpipe/kpipe/sdk/proto/kpipe/v2"
 )
 
 // ProfileEnv names a folder into which every plugin process writes a CPU

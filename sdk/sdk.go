@@ -1,7 +1,7 @@
 // Package sdk is what a kpipe plugin author imports: the Source, Transform and
 // Sink interfaces, the Batch that flows between them, and Serve, which runs a
-// plugin as its own process speaking the versioned gRPC protocol of
-// sdk/proto/kpipe/v1 through hashicorp/go-plugin.
+// plugin as its own process speaking protocol v2 (sdk/proto/kpipe/v2) through
+// hashicorp/go-plugin.
 //
 // A plugin's main is one line:
 //
@@ -11,23 +11,32 @@
 // struct described with the tags of package sdk/param and returned by Spec;
 // Serve fills it in before calling Configure.
 //
-// Every interface has an Unimplemented struct to embed: it supplies the
-// optional methods, so that methods added in later versions never break an
-// existing plugin.
+// Batches travel as frames (see package record) directly from one plugin
+// process to the next over data links the host sets up (package link); the
+// host sees only their envelopes. The SDK does that plumbing: a source
+// returns batches, a transform maps batches to batches, a sink writes them
+// and acknowledges them once durable. Every interface has an Unimplemented
+// struct to embed: it supplies the optional methods, so that methods added
+// in later versions never break an existing plugin.
 package sdk
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
+	"sync"
 
+	"github.com/apache/arrow-go/v18/arrow"
+
+	"github.com/kpipe/kpipe/sdk/link"
 	"github.com/kpipe/kpipe/sdk/record"
 )
 
 // Version is the version of the SDK and of kpipe's built-in plugins.
-const Version = "0.1.0"
+const Version = "0.2.0"
 
 // ProtocolVersion is the version of the plugin protocol this SDK speaks.
-const ProtocolVersion = 1
+const ProtocolVersion = 2
 
 // Spec describes a plugin.
 type Spec struct {
@@ -39,10 +48,34 @@ type Spec struct {
 	Config any
 }
 
+// TopicID is a Kafka topic ID: which incarnation of a topic name records
+// come from. The zero TopicID is unknown.
+type TopicID [16]byte
+
+// String renders a TopicID as Kafka tools do (URL-safe base64, no padding);
+// the empty string when unknown.
+func (id TopicID) String() string {
+	if id == (TopicID{}) {
+		return ""
+	}
+	return base64.RawURLEncoding.EncodeToString(id[:])
+}
+
+// BatchID names a batch on the data plane: its source's seq and, among the
+// outputs a transform made of it, its part.
+type BatchID = link.ID
+
 // Envelope summarizes a batch: one topic-partition, its count and bounds.
 type Envelope struct {
-	Topic        string
-	Partition    int32
+	// Seq is given by the SDK when a source's batch leaves it; transforms
+	// and sinks see it unchanged. Part numbers a transform's outputs.
+	Seq  uint64
+	Part uint32
+
+	Topic     string
+	TopicID   TopicID
+	Partition int32
+
 	Count        int64
 	MinOffset    int64
 	MaxOffset    int64
@@ -50,16 +83,90 @@ type Envelope struct {
 	MaxTimestamp int64
 	// NextOffset is the source position after this batch.
 	NextOffset int64
+
+	// Size is the batch's size once decompressed, which credit counts;
+	// FrameBytes the length of its frame. The SDK fills both.
+	Size       int64
+	FrameBytes int64
+
+	// Traceparent and Tracestate are the batch's W3C trace context. A
+	// transform's outputs inherit their input's unless they set their own.
+	Traceparent string
+	Tracestate  string
 }
 
-// Batch is the unit of data: the records of one topic-partition as Arrow IPC
-// stream bytes in the schema of package record, with their Envelope.
+// ID is the batch's name on the data plane.
+func (e Envelope) ID() BatchID { return BatchID{Seq: e.Seq, Part: e.Part} }
+
+// Bounds returns the envelope's count and bounds.
+func (e Envelope) Bounds() record.Bounds {
+	return record.Bounds{Count: e.Count, MinOffset: e.MinOffset, MaxOffset: e.MaxOffset,
+		MinTimestamp: e.MinTimestamp, MaxTimestamp: e.MaxTimestamp}
+}
+
+// SetBounds sets the envelope's count and bounds.
+func (e *Envelope) SetBounds(b record.Bounds) {
+	e.Count, e.MinOffset, e.MaxOffset = b.Count, b.MinOffset, b.MaxOffset
+	e.MinTimestamp, e.MaxTimestamp = b.MinTimestamp, b.MaxTimestamp
+}
+
+// Batch is the unit of data: the records of one topic-partition with their
+// Envelope.
 type Batch struct {
 	Envelope
-	// Arrow holds the encoded records; empty when Count is 0.
+	// Arrow holds the records as a frame: one Arrow IPC record batch
+	// message in the schema of package record, its buffers compressed or
+	// not. A sink or transform receives batches this way.
 	Arrow []byte
-	// Seq is assigned by the host. Transforms keep it; sinks ack it.
-	Seq uint64
+	// Record holds the records decoded. A source or transform may set it
+	// instead of Arrow; the SDK then encodes it in the codec the sink
+	// stores (in parallel with the plugin's work) and releases it.
+	Record arrow.RecordBatch
+	// Metadata, set on a batch a source returns, is sent ahead of the
+	// batch. A batch with Metadata and no Topic carries nothing else.
+	Metadata *Metadata
+
+	release *releaser
+}
+
+// releaser runs its function once.
+type releaser struct {
+	once sync.Once
+	fn   func()
+}
+
+// Release says the plugin holds the batch's bytes no more (a sink that has
+// written them out, say): their memory is reused and the host may let the
+// source send more. A sink that never calls it releases each batch when it
+// acknowledges it. Release is idempotent; Arrow must not be used after it.
+func (b Batch) Release() {
+	if b.release != nil {
+		b.release.once.Do(b.release.fn)
+	}
+}
+
+// WithRelease returns b with fn to run on its first Release (a source that
+// lends the SDK its frame buffer gets it back this way).
+func (b Batch) WithRelease(fn func()) Batch {
+	b.release = &releaser{fn: fn}
+	return b
+}
+
+// NewBatch returns a Batch of the records appended to b (and resets b) for
+// the topic-partition; the SDK encodes it. nextOffset is the source position
+// after the batch; pass -1 to use the highest offset plus one.
+func NewBatch(topic string, partition int32, b *record.Builder, nextOffset int64) (Batch, error) {
+	bounds := b.Bounds()
+	env := Envelope{Topic: topic, Partition: partition, NextOffset: nextOffset}
+	env.SetBounds(bounds)
+	if nextOffset < 0 {
+		env.NextOffset = bounds.MaxOffset + 1
+	}
+	if bounds.Count == 0 {
+		b.NewRecord().Release()
+		return Batch{Envelope: env}, nil
+	}
+	return Batch{Envelope: env, Record: b.NewRecord()}, nil
 }
 
 // Position is the next offset to read of a topic-partition.
@@ -73,30 +180,80 @@ func (p Position) String() string {
 	return fmt.Sprintf("%s/%d@%d", p.Topic, p.Partition, p.NextOffset)
 }
 
-// NewBatch encodes the records in b (and resets b) into a Batch for the
-// topic-partition. nextOffset is the source position after the batch; pass
-// -1 to use the highest offset plus one.
-func NewBatch(topic string, partition int32, b *record.Builder, nextOffset int64) (Batch, error) {
-	bounds := b.Bounds()
-	rec := b.NewRecord()
-	defer rec.Release()
-	env := Envelope{
-		Topic: topic, Partition: partition, Count: bounds.Count,
-		MinOffset: bounds.MinOffset, MaxOffset: bounds.MaxOffset,
-		MinTimestamp: bounds.MinTimestamp, MaxTimestamp: bounds.MaxTimestamp,
-		NextOffset: nextOffset,
+// TopicMetadata is what a restore needs to recreate a topic.
+type TopicMetadata struct {
+	Name       string
+	ID         TopicID
+	Partitions int32
+	// ReplicationFactor is 0 when unknown.
+	ReplicationFactor int32
+	// Configs holds the topic configs that differ from the broker's
+	// defaults.
+	Configs map[string]string
+}
+
+// Metadata describes the topics of a run. A source sends it before any data
+// and again, whole, whenever it changes; transforms may rewrite it; the sink
+// stores it.
+type Metadata struct {
+	Topics []TopicMetadata
+}
+
+// Topic returns the metadata of the topic name, if present.
+func (m Metadata) Topic(name string) (TopicMetadata, bool) {
+	for _, t := range m.Topics {
+		if t.Name == name {
+			return t, true
+		}
 	}
-	if nextOffset < 0 {
-		env.NextOffset = bounds.MaxOffset + 1
+	return TopicMetadata{}, false
+}
+
+// PartitionError is a failure of one topic-partition. Plugins return it
+// (wrapped or not) so that the host learns which partition failed, at which
+// offset, and whether trying again may help.
+type PartitionError struct {
+	Topic     string
+	Partition int32
+	// Offset is the offset the failure concerns; -1 when none.
+	Offset int64
+	// Retryable says the failure may go away by itself (a leader moving, a
+	// broker restarting).
+	Retryable bool
+	// Code is short and machine-readable, such as a Kafka error name.
+	Code string
+	Err  error
+}
+
+func (e *PartitionError) Error() string {
+	where := fmt.Sprintf("%s/%d", e.Topic, e.Partition)
+	if e.Offset >= 0 {
+		where += fmt.Sprintf(" at offset %d", e.Offset)
 	}
-	if bounds.Count == 0 {
-		return Batch{Envelope: env}, nil
+	kind := "fatal"
+	if e.Retryable {
+		kind = "retryable"
 	}
-	data, err := record.Encode(rec)
-	if err != nil {
-		return Batch{}, err
+	msg := "failed"
+	if e.Err != nil {
+		msg = e.Err.Error()
 	}
-	return Batch{Envelope: env, Arrow: data}, nil
+	if e.Code != "" {
+		return fmt.Sprintf("%s: %s (%s, %s)", where, msg, e.Code, kind)
+	}
+	return fmt.Sprintf("%s: %s (%s)", where, msg, kind)
+}
+
+func (e *PartitionError) Unwrap() error { return e.Err }
+
+// SourceOptions is what a source learns when it opens.
+type SourceOptions struct {
+	// Resume holds the positions to continue from (empty for a first run).
+	Resume []Position
+	// InFlightBytes is the host's budget of decompressed bytes between the
+	// source and the sink: a source sizes its reads from it, so that its
+	// memory does not depend on how well the data compresses.
+	InFlightBytes int64
 }
 
 // Source produces batches.
@@ -105,16 +262,17 @@ type Source interface {
 	// Configure checks the parameters Serve decoded into Spec().Config.
 	// Return *param.Error or param.Errors to point at a parameter.
 	Configure(ctx context.Context) error
-	// Open prepares reading; resume holds the positions to continue from
-	// (empty for a first run).
-	Open(ctx context.Context, resume []Position) error
+	// Open prepares reading.
+	Open(ctx context.Context, o SourceOptions) error
 	// Read returns the next batch, or io.EOF when the source has no more
-	// data. It is called from one goroutine; ctx ends when the host stops.
+	// data. It is called from one goroutine, only while the host grants
+	// credit; ctx ends when the host stops the source.
 	Read(ctx context.Context) (Batch, error)
 	// Ack tells the source that the host has persisted these positions. It
 	// may run concurrently with Read.
 	Ack(ctx context.Context, acked []Position) error
-	// Metrics returns counters for the run report.
+	// Metrics returns counters for the run report. It is called from any
+	// goroutine while the source runs.
 	Metrics() map[string]int64
 	Teardown(ctx context.Context) error
 	mustEmbedUnimplementedSource()
@@ -123,20 +281,23 @@ type Source interface {
 // UnimplementedSource supplies the optional methods of a Source.
 type UnimplementedSource struct{}
 
-func (UnimplementedSource) Configure(context.Context) error        { return nil }
-func (UnimplementedSource) Ack(context.Context, []Position) error  { return nil }
-func (UnimplementedSource) Metrics() map[string]int64              { return nil }
-func (UnimplementedSource) Teardown(context.Context) error         { return nil }
-func (UnimplementedSource) mustEmbedUnimplementedSource()          {}
-func (UnimplementedSource) Open(context.Context, []Position) error { return nil }
+func (UnimplementedSource) Configure(context.Context) error           { return nil }
+func (UnimplementedSource) Ack(context.Context, []Position) error     { return nil }
+func (UnimplementedSource) Metrics() map[string]int64                 { return nil }
+func (UnimplementedSource) Teardown(context.Context) error            { return nil }
+func (UnimplementedSource) mustEmbedUnimplementedSource()             {}
+func (UnimplementedSource) Open(context.Context, SourceOptions) error { return nil }
 
 // Transform turns each batch into zero or more batches.
 type Transform interface {
 	Spec() Spec
 	Configure(ctx context.Context) error
-	// Process returns the batches that replace b; each must keep b.Seq.
-	// Returning b itself unchanged costs nothing: it is never re-encoded.
+	// Process returns the batches that replace b. Returning b itself
+	// unchanged costs nothing: its frame travels on as it is. Outputs may
+	// carry Record instead of Arrow. b's bytes are not valid after Process
+	// returns.
 	Process(ctx context.Context, b Batch) ([]Batch, error)
+	// Metrics is called from any goroutine while the transform runs.
 	Metrics() map[string]int64
 	Teardown(ctx context.Context) error
 	mustEmbedUnimplementedTransform()
@@ -150,9 +311,25 @@ func (UnimplementedTransform) Metrics() map[string]int64        { return nil }
 func (UnimplementedTransform) Teardown(context.Context) error   { return nil }
 func (UnimplementedTransform) mustEmbedUnimplementedTransform() {}
 
-// Acker reports batches (by Seq) that a sink has made durable. It is safe for
+// EnvelopeTransform is a Transform that changes only envelopes (renaming
+// topics, moving partitions). It never receives batch bytes: they flow past
+// it, and Process is never called.
+type EnvelopeTransform interface {
+	Transform
+	// ProcessEnvelope returns the envelope that replaces e, or keep false
+	// to drop the batch.
+	ProcessEnvelope(ctx context.Context, e Envelope) (out Envelope, keep bool, err error)
+}
+
+// MetadataTransform is a Transform that rewrites metadata on its way to the
+// sink. Transforms that do not implement it pass metadata on unchanged.
+type MetadataTransform interface {
+	ProcessMetadata(ctx context.Context, m Metadata) (Metadata, error)
+}
+
+// Acker reports batches that a sink has made durable. It is safe for
 // concurrent use and never blocks.
-type Acker func(seqs ...uint64)
+type Acker func(ids ...BatchID)
 
 // Sink consumes batches and makes them durable.
 type Sink interface {
@@ -161,10 +338,12 @@ type Sink interface {
 	// Open prepares writing. The sink calls ack for every batch once it is
 	// durable, in any order, from any goroutine.
 	Open(ctx context.Context, ack Acker) error
-	// Write takes one batch; the sink may buffer it.
+	// Write takes one batch; the sink may hold it (and should Release it
+	// once it holds its bytes no more).
 	Write(ctx context.Context, b Batch) error
 	// Flush makes every written batch durable and acks it.
 	Flush(ctx context.Context) error
+	// Metrics is called from any goroutine while the sink runs.
 	Metrics() map[string]int64
 	Teardown(ctx context.Context) error
 	mustEmbedUnimplementedSink()
@@ -184,4 +363,16 @@ func (UnimplementedSink) mustEmbedUnimplementedSink()     {}
 // between a sink's write and the host's checkpoint never duplicates data.
 type PositionTracker interface {
 	DurablePositions(ctx context.Context) ([]Position, error)
+}
+
+// FrameStore is implemented by sinks that store frames as they come (a
+// backup store): Codec is the codec they store, which sources then encode
+// in, so that no frame is compressed twice.
+type FrameStore interface {
+	Codec() record.Codec
+}
+
+// MetadataSink is implemented by sinks that use or store metadata.
+type MetadataSink interface {
+	WriteMetadata(ctx context.Context, m Metadata) error
 }

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -16,8 +18,10 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/kpipe/kpipe/sdk/link"
 	"github.com/kpipe/kpipe/sdk/param"
-	pb "github.com/kpipe/kpipe/sdk/proto/kpipe/v1"
+	pb "github.com/kpipe/kpipe/sdk/proto/kpipe/v2"
+	"github.com/kpipe/kpipe/sdk/record"
 )
 
 var logger = hclog.New(&hclog.LoggerOptions{
@@ -30,30 +34,25 @@ var logger = hclog.New(&hclog.LoggerOptions{
 // log, tagged with the plugin's name.
 func Logger() hclog.Logger { return logger }
 
-// KindEnv is the environment variable through which the host tells a plugin
-// binary that serves several kinds which one to serve: source, transform or
-// sink. Without it, a binary serves the first kind given to Serve.
-const KindEnv = "KPIPE_PLUGIN_KIND"
-
 // Serve runs a plugin process. Each argument is a func() Source, func()
 // Transform or func() Sink; a binary may serve one of each kind (a storage
 // plugin is often both a source and a sink). Serve returns when the host ends
 // the process.
 func Serve(constructors ...any) {
-	byKind := map[pb.Kind]func(*grpc.Server, []pb.Kind){}
+	byKind := map[pb.Kind]func() any{}
 	var kinds []pb.Kind
 	for _, c := range constructors {
 		var kind pb.Kind
 		switch f := c.(type) {
 		case func() Source:
 			kind = pb.Kind_KIND_SOURCE
-			byKind[kind] = func(s *grpc.Server, ks []pb.Kind) { registerSource(s, f(), ks) }
+			byKind[kind] = func() any { return f() }
 		case func() Transform:
 			kind = pb.Kind_KIND_TRANSFORM
-			byKind[kind] = func(s *grpc.Server, ks []pb.Kind) { registerTransform(s, f(), ks) }
+			byKind[kind] = func() any { return f() }
 		case func() Sink:
 			kind = pb.Kind_KIND_SINK
-			byKind[kind] = func(s *grpc.Server, ks []pb.Kind) { registerSink(s, f(), ks) }
+			byKind[kind] = func() any { return f() }
 		default:
 			fmt.Fprintf(os.Stderr, "sdk.Serve: want func() sdk.Source, func() sdk.Transform or func() sdk.Sink, got %T\n", c)
 			os.Exit(2)
@@ -73,7 +72,20 @@ func Serve(constructors ...any) {
 		}
 		chosen = pb.Kind(k)
 	}
-	register := func(s *grpc.Server) { byKind[chosen](s, kinds) }
+	links, err := linkSocket()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "kpipe plugin: %v\n", err)
+		os.Exit(2)
+	}
+	var id *link.Identity
+	if os.Getenv(LinkTLSEnv) == "1" {
+		if id, err = link.NewIdentity(); err != nil {
+			fmt.Fprintf(os.Stderr, "kpipe plugin: %v\n", err)
+			os.Exit(2)
+		}
+	}
+	impl := byKind[chosen]()
+	register := func(s *grpc.Server) { Register(s, impl, kinds, links, id) }
 	go exitWithParent()
 	startProfile(chosen)
 	plugin.Serve(&plugin.ServeConfig{
@@ -86,15 +98,46 @@ func Serve(constructors ...any) {
 	})
 }
 
+// Register serves impl (a Source, Transform or Sink) on s: the Plugin
+// service, its kind's service and, for a StorageReader, the Storage service.
+// kinds lists every kind the binary serves. Serve calls it; tests may too.
+func Register(s *grpc.Server, impl any, kinds []pb.Kind, links Links, id *link.Identity) {
+	ps := &pluginServer{kinds: kinds}
+	if id != nil {
+		ps.cert = id.DER
+	}
+	switch p := impl.(type) {
+	case Source:
+		ps.kind, ps.spec, ps.configure, ps.metrics, ps.teardown = pb.Kind_KIND_SOURCE, p.Spec, p.Configure, p.Metrics, p.Teardown
+		pb.RegisterSourceServer(s, &sourceServer{r: NewSourceRunner(p, links, id)})
+	case Transform:
+		ps.kind, ps.spec, ps.configure, ps.metrics, ps.teardown = pb.Kind_KIND_TRANSFORM, p.Spec, p.Configure, p.Metrics, p.Teardown
+		r := NewTransformRunner(p, links, id)
+		ps.envelopeOnly = r.EnvelopeOnly()
+		pb.RegisterTransformServer(s, &transformServer{r: r})
+	case Sink:
+		ps.kind, ps.spec, ps.configure, ps.metrics, ps.teardown = pb.Kind_KIND_SINK, p.Spec, p.Configure, p.Metrics, p.Teardown
+		pb.RegisterSinkServer(s, &sinkServer{r: NewSinkRunner(p, links, id)})
+	}
+	if st, ok := impl.(StorageReader); ok {
+		ps.storage = true
+		pb.RegisterStorageServer(s, &storageServer{st: st})
+	}
+	pb.RegisterPluginServer(s, ps)
+}
+
 // pluginServer serves the Plugin service for any kind of plugin.
 type pluginServer struct {
 	pb.UnimplementedPluginServer
-	kind      pb.Kind
-	kinds     []pb.Kind
-	spec      func() Spec
-	configure func(context.Context) error
-	metrics   func() map[string]int64
-	teardown  func(context.Context) error
+	kind         pb.Kind
+	kinds        []pb.Kind
+	cert         []byte
+	envelopeOnly bool
+	storage      bool
+	spec         func() Spec
+	configure    func(context.Context) error
+	metrics      func() map[string]int64
+	teardown     func(context.Context) error
 }
 
 func (s *pluginServer) Spec(context.Context, *pb.SpecRequest) (*pb.SpecResponse, error) {
@@ -102,6 +145,7 @@ func (s *pluginServer) Spec(context.Context, *pb.SpecRequest) (*pb.SpecResponse,
 	resp := &pb.SpecResponse{
 		Name: spec.Name, Version: spec.Version, Summary: spec.Summary,
 		Kind: s.kind, Kinds: s.kinds, Pid: int64(os.Getpid()), ProtocolVersion: ProtocolVersion,
+		EnvelopeOnly: s.envelopeOnly, LinkCert: s.cert, Storage: s.storage,
 	}
 	if spec.Config != nil {
 		params, err := param.Describe(spec.Config)
@@ -153,35 +197,41 @@ func rpcError(op string, err error) error {
 	return status.Error(codes.Unknown, op+": "+err.Error())
 }
 
-func registerSource(s *grpc.Server, src Source, kinds []pb.Kind) {
-	pb.RegisterPluginServer(s, &pluginServer{
-		kind: pb.Kind_KIND_SOURCE, kinds: kinds, spec: src.Spec, configure: src.Configure,
-		metrics: src.Metrics, teardown: src.Teardown,
-	})
-	pb.RegisterSourceServer(s, &sourceServer{src: src})
+func parseCodec(s string) (record.Codec, error) {
+	c, err := record.ParseCodec(s)
+	if err != nil {
+		return "", status.Error(codes.InvalidArgument, "open: "+err.Error())
+	}
+	return c, nil
 }
 
 type sourceServer struct {
 	pb.UnimplementedSourceServer
-	src Source
+	r *SourceRunner
 }
 
 func (s *sourceServer) Open(ctx context.Context, req *pb.SourceOpenRequest) (*pb.SourceOpenResponse, error) {
-	if err := s.src.Open(ctx, PositionsFromProto(req.GetResume())); err != nil {
+	codec, err := parseCodec(req.GetCodec())
+	if err != nil {
+		return nil, err
+	}
+	err = s.r.Open(ctx, SourceOpen{
+		Resume: PositionsFromProto(req.GetResume()), Codec: codec, InFlightBytes: req.GetInFlightBytes(),
+		MetricsInterval: millis(req.GetMetricsIntervalMs()), OutPeerCert: req.GetOutPeerCert(),
+	})
+	if err != nil {
 		return nil, rpcError("open", err)
 	}
 	return &pb.SourceOpenResponse{}, nil
 }
 
-// Read sends batches while the host grants credit. The host ends reading by
-// closing its side of the stream.
-func (s *sourceServer) Read(stream pb.Source_ReadServer) error {
-	ctx, cancel := context.WithCancel(stream.Context())
-	defer cancel()
-	credits := make(chan int64, 64)
+// Run carries credit and acks in, envelopes and the rest out. The host ends
+// reading by closing its side of the stream.
+func (s *sourceServer) Run(stream pb.Source_RunServer) error {
+	ctl := make(chan SourceControl, 16)
 	recvErr := make(chan error, 1)
 	go func() {
-		defer cancel()
+		defer close(ctl)
 		for {
 			req, err := stream.Recv()
 			if err != nil {
@@ -190,50 +240,27 @@ func (s *sourceServer) Read(stream pb.Source_ReadServer) error {
 				}
 				return
 			}
-			if acked := req.GetAcked(); len(acked) > 0 {
-				if err := s.src.Ack(ctx, PositionsFromProto(acked)); err != nil {
-					logger.Warn("ack failed", "error", err)
-				}
+			var c SourceControl
+			if cr := req.GetCredit(); cr != nil {
+				c.Credit = Credit{Batches: cr.GetBatches(), Bytes: cr.GetBytes()}
 			}
-			if c := req.GetCredit(); c > 0 {
-				select {
-				case credits <- c:
-				case <-ctx.Done():
-					return
-				}
+			if a := req.GetAcked(); a != nil {
+				c.Acked = PositionsFromProto(a.GetPositions())
+			}
+			select {
+			case ctl <- c:
+			case <-stream.Context().Done():
+				return
 			}
 		}
 	}()
-	var avail int64
-	for {
-		for avail == 0 {
-			select {
-			case c := <-credits:
-				avail += c
-			case <-ctx.Done():
-				return stoppedErr(recvErr)
-			}
-		}
-		b, err := s.src.Read(ctx)
-		if err == io.EOF {
-			return stream.Send(&pb.SourceResponse{End: true})
-		}
-		if err != nil {
-			if ctx.Err() != nil {
-				return stoppedErr(recvErr)
-			}
-			return rpcError("read", err)
-		}
-		if err := stream.Send(&pb.SourceResponse{Batch: BatchToProto(b)}); err != nil {
-			return err
-		}
-		avail--
+	err := s.r.Run(stream.Context(), ctl, func(ev Event) error {
+		src, _, _ := EventToProto(ev)
+		return stream.Send(src)
+	})
+	if err != nil {
+		return rpcError("read", err)
 	}
-}
-
-// stoppedErr is the result of a Read stream that the host ended: nil when it
-// closed its side, its error otherwise.
-func stoppedErr(recvErr chan error) error {
 	select {
 	case err := <-recvErr:
 		return err
@@ -242,165 +269,172 @@ func stoppedErr(recvErr chan error) error {
 	}
 }
 
-func registerTransform(s *grpc.Server, t Transform, kinds []pb.Kind) {
-	pb.RegisterPluginServer(s, &pluginServer{
-		kind: pb.Kind_KIND_TRANSFORM, kinds: kinds, spec: t.Spec, configure: t.Configure,
-		metrics: t.Metrics, teardown: t.Teardown,
-	})
-	pb.RegisterTransformServer(s, &transformServer{t: t})
-}
-
 type transformServer struct {
 	pb.UnimplementedTransformServer
-	t Transform
+	r *TransformRunner
 }
 
-func (s *transformServer) Process(stream pb.Transform_ProcessServer) error {
-	for {
-		in, err := stream.Recv()
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		b := BatchFromProto(in)
-		outs, err := s.t.Process(stream.Context(), b)
-		if err != nil {
-			return rpcError(fmt.Sprintf("process %s/%d", b.Topic, b.Partition), err)
-		}
-		resp := &pb.TransformResponse{Seq: b.Seq, Batches: make([]*pb.Batch, len(outs))}
-		for i, o := range outs {
-			o.Seq = b.Seq
-			resp.Batches[i] = BatchToProto(o)
-		}
-		if err := stream.Send(resp); err != nil {
-			return err
-		}
+func (s *transformServer) Open(ctx context.Context, req *pb.TransformOpenRequest) (*pb.TransformOpenResponse, error) {
+	codec, err := parseCodec(req.GetCodec())
+	if err != nil {
+		return nil, err
 	}
-}
-
-func registerSink(s *grpc.Server, sink Sink, kinds []pb.Kind) {
-	pb.RegisterPluginServer(s, &pluginServer{
-		kind: pb.Kind_KIND_SINK, kinds: kinds, spec: sink.Spec, configure: sink.Configure,
-		metrics: sink.Metrics, teardown: sink.Teardown,
-	})
-	pb.RegisterSinkServer(s, &sinkServer{sink: sink, acks: newAckQueue()})
-}
-
-type sinkServer struct {
-	pb.UnimplementedSinkServer
-	sink Sink
-	acks *ackQueue
-}
-
-func (s *sinkServer) Open(ctx context.Context, _ *pb.SinkOpenRequest) (*pb.SinkOpenResponse, error) {
-	if err := s.sink.Open(ctx, s.acks.add); err != nil {
+	err = s.r.Open(ctx, TransformOpen{Codec: codec, MetricsInterval: millis(req.GetMetricsIntervalMs()),
+		InPeerCert: req.GetInPeerCert(), OutPeerCert: req.GetOutPeerCert()})
+	if err != nil {
 		return nil, rpcError("open", err)
 	}
-	resp := &pb.SinkOpenResponse{}
-	if pt, ok := s.sink.(PositionTracker); ok {
-		ps, err := pt.DurablePositions(ctx)
-		if err != nil {
-			return nil, rpcError("durable positions", err)
-		}
-		resp.TracksPositions = true
-		resp.Resume = PositionsToProto(ps)
-	}
-	return resp, nil
+	return &pb.TransformOpenResponse{}, nil
 }
 
-// Write feeds batches to the sink and streams its acks back. When the host
-// closes its side, the sink flushes, and the stream ends after the last ack.
-func (s *sinkServer) Write(stream pb.Sink_WriteServer) error {
-	ctx := stream.Context()
-	done := make(chan error, 1)
+func (s *transformServer) Run(stream pb.Transform_RunServer) error {
+	in := make(chan Input, 16)
+	errc := recvInputs(stream.Context(), in, func() (*pb.Envelope, *pb.Metadata, error) {
+		req, err := stream.Recv()
+		return req.GetBatch(), req.GetMetadata(), err
+	})
+	err := s.r.Run(stream.Context(), in, func(ev Event) error {
+		_, tf, _ := EventToProto(ev)
+		return stream.Send(tf)
+	})
+	if err != nil {
+		return rpcError("process", err)
+	}
+	return recvResult(errc)
+}
+
+// recvInputs feeds a transform's or sink's inputs from its stream into in,
+// closing in when the host closes its side.
+func recvInputs(ctx context.Context, in chan<- Input, recv func() (*pb.Envelope, *pb.Metadata, error)) <-chan error {
+	errc := make(chan error, 1)
 	go func() {
+		defer close(in)
 		for {
-			in, err := stream.Recv()
-			if err == io.EOF {
-				done <- rpcError("flush", s.sink.Flush(ctx))
-				return
-			}
+			batch, meta, err := recv()
 			if err != nil {
-				done <- err
+				if err != io.EOF {
+					errc <- err
+				}
 				return
 			}
-			b := BatchFromProto(in)
-			if err := s.sink.Write(ctx, b); err != nil {
-				done <- rpcError(fmt.Sprintf("write %s/%d", b.Topic, b.Partition), err)
+			if batch == nil && meta == nil {
+				continue
+			}
+			select {
+			case in <- inputFromProto(batch, meta):
+			case <-ctx.Done():
 				return
 			}
 		}
 	}()
-	var result error
-	finished := false
-	for {
-		seqs, more := s.acks.take(ctx, finished)
-		if len(seqs) > 0 {
-			if err := stream.Send(&pb.SinkAck{Seqs: seqs}); err != nil {
-				return err
-			}
-		}
-		if finished && !more {
-			return result
-		}
-		if !finished {
-			select {
-			case result = <-done:
-				finished = true
-			default:
-			}
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-	}
+	return errc
 }
 
-// ackQueue collects acks from a sink without ever blocking it.
-type ackQueue struct {
-	mu     sync.Mutex
-	seqs   []uint64
-	notify chan struct{}
-}
-
-func newAckQueue() *ackQueue { return &ackQueue{notify: make(chan struct{}, 1)} }
-
-func (q *ackQueue) add(seqs ...uint64) {
-	q.mu.Lock()
-	q.seqs = append(q.seqs, seqs...)
-	q.mu.Unlock()
+func recvResult(errc <-chan error) error {
 	select {
-	case q.notify <- struct{}{}:
+	case err := <-errc:
+		return err
 	default:
+		return nil
 	}
 }
 
-// take returns the queued acks. Unless drain is set it waits (briefly) for
-// some to arrive. more says whether acks were returned.
-func (q *ackQueue) take(ctx context.Context, drain bool) ([]uint64, bool) {
-	if !drain {
-		select {
-		case <-q.notify:
-		case <-ctx.Done():
-		case <-time.After(50 * time.Millisecond):
-		}
+type sinkServer struct {
+	pb.UnimplementedSinkServer
+	r *SinkRunner
+}
+
+func (s *sinkServer) Open(ctx context.Context, req *pb.SinkOpenRequest) (*pb.SinkOpenResponse, error) {
+	opened, err := s.r.Open(ctx, SinkOpen{MetricsInterval: millis(req.GetMetricsIntervalMs()), InPeerCert: req.GetInPeerCert()})
+	if err != nil {
+		return nil, rpcError("open", err)
 	}
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	seqs := q.seqs
-	q.seqs = nil
-	return seqs, len(seqs) > 0
+	return &pb.SinkOpenResponse{TracksPositions: opened.TracksPositions, Resume: PositionsToProto(opened.Resume), Codec: string(opened.Codec)}, nil
+}
+
+// Run feeds envelopes to the sink and streams its acknowledgements back.
+// When the host closes its side, the sink flushes, and the stream ends after
+// the last acknowledgement.
+func (s *sinkServer) Run(stream pb.Sink_RunServer) error {
+	in := make(chan Input, 16)
+	errc := recvInputs(stream.Context(), in, func() (*pb.Envelope, *pb.Metadata, error) {
+		req, err := stream.Recv()
+		return req.GetBatch(), req.GetMetadata(), err
+	})
+	err := s.r.Run(stream.Context(), in, func(ev Event) error {
+		_, _, sink := EventToProto(ev)
+		return stream.Send(sink)
+	})
+	if err != nil {
+		return rpcError("write", err)
+	}
+	return recvResult(errc)
+}
+
+// socketLinks receives the ends of a plugin's data links over its link
+// socket.
+type socketLinks struct {
+	mu  sync.Mutex
+	ctl *net.UnixConn
+	got map[link.Role]*os.File
+}
+
+// linkSocket opens the link socket the host handed this process, if any.
+func linkSocket() (Links, error) {
+	v := os.Getenv(LinkFDEnv)
+	if v == "" {
+		return LinkEnds{}, nil
+	}
+	fd, err := strconv.Atoi(v)
+	if err != nil || fd < 3 {
+		return nil, fmt.Errorf("%s=%q is not a file descriptor", LinkFDEnv, v)
+	}
+	c, err := net.FileConn(os.NewFile(uintptr(fd), "kpipe-link-socket"))
+	if err != nil {
+		return nil, fmt.Errorf("link socket: %w", err)
+	}
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return nil, errors.New("link socket: not a Unix socket")
+	}
+	return &socketLinks{ctl: uc, got: map[link.Role]*os.File{}}, nil
+}
+
+// Link waits for the host to hand over the end of role.
+func (l *socketLinks) Link(ctx context.Context, role link.Role) (net.Conn, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	deadline := time.Now().Add(time.Minute)
+	if d, ok := ctx.Deadline(); ok {
+		deadline = d
+	}
+	l.ctl.SetReadDeadline(deadline)
+	for l.got[role] == nil {
+		r, f, err := link.ReceiveFile(l.ctl)
+		if err != nil {
+			return nil, fmt.Errorf("waiting for the %s data link: %w", role, err)
+		}
+		if old := l.got[r]; old != nil {
+			old.Close()
+		}
+		l.got[r] = f
+	}
+	f := l.got[role]
+	delete(l.got, role)
+	return link.Conn(f)
 }
 
 // exitWithParent ends the plugin when the host process is gone (killed with
-// SIGKILL, say), so that no orphan keeps reading or writing.
+// SIGKILL, say), so that no orphan keeps reading or writing; it removes the
+// run's socket folder, which the dead host cannot.
 func exitWithParent() {
 	parent := os.Getppid()
 	for range time.Tick(200 * time.Millisecond) {
 		if os.Getppid() != parent {
 			logger.Warn("host process is gone; exiting")
+			if dir := os.Getenv(plugin.EnvUnixSocketDir); dir != "" {
+				os.RemoveAll(dir)
+			}
 			os.Exit(3)
 		}
 	}

@@ -2,11 +2,14 @@ package sdk
 
 import (
 	"context"
+	"errors"
+	"time"
 
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
 
-	pb "github.com/kpipe/kpipe/sdk/proto/kpipe/v1"
+	pb "github.com/kpipe/kpipe/sdk/proto/kpipe/v2"
+	"github.com/kpipe/kpipe/sdk/record"
 )
 
 // Handshake is the go-plugin handshake shared by the host and every plugin.
@@ -20,9 +23,24 @@ var Handshake = plugin.HandshakeConfig{
 // PluginKey is the name under which a plugin process serves its services.
 const PluginKey = "kpipe"
 
-// MaxMessageBytes caps one gRPC message on both sides of a plugin link. It
-// bounds a batch; the default gRPC limit of 4 MiB is too small for batches.
-const MaxMessageBytes = 256 << 20
+// The environment through which the host sets up a plugin process.
+const (
+	// KindEnv tells a binary that serves several kinds which one to serve:
+	// source, transform or sink. Without it, a binary serves the first
+	// kind given to Serve.
+	KindEnv = "KPIPE_PLUGIN_KIND"
+	// LinkFDEnv names the file descriptor of the plugin's link socket, a
+	// Unix socket over which the host hands it the ends of its data links.
+	LinkFDEnv = "KPIPE_LINK_FD"
+	// LinkTLSEnv, set to 1, makes the plugin secure its data links with
+	// mutual TLS (a certificate per process, each peer pinned by the host).
+	LinkTLSEnv = "KPIPE_LINK_TLS"
+)
+
+// MaxMessageBytes caps one gRPC message on both sides of a plugin link. The
+// control plane carries envelopes, not batches, but a storage read may send
+// large chunks.
+const MaxMessageBytes = 64 << 20
 
 // GRPCOptions are the gRPC server options every plugin process uses.
 func GRPCOptions() []grpc.ServerOption {
@@ -53,34 +71,30 @@ func (p *ClientPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, c *gr
 	return c, nil
 }
 
-// BatchToProto converts a Batch to its wire form.
-func BatchToProto(b Batch) *pb.Batch {
-	e := b.Envelope
-	return &pb.Batch{
-		Envelope: &pb.Envelope{
-			Topic: e.Topic, Partition: e.Partition, Count: e.Count,
-			MinOffset: e.MinOffset, MaxOffset: e.MaxOffset,
-			MinTimestamp: e.MinTimestamp, MaxTimestamp: e.MaxTimestamp,
-			NextOffset: e.NextOffset,
-		},
-		Arrow: b.Arrow,
-		Seq:   b.Seq,
+// EnvelopeToProto converts an Envelope to its wire form.
+func EnvelopeToProto(e Envelope) *pb.Envelope {
+	p := &pb.Envelope{
+		Seq: e.Seq, Part: e.Part, Topic: e.Topic, Partition: e.Partition,
+		Count: e.Count, MinOffset: e.MinOffset, MaxOffset: e.MaxOffset,
+		MinTimestamp: e.MinTimestamp, MaxTimestamp: e.MaxTimestamp, NextOffset: e.NextOffset,
+		Size: e.Size, FrameBytes: e.FrameBytes, Traceparent: e.Traceparent, Tracestate: e.Tracestate,
 	}
+	if e.TopicID != (TopicID{}) {
+		p.TopicId = append([]byte(nil), e.TopicID[:]...)
+	}
+	return p
 }
 
-// BatchFromProto converts a wire batch to a Batch.
-func BatchFromProto(p *pb.Batch) Batch {
-	e := p.GetEnvelope()
-	return Batch{
-		Envelope: Envelope{
-			Topic: e.GetTopic(), Partition: e.GetPartition(), Count: e.GetCount(),
-			MinOffset: e.GetMinOffset(), MaxOffset: e.GetMaxOffset(),
-			MinTimestamp: e.GetMinTimestamp(), MaxTimestamp: e.GetMaxTimestamp(),
-			NextOffset: e.GetNextOffset(),
-		},
-		Arrow: p.GetArrow(),
-		Seq:   p.GetSeq(),
+// EnvelopeFromProto converts a wire envelope.
+func EnvelopeFromProto(p *pb.Envelope) Envelope {
+	e := Envelope{
+		Seq: p.GetSeq(), Part: p.GetPart(), Topic: p.GetTopic(), Partition: p.GetPartition(),
+		Count: p.GetCount(), MinOffset: p.GetMinOffset(), MaxOffset: p.GetMaxOffset(),
+		MinTimestamp: p.GetMinTimestamp(), MaxTimestamp: p.GetMaxTimestamp(), NextOffset: p.GetNextOffset(),
+		Size: p.GetSize(), FrameBytes: p.GetFrameBytes(), Traceparent: p.GetTraceparent(), Tracestate: p.GetTracestate(),
 	}
+	copy(e.TopicID[:], p.GetTopicId())
+	return e
 }
 
 // PositionsToProto converts positions to their wire form.
@@ -99,4 +113,187 @@ func PositionsFromProto(ps []*pb.Position) []Position {
 		out[i] = Position{Topic: p.GetTopic(), Partition: p.GetPartition(), NextOffset: p.GetNextOffset()}
 	}
 	return out
+}
+
+// MetadataToProto converts metadata to its wire form.
+func MetadataToProto(m Metadata) *pb.Metadata {
+	out := &pb.Metadata{}
+	for _, t := range m.Topics {
+		pt := &pb.TopicMetadata{Name: t.Name, Partitions: t.Partitions, ReplicationFactor: t.ReplicationFactor, Configs: t.Configs}
+		if t.ID != (TopicID{}) {
+			pt.TopicId = append([]byte(nil), t.ID[:]...)
+		}
+		out.Topics = append(out.Topics, pt)
+	}
+	return out
+}
+
+// MetadataFromProto converts wire metadata.
+func MetadataFromProto(p *pb.Metadata) Metadata {
+	var m Metadata
+	for _, t := range p.GetTopics() {
+		tm := TopicMetadata{Name: t.GetName(), Partitions: t.GetPartitions(), ReplicationFactor: t.GetReplicationFactor(), Configs: t.GetConfigs()}
+		copy(tm.ID[:], t.GetTopicId())
+		m.Topics = append(m.Topics, tm)
+	}
+	return m
+}
+
+// PartitionErrorToProto converts a partition error to its wire form.
+func PartitionErrorToProto(e *PartitionError) *pb.PartitionError {
+	msg := ""
+	if e.Err != nil {
+		msg = e.Err.Error()
+	}
+	return &pb.PartitionError{Topic: e.Topic, Partition: e.Partition, Offset: e.Offset,
+		Retryable: e.Retryable, Code: e.Code, Message: msg}
+}
+
+// PartitionErrorFromProto converts a wire partition error.
+func PartitionErrorFromProto(p *pb.PartitionError) *PartitionError {
+	return &PartitionError{Topic: p.GetTopic(), Partition: p.GetPartition(), Offset: p.GetOffset(),
+		Retryable: p.GetRetryable(), Code: p.GetCode(), Err: errors.New(p.GetMessage())}
+}
+
+// EventToProto converts the events of sources, transforms and sinks.
+func EventToProto(ev Event) (src *pb.SourceEvent, tf *pb.TransformEvent, sink *pb.SinkEvent) {
+	var metrics *pb.Metrics
+	if ev.Metrics != nil {
+		metrics = &pb.Metrics{Counters: ev.Metrics}
+	}
+	var meta *pb.Metadata
+	if ev.Metadata != nil {
+		meta = MetadataToProto(*ev.Metadata)
+	}
+	var perr *pb.PartitionError
+	if ev.Error != nil {
+		perr = PartitionErrorToProto(ev.Error)
+	}
+	switch {
+	case ev.Batch != nil:
+		return &pb.SourceEvent{Event: &pb.SourceEvent_Batch{Batch: EnvelopeToProto(*ev.Batch)}}, nil, nil
+	case ev.End:
+		return &pb.SourceEvent{Event: &pb.SourceEvent_End{End: &pb.End{}}}, nil, nil
+	case ev.Result != nil:
+		r := &pb.TransformResult{Seq: ev.Result.Seq, Part: ev.Result.Part}
+		for _, o := range ev.Result.Outputs {
+			r.Outputs = append(r.Outputs, EnvelopeToProto(o))
+		}
+		return nil, &pb.TransformEvent{Event: &pb.TransformEvent_Result{Result: r}}, nil
+	case ev.Released != nil:
+		return nil, nil, &pb.SinkEvent{Event: &pb.SinkEvent_Released{Released: &pb.BatchRefs{Seqs: ev.Released}}}
+	case ev.Acked != nil:
+		return nil, nil, &pb.SinkEvent{Event: &pb.SinkEvent_Acked{Acked: &pb.BatchRefs{Seqs: ev.Acked}}}
+	case meta != nil:
+		return &pb.SourceEvent{Event: &pb.SourceEvent_Metadata{Metadata: meta}},
+			&pb.TransformEvent{Event: &pb.TransformEvent_Metadata{Metadata: meta}}, nil
+	case perr != nil:
+		return &pb.SourceEvent{Event: &pb.SourceEvent_Error{Error: perr}},
+			&pb.TransformEvent{Event: &pb.TransformEvent_Error{Error: perr}},
+			&pb.SinkEvent{Event: &pb.SinkEvent_Error{Error: perr}}
+	case metrics != nil:
+		return &pb.SourceEvent{Event: &pb.SourceEvent_Metrics{Metrics: metrics}},
+			&pb.TransformEvent{Event: &pb.TransformEvent_Metrics{Metrics: metrics}},
+			&pb.SinkEvent{Event: &pb.SinkEvent_Metrics{Metrics: metrics}}
+	}
+	return nil, nil, nil
+}
+
+// SourceEventFromProto converts a wire source event.
+func SourceEventFromProto(p *pb.SourceEvent) Event {
+	switch e := p.GetEvent().(type) {
+	case *pb.SourceEvent_Batch:
+		env := EnvelopeFromProto(e.Batch)
+		return Event{Batch: &env}
+	case *pb.SourceEvent_End:
+		return Event{End: true}
+	}
+	return commonEvent(p.GetMetadata(), p.GetError(), p.GetMetrics())
+}
+
+// TransformEventFromProto converts a wire transform event.
+func TransformEventFromProto(p *pb.TransformEvent) Event {
+	if r := p.GetResult(); r != nil {
+		res := &Result{Seq: r.GetSeq(), Part: r.GetPart()}
+		for _, o := range r.GetOutputs() {
+			res.Outputs = append(res.Outputs, EnvelopeFromProto(o))
+		}
+		return Event{Result: res}
+	}
+	return commonEvent(p.GetMetadata(), p.GetError(), p.GetMetrics())
+}
+
+// SinkEventFromProto converts a wire sink event.
+func SinkEventFromProto(p *pb.SinkEvent) Event {
+	switch e := p.GetEvent().(type) {
+	case *pb.SinkEvent_Released:
+		return Event{Released: e.Released.GetSeqs()}
+	case *pb.SinkEvent_Acked:
+		return Event{Acked: e.Acked.GetSeqs()}
+	}
+	return commonEvent(nil, p.GetError(), p.GetMetrics())
+}
+
+func commonEvent(meta *pb.Metadata, perr *pb.PartitionError, metrics *pb.Metrics) Event {
+	switch {
+	case meta != nil:
+		m := MetadataFromProto(meta)
+		return Event{Metadata: &m}
+	case perr != nil:
+		return Event{Error: PartitionErrorFromProto(perr)}
+	case metrics != nil:
+		m := metrics.GetCounters()
+		if m == nil {
+			m = map[string]int64{}
+		}
+		return Event{Metrics: m}
+	}
+	return Event{}
+}
+
+// InputToProto converts a transform's or sink's input.
+func InputToProto(in Input) (*pb.TransformRequest, *pb.SinkRequest) {
+	if in.Batch != nil {
+		e := EnvelopeToProto(*in.Batch)
+		return &pb.TransformRequest{Msg: &pb.TransformRequest_Batch{Batch: e}},
+			&pb.SinkRequest{Msg: &pb.SinkRequest_Batch{Batch: e}}
+	}
+	m := MetadataToProto(*in.Metadata)
+	return &pb.TransformRequest{Msg: &pb.TransformRequest_Metadata{Metadata: m}},
+		&pb.SinkRequest{Msg: &pb.SinkRequest_Metadata{Metadata: m}}
+}
+
+// inputFromProto converts a wire input (a batch's envelope or metadata).
+func inputFromProto(batch *pb.Envelope, meta *pb.Metadata) Input {
+	if batch != nil {
+		e := EnvelopeFromProto(batch)
+		return Input{Batch: &e}
+	}
+	m := MetadataFromProto(meta)
+	return Input{Metadata: &m}
+}
+
+// SourceControlToProto converts a message to a running source.
+func SourceControlToProto(c SourceControl) []*pb.SourceRequest {
+	var out []*pb.SourceRequest
+	if len(c.Acked) > 0 {
+		out = append(out, &pb.SourceRequest{Msg: &pb.SourceRequest_Acked{Acked: &pb.PositionList{Positions: PositionsToProto(c.Acked)}}})
+	}
+	if c.Credit.Batches > 0 || c.Credit.Bytes > 0 {
+		out = append(out, &pb.SourceRequest{Msg: &pb.SourceRequest_Credit{Credit: &pb.Credit{Batches: c.Credit.Batches, Bytes: c.Credit.Bytes}}})
+	}
+	return out
+}
+
+func millis(ms int64) time.Duration { return time.Duration(ms) * time.Millisecond }
+
+// Millis renders a duration as the protocol's milliseconds.
+func Millis(d time.Duration) int64 { return d.Milliseconds() }
+
+func codecOf(s string) record.Codec {
+	c, err := record.ParseCodec(s)
+	if err != nil {
+		return record.None
+	}
+	return c
 }

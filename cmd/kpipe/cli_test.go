@@ -147,7 +147,7 @@ func TestUnreachableBrokerFailsWithExitOne(t *testing.T) {
 	if code != exitFailed {
 		t.Errorf("exit code %d, want %d", code, exitFailed)
 	}
-	want := `kpipe: pipeline "p": open source "kafka": rpc error: code = Unknown desc = open: cannot reach Kafka at 127.0.0.1:1 within 1s`
+	want := `kpipe: pipeline "p": open source "kafka": open: cannot reach Kafka at 127.0.0.1:1 within 1s`
 	if got := errorText(stderr); !strings.HasPrefix(got, want) || !strings.HasSuffix(got, "check bootstrap_servers and that the brokers are up") {
 		t.Errorf("stderr:\n%s\nwant it to start with:\n%s", got, want)
 	}
@@ -179,10 +179,10 @@ func TestPluginsListShowsEveryBuiltIn(t *testing.T) {
 func checkPluginList(t *testing.T, stdout string) {
 	t.Helper()
 	want := "NAME    VERSION  KINDS        SUMMARY\n" +
-		"filter  0.1.0    transform    keeps records by time window, partition and CEL expression\n" +
-		"fs      0.1.0    sink,source  backups as Arrow segments on a local file system\n" +
-		"kafka   0.1.0    source,sink  Apache Kafka topics (franz-go)\n" +
-		"remap   0.1.0    transform    renames topics and moves partitions\n"
+		"filter  0.2.0    transform    keeps records by time window, partition and CEL expression\n" +
+		"fs      0.2.0    sink,source  backups as Arrow segments on a local file system\n" +
+		"kafka   0.2.0    source,sink  Apache Kafka topics (franz-go)\n" +
+		"remap   0.2.0    transform    renames topics and moves partitions\n"
 	if stdout != want {
 		t.Fatalf("got:\n%s\nwant:\n%s", stdout, want)
 	}

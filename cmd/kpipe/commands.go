@@ -16,9 +16,9 @@ import (
 	"github.com/kpipe/kpipe/core/config"
 	"github.com/kpipe/kpipe/core/engine"
 	"github.com/kpipe/kpipe/core/host"
+	"github.com/kpipe/kpipe/core/plugin"
 	"github.com/kpipe/kpipe/pipelines"
 	"github.com/kpipe/kpipe/sdk/param"
-	pb "github.com/kpipe/kpipe/sdk/proto/kpipe/v1"
 )
 
 func (g *globals) host(fileDir string) *host.Host {
@@ -34,16 +34,18 @@ func (g *globals) host(fileDir string) *host.Host {
 
 // runOpts are the flags of commands that run pipelines.
 type runOpts struct {
-	stateDir string
-	window   int
+	stateDir      string
+	window        int
+	inFlightBytes string
 }
 
 func (o *runOpts) flags(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&o.stateDir, "state-dir", "", "folder for checkpoints (default .kpipe/state; a pipeline file's state_dir comes before the default)")
 	cmd.Flags().IntVar(&o.window, "window", engine.DefaultWindow, "most batches in flight between source and sink")
+	cmd.Flags().StringVar(&o.inFlightBytes, "in-flight-bytes", "32MiB", "most decompressed batch bytes in flight between source and sink (one batch may cross it); bounds memory, and the kafka source sizes its fetches from it. Bytes, or with KiB, MiB or GiB")
 }
 
-func (o *runOpts) engine(h *host.Host, g *globals, fileStateDir string) engine.Options {
+func (o *runOpts) engine(h *host.Host, g *globals, fileStateDir string) (engine.Options, error) {
 	dir := o.stateDir
 	if dir == "" {
 		dir = fileStateDir
@@ -51,18 +53,38 @@ func (o *runOpts) engine(h *host.Host, g *globals, fileStateDir string) engine.O
 	if dir == "" {
 		dir = ".kpipe/state"
 	}
-	return engine.Options{Host: h, StateDir: dir, Window: o.window, Logger: g.logger()}
+	if o.window <= 0 {
+		return engine.Options{}, badInput("--window %d: must be at least 1", o.window)
+	}
+	n, err := parseSize(o.inFlightBytes)
+	if err != nil || n < 1<<20 {
+		return engine.Options{}, badInput("--in-flight-bytes %q: want a size of at least 1MiB, such as 32MiB", o.inFlightBytes)
+	}
+	return engine.Options{Launcher: h, StateDir: dir, Window: o.window, InFlightBytes: n, Logger: g.logger()}, nil
+}
+
+// parseSize reads a byte count, plain or with a KiB, MiB or GiB suffix.
+func parseSize(s string) (int64, error) {
+	mult := int64(1)
+	for suffix, m := range map[string]int64{"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30} {
+		if rest, ok := strings.CutSuffix(s, suffix); ok {
+			s, mult = rest, m
+			break
+		}
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+	if err != nil || n < 0 || n > (1<<50)/mult {
+		return 0, fmt.Errorf("not a size: %q", s)
+	}
+	return n * mult, nil
 }
 
 // runPipeline runs one pipeline and classifies its error for the exit code.
 func runPipeline(ctx context.Context, p config.Pipeline, opts engine.Options) (*engine.Report, error) {
-	if opts.Window <= 0 {
-		return nil, badInput("--window %d: must be at least 1", opts.Window)
-	}
 	rep, err := engine.Run(ctx, p, opts)
 	if err != nil {
 		var ce *engine.ConfigError
-		if errors.As(err, &ce) || errors.Is(err, host.ErrNotFound) {
+		if errors.As(err, &ce) || errors.Is(err, host.ErrNotFound) || errors.Is(err, host.ErrProtocol) {
 			return rep, usageError{err}
 		}
 		return rep, err
@@ -99,12 +121,17 @@ positions: those its sink records (a backup store), else its checkpoint.`,
 				}
 			}
 			h := g.host(f.PluginDir)
+			defer h.Close()
+			opts, err := o.engine(h, g, f.StateDir)
+			if err != nil {
+				return err
+			}
 			var reports []*engine.Report
 			for _, p := range f.Pipelines {
 				if len(only) > 0 && !slices.Contains(only, p.Name) {
 					continue
 				}
-				rep, err := runPipeline(cmd.Context(), p, o.engine(h, g, f.StateDir))
+				rep, err := runPipeline(cmd.Context(), p, opts)
 				if rep != nil {
 					reports = append(reports, rep)
 				}
@@ -188,6 +215,7 @@ func newPluginsCmd(g *globals) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			h := g.host("")
+			defer h.Close()
 			infos, err := h.List(cmd.Context())
 			if err != nil {
 				return badInput("%v (looked in %s; build plugins with `make build` or set --plugin-dir)", err, h.Dir)
@@ -219,35 +247,36 @@ func newPluginsCmd(g *globals) *cobra.Command {
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			h := g.host("")
-			k, ok := pb.Kind_value["KIND_"+strings.ToUpper(kind)]
-			if kind != "" && !ok {
+			defer h.Close()
+			k, ok := plugin.ParseKind(kind)
+			if !ok {
 				return badInput("--kind %q: use source, transform or sink", kind)
 			}
-			inst, err := h.Launch(cmd.Context(), args[0], pb.Kind(k))
+			inst, err := h.Launch(cmd.Context(), args[0], k)
 			if err != nil {
-				if errors.Is(err, host.ErrNotFound) {
+				if errors.Is(err, host.ErrNotFound) || errors.Is(err, host.ErrProtocol) {
 					return usageError{err}
 				}
 				return err
 			}
 			defer inst.Kill()
-			spec := inst.Spec
+			spec := inst.Info()
 			if g.format == "json" {
 				return writeJSON(cmd.OutOrStdout(), map[string]any{
-					"name": spec.GetName(), "version": spec.GetVersion(), "kind": host.KindName(spec.GetKind()),
-					"summary": spec.GetSummary(), "params": spec.GetParams(),
+					"name": spec.Name, "version": spec.Version, "kind": spec.Kind,
+					"summary": spec.Summary, "params": paramsJSON(spec.Params),
 				})
 			}
 			w := cmd.OutOrStdout()
-			fmt.Fprintf(w, "%s %s (%s): %s\n\n", spec.GetName(), spec.GetVersion(), host.KindName(spec.GetKind()), spec.GetSummary())
+			fmt.Fprintf(w, "%s %s (%s): %s\n\n", spec.Name, spec.Version, spec.Kind, spec.Summary)
 			tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "PARAMETER\tTYPE\tDEFAULT\tDESCRIPTION")
-			for _, p := range spec.GetParams() {
-				def := p.GetDefault()
-				if p.GetRequired() {
+			for _, p := range spec.Params {
+				def := p.Default
+				if p.Required {
 					def = "(required)"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", p.GetName(), p.GetType(), def, p.GetDescription())
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", p.Name, p.Type, def, p.Description)
 			}
 			return tw.Flush()
 		},
@@ -275,7 +304,13 @@ it continues after what the backup durably holds.`,
 			}); err != nil {
 				return err
 			}
-			rep, err := runPipeline(cmd.Context(), pipelines.Backup("backup", b), o.engine(g.host(""), g, ""))
+			h := g.host("")
+			defer h.Close()
+			opts, err := o.engine(h, g, "")
+			if err != nil {
+				return err
+			}
+			rep, err := runPipeline(cmd.Context(), pipelines.Backup("backup", b), opts)
 			if rep != nil {
 				printBackup(cmd.OutOrStdout(), g.format, b, rep)
 			}
@@ -348,10 +383,13 @@ created with as many partitions as the restore needs.`,
 				}
 				r.PartitionMapping[k] = int32(n)
 			}
-			if err := pipelines.PlanTopics(&r); err != nil {
+			h := g.host("")
+			defer h.Close()
+			opts, err := o.engine(h, g, "")
+			if err != nil {
 				return err
 			}
-			rep, err := runPipeline(cmd.Context(), pipelines.Restore("restore", r), o.engine(g.host(""), g, ""))
+			rep, err := runPipeline(cmd.Context(), pipelines.Restore("restore", r), opts)
 			if rep != nil {
 				printRestore(cmd.OutOrStdout(), g.format, r, rep)
 			}
@@ -409,4 +447,21 @@ func parseMapping(flag string, pairs []string) (map[string]string, error) {
 		m[from] = to
 	}
 	return m, nil
+}
+
+// paramJSON is a parameter as `plugins describe --format json` prints it.
+type paramJSON struct {
+	Name        string `json:"name"`
+	Type        string `json:"type"`
+	Required    bool   `json:"required,omitempty"`
+	Default     string `json:"default,omitempty"`
+	Description string `json:"description"`
+}
+
+func paramsJSON(ps []param.Param) []paramJSON {
+	out := make([]paramJSON, len(ps))
+	for i, p := range ps {
+		out[i] = paramJSON{Name: p.Name, Type: p.Type, Required: p.Required, Default: p.Default, Description: p.Description}
+	}
+	return out
 }

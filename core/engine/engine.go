@@ -1,13 +1,18 @@
 // Package engine runs one pipeline: it starts the source, transform and sink
-// plugins as separate processes, moves batches source → transforms → sink
-// with a bounded number in flight, carries the sink's acks back, and persists
-// positions only once the sink has reported them durable.
+// plugins, links them so that batch bytes flow directly from plugin to
+// plugin, and keeps, on its control plane, what needs only envelopes: the
+// order of batches, credit, routing, acknowledgements, checkpoints and the
+// report.
 //
-// Flow control: the source may send only as many batches as the engine has
-// granted credit for, and a credit comes back only when a batch has been
-// handed to the sink (or dropped by a transform). So at most Window batches
-// are between the source and the sink at any time; a slow sink slows the
-// source instead of filling memory.
+// Flow control: the source may have at most Window batches and about
+// InFlightBytes decompressed bytes (plus the one batch that crosses the
+// line) between itself and the sink at any time. Credit comes back when the
+// sink holds a batch's bytes no more (or a transform dropped it), so a slow
+// sink slows the source instead of filling memory.
+//
+// Durability: a partition's checkpoint advances only over batches that the
+// sink acknowledged as durable together with every earlier batch of that
+// partition.
 //
 // Stopping: cancelling the context given to Run stops the source, lets every
 // batch already read reach the sink, flushes the sink and saves the final
@@ -27,29 +32,47 @@ import (
 
 	"github.com/kpipe/kpipe/core/checkpoint"
 	"github.com/kpipe/kpipe/core/config"
-	"github.com/kpipe/kpipe/core/host"
+	"github.com/kpipe/kpipe/core/plugin"
 	"github.com/kpipe/kpipe/sdk"
+	"github.com/kpipe/kpipe/sdk/link"
 	"github.com/kpipe/kpipe/sdk/param"
-	pb "github.com/kpipe/kpipe/sdk/proto/kpipe/v1"
 )
+
+// Launcher starts plugins: package host launches processes; tests run
+// plugins in process (plugin.Local).
+type Launcher interface {
+	Launch(ctx context.Context, name string, kind plugin.Kind) (plugin.Instance, error)
+}
 
 // Options configure a run.
 type Options struct {
-	Host *host.Host
+	Launcher Launcher
 	// StateDir holds the checkpoint files.
 	StateDir string
 	// Window is the most batches in flight between source and sink.
 	Window int
+	// InFlightBytes is the most decompressed batch bytes in flight between
+	// source and sink (one batch may cross it); sources size their reads
+	// from it.
+	InFlightBytes int64
 	// CheckpointInterval is the most time between checkpoint saves while
 	// acks arrive; the final checkpoint is always saved.
 	CheckpointInterval time.Duration
-	Logger             *slog.Logger
+	// MetricsInterval is how often plugins report their counters while
+	// they run.
+	MetricsInterval time.Duration
+	Logger          *slog.Logger
 	// OnLaunch, when set, sees every plugin instance right after it starts.
-	OnLaunch func(role string, inst *host.Instance)
+	OnLaunch func(role string, inst plugin.Instance)
+	// OnMetrics, when set, sees the counters plugins report as they run.
+	OnMetrics func(role, plugin string, m map[string]int64)
 }
 
-// DefaultWindow is the default of Options.Window.
-const DefaultWindow = 32
+// Defaults of Options.
+const (
+	DefaultWindow        = 256
+	DefaultInFlightBytes = 32 << 20
+)
 
 // PluginReport describes one plugin of a finished run.
 type PluginReport struct {
@@ -73,21 +96,37 @@ type Report struct {
 	RecordsOut     int64  `json:"records_out"`
 	BytesOut       int64  `json:"bytes_out"`
 	RecordsDropped int64  `json:"records_dropped"`
-	// MaxInFlight is the most batches that were at once read from the
-	// source and not yet handed to the sink (or dropped): never above
-	// Options.Window.
-	MaxInFlight int64          `json:"max_in_flight"`
-	Stopped     bool           `json:"stopped"`
-	DurationMS  int64          `json:"duration_ms"`
-	Positions   []sdk.Position `json:"positions"`
-	Plugins     []PluginReport `json:"plugins"`
+	// MaxInFlight and MaxInFlightBytes are the most batches and
+	// decompressed bytes there were at once between the source and the
+	// sink's release: at most Options.Window, and Options.InFlightBytes
+	// plus one batch.
+	MaxInFlight      int64          `json:"max_in_flight"`
+	MaxInFlightBytes int64          `json:"max_in_flight_bytes"`
+	Stopped          bool           `json:"stopped"`
+	DurationMS       int64          `json:"duration_ms"`
+	Positions        []sdk.Position `json:"positions"`
+	Plugins          []PluginReport `json:"plugins"`
 }
 
 type stage struct {
 	role string
 	cfg  config.Stage
-	kind pb.Kind
-	inst *host.Instance
+	kind plugin.Kind
+	inst plugin.Instance
+	// data says the stage gets batch bytes (all but envelope-only
+	// transforms); up and down are its data neighbours.
+	data     bool
+	up, down *stage
+
+	mu      sync.Mutex
+	metrics map[string]int64 // the last live report
+}
+
+func (s *stage) cert() []byte {
+	if s == nil {
+		return nil
+	}
+	return s.inst.Info().LinkCert
 }
 
 // Run runs the pipeline until its source ends or ctx is cancelled.
@@ -101,48 +140,36 @@ func Run(ctx context.Context, p config.Pipeline, opts Options) (*Report, error) 
 	if opts.Window <= 0 {
 		opts.Window = DefaultWindow
 	}
+	if opts.InFlightBytes <= 0 {
+		opts.InFlightBytes = DefaultInFlightBytes
+	}
 	if opts.CheckpointInterval <= 0 {
 		opts.CheckpointInterval = time.Second
 	}
-
-	stages := []*stage{{role: "source", cfg: p.Source, kind: pb.Kind_KIND_SOURCE}}
-	for _, t := range p.Transforms {
-		stages = append(stages, &stage{role: "transform", cfg: t, kind: pb.Kind_KIND_TRANSFORM})
+	if opts.MetricsInterval <= 0 {
+		opts.MetricsInterval = time.Second
 	}
-	stages = append(stages, &stage{role: "sink", cfg: p.Sink, kind: pb.Kind_KIND_SINK})
+
+	stages := []*stage{{role: "source", cfg: p.Source, kind: plugin.KindSource}}
+	for _, t := range p.Transforms {
+		stages = append(stages, &stage{role: "transform", cfg: t, kind: plugin.KindTransform})
+	}
+	stages = append(stages, &stage{role: "sink", cfg: p.Sink, kind: plugin.KindSink})
 	defer func() {
 		for _, s := range stages {
-			s.inst.Kill()
+			if s.inst != nil {
+				s.inst.Kill()
+			}
 		}
 	}()
 
 	setupCtx, cancelSetup := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancelSetup()
-	for _, s := range stages {
-		inst, err := opts.Host.Launch(setupCtx, s.cfg.Plugin, s.kind)
-		if err != nil {
-			return nil, fmt.Errorf("%spipeline %q: %s: %w", s.cfg.Where(""), p.Name, s.role, err)
-		}
-		s.inst = inst
-		log.Debug("plugin started", "role", s.role, "plugin", s.cfg.Plugin, "pid", inst.Pid)
-		if opts.OnLaunch != nil {
-			opts.OnLaunch(s.role, inst)
-		}
+	if err := launch(setupCtx, p, stages, opts, log); err != nil {
+		return nil, err
 	}
-	var cfgErrs []error
-	for _, s := range stages {
-		if err := s.inst.Configure(setupCtx, s.cfg.Params); err != nil {
-			var pes param.Errors
-			if !errors.As(err, &pes) {
-				return nil, err
-			}
-			for _, pe := range pes {
-				cfgErrs = append(cfgErrs, fmt.Errorf("%s%s %q: %s", s.cfg.Where(pe.Param), s.role, s.cfg.Plugin, pe.Error()))
-			}
-		}
-	}
-	if len(cfgErrs) > 0 {
-		return nil, &ConfigError{Pipeline: p.Name, Errs: cfgErrs}
+	if err := connect(stages); err != nil {
+		return nil, fmt.Errorf("pipeline %q: %w", p.Name, err)
 	}
 
 	src, sink := stages[0], stages[len(stages)-1]
@@ -150,13 +177,13 @@ func Run(ctx context.Context, p config.Pipeline, opts Options) (*Report, error) 
 	store := checkpoint.ForPipeline(opts.StateDir, p.Name)
 	rep := &Report{Pipeline: p.Name}
 
-	sinkOpen, err := sink.inst.Sink.Open(setupCtx, &pb.SinkOpenRequest{})
+	opened, err := sink.inst.Sink().Open(setupCtx, sdk.SinkOpen{MetricsInterval: opts.MetricsInterval, InPeerCert: sink.up.cert()})
 	if err != nil {
 		return nil, fmt.Errorf("pipeline %q: open sink %q: %w", p.Name, sink.cfg.Plugin, err)
 	}
 	var resume []sdk.Position
-	if sinkOpen.GetTracksPositions() {
-		resume = sdk.PositionsFromProto(sinkOpen.GetResume())
+	if opened.TracksPositions {
+		resume = opened.Resume
 		if len(resume) > 0 {
 			rep.ResumedFrom = "sink"
 		}
@@ -171,14 +198,24 @@ func Run(ctx context.Context, p config.Pipeline, opts Options) (*Report, error) 
 	if rep.ResumedFrom != "" {
 		log.Info("resuming", "from", rep.ResumedFrom, "partitions", len(resume))
 	}
-	if _, err := src.inst.Source.Open(setupCtx, &pb.SourceOpenRequest{Resume: sdk.PositionsToProto(resume)}); err != nil {
+	for _, t := range transforms {
+		o := sdk.TransformOpen{Codec: opened.Codec, MetricsInterval: opts.MetricsInterval}
+		if t.data {
+			o.InPeerCert, o.OutPeerCert = t.up.cert(), t.down.cert()
+		}
+		if err := t.inst.Transform().Open(setupCtx, o); err != nil {
+			return nil, fmt.Errorf("pipeline %q: open transform %q: %w", p.Name, t.cfg.Plugin, err)
+		}
+	}
+	err = src.inst.Source().Open(setupCtx, sdk.SourceOpen{
+		Resume: resume, Codec: opened.Codec, InFlightBytes: opts.InFlightBytes,
+		MetricsInterval: opts.MetricsInterval, OutPeerCert: src.down.cert(),
+	})
+	if err != nil {
 		return nil, fmt.Errorf("pipeline %q: open source %q: %w", p.Name, src.cfg.Plugin, err)
 	}
 
-	r := &run{
-		log: log, opts: opts, rep: rep, store: store, name: p.Name,
-		tracker: newTracker(resume),
-	}
+	r := &run{log: log, opts: opts, rep: rep, store: store, name: p.Name, tracker: newTracker(resume)}
 	err = r.flow(ctx, src, transforms, sink)
 	positions, _ := r.tracker.snapshot()
 	if saveErr := store.Save(p.Name, positions); saveErr != nil && err == nil {
@@ -186,9 +223,14 @@ func Run(ctx context.Context, p config.Pipeline, opts Options) (*Report, error) 
 	}
 	rep.Positions = positions
 	rep.Stopped = ctx.Err() != nil
+	rep.MaxInFlight, rep.MaxInFlightBytes = r.tracker.peaks()
 
 	for _, s := range stages {
-		pr := PluginReport{Role: s.role, Plugin: s.cfg.Plugin, Version: s.inst.Spec.GetVersion(), Pid: s.inst.Pid}
+		info := s.inst.Info()
+		pr := PluginReport{Role: s.role, Plugin: s.cfg.Plugin, Version: info.Version, Pid: info.Pid}
+		s.mu.Lock()
+		pr.Metrics = s.metrics
+		s.mu.Unlock()
 		if err == nil {
 			tctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			m, terr := s.inst.Teardown(tctx)
@@ -201,10 +243,67 @@ func Run(ctx context.Context, p config.Pipeline, opts Options) (*Report, error) 
 		rep.Plugins = append(rep.Plugins, pr)
 	}
 	rep.DurationMS = time.Since(start).Milliseconds()
-	if err != nil {
-		return rep, err
+	return rep, err
+}
+
+// launch starts and configures every stage.
+func launch(ctx context.Context, p config.Pipeline, stages []*stage, opts Options, log *slog.Logger) error {
+	for _, s := range stages {
+		inst, err := opts.Launcher.Launch(ctx, s.cfg.Plugin, s.kind)
+		if err != nil {
+			return fmt.Errorf("%spipeline %q: %s: %w", s.cfg.Where(""), p.Name, s.role, err)
+		}
+		s.inst = inst
+		log.Debug("plugin started", "role", s.role, "plugin", s.cfg.Plugin, "pid", inst.Info().Pid)
+		if opts.OnLaunch != nil {
+			opts.OnLaunch(s.role, inst)
+		}
 	}
-	return rep, nil
+	var cfgErrs []error
+	for _, s := range stages {
+		if err := s.inst.Configure(ctx, s.cfg.Params); err != nil {
+			var pes param.Errors
+			if !errors.As(err, &pes) {
+				return err
+			}
+			for _, pe := range pes {
+				cfgErrs = append(cfgErrs, fmt.Errorf("%s%s %q: %s", s.cfg.Where(pe.Param), s.role, s.cfg.Plugin, pe.Error()))
+			}
+		}
+	}
+	if len(cfgErrs) > 0 {
+		return &ConfigError{Pipeline: p.Name, Errs: cfgErrs}
+	}
+	return nil
+}
+
+// connect makes a data link between each stage that takes batch bytes and
+// the next one: envelope-only transforms are left out, the bytes flow past
+// them.
+func connect(stages []*stage) error {
+	var prev *stage
+	for _, s := range stages {
+		s.data = s.kind != plugin.KindTransform || !s.inst.Info().EnvelopeOnly
+		if !s.data {
+			continue
+		}
+		if prev != nil {
+			out, in, err := link.Pair()
+			if err != nil {
+				return err
+			}
+			if err := prev.inst.Attach(link.Out, out); err != nil {
+				in.Close()
+				return err
+			}
+			if err := s.inst.Attach(link.In, in); err != nil {
+				return err
+			}
+			prev.down, s.up = s, prev
+		}
+		prev = s
+	}
+	return nil
 }
 
 // ConfigError lists every parameter problem of a pipeline.
@@ -229,11 +328,14 @@ type run struct {
 	name    string
 	tracker *tracker
 
-	inFlight atomic.Int64 // batches read from the source, not yet passed on
-
 	srcMu     sync.Mutex
-	srcStream pb.Source_ReadClient
+	srcStream plugin.SourceStream
 	srcClosed bool
+
+	// The report's counters, written by several goroutines.
+	batchesIn, recordsIn, bytesIn    atomic.Int64
+	batchesOut, recordsOut, bytesOut atomic.Int64
+	recordsDropped                   atomic.Int64
 
 	errOnce sync.Once
 	err     error
@@ -247,9 +349,8 @@ func (r *run) fail(err error) {
 	})
 }
 
-type outBatch struct {
-	b    *pb.Batch
-	last bool
+func (r *run) failf(s *stage, err error) {
+	r.fail(fmt.Errorf("pipeline %q: %s %q: %w", r.name, s.role, s.cfg.Plugin, err))
 }
 
 // flow moves the data and returns the first error.
@@ -259,25 +360,28 @@ func (r *run) flow(ctx context.Context, src *stage, transforms []*stage, sink *s
 	r.abort = abort
 
 	var err error
-	if r.srcStream, err = src.inst.Source.Read(runCtx); err != nil {
-		return fmt.Errorf("pipeline %q: source read: %w", r.name, err)
+	if r.srcStream, err = src.inst.Source().Run(runCtx); err != nil {
+		return fmt.Errorf("pipeline %q: source %q: %w", r.name, src.cfg.Plugin, err)
 	}
-	tfStreams := make([]pb.Transform_ProcessClient, len(transforms))
+	streams := make([]plugin.InputStream, len(transforms)+1)
 	for i, t := range transforms {
-		if tfStreams[i], err = t.inst.Transform.Process(runCtx); err != nil {
+		if streams[i], err = t.inst.Transform().Run(runCtx); err != nil {
 			return fmt.Errorf("pipeline %q: transform %q: %w", r.name, t.cfg.Plugin, err)
 		}
 	}
-	sinkStream, err := sink.inst.Sink.Write(runCtx)
-	if err != nil {
-		return fmt.Errorf("pipeline %q: sink write: %w", r.name, err)
+	if streams[len(transforms)], err = sink.inst.Sink().Run(runCtx); err != nil {
+		return fmt.Errorf("pipeline %q: sink %q: %w", r.name, sink.cfg.Plugin, err)
 	}
-
-	toTransforms := make(chan *pb.Batch)
-	toSink := make(chan outBatch)
-	acksDone := make(chan struct{})
+	// queues[i] feeds streams[i]: transform i, or the sink.
+	queues := make([]chan sdk.Input, len(streams))
+	for i := range queues {
+		queues[i] = make(chan sdk.Input, r.opts.Window)
+	}
 	var wg sync.WaitGroup
-	wg.Add(4)
+	spawn := func(fn func()) {
+		wg.Add(1)
+		go func() { defer wg.Done(); fn() }()
+	}
 
 	// Graceful stop: close the source's side; batches already read still flow.
 	stopWatch := make(chan struct{})
@@ -292,163 +396,22 @@ func (r *run) flow(ctx context.Context, src *stage, transforms []*stage, sink *s
 		}
 	}()
 
-	go func() { // source → transforms
-		defer wg.Done()
-		defer close(toTransforms)
-		r.sendSource(&pb.SourceRequest{Credit: int64(r.opts.Window)})
-		var seq uint64
-		for {
-			resp, err := r.srcStream.Recv()
-			if err == io.EOF {
-				return
-			}
-			if err != nil {
-				r.fail(fmt.Errorf("pipeline %q: source %q: %w", r.name, src.cfg.Plugin, err))
-				return
-			}
-			if resp.GetEnd() {
-				r.closeSource()
-				continue // wait for the stream to end
-			}
-			b := resp.GetBatch()
-			seq++
-			b.Seq = seq
-			e := b.GetEnvelope()
-			r.tracker.register(seq, e.GetTopic(), e.GetPartition(), e.GetNextOffset())
-			r.rep.BatchesIn++
-			r.rep.RecordsIn += e.GetCount()
-			r.rep.BytesIn += int64(len(b.GetArrow()))
-			if n := r.inFlight.Add(1); n > r.rep.MaxInFlight {
-				r.rep.MaxInFlight = n
-			}
-			select {
-			case toTransforms <- b:
-			case <-runCtx.Done():
-				return
-			}
-		}
-	}()
-
-	go func() { // transforms → sink
-		defer wg.Done()
-		defer close(toSink)
-		for b := range toTransforms {
-			outs := []*pb.Batch{b}
-			if b.GetEnvelope().GetCount() == 0 {
-				outs = nil // advances the position only
-			}
-			for i, ts := range tfStreams {
-				var next []*pb.Batch
-				for _, o := range outs {
-					if err := ts.Send(o); err != nil {
-						r.fail(r.streamErr("transform", transforms[i].cfg.Plugin, func() error { _, err := ts.Recv(); return err }, err))
-						return
-					}
-					resp, err := ts.Recv()
-					if err != nil {
-						r.fail(fmt.Errorf("pipeline %q: transform %q: %w", r.name, transforms[i].cfg.Plugin, err))
-						return
-					}
-					next = append(next, resp.GetBatches()...)
-				}
-				outs = next
-			}
-			var kept []*pb.Batch
-			var keptRecords int64
-			for _, o := range outs {
-				if o.GetEnvelope().GetCount() > 0 {
-					o.Seq = b.Seq
-					kept = append(kept, o)
-					keptRecords += o.GetEnvelope().GetCount()
-				}
-			}
-			r.rep.RecordsDropped += b.GetEnvelope().GetCount() - keptRecords
-			r.tracker.expect(b.Seq, len(kept))
-			if len(kept) == 0 {
-				r.returnCredit()
-				continue
-			}
-			for i, o := range kept {
-				select {
-				case toSink <- outBatch{b: o, last: i == len(kept)-1}:
-				case <-runCtx.Done():
-					return
-				}
-			}
-		}
-		for i, ts := range tfStreams {
-			if err := ts.CloseSend(); err != nil {
-				r.fail(err)
-				return
-			}
-			if _, err := ts.Recv(); err != io.EOF {
-				r.fail(fmt.Errorf("pipeline %q: transform %q did not end cleanly: %v", r.name, transforms[i].cfg.Plugin, err))
-				return
-			}
-		}
-	}()
-
-	go func() { // → sink
-		defer wg.Done()
-		for o := range toSink {
-			if err := sinkStream.Send(o.b); err != nil {
-				if err == io.EOF {
-					// The sink ended the stream; the ack reader learns why.
-					<-acksDone
-					err = errors.New("ended its stream before every batch was written")
-				}
-				r.fail(fmt.Errorf("pipeline %q: sink %q: %w", r.name, sink.cfg.Plugin, err))
-				return
-			}
-			e := o.b.GetEnvelope()
-			r.rep.BatchesOut++
-			r.rep.RecordsOut += e.GetCount()
-			r.rep.BytesOut += int64(len(o.b.GetArrow()))
-			if o.last {
-				r.returnCredit()
-			}
-		}
-		if runCtx.Err() == nil {
-			if err := sinkStream.CloseSend(); err != nil {
-				r.fail(err)
-			}
-		}
-	}()
-
-	go func() { // sink acks → checkpoint → source acks
-		defer wg.Done()
-		defer close(acksDone)
-		lastSave := time.Now()
-		for {
-			ack, err := sinkStream.Recv()
-			if err == io.EOF {
-				return
-			}
-			if err != nil {
-				r.fail(fmt.Errorf("pipeline %q: sink %q: %w", r.name, sink.cfg.Plugin, err))
-				return
-			}
-			for _, seq := range ack.GetSeqs() {
-				if err := r.tracker.ack(seq); err != nil {
-					r.fail(fmt.Errorf("pipeline %q: sink %q: %w", r.name, sink.cfg.Plugin, err))
-					return
-				}
-			}
-			if time.Since(lastSave) >= r.opts.CheckpointInterval {
-				if positions, changed := r.tracker.snapshot(); changed {
-					if err := r.store.Save(r.name, positions); err != nil {
-						r.fail(fmt.Errorf("pipeline %q: save checkpoint: %w", r.name, err))
-						return
-					}
-					r.sendSource(&pb.SourceRequest{Acked: sdk.PositionsToProto(positions)})
-				}
-				lastSave = time.Now()
-			}
-		}
-	}()
+	r.sendSource(sdk.SourceControl{Credit: sdk.Credit{Batches: int64(r.opts.Window), Bytes: r.opts.InFlightBytes}})
+	spawn(func() { r.readSource(runCtx, src, queues[0]) })
+	for i, t := range transforms {
+		pending := &idQueue{}
+		spawn(func() { r.feed(runCtx, t, streams[i], queues[i], pending) })
+		spawn(func() { r.readTransform(runCtx, t, streams[i], queues[i+1], pending) })
+	}
+	last := len(streams) - 1
+	spawn(func() { r.feed(runCtx, sink, streams[last], queues[last], nil) })
+	spawn(func() { r.readSink(sink, streams[last]) })
 
 	wg.Wait()
 	r.closeSource()
+	r.rep.BatchesIn, r.rep.RecordsIn, r.rep.BytesIn = r.batchesIn.Load(), r.recordsIn.Load(), r.bytesIn.Load()
+	r.rep.BatchesOut, r.rep.RecordsOut, r.rep.BytesOut = r.batchesOut.Load(), r.recordsOut.Load(), r.bytesOut.Load()
+	r.rep.RecordsDropped = r.recordsDropped.Load()
 	if r.err != nil {
 		return r.err
 	}
@@ -458,41 +421,265 @@ func (r *run) flow(ctx context.Context, src *stage, transforms []*stage, sink *s
 	return nil
 }
 
-// streamErr explains a failed Send: when the plugin ended the stream, its
-// status, which the next Recv returns, is the real cause.
-func (r *run) streamErr(role, plugin string, recv func() error, sendErr error) error {
-	if sendErr == io.EOF {
-		if err := recv(); err != nil && err != io.EOF {
-			sendErr = err
+// put hands an input to the next stage's queue.
+func put(ctx context.Context, q chan<- sdk.Input, in sdk.Input) bool {
+	select {
+	case q <- in:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// readSource takes the source's events: envelopes go to the first stage
+// after it, their credit is tracked; position-only batches settle at once.
+func (r *run) readSource(ctx context.Context, s *stage, next chan<- sdk.Input) {
+	defer close(next)
+	for {
+		ev, err := r.srcStream.Recv()
+		if err == io.EOF {
+			return
+		}
+		if err != nil {
+			r.failf(s, err)
+			return
+		}
+		switch {
+		case ev.Batch != nil:
+			e := *ev.Batch
+			if err := r.tracker.register(e); err != nil {
+				r.failf(s, err)
+				return
+			}
+			r.batchesIn.Add(1)
+			r.recordsIn.Add(e.Count)
+			r.bytesIn.Add(e.FrameBytes)
+			if e.Count == 0 {
+				r.expand(s, e.Seq, 0)
+				continue
+			}
+			if !put(ctx, next, sdk.Input{Batch: &e}) {
+				return
+			}
+		case ev.Metadata != nil:
+			if !put(ctx, next, sdk.Input{Metadata: ev.Metadata}) {
+				return
+			}
+		case ev.End:
+			r.closeSource() // the stream ends after End
+		default:
+			r.event(s, ev)
 		}
 	}
-	return fmt.Errorf("pipeline %q: %s %q: %w", r.name, role, plugin, sendErr)
 }
 
-// returnCredit lets the source read one more batch: one that it sent has
-// been handed to the sink or dropped.
-func (r *run) returnCredit() {
-	r.inFlight.Add(-1)
-	r.sendSource(&pb.SourceRequest{Credit: 1})
-}
-
-// sendSource sends credit or acks to the source while its stream is open.
-func (r *run) sendSource(req *pb.SourceRequest) {
-	r.srcMu.Lock()
-	defer r.srcMu.Unlock()
-	if r.srcClosed {
-		return
-	}
-	if err := r.srcStream.Send(req); err != nil {
-		r.log.Debug("source stream closed", "error", err)
+// event handles what every kind of plugin may send: errors and metrics.
+func (r *run) event(s *stage, ev sdk.Event) {
+	switch {
+	case ev.Error != nil:
+		r.failf(s, ev.Error)
+	case ev.Metrics != nil:
+		s.mu.Lock()
+		s.metrics = ev.Metrics
+		s.mu.Unlock()
+		if r.opts.OnMetrics != nil {
+			r.opts.OnMetrics(s.role, s.cfg.Plugin, ev.Metrics)
+		}
 	}
 }
 
+// sent is a batch sent to a transform: its name and record count.
+type sent struct {
+	id    sdk.BatchID
+	count int64
+}
+
+// idQueue holds the batches sent to a transform and not yet answered.
+type idQueue struct {
+	mu  sync.Mutex
+	ids []sent
+}
+
+func (q *idQueue) push(s sent) {
+	q.mu.Lock()
+	q.ids = append(q.ids, s)
+	q.mu.Unlock()
+}
+
+func (q *idQueue) pop() (sent, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.ids) == 0 {
+		return sent{}, false
+	}
+	s := q.ids[0]
+	q.ids = q.ids[1:]
+	return s, true
+}
+
+// feed sends a stage its inputs in order, and closes its side after the last.
+func (r *run) feed(ctx context.Context, s *stage, st plugin.InputStream, q <-chan sdk.Input, pending *idQueue) {
+	for {
+		var in sdk.Input
+		var ok bool
+		select {
+		case in, ok = <-q:
+		case <-ctx.Done():
+			return
+		}
+		if !ok {
+			if err := st.CloseSend(); err != nil {
+				r.failf(s, err)
+			}
+			return
+		}
+		if in.Batch != nil && pending != nil {
+			pending.push(sent{id: in.Batch.ID(), count: in.Batch.Count})
+		}
+		if err := st.Send(in); err != nil {
+			if err == io.EOF {
+				return // the plugin ended its stream; its Recv tells why
+			}
+			r.failf(s, err)
+			return
+		}
+		if in.Batch != nil && s.kind == plugin.KindSink {
+			r.batchesOut.Add(1)
+			r.recordsOut.Add(in.Batch.Count)
+			r.bytesOut.Add(in.Batch.FrameBytes)
+		}
+	}
+}
+
+// expand records a transform's answer for one output of seq and returns
+// the batch's credit once nothing holds it.
+func (r *run) expand(s *stage, seq uint64, k int) bool {
+	f, err := r.tracker.expand(seq, k)
+	if err != nil {
+		r.failf(s, err)
+		return false
+	}
+	r.credit(f)
+	return true
+}
+
+func (r *run) credit(f freed) {
+	if f.ok {
+		r.sendSource(sdk.SourceControl{Credit: sdk.Credit{Batches: 1, Bytes: f.size}})
+	}
+}
+
+// readTransform takes a transform's answers, in order, and passes its
+// outputs on.
+func (r *run) readTransform(ctx context.Context, s *stage, st plugin.InputStream, next chan<- sdk.Input, pending *idQueue) {
+	defer close(next)
+	for {
+		ev, err := st.Recv()
+		if err == io.EOF {
+			if b, ok := pending.pop(); ok {
+				r.failf(s, fmt.Errorf("ended its stream without answering batch %s", b.id))
+			}
+			return
+		}
+		if err != nil {
+			r.failf(s, err)
+			return
+		}
+		switch {
+		case ev.Result != nil:
+			res := ev.Result
+			want, ok := pending.pop()
+			if !ok || want.id != (sdk.BatchID{Seq: res.Seq, Part: res.Part}) {
+				r.failf(s, fmt.Errorf("answered batch %d.%d where batch %s was due", res.Seq, res.Part, want.id))
+				return
+			}
+			var kept int64
+			for i := range res.Outputs {
+				o := res.Outputs[i]
+				if o.Seq != res.Seq {
+					r.failf(s, fmt.Errorf("an output of batch %d carries seq %d", res.Seq, o.Seq))
+					return
+				}
+				kept += o.Count
+			}
+			r.recordsDropped.Add(max(0, want.count-kept))
+			if !r.expand(s, res.Seq, len(res.Outputs)) {
+				return
+			}
+			for i := range res.Outputs {
+				if !put(ctx, next, sdk.Input{Batch: &res.Outputs[i]}) {
+					return
+				}
+			}
+		case ev.Metadata != nil:
+			if !put(ctx, next, sdk.Input{Metadata: ev.Metadata}) {
+				return
+			}
+		default:
+			r.event(s, ev)
+		}
+	}
+}
+
+// readSink takes the sink's releases (credit) and acknowledgements
+// (durability), and saves checkpoints as positions advance.
+func (r *run) readSink(s *stage, st plugin.InputStream) {
+	lastSave := time.Now()
+	for {
+		ev, err := st.Recv()
+		if err == io.EOF {
+			return
+		}
+		if err != nil {
+			r.failf(s, err)
+			return
+		}
+		for _, seq := range ev.Released {
+			f, err := r.tracker.release(seq)
+			if err != nil {
+				r.failf(s, err)
+				return
+			}
+			r.credit(f)
+		}
+		for _, seq := range ev.Acked {
+			if err := r.tracker.ack(seq); err != nil {
+				r.failf(s, err)
+				return
+			}
+		}
+		r.event(s, ev)
+		if len(ev.Acked) > 0 && time.Since(lastSave) >= r.opts.CheckpointInterval {
+			if positions, changed := r.tracker.snapshot(); changed {
+				if err := r.store.Save(r.name, positions); err != nil {
+					r.fail(fmt.Errorf("pipeline %q: save checkpoint: %w", r.name, err))
+					return
+				}
+				r.sendSource(sdk.SourceControl{Acked: positions})
+			}
+			lastSave = time.Now()
+		}
+	}
+}
+
+// closeSource stops the source: it sends what it has read, then End.
 func (r *run) closeSource() {
 	r.srcMu.Lock()
 	defer r.srcMu.Unlock()
 	if !r.srcClosed {
 		r.srcClosed = true
 		_ = r.srcStream.CloseSend()
+	}
+}
+
+// sendSource sends credit or acks to the source while its stream is open.
+func (r *run) sendSource(c sdk.SourceControl) {
+	r.srcMu.Lock()
+	defer r.srcMu.Unlock()
+	if r.srcClosed {
+		return
+	}
+	if err := r.srcStream.Send(c); err != nil {
+		r.log.Debug("source stream closed", "error", err)
 	}
 }

@@ -1,27 +1,35 @@
-// Package host finds kpipe plugin binaries, starts each as its own process
-// through hashicorp/go-plugin, and gives the runtime typed gRPC clients to
-// them. Plugin logs (hclog) are forwarded into the host's slog logger.
+// Package host finds kpipe plugin binaries and starts each as its own
+// process through hashicorp/go-plugin, returning plugin.Instance handles
+// that speak protocol v2 over gRPC. Each process gets a link socket over
+// which the host later hands it the ends of its data links. A host keeps the
+// plugins' sockets in a folder of its own, removed by Close (and, should the
+// host die, by the plugins as they exit). Plugin logs (hclog) are forwarded
+// into the host's slog logger.
 package host
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
 
+	kplugin "github.com/kpipe/kpipe/core/plugin"
 	"github.com/kpipe/kpipe/sdk"
-	"github.com/kpipe/kpipe/sdk/param"
-	pb "github.com/kpipe/kpipe/sdk/proto/kpipe/v1"
+	"github.com/kpipe/kpipe/sdk/link"
+	pb "github.com/kpipe/kpipe/sdk/proto/kpipe/v2"
 )
 
 // BinaryPrefix starts the file name of every plugin binary.
@@ -30,15 +38,23 @@ const BinaryPrefix = "kpipe-plugin-"
 // ErrNotFound is wrapped by the error of a plugin whose binary is missing.
 var ErrNotFound = errors.New("plugin not found")
 
+// ErrProtocol is wrapped by the error of a plugin that speaks another
+// protocol version.
+var ErrProtocol = errors.New("plugin protocol mismatch")
+
 // Host launches plugins from one directory.
 type Host struct {
 	// Dir holds the kpipe-plugin-NAME binaries.
 	Dir string
 	// Logger receives the host's and the plugins' logs.
 	Logger *slog.Logger
-	// MTLS secures each plugin link with go-plugin's AutoMTLS. It costs
-	// throughput on the data path, so it is off unless asked for.
+	// MTLS secures each plugin's control link with go-plugin's AutoMTLS and
+	// its data links with mutual TLS. It costs throughput, so it is off
+	// unless asked for.
 	MTLS bool
+
+	mu     sync.Mutex
+	runDir string
 }
 
 // DefaultDir is where plugins are looked for when nothing says otherwise:
@@ -86,43 +102,97 @@ func (h *Host) Names() ([]string, error) {
 	return names, nil
 }
 
-// Instance is one running plugin process.
-type Instance struct {
-	Name string
-	Path string
-	Kind pb.Kind
-	Spec *pb.SpecResponse
-	// Pid is the plugin process id as the operating system reports it.
-	Pid int
+// runDirPrefix starts the name of a host's socket folder, followed by the
+// host's pid.
+const runDirPrefix = "kpipe-run-"
 
-	Plugin    pb.PluginClient
-	Source    pb.SourceClient
-	Transform pb.TransformClient
-	Sink      pb.SinkClient
-
-	client *plugin.Client
+// RunDir returns the host's socket folder, creating it (and removing those
+// of hosts that are gone) on first use.
+func (h *Host) RunDir() (string, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.runDir != "" {
+		return h.runDir, nil
+	}
+	sweepRunDirs()
+	dir, err := os.MkdirTemp("", fmt.Sprintf("%s%d-", runDirPrefix, os.Getpid()))
+	if err != nil {
+		return "", fmt.Errorf("create the plugins' socket folder: %w", err)
+	}
+	h.runDir = dir
+	return dir, nil
 }
 
-// KindName is the lower-case name of a kind: source, transform, sink.
-func KindName(k pb.Kind) string {
-	return strings.ToLower(strings.TrimPrefix(k.String(), "KIND_"))
+// sweepRunDirs removes the socket folders of kpipe processes that no longer
+// run.
+func sweepRunDirs() {
+	entries, _ := os.ReadDir(os.TempDir())
+	for _, e := range entries {
+		rest, ok := strings.CutPrefix(e.Name(), runDirPrefix)
+		if !ok || !e.IsDir() {
+			continue
+		}
+		pidStr, _, _ := strings.Cut(rest, "-")
+		pid, err := strconv.Atoi(pidStr)
+		if err != nil || pid <= 0 || syscall.Kill(pid, 0) == nil || errors.Is(syscall.Kill(pid, 0), syscall.EPERM) {
+			continue
+		}
+		os.RemoveAll(filepath.Join(os.TempDir(), e.Name()))
+	}
+}
+
+// Close removes the host's socket folder. Kill the instances first.
+func (h *Host) Close() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.runDir == "" {
+		return nil
+	}
+	err := os.RemoveAll(h.runDir)
+	h.runDir = ""
+	return err
 }
 
 // Launch starts the plugin name as its own process serving kind (or its
-// first kind when kind is KIND_UNSPECIFIED) and reads its spec.
-func (h *Host) Launch(ctx context.Context, name string, kind pb.Kind) (*Instance, error) {
+// first kind when kind is empty) and reads its spec.
+func (h *Host) Launch(ctx context.Context, name string, kind kplugin.Kind) (kplugin.Instance, error) {
+	return h.launch(ctx, name, kind)
+}
+
+func (h *Host) launch(ctx context.Context, name string, kind kplugin.Kind) (*Instance, error) {
 	path, err := h.Path(name)
 	if err != nil {
 		return nil, err
 	}
+	runDir, err := h.RunDir()
+	if err != nil {
+		return nil, err
+	}
+	hostEnd, pluginEnd, err := link.ControlPair()
+	if err != nil {
+		return nil, err
+	}
+	defer pluginEnd.Close() // the child has its own copy once started
 	cmd := exec.Command(path)
-	cmd.Env = os.Environ()
-	if kind != pb.Kind_KIND_UNSPECIFIED {
-		cmd.Env = append(cmd.Env, sdk.KindEnv+"="+KindName(kind))
+	cmd.Env = append(os.Environ(),
+		plugin.EnvUnixSocketDir+"="+runDir,
+		sdk.LinkFDEnv+"=3", // ExtraFiles[0]
+	)
+	cmd.ExtraFiles = []*os.File{pluginEnd}
+	if kind != "" {
+		cmd.Env = append(cmd.Env, sdk.KindEnv+"="+string(kind))
+	}
+	if h.MTLS {
+		cmd.Env = append(cmd.Env, sdk.LinkTLSEnv+"=1")
 	}
 	client := plugin.NewClient(&plugin.ClientConfig{
-		HandshakeConfig:  sdk.Handshake,
-		Plugins:          plugin.PluginSet{sdk.PluginKey: &sdk.ClientPlugin{}},
+		HandshakeConfig: sdk.Handshake,
+		// Protocol 1 is accepted at the handshake only to refuse it below
+		// with a message that names both versions.
+		VersionedPlugins: map[int]plugin.PluginSet{
+			1:                   {sdk.PluginKey: &sdk.ClientPlugin{}},
+			sdk.ProtocolVersion: {sdk.PluginKey: &sdk.ClientPlugin{}},
+		},
 		Cmd:              cmd,
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		Logger:           h.hclogger(name),
@@ -131,84 +201,76 @@ func (h *Host) Launch(ctx context.Context, name string, kind pb.Kind) (*Instance
 		SyncStdout:       os.Stderr,
 		SyncStderr:       os.Stderr,
 	})
+	fail := func(err error) (*Instance, error) {
+		client.Kill()
+		hostEnd.Close()
+		return nil, err
+	}
 	rpc, err := client.Client()
 	if err != nil {
-		client.Kill()
-		return nil, fmt.Errorf("start plugin %q (%s): %w", name, path, err)
+		return fail(fmt.Errorf("start plugin %q (%s): %w", name, path, err))
+	}
+	if v := client.NegotiatedVersion(); v != sdk.ProtocolVersion {
+		return fail(fmt.Errorf("%w: plugin %q speaks protocol v%d, this kpipe speaks v%d; rebuild the plugin against this kpipe's SDK", ErrProtocol, name, v, sdk.ProtocolVersion))
 	}
 	raw, err := rpc.Dispense(sdk.PluginKey)
 	if err != nil {
+		return fail(fmt.Errorf("start plugin %q: %w", name, err))
+	}
+	ctl, err := net.FileConn(hostEnd)
+	hostEnd.Close()
+	if err != nil {
 		client.Kill()
-		return nil, fmt.Errorf("start plugin %q: %w", name, err)
+		return nil, fmt.Errorf("start plugin %q: link socket: %w", name, err)
 	}
 	conn := raw.(*grpc.ClientConn)
 	inst := &Instance{
-		Name: name, Path: path, client: client,
-		Plugin:    pb.NewPluginClient(conn),
-		Source:    pb.NewSourceClient(conn),
-		Transform: pb.NewTransformClient(conn),
-		Sink:      pb.NewSinkClient(conn),
+		name: name, path: path, client: client, ctl: ctl.(*net.UnixConn),
+		plugin: pb.NewPluginClient(conn),
+		src:    pb.NewSourceClient(conn),
+		tf:     pb.NewTransformClient(conn),
+		sink:   pb.NewSinkClient(conn),
+		store:  pb.NewStorageClient(conn),
 	}
 	if rc := client.ReattachConfig(); rc != nil {
-		inst.Pid = rc.Pid
+		inst.pid = rc.Pid
 	}
-	spec, err := inst.Plugin.Spec(ctx, &pb.SpecRequest{})
+	spec, err := inst.plugin.Spec(ctx, &pb.SpecRequest{})
 	if err != nil {
 		inst.Kill()
 		return nil, fmt.Errorf("plugin %q: read spec: %w", name, err)
 	}
 	if spec.GetProtocolVersion() != sdk.ProtocolVersion {
 		inst.Kill()
-		return nil, fmt.Errorf("plugin %q speaks protocol v%d, this kpipe speaks v%d; rebuild the plugin against this SDK", name, spec.GetProtocolVersion(), sdk.ProtocolVersion)
+		return nil, fmt.Errorf("%w: plugin %q speaks protocol v%d, this kpipe speaks v%d; rebuild the plugin against this kpipe's SDK", ErrProtocol, name, spec.GetProtocolVersion(), sdk.ProtocolVersion)
 	}
-	inst.Spec = spec
-	inst.Kind = spec.GetKind()
-	if kind != pb.Kind_KIND_UNSPECIFIED && inst.Kind != kind {
+	inst.info = infoFromSpec(spec)
+	if kind != "" && inst.info.Kind != kind {
 		inst.Kill()
-		return nil, fmt.Errorf("plugin %q serves %s, not %s", name, KindName(inst.Kind), KindName(kind))
+		return nil, fmt.Errorf("plugin %q serves %s, not %s", name, inst.info.Kind, kind)
 	}
 	return inst, nil
 }
 
-// Configure sends the parameters to the plugin. A non-nil param.Errors names
-// each wrong parameter; other errors are about the link.
-func (i *Instance) Configure(ctx context.Context, params map[string]json.RawMessage) error {
-	js, err := json.Marshal(params)
-	if err != nil {
-		return fmt.Errorf("plugin %q: encode parameters: %w", i.Name, err)
-	}
-	resp, err := i.Plugin.Configure(ctx, &pb.ConfigureRequest{ParamsJson: js})
-	if err != nil {
-		return fmt.Errorf("plugin %q: configure: %w", i.Name, err)
-	}
-	if len(resp.GetErrors()) == 0 {
-		return nil
-	}
-	var errs param.Errors
-	for _, e := range resp.GetErrors() {
-		errs = append(errs, &param.Error{Param: e.GetParam(), Message: e.GetMessage()})
-	}
-	return errs
+// KindName is the name of a wire kind: source, transform, sink.
+func KindName(k pb.Kind) kplugin.Kind {
+	return kplugin.Kind(strings.ToLower(strings.TrimPrefix(k.String(), "KIND_")))
 }
 
-// Teardown asks the plugin to release its resources and returns its metrics.
-func (i *Instance) Teardown(ctx context.Context) (map[string]int64, error) {
-	resp, err := i.Plugin.Teardown(ctx, &pb.TeardownRequest{})
-	if err != nil {
-		return nil, fmt.Errorf("plugin %q: teardown: %w", i.Name, err)
+func infoFromSpec(spec *pb.SpecResponse) kplugin.Info {
+	info := kplugin.Info{
+		Name: spec.GetName(), Version: spec.GetVersion(), Summary: spec.GetSummary(),
+		Kind: KindName(spec.GetKind()), Pid: int(spec.GetPid()), EnvelopeOnly: spec.GetEnvelopeOnly(),
+		LinkCert: spec.GetLinkCert(), Storage: spec.GetStorage(),
 	}
-	return resp.GetMetrics(), nil
-}
-
-// Kill ends the plugin process (gracefully first) and waits for it.
-func (i *Instance) Kill() {
-	if i != nil && i.client != nil {
-		i.client.Kill()
+	for _, k := range spec.GetKinds() {
+		info.Kinds = append(info.Kinds, KindName(k))
 	}
+	for _, p := range spec.GetParams() {
+		info.Params = append(info.Params, paramFromProto(p))
+	}
+	return info
 }
-
-// Exited reports whether the plugin process has ended.
-func (i *Instance) Exited() bool { return i.client.Exited() }
 
 // Info is what `kpipe plugins list` shows of a plugin.
 type Info struct {
@@ -229,16 +291,16 @@ func (h *Host) List(ctx context.Context) ([]Info, error) {
 	var infos []Info
 	for _, n := range names {
 		info := Info{Name: n, Path: filepath.Join(h.Dir, BinaryPrefix+n)}
-		inst, err := h.Launch(ctx, n, pb.Kind_KIND_UNSPECIFIED)
+		inst, err := h.launch(ctx, n, "")
 		if err != nil {
 			info.Error = err.Error()
 			infos = append(infos, info)
 			continue
 		}
-		info.Version = inst.Spec.GetVersion()
-		info.Summary = inst.Spec.GetSummary()
-		for _, k := range inst.Spec.GetKinds() {
-			info.Kinds = append(info.Kinds, KindName(k))
+		info.Version = inst.info.Version
+		info.Summary = inst.info.Summary
+		for _, k := range inst.info.Kinds {
+			info.Kinds = append(info.Kinds, string(k))
 		}
 		inst.Kill()
 		infos = append(infos, info)

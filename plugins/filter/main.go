@@ -8,6 +8,7 @@ package main
 import (
 	"context"
 	"slices"
+	"sync/atomic"
 
 	"github.com/kpipe/kpipe/core/celexpr"
 	"github.com/kpipe/kpipe/sdk"
@@ -30,8 +31,8 @@ type Filter struct {
 	cfg     config
 	prg     *celexpr.Program
 	bld     *record.Builder
-	kept    int64
-	dropped int64
+	kept    atomic.Int64
+	dropped atomic.Int64
 }
 
 // New returns the filter transform.
@@ -57,23 +58,25 @@ func (f *Filter) Configure(context.Context) error {
 	return nil
 }
 
-func (f *Filter) inWindow(ts int64) bool {
-	return (f.cfg.TimeWindowStart < 0 || ts >= f.cfg.TimeWindowStart) &&
-		(f.cfg.TimeWindowEnd < 0 || ts <= f.cfg.TimeWindowEnd)
+func (f *Filter) window() record.Window {
+	return record.Window{Start: f.cfg.TimeWindowStart, End: f.cfg.TimeWindowEnd}
 }
 
+// Process keeps the records of b that pass. A batch whose bounds show that
+// all its records pass (or none) is passed on (or dropped) without being
+// decoded.
 func (f *Filter) Process(_ context.Context, b sdk.Batch) ([]sdk.Batch, error) {
+	win := f.window()
 	if len(f.cfg.Partitions) > 0 && !slices.Contains(f.cfg.Partitions, b.Partition) {
-		f.dropped += b.Count
+		f.dropped.Add(b.Count)
 		return nil, nil
 	}
-	if (f.cfg.TimeWindowStart >= 0 && b.MaxTimestamp < f.cfg.TimeWindowStart) ||
-		(f.cfg.TimeWindowEnd >= 0 && b.MinTimestamp > f.cfg.TimeWindowEnd) {
-		f.dropped += b.Count
+	if !win.Overlaps(b.MinTimestamp, b.MaxTimestamp) {
+		f.dropped.Add(b.Count)
 		return nil, nil
 	}
-	if f.prg == nil && f.inWindow(b.MinTimestamp) && f.inWindow(b.MaxTimestamp) {
-		f.kept += b.Count
+	if f.prg == nil && win.Covers(b.MinTimestamp, b.MaxTimestamp) {
+		f.kept.Add(b.Count)
 		return []sdk.Batch{b}, nil
 	}
 	v, err := record.DecodeView(b.Arrow)
@@ -83,7 +86,7 @@ func (f *Filter) Process(_ context.Context, b sdk.Batch) ([]sdk.Batch, error) {
 	defer v.Batch.Release()
 	keep := 0
 	for i := range v.Len() {
-		ok := f.inWindow(v.Timestamp(i))
+		ok := win.Contains(v.Timestamp(i))
 		if ok && f.prg != nil {
 			if ok, err = f.prg.Match(b.Topic, b.Partition, v, i); err != nil {
 				return nil, err
@@ -95,8 +98,8 @@ func (f *Filter) Process(_ context.Context, b sdk.Batch) ([]sdk.Batch, error) {
 			keep++
 		}
 	}
-	f.kept += int64(keep)
-	f.dropped += b.Count - int64(keep)
+	f.kept.Add(int64(keep))
+	f.dropped.Add(b.Count - int64(keep))
 	if keep == v.Len() {
 		f.bld.NewRecord().Release()
 		return []sdk.Batch{b}, nil
@@ -108,12 +111,12 @@ func (f *Filter) Process(_ context.Context, b sdk.Batch) ([]sdk.Batch, error) {
 	if err != nil {
 		return nil, err
 	}
-	out.Seq = b.Seq
+	out.TopicID = b.TopicID
 	return []sdk.Batch{out}, nil
 }
 
 func (f *Filter) Metrics() map[string]int64 {
-	return map[string]int64{"records_kept": f.kept, "records_dropped": f.dropped}
+	return map[string]int64{"records_kept": f.kept.Load(), "records_dropped": f.dropped.Load()}
 }
 
 func (f *Filter) Teardown(context.Context) error {

@@ -39,6 +39,13 @@ func batch(t *testing.T, topic string, partition int32, from, n int64) sdk.Batch
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A frame as a source sends it to this sink: in its codec (zstd).
+	out.Arrow, err = record.NewEncoder(record.Zstd).Encode(out.Record, nil)
+	out.Record.Release()
+	out.Record = nil
+	if err != nil {
+		t.Fatal(err)
+	}
 	return out
 }
 
@@ -51,7 +58,13 @@ func openSink(t *testing.T, params map[string]any) (s *Sink, acks func() []uint6
 	}
 	var acked []uint64
 	var mu sync.Mutex // acks come from the partitions' writer goroutines
-	err = s.Open(context.Background(), func(seqs ...uint64) { mu.Lock(); acked = append(acked, seqs...); mu.Unlock() })
+	err = s.Open(context.Background(), func(ids ...sdk.BatchID) {
+		mu.Lock()
+		for _, id := range ids {
+			acked = append(acked, id.Seq)
+		}
+		mu.Unlock()
+	})
 	acks = func() []uint64 { mu.Lock(); defer mu.Unlock(); return append([]uint64(nil), acked...) }
 	return s, acks, err
 }
@@ -147,7 +160,7 @@ func TestSourceRefusesACorruptSegmentUnlessChecksumsAreOff(t *testing.T) {
 		if err := configure(t, src, map[string]any{"path": path, "backup_id": "b", "verify_checksums": verify}); err != nil {
 			t.Fatal(err)
 		}
-		if err := src.Open(ctx, nil); err != nil {
+		if err := src.Open(ctx, sdk.SourceOptions{}); err != nil {
 			return err
 		}
 		defer src.Teardown(ctx)
@@ -190,7 +203,7 @@ func TestSourceSkipsSegmentsOutsideTheWindowAndResumes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := src.Open(ctx, []sdk.Position{{Topic: "t", Partition: 1, NextOffset: 33}}); err != nil {
+	if err := src.Open(ctx, sdk.SourceOptions{Resume: []sdk.Position{{Topic: "t", Partition: 1, NextOffset: 33}}}); err != nil {
 		t.Fatal(err)
 	}
 	var offsets []int64
@@ -201,6 +214,12 @@ func TestSourceSkipsSegmentsOutsideTheWindowAndResumes(t *testing.T) {
 		}
 		if err != nil {
 			t.Fatal(err)
+		}
+		if b.Metadata != nil {
+			if len(b.Metadata.Topics) != 1 || b.Metadata.Topics[0].Name != "t" || b.Metadata.Topics[0].Partitions != 2 {
+				t.Fatalf("metadata %+v, want topic t with 2 partitions (other is not wanted)", b.Metadata)
+			}
+			continue
 		}
 		offsets = append(offsets, b.MinOffset, b.MaxOffset)
 	}

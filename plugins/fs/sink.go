@@ -37,11 +37,14 @@ type sinkConfig struct {
 // of its partition is acked and skipped.
 type Sink struct {
 	sdk.UnimplementedSink
+	storage
 	cfg    sinkConfig
 	backup segment.Backup
+	codec  record.Codec
 	ack    sdk.Acker
 	lock   *os.File
-	pool   *record.Pool // decoded batches live only until written
+	pool   *record.Pool // batches decoded to be cut live only until written
+	metaMu sync.Mutex   // metadata.json
 
 	mu    sync.Mutex
 	parts map[string]*partWriter
@@ -52,7 +55,11 @@ type Sink struct {
 }
 
 // NewSink returns the fs sink.
-func NewSink() sdk.Sink { return &Sink{pool: record.NewPool()} }
+func NewSink() sdk.Sink {
+	s := &Sink{pool: record.NewPool()}
+	s.storage = storage{root: &s.cfg.Path}
+	return s
+}
 
 func (s *Sink) Spec() sdk.Spec {
 	return sdk.Spec{Name: "fs", Version: sdk.Version, Summary: "backups as Arrow segments on a local file system", Config: &s.cfg}
@@ -60,7 +67,8 @@ func (s *Sink) Spec() sdk.Spec {
 
 func (s *Sink) Configure(context.Context) error {
 	var errs param.Errors
-	if err := segment.CheckCompression(s.cfg.Compression); err != nil {
+	var err error
+	if s.codec, err = record.ParseCodec(s.cfg.Compression); err != nil {
 		errs = append(errs, param.Errorf("compression", "%v", err))
 	}
 	if err := checkBackupID(s.cfg.BackupID); err != nil {
@@ -157,6 +165,18 @@ func (s *Sink) acquireLock(ctx context.Context) error {
 
 func key(topic string, partition int32) string { return fmt.Sprintf("%s/%d", topic, partition) }
 
+// Codec is the codec segments store: sources encode batches in it, so the
+// sink writes their frames as they come.
+func (s *Sink) Codec() record.Codec { return s.codec }
+
+// WriteMetadata stores the topics' metadata in the backup (metadata.json),
+// merged with what earlier runs stored.
+func (s *Sink) WriteMetadata(_ context.Context, m sdk.Metadata) error {
+	s.metaMu.Lock()
+	defer s.metaMu.Unlock()
+	return writeMetadata(s.backup, m)
+}
+
 // DurablePositions returns the position after the last committed segment of
 // every partition in the backup.
 func (s *Sink) DurablePositions(context.Context) ([]sdk.Position, error) {
@@ -202,10 +222,6 @@ func (s *Sink) start(k, dir string, next int64) *partWriter {
 func (s *Sink) Write(ctx context.Context, b sdk.Batch) error {
 	if err := s.failed(); err != nil {
 		return err
-	}
-	if b.Count == 0 {
-		s.ack(b.Seq)
-		return nil
 	}
 	k := key(b.Topic, b.Partition)
 	s.mu.Lock()
@@ -287,7 +303,7 @@ type partWriter struct {
 	dir  string
 	next int64 // durable next offset; -1 when nothing is stored
 	w    *segment.Writer
-	seqs []uint64
+	ids  []sdk.BatchID // batches whose end is in the open segment
 	ops  chan op
 }
 
@@ -330,7 +346,58 @@ func (pw *partWriter) do(fn func() error) error {
 	return nil
 }
 
+// write appends a batch to the open segment. Its frame goes to the segment as
+// it is; only a batch that must be cut (records already stored, or a segment
+// that fills up at segment_max_records) is decoded.
 func (pw *partWriter) write(b sdk.Batch) error {
+	defer b.Release()
+	s := pw.sink
+	stored := pw.next >= 0 && b.MinOffset < pw.next
+	room := s.cfg.SegmentMaxRecords <= 0 || b.Count <= s.cfg.SegmentMaxRecords-pw.records()
+	if stored || !room {
+		return pw.cut(b)
+	}
+	if err := pw.open(); err != nil {
+		return err
+	}
+	if err := pw.w.WriteFrame(b.Arrow, b.Bounds(), b.NextOffset); err != nil {
+		return err
+	}
+	pw.ids = append(pw.ids, b.ID())
+	s.records.Add(b.Count)
+	return pw.maybeCommit()
+}
+
+// records is the number of records in the open segment.
+func (pw *partWriter) records() int64 {
+	if pw.w == nil {
+		return 0
+	}
+	return pw.w.Records()
+}
+
+// open starts a segment unless one is open.
+func (pw *partWriter) open() error {
+	if pw.w != nil {
+		return nil
+	}
+	var err error
+	pw.w, err = segment.NewWriter(pw.dir, pw.sink.cfg.Compression)
+	return err
+}
+
+// maybeCommit commits the open segment once it is full.
+func (pw *partWriter) maybeCommit() error {
+	s := pw.sink
+	if pw.w.Size() >= s.cfg.SegmentMaxBytes || (s.cfg.SegmentMaxRecords > 0 && pw.w.Records() >= s.cfg.SegmentMaxRecords) {
+		return pw.commit()
+	}
+	return nil
+}
+
+// cut writes the part of b not yet stored, splitting it where segments fill
+// up at segment_max_records.
+func (pw *partWriter) cut(b sdk.Batch) error {
 	s := pw.sink
 	rec, err := record.DecodeWith(b.Arrow, s.pool)
 	if err != nil {
@@ -345,17 +412,15 @@ func (pw *partWriter) write(b sdk.Batch) error {
 		defer rec.Release()
 		s.skipped.Add(b.Count - rec.NumRows())
 		if rec.NumRows() == 0 {
-			s.ack(b.Seq)
+			s.ack(b.ID())
 			return nil
 		}
 	}
-	// Fill segments up to segment_max_records exactly, splitting the batch
-	// where needed. The batch is acked with the segment that gets its end.
+	// Fill segments up to segment_max_records exactly. The batch is acked
+	// with the segment that gets its end.
 	for start, n := int64(0), rec.NumRows(); start < n; {
-		if pw.w == nil {
-			if pw.w, err = segment.NewWriter(pw.dir, s.cfg.Compression); err != nil {
-				return err
-			}
+		if err := pw.open(); err != nil {
+			return err
 		}
 		end := n
 		if s.cfg.SegmentMaxRecords > 0 {
@@ -365,10 +430,8 @@ func (pw *partWriter) write(b sdk.Batch) error {
 			return err
 		}
 		start = end
-		if pw.w.Size() >= s.cfg.SegmentMaxBytes || (s.cfg.SegmentMaxRecords > 0 && pw.w.Records() >= s.cfg.SegmentMaxRecords) {
-			if err := pw.commit(); err != nil {
-				return err
-			}
+		if err := pw.maybeCommit(); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -390,7 +453,7 @@ func (pw *partWriter) writePart(rec arrow.RecordBatch, start, end int64, b sdk.B
 	next := bounds.MaxOffset + 1
 	if last {
 		next = b.NextOffset
-		pw.seqs = append(pw.seqs, b.Seq)
+		pw.ids = append(pw.ids, b.ID())
 	}
 	if err := pw.w.Write(part, bounds, next); err != nil {
 		return err
@@ -412,9 +475,9 @@ func (pw *partWriter) commit() error {
 	pw.next = e.NextOffset
 	pw.sink.segments.Add(1)
 	pw.sink.bytes.Add(e.Size)
-	if len(pw.seqs) > 0 {
-		pw.sink.ack(pw.seqs...)
-		pw.seqs = nil
+	if len(pw.ids) > 0 {
+		pw.sink.ack(pw.ids...)
+		pw.ids = nil
 	}
 	return nil
 }

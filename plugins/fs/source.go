@@ -6,8 +6,7 @@ import (
 	"io"
 	"path"
 	"slices"
-
-	"github.com/apache/arrow-go/v18/arrow"
+	"sync/atomic"
 
 	"github.com/kpipe/kpipe/sdk"
 	"github.com/kpipe/kpipe/sdk/param"
@@ -35,21 +34,30 @@ type work struct {
 }
 
 // Source reads a backup back as batches, partition by partition, each in
-// offset order.
+// offset order. It reads every segment it needs once, from start to end,
+// checking its checksum as it goes, and passes its frames on as they are
+// stored; it decodes only a batch that a resume position cuts.
 type Source struct {
 	sdk.UnimplementedSource
+	storage
 	cfg    sourceConfig
 	backup segment.Backup
 	queue  []work
 	cur    *segment.Reader
 	curW   work
-	next   arrow.RecordBatch // read ahead by one to know the segment's last batch
+	meta   *sdk.Metadata // sent with the first Read
+	next   int64         // position after the last batch of the current segment
+	pool   *record.Pool  // frames handed to the SDK until sent
 
-	segmentsRead, segmentsPruned, recordsPruned, recordsRead int64
+	segmentsRead, segmentsPruned, recordsPruned, recordsRead, bytesRead atomic.Int64
 }
 
 // NewSource returns the fs source.
-func NewSource() sdk.Source { return &Source{} }
+func NewSource() sdk.Source {
+	s := &Source{pool: record.NewPoolWithLimit(16 << 20)}
+	s.storage = storage{root: &s.cfg.Path}
+	return s
+}
 
 func (s *Source) Spec() sdk.Spec {
 	return sdk.Spec{Name: "fs", Version: sdk.Version, Summary: "backups as Arrow segments on a local file system", Config: &s.cfg}
@@ -76,6 +84,10 @@ func (s *Source) wanted(topic string, partition int32) bool {
 	if len(s.cfg.Partitions) > 0 && !slices.Contains(s.cfg.Partitions, partition) {
 		return false
 	}
+	return s.wantedTopic(topic)
+}
+
+func (s *Source) wantedTopic(topic string) bool {
 	if len(s.cfg.Topics) == 0 {
 		return true
 	}
@@ -87,9 +99,14 @@ func (s *Source) wanted(topic string, partition int32) bool {
 	return false
 }
 
+// window is the source's time window.
+func (s *Source) window() record.Window {
+	return record.Window{Start: s.cfg.TimeWindowStart, End: s.cfg.TimeWindowEnd}
+}
+
 // Open plans the segments to read: wanted partitions, segments that can hold
 // records of the time window, and only what lies at or after resume.
-func (s *Source) Open(_ context.Context, resume []sdk.Position) error {
+func (s *Source) Open(_ context.Context, o sdk.SourceOptions) error {
 	s.backup = segment.Backup{Root: s.cfg.Path, ID: s.cfg.BackupID}
 	if _, err := s.backup.ReadInfo(); err != nil {
 		return err
@@ -98,40 +115,55 @@ func (s *Source) Open(_ context.Context, resume []sdk.Position) error {
 	if err != nil {
 		return err
 	}
+	meta, err := readMetadata(s.backup, parts)
+	if err != nil {
+		return err
+	}
+	s.meta = &sdk.Metadata{}
+	for _, t := range meta.Topics {
+		if s.wantedTopic(t.Name) {
+			s.meta.Topics = append(s.meta.Topics, t)
+		}
+	}
 	from := map[string]int64{}
-	for _, p := range resume {
+	for _, p := range o.Resume {
 		from[key(p.Topic, p.Partition)] = p.NextOffset
 	}
+	win := s.window()
 	for _, p := range parts {
 		if !s.wanted(p.Topic, p.Partition) {
 			continue
 		}
 		start, resumed := from[key(p.Topic, p.Partition)]
 		dir := s.backup.PartitionDir(p.Topic, p.Partition)
-		var planned []work
 		for _, e := range p.Entries {
 			if resumed && e.NextOffset <= start {
 				continue
 			}
-			if !e.Overlaps(s.cfg.TimeWindowStart, s.cfg.TimeWindowEnd) {
-				s.segmentsPruned++
-				s.recordsPruned += e.Records
+			if !win.Overlaps(e.MinTimestamp, e.MaxTimestamp) {
+				s.segmentsPruned.Add(1)
+				s.recordsPruned.Add(e.Records)
 				continue
 			}
 			w := work{dir: dir, entry: e, topic: p.Topic, part: p.Partition, from: -1}
 			if resumed {
 				w.from = start
 			}
-			planned = append(planned, w)
+			s.queue = append(s.queue, w)
 		}
-		s.queue = append(s.queue, planned...)
 	}
 	return nil
 }
 
-// Read returns the next batch: one record batch of a segment, with the
-// records below a resume position cut off.
+// Read returns the next batch: one frame of a segment as stored, or, at a
+// segment's end, a batch that only moves the position past it. Batches
+// wholly outside the time window are skipped.
 func (s *Source) Read(ctx context.Context) (sdk.Batch, error) {
+	if s.meta != nil {
+		m := s.meta
+		s.meta = nil
+		return sdk.Batch{Metadata: m}, nil
+	}
 	for {
 		if err := ctx.Err(); err != nil {
 			return sdk.Batch{}, err
@@ -141,101 +173,106 @@ func (s *Source) Read(ctx context.Context) (sdk.Batch, error) {
 				return sdk.Batch{}, io.EOF
 			}
 			s.curW, s.queue = s.queue[0], s.queue[1:]
-			if s.cfg.VerifyChecksums {
-				if err := segment.Verify(s.curW.dir, s.curW.entry); err != nil {
-					return sdk.Batch{}, err
-				}
-			}
-			r, err := segment.Open(s.curW.dir, s.curW.entry)
+			r, err := segment.OpenVerified(s.curW.dir, s.curW.entry, s.cfg.VerifyChecksums)
 			if err != nil {
 				return sdk.Batch{}, err
 			}
-			s.cur = r
-			s.segmentsRead++
-			if s.next, err = r.Next(); err != nil {
-				return sdk.Batch{}, fmt.Errorf("segment %s is empty: %w", s.curW.entry.File, err)
+			s.cur, s.next = r, -1
+			s.segmentsRead.Add(1)
+		}
+		frame, err := s.cur.NextFrame()
+		if err == io.EOF {
+			s.closeSegment()
+			if end := s.curW.entry.NextOffset; end > s.next {
+				// The segment's position lies past its last record
+				// (transaction markers, say): move there.
+				return sdk.Batch{Envelope: sdk.Envelope{Topic: s.curW.topic, Partition: s.curW.part, NextOffset: end}}, nil
 			}
+			continue
 		}
-		rec := s.next
-		var err error
-		s.next, err = s.cur.Next()
-		endOfSegment := err == io.EOF
-		if err != nil && !endOfSegment {
-			rec.Release()
-			return sdk.Batch{}, err
-		}
-		if endOfSegment {
-			s.cur.Close()
-			s.cur = nil
-		}
-		b, err := s.batch(rec, endOfSegment)
-		rec.Release()
 		if err != nil {
 			return sdk.Batch{}, err
 		}
-		if b.Count > 0 {
-			s.recordsRead += b.Count
+		b, ok, err := s.batch(frame)
+		if err != nil {
+			return sdk.Batch{}, fmt.Errorf("segment %s: %w", s.curW.entry.File, err)
+		}
+		if ok {
+			s.recordsRead.Add(b.Count)
 			return b, nil
 		}
 	}
 }
 
-func (s *Source) batch(rec arrow.RecordBatch, endOfSegment bool) (sdk.Batch, error) {
+func (s *Source) closeSegment() {
+	s.bytesRead.Add(s.cur.BytesRead())
+	s.cur.Close()
+	s.cur = nil
+}
+
+// batch turns a frame into a batch; ok is false for a frame with nothing to
+// send (outside the window, or below the resume position).
+func (s *Source) batch(frame []byte) (sdk.Batch, bool, error) {
+	bounds, err := record.FrameBounds(frame)
+	if err != nil {
+		return sdk.Batch{}, false, err
+	}
+	env := sdk.Envelope{Topic: s.curW.topic, Partition: s.curW.part, NextOffset: bounds.MaxOffset + 1}
+	s.next = env.NextOffset
+	if !s.window().Overlaps(bounds.MinTimestamp, bounds.MaxTimestamp) {
+		s.recordsPruned.Add(bounds.Count)
+		return sdk.Batch{}, false, nil
+	}
+	if from := s.curW.from; from >= 0 && bounds.MinOffset < from {
+		if bounds.MaxOffset < from {
+			return sdk.Batch{}, false, nil
+		}
+		return s.cutBelow(frame, env, from)
+	}
+	env.SetBounds(bounds)
+	buf := s.pool.Allocate(len(frame))
+	copy(buf, frame)
+	return sdk.Batch{Envelope: env, Arrow: buf}.WithRelease(func() { s.pool.Free(buf) }), true, nil
+}
+
+// cutBelow returns the records of frame at or after offset from.
+func (s *Source) cutBelow(frame []byte, env sdk.Envelope, from int64) (sdk.Batch, bool, error) {
+	rec, err := record.Decode(frame)
+	if err != nil {
+		return sdk.Batch{}, false, err
+	}
+	defer rec.Release()
 	v, err := record.NewView(rec)
 	if err != nil {
-		return sdk.Batch{}, err
+		return sdk.Batch{}, false, err
 	}
-	if s.curW.from >= 0 {
-		i := 0
-		for i < v.Len() && v.Offset(i) < s.curW.from {
-			i++
-		}
-		if i > 0 {
-			rec = rec.NewSlice(int64(i), rec.NumRows())
-			defer rec.Release()
-			if v, err = record.NewView(rec); err != nil {
-				return sdk.Batch{}, err
-			}
-		}
+	i := 0
+	for i < v.Len() && v.Offset(i) < from {
+		i++
 	}
-	bounds := v.Bounds()
-	next := bounds.MaxOffset + 1
-	if endOfSegment {
-		next = max(next, s.curW.entry.NextOffset)
+	bld := record.NewBuilder(nil)
+	defer bld.Release()
+	for j := i; j < v.Len(); j++ {
+		r := v.Record(j)
+		bld.Append(&r)
 	}
-	env := sdk.Envelope{
-		Topic: s.curW.topic, Partition: s.curW.part, Count: bounds.Count,
-		MinOffset: bounds.MinOffset, MaxOffset: bounds.MaxOffset,
-		MinTimestamp: bounds.MinTimestamp, MaxTimestamp: bounds.MaxTimestamp,
-		NextOffset: next,
-	}
-	if bounds.Count == 0 {
-		return sdk.Batch{Envelope: env}, nil
-	}
-	data, err := record.Encode(rec)
-	if err != nil {
-		return sdk.Batch{}, err
-	}
-	return sdk.Batch{Envelope: env, Arrow: data}, nil
+	b, err := sdk.NewBatch(env.Topic, env.Partition, bld, env.NextOffset)
+	return b, err == nil, err
 }
 
 func (s *Source) Metrics() map[string]int64 {
 	return map[string]int64{
-		"segments_read":   s.segmentsRead,
-		"segments_pruned": s.segmentsPruned,
-		"records_pruned":  s.recordsPruned,
-		"records_read":    s.recordsRead,
+		"segments_read":   s.segmentsRead.Load(),
+		"segments_pruned": s.segmentsPruned.Load(),
+		"records_pruned":  s.recordsPruned.Load(),
+		"records_read":    s.recordsRead.Load(),
+		"bytes_read":      s.bytesRead.Load(),
 	}
 }
 
 func (s *Source) Teardown(context.Context) error {
-	if s.next != nil {
-		s.next.Release()
-		s.next = nil
-	}
 	if s.cur != nil {
-		s.cur.Close()
-		s.cur = nil
+		s.closeSegment()
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -38,11 +39,23 @@ type Sink struct {
 	// producing holds the topics records were produced to.
 	producing map[string]bool
 
+	// planned holds the partitions the metadata asks each topic to have.
+	planned map[string]int32
+	dec     *record.Decoder
+	pool    *record.Pool
+
 	mu          sync.Mutex
-	outstanding map[uint64]int
+	outstanding map[sdk.BatchID]*inFlight
 	err         error
 	produced    int64
 	created     int64
+}
+
+// inFlight is a batch whose records the producer has not all acknowledged:
+// its decoded records stay alive until then.
+type inFlight struct {
+	left int
+	rec  arrow.RecordBatch
 }
 
 // NewSink returns the kafka sink.
@@ -70,7 +83,10 @@ func (s *Sink) Open(ctx context.Context, ack sdk.Acker) error {
 	s.ack = ack
 	s.topo = map[string]int{}
 	s.producing = map[string]bool{}
-	s.outstanding = map[uint64]int{}
+	s.outstanding = map[sdk.BatchID]*inFlight{}
+	s.planned = map[string]int32{}
+	s.pool = record.NewPool()
+	s.dec = record.NewDecoder(s.pool)
 	var err error
 	s.cl, s.adm, err = connect(ctx, s.cfg.BootstrapServers, s.cfg.ConnectTimeout,
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
@@ -90,7 +106,7 @@ func (s *Sink) ensure(ctx context.Context, topic string, partition int32) error 
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.ConnectTimeout)
 	defer cancel()
-	want := max(int(partition)+1, int(s.cfg.TopicPartitions[topic]))
+	want := max(int(partition)+1, int(s.cfg.TopicPartitions[topic]), int(s.planned[topic]))
 	for changed := false; ; {
 		have, exists, err := s.partitions(ctx, topic)
 		if err != nil {
@@ -174,37 +190,48 @@ func (s *Sink) partitions(ctx context.Context, topic string) (int, bool, error) 
 	return len(d.Partitions), true, nil
 }
 
+// WriteMetadata learns the partitions each topic should have: a topic this
+// sink creates gets them all, even those no batch needs.
+func (s *Sink) WriteMetadata(_ context.Context, m sdk.Metadata) error {
+	for _, t := range m.Topics {
+		s.planned[t.Name] = max(s.planned[t.Name], t.Partitions)
+	}
+	return nil
+}
+
+// Write decodes the batch once and hands its records to the producer; the
+// batch is acknowledged, and its memory released, once every record is.
 func (s *Sink) Write(ctx context.Context, b sdk.Batch) error {
 	if err := s.failed(); err != nil {
 		return err
-	}
-	if b.Count == 0 {
-		s.ack(b.Seq)
-		return nil
 	}
 	if err := s.ensure(ctx, b.Topic, b.Partition); err != nil {
 		return err
 	}
 	s.producing[b.Topic] = true
-	v, err := record.DecodeView(b.Arrow)
+	rec, err := s.dec.Decode(b.Arrow)
 	if err != nil {
 		return err
 	}
-	// The records alias the batch's bytes, which stay alive (garbage
-	// collected memory) until the producer is done with them.
+	v, err := record.NewView(rec)
+	if err != nil {
+		rec.Release()
+		return err
+	}
+	// The records alias the decoded batch (and, uncompressed, the frame),
+	// which stay alive until the producer is done with them.
 	n := v.Len()
+	id := b.ID()
 	s.mu.Lock()
-	s.outstanding[b.Seq] = n
+	s.outstanding[id] = &inFlight{left: n, rec: rec}
 	s.mu.Unlock()
-	seq := b.Seq
+	recs := make([]kgo.Record, n)
+	done := func(_ *kgo.Record, err error) { s.done(id, err) }
 	for i := range n {
-		r := &kgo.Record{
-			Topic:     b.Topic,
-			Partition: b.Partition,
-			Key:       v.Key(i),
-			Value:     v.Value(i),
-			Timestamp: time.UnixMilli(v.Timestamp(i)),
-		}
+		r := &recs[i]
+		r.Topic, r.Partition = b.Topic, b.Partition
+		r.Key, r.Value = v.Key(i), v.Value(i)
+		r.Timestamp = time.UnixMilli(v.Timestamp(i))
 		if nh := v.NumHeaders(i); nh > 0 {
 			r.Headers = make([]kgo.RecordHeader, nh)
 			for j := range nh {
@@ -212,12 +239,12 @@ func (s *Sink) Write(ctx context.Context, b sdk.Batch) error {
 				r.Headers[j] = kgo.RecordHeader{Key: h.Key, Value: h.Value}
 			}
 		}
-		s.cl.Produce(ctx, r, func(_ *kgo.Record, err error) { s.done(seq, err) })
+		s.cl.Produce(ctx, r, done)
 	}
 	return nil
 }
 
-func (s *Sink) done(seq uint64, err error) {
+func (s *Sink) done(id sdk.BatchID, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err != nil {
@@ -227,10 +254,12 @@ func (s *Sink) done(seq uint64, err error) {
 		return
 	}
 	s.produced++
-	s.outstanding[seq]--
-	if s.outstanding[seq] == 0 {
-		delete(s.outstanding, seq)
-		s.ack(seq)
+	f := s.outstanding[id]
+	f.left--
+	if f.left == 0 {
+		delete(s.outstanding, id)
+		f.rec.Release()
+		s.ack(id)
 	}
 }
 
@@ -257,6 +286,9 @@ func (s *Sink) Teardown(context.Context) error {
 	if s.cl != nil {
 		s.cl.Close()
 		s.cl = nil
+	}
+	if s.dec != nil {
+		s.dec.Close()
 	}
 	return nil
 }

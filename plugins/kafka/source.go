@@ -9,9 +9,11 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kpipe/kpipe/sdk"
@@ -25,11 +27,11 @@ type sourceConfig struct {
 	Continuous       bool          `param:"continuous" default:"false" help:"keep reading new records until stopped; when false, stop at the end offsets taken at start"`
 	IsolationLevel   string        `param:"isolation_level" default:"read_committed" help:"read_committed (only committed transactional data) or read_uncommitted"`
 	ConnectTimeout   time.Duration `param:"connect_timeout" default:"30s" help:"how long to wait for the cluster to answer at start"`
-	FetchMaxBytes    int32         `param:"fetch_max_partition_bytes" default:"1048576" help:"most bytes fetched per partition per request; bounds a batch"`
 }
 
 type partState struct {
 	topic     string
+	id        sdk.TopicID
 	partition int32
 	next      int64 // next offset to read
 	end       int64 // stop here in snapshot mode
@@ -37,16 +39,24 @@ type partState struct {
 }
 
 // Source reads Kafka partitions into batches, one per fetched partition.
+// Its fetches are sized in decompressed bytes: it learns how well the data
+// compresses from each fetched batch and asks the brokers for no more
+// compressed bytes than fit its share of the host's in-flight budget, so
+// its memory does not depend on the data.
 type Source struct {
 	sdk.UnimplementedSource
 	cfg     sourceConfig
 	cl      *kgo.Client
 	adm     *kadm.Client
+	pool    *record.Pool
+	pools   *fetchPools
 	bld     *record.Builder
 	parts   map[string]*partState
 	pending []sdk.Batch
+	meta    *sdk.Metadata // sent with the first Read
+	sizer   *fetchSizer
 
-	records, batches int64
+	records, batches atomic.Int64
 }
 
 // NewSource returns the kafka source.
@@ -111,7 +121,7 @@ func key(topic string, partition int32) string { return fmt.Sprintf("%s/%d", top
 // Open resolves the topics, takes the end offsets (the snapshot a
 // non-continuous backup stops at) and starts consuming each partition from
 // its resume position or its start.
-func (s *Source) Open(ctx context.Context, resume []sdk.Position) error {
+func (s *Source) Open(ctx context.Context, o sdk.SourceOptions) error {
 	readCommitted := s.cfg.IsolationLevel == "read_committed"
 	var err error
 	s.cl, s.adm, err = connect(ctx, s.cfg.BootstrapServers, s.cfg.ConnectTimeout)
@@ -140,34 +150,50 @@ func (s *Source) Open(ctx context.Context, resume []sdk.Position) error {
 	if err := ends.Error(); err != nil {
 		return fmt.Errorf("list end offsets: %w", err)
 	}
+	s.meta = &sdk.Metadata{}
+	for _, t := range topics {
+		d := details[t]
+		tm := sdk.TopicMetadata{Name: t, ID: sdk.TopicID(d.ID), Partitions: int32(len(d.Partitions))}
+		if p, ok := d.Partitions[0]; ok {
+			tm.ReplicationFactor = int32(len(p.Replicas))
+		}
+		s.meta.Topics = append(s.meta.Topics, tm)
+	}
 	from := map[string]int64{}
-	for _, p := range resume {
+	for _, p := range o.Resume {
 		from[key(p.Topic, p.Partition)] = p.NextOffset
 	}
 	s.parts = map[string]*partState{}
 	consume := map[string]map[int32]kgo.Offset{}
-	ends.Each(func(o kadm.ListedOffset) {
-		st := &partState{topic: o.Topic, partition: o.Partition, next: 0, end: o.Offset}
+	ends.Each(func(lo kadm.ListedOffset) {
+		st := &partState{topic: lo.Topic, id: sdk.TopicID(details[lo.Topic].ID), partition: lo.Partition, next: 0, end: lo.Offset}
 		off := kgo.NewOffset().AtStart()
-		if n, ok := from[key(o.Topic, o.Partition)]; ok {
+		if n, ok := from[key(lo.Topic, lo.Partition)]; ok {
 			st.next = n
 			off = kgo.NewOffset().At(n)
 		}
-		s.parts[key(o.Topic, o.Partition)] = st
+		s.parts[key(lo.Topic, lo.Partition)] = st
 		if !s.cfg.Continuous && st.next >= st.end {
 			st.done = true
 			return
 		}
-		if consume[o.Topic] == nil {
-			consume[o.Topic] = map[int32]kgo.Offset{}
+		if consume[lo.Topic] == nil {
+			consume[lo.Topic] = map[int32]kgo.Offset{}
 		}
-		consume[o.Topic][o.Partition] = off
+		consume[lo.Topic][lo.Partition] = off
 	})
+	s.sizer = newFetchSizer(o.InFlightBytes)
+	s.pool = record.NewPoolWithLimit(s.sizer.budget)
+	s.pools = newFetchPools(s.pool, s.sizer)
+	wire := s.sizer.wire()
 	opts := []kgo.Opt{
 		kgo.ConsumePartitions(consume),
 		kgo.KeepControlRecords(),
-		kgo.FetchMaxPartitionBytes(s.cfg.FetchMaxBytes),
+		kgo.FetchMaxBytes(wire),
+		kgo.FetchMaxPartitionBytes(wire),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.WithHooks(s.sizer),
+		kgo.WithPools(s.pools),
 	}
 	if readCommitted {
 		opts = append(opts, kgo.FetchIsolationLevel(kgo.ReadCommitted()))
@@ -189,23 +215,31 @@ func (s *Source) allDone() bool {
 }
 
 // Read returns the next batch; io.EOF once every partition has reached its
-// end offset (not in continuous mode).
+// end offset (not in continuous mode). The first Read returns the metadata
+// of the topics.
 func (s *Source) Read(ctx context.Context) (sdk.Batch, error) {
+	if s.meta != nil {
+		m := s.meta
+		s.meta = nil
+		return sdk.Batch{Metadata: m}, nil
+	}
 	for len(s.pending) == 0 {
 		if !s.cfg.Continuous && s.allDone() {
 			return sdk.Batch{}, io.EOF
 		}
 		fetches := s.cl.PollFetches(ctx)
 		if err := ctx.Err(); err != nil {
+			recycle(fetches)
 			return sdk.Batch{}, err
 		}
 		var ferr error
 		fetches.EachError(func(t string, p int32, err error) {
 			if !errors.Is(err, context.Canceled) && ferr == nil {
-				ferr = fmt.Errorf("fetch %s/%d: %w", t, p, err)
+				ferr = s.partitionError(t, p, err)
 			}
 		})
 		if ferr != nil {
+			recycle(fetches)
 			return sdk.Batch{}, ferr
 		}
 		var finished map[string][]int32
@@ -231,18 +265,39 @@ func (s *Source) Read(ctx context.Context) (sdk.Batch, error) {
 				finished[fp.Topic] = append(finished[fp.Topic], fp.Partition)
 			}
 		})
+		recycle(fetches)
 		if berr != nil {
 			return sdk.Batch{}, berr
 		}
 		if finished != nil {
 			s.cl.RemoveConsumePartitions(finished)
 		}
+		if wire, changed := s.sizer.resize(); changed {
+			s.cl.UpdateFetchMaxBytes(wire, wire)
+		}
 	}
 	b := s.pending[0]
 	s.pending = s.pending[1:]
-	s.records += b.Count
-	s.batches++
+	s.records.Add(b.Count)
+	s.batches.Add(1)
 	return b, nil
+}
+
+// partitionError types a fetch error of one partition.
+func (s *Source) partitionError(topic string, partition int32, err error) error {
+	pe := &sdk.PartitionError{Topic: topic, Partition: partition, Offset: -1, Err: fmt.Errorf("fetch: %w", err)}
+	if st := s.parts[key(topic, partition)]; st != nil {
+		pe.Offset = st.next
+	}
+	if ke := (*kerr.Error)(nil); errors.As(err, &ke) {
+		pe.Code, pe.Retryable = ke.Message, ke.Retriable
+	}
+	return pe
+}
+
+// recycle gives the fetched records back to their pools, once copied.
+func recycle(fs kgo.Fetches) {
+	fs.EachRecord(func(r *kgo.Record) { r.Recycle() })
 }
 
 // toBatch turns the fetched records of one partition into a batch. Control
@@ -250,9 +305,10 @@ func (s *Source) Read(ctx context.Context) (sdk.Batch, error) {
 // position; records at or past the snapshot end are left for a later run.
 func (s *Source) toBatch(st *partState, recs []*kgo.Record) (sdk.Batch, error) {
 	if s.bld == nil {
-		// The builder's buffers go back to the pool once a batch is
-		// encoded, so reading batch after batch reuses the same memory.
-		s.bld = record.NewBuilder(record.NewPool())
+		// The builder's buffers come from the pool, and go back to it once
+		// the SDK has encoded the batch: reading batch after batch reuses
+		// the same memory.
+		s.bld = record.NewBuilder(s.pool)
 	}
 	bld := s.bld
 	var sz record.Sizes
@@ -288,11 +344,17 @@ func (s *Source) toBatch(st *partState, recs []*kgo.Record) (sdk.Batch, error) {
 		return sdk.Batch{}, nil
 	}
 	st.next = next
-	return sdk.NewBatch(st.topic, st.partition, bld, next)
+	b, err := sdk.NewBatch(st.topic, st.partition, bld, next)
+	b.TopicID = st.id
+	return b, err
 }
 
 func (s *Source) Metrics() map[string]int64 {
-	return map[string]int64{"records_read": s.records, "batches_read": s.batches}
+	m := map[string]int64{"records_read": s.records.Load(), "batches_read": s.batches.Load()}
+	if s.sizer != nil {
+		m["fetch_max_bytes"] = int64(s.sizer.current.Load())
+	}
+	return m
 }
 
 func (s *Source) Teardown(context.Context) error {

@@ -1,9 +1,12 @@
 // Command kpipe-plugin-remap renames topics and moves partitions: it changes
-// only a batch's envelope, so records pass through untouched.
+// only a batch's envelope, so it never receives the records, which flow past
+// it from the stage before to the stage after. It rewrites the topics'
+// metadata the same way.
 package main
 
 import (
 	"context"
+	"errors"
 	"strconv"
 
 	"github.com/kpipe/kpipe/sdk"
@@ -57,12 +60,47 @@ func (r *Remap) Configure(context.Context) error {
 	return nil
 }
 
-func (r *Remap) Process(_ context.Context, b sdk.Batch) ([]sdk.Batch, error) {
-	if t, ok := r.cfg.TopicMapping[b.Topic]; ok {
-		b.Topic = t
+// Process is never called: Remap is an sdk.EnvelopeTransform.
+func (r *Remap) Process(context.Context, sdk.Batch) ([]sdk.Batch, error) {
+	return nil, errors.New("remap works on envelopes only")
+}
+
+// ProcessEnvelope renames the batch's topic and moves its partition.
+func (r *Remap) ProcessEnvelope(_ context.Context, e sdk.Envelope) (sdk.Envelope, bool, error) {
+	if t, ok := r.cfg.TopicMapping[e.Topic]; ok {
+		e.Topic = t
 	}
-	if p, ok := r.parts[b.Partition]; ok {
-		b.Partition = p
+	if p, ok := r.parts[e.Partition]; ok {
+		e.Partition = p
 	}
-	return []sdk.Batch{b}, nil
+	return e, true, nil
+}
+
+// ProcessMetadata renames topics; a topic whose partitions move gets as
+// many partitions as its records land in. Topics mapped onto one name
+// merge.
+func (r *Remap) ProcessMetadata(_ context.Context, m sdk.Metadata) (sdk.Metadata, error) {
+	var out sdk.Metadata
+	index := map[string]int{}
+	for _, t := range m.Topics {
+		if name, ok := r.cfg.TopicMapping[t.Name]; ok {
+			t.Name = name
+			t.ID = sdk.TopicID{} // a new topic, or another incarnation
+		}
+		n := int32(0)
+		for p := range t.Partitions {
+			if q, ok := r.parts[p]; ok {
+				p = q
+			}
+			n = max(n, p+1)
+		}
+		t.Partitions = n
+		if i, ok := index[t.Name]; ok {
+			out.Topics[i].Partitions = max(out.Topics[i].Partitions, t.Partitions)
+			continue
+		}
+		index[t.Name] = len(out.Topics)
+		out.Topics = append(out.Topics, t)
+	}
+	return out, nil
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"testing"
 
 	"github.com/kpipe/kpipe/sdk"
@@ -24,14 +25,40 @@ func TestRemapRenamesTopicsAndMovesPartitions(t *testing.T) {
 		wantTopic string
 		wantPart  int32
 	}{{"orders", 0, "orders-restored", 0}, {"orders", 1, "orders-restored", 0}, {"orders", 2, "orders-restored", 1}, {"payments", 3, "payments", 3}} {
-		in := sdk.Batch{Envelope: sdk.Envelope{Topic: c.topic, Partition: c.part, Count: 1}, Arrow: []byte{1, 2, 3}, Seq: 9}
-		out, err := r.Process(context.Background(), in)
+		in := sdk.Envelope{Seq: 9, Topic: c.topic, Partition: c.part, Count: 1, MinOffset: 4, MaxOffset: 4, NextOffset: 5}
+		out, keep, err := r.ProcessEnvelope(context.Background(), in)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(out) != 1 || out[0].Topic != c.wantTopic || out[0].Partition != c.wantPart || out[0].Seq != 9 || &out[0].Arrow[0] != &in.Arrow[0] {
-			t.Fatalf("%s/%d became %+v, want %s/%d with the same bytes", c.topic, c.part, out, c.wantTopic, c.wantPart)
+		want := in
+		want.Topic, want.Partition = c.wantTopic, c.wantPart
+		if !keep || out != want {
+			t.Fatalf("%s/%d became %+v (keep %v), want %+v", c.topic, c.part, out, keep, want)
 		}
+	}
+	// The topics' metadata follows: renamed, with as many partitions as
+	// the moved ones land in.
+	m, err := r.ProcessMetadata(context.Background(), sdk.Metadata{Topics: []sdk.TopicMetadata{
+		{Name: "orders", ID: sdk.TopicID{1}, Partitions: 3, ReplicationFactor: 3},
+		{Name: "payments", ID: sdk.TopicID{2}, Partitions: 4},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// orders: partitions 0 and 1 land in 0, 2 in 1; a renamed topic is a
+	// new incarnation, so its ID goes. payments keeps its name and ID; its
+	// partition 3 stays 3.
+	got := fmt.Sprintf("%+v", m.Topics)
+	if exp := "[{Name:orders-restored ID: Partitions:2 ReplicationFactor:3 Configs:map[]} {Name:payments ID:AgAAAAAAAAAAAAAAAAAAAA Partitions:4 ReplicationFactor:0 Configs:map[]}]"; got != exp {
+		t.Fatalf("metadata %s\nwant     %s", got, exp)
+	}
+}
+
+// TestRemapIsEnvelopeOnly: remap never receives batch bytes.
+func TestRemapIsEnvelopeOnly(t *testing.T) {
+	var tf sdk.Transform = New()
+	if _, ok := tf.(sdk.EnvelopeTransform); !ok {
+		t.Fatal("remap does not implement sdk.EnvelopeTransform: batch bytes would pass through it")
 	}
 }
 

@@ -37,3 +37,24 @@ func DecodeView(frame []byte) (*View, error) {
 	}
 	return v, nil
 }
+
+// Size is the bytes of rec's buffers: what it holds in memory, and about
+// the size of its uncompressed frame.
+func Size(rec arrow.RecordBatch) int64 {
+	var n int64
+	var add func(d arrow.ArrayData)
+	add = func(d arrow.ArrayData) {
+		for _, b := range d.Buffers() {
+			if b != nil {
+				n += int64(b.Len())
+			}
+		}
+		for _, c := range d.Children() {
+			add(c)
+		}
+	}
+	for _, c := range rec.Columns() {
+		add(c.Data())
+	}
+	return n
+}

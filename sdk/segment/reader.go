@@ -126,16 +126,33 @@ func (r *Reader) NextFrame() ([]byte, error) {
 		return nil, fmt.Errorf("read segment %s: %w", r.path, record.ErrNoEndOfStream)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read segment %s batch %d: %w", r.path, r.i, err)
+		return nil, r.damaged(fmt.Errorf("read segment %s batch %d: %w", r.path, r.i, err))
 	}
 	r.frame = frame
 	info, err := record.Inspect(frame)
 	if err != nil {
-		return nil, fmt.Errorf("read segment %s batch %d: %w", r.path, r.i, err)
+		return nil, r.damaged(fmt.Errorf("read segment %s batch %d: %w", r.path, r.i, err))
 	}
 	r.i++
 	r.rows += info.Rows
 	return frame, nil
+}
+
+// damaged explains a segment that cannot be parsed: when its checksum is
+// checked and does not match (the usual cause), by the checksum, which the
+// rest of the file is read for; otherwise by err.
+func (r *Reader) damaged(err error) error {
+	r.done = true
+	if !r.verify {
+		return err
+	}
+	if _, cerr := io.Copy(io.Discard, r.in); cerr != nil {
+		return err
+	}
+	if cerr := checkSum(r.path, r.entry, r.n, r.crc.Sum32()); cerr != nil {
+		return cerr
+	}
+	return err
 }
 
 // end checks what was read against the manifest entry at the end-of-stream

@@ -30,6 +30,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/kpipe/kpipe/sdk/record"
 )
 
 // FormatName and FormatVersion identify the backup layout in backup.json.
@@ -68,13 +70,7 @@ type Entry struct {
 // Overlaps reports whether the segment may hold a record with a timestamp in
 // [start, end] (bounds inclusive; a negative bound is open).
 func (e Entry) Overlaps(start, end int64) bool {
-	if start >= 0 && e.MaxTimestamp < start {
-		return false
-	}
-	if end >= 0 && e.MinTimestamp > end {
-		return false
-	}
-	return true
+	return record.Window{Start: start, End: end}.Overlaps(e.MinTimestamp, e.MaxTimestamp)
 }
 
 // Info is backup.json.
@@ -289,4 +285,65 @@ func RepairPartition(dir string) ([]Entry, error) {
 		}
 	}
 	return entries, nil
+}
+
+// MetadataName is the file of a backup that describes its topics.
+const MetadataName = "metadata.json"
+
+// Topic is what a backup keeps of a topic, for a restore to recreate it.
+type Topic struct {
+	Name string `json:"name"`
+	// ID is the Kafka topic ID of the incarnation backed up (URL-safe
+	// base64, as Kafka prints it); empty when unknown.
+	ID                string            `json:"topic_id,omitempty"`
+	Partitions        int32             `json:"partitions"`
+	ReplicationFactor int32             `json:"replication_factor,omitempty"`
+	Configs           map[string]string `json:"configs,omitempty"`
+}
+
+// Metadata is metadata.json: the backup's topics, sorted by name.
+type Metadata struct {
+	Topics []Topic `json:"topics"`
+}
+
+// ReadMetadata reads metadata.json; ok is false when the backup has none
+// (it was written before kpipe stored it).
+func (b Backup) ReadMetadata() (m Metadata, ok bool, err error) {
+	data, err := os.ReadFile(filepath.Join(b.Dir(), MetadataName))
+	if errors.Is(err, os.ErrNotExist) {
+		return Metadata{}, false, nil
+	}
+	if err != nil {
+		return Metadata{}, false, fmt.Errorf("backup %q: %w", b.ID, err)
+	}
+	if err := json.Unmarshal(data, &m); err != nil {
+		return Metadata{}, false, fmt.Errorf("backup %q: %s is corrupt: %v", b.ID, MetadataName, err)
+	}
+	return m, true, nil
+}
+
+// MergeMetadata stores the topics of m in metadata.json, replacing those of
+// the same name and keeping the others, atomically.
+func (b Backup) MergeMetadata(m Metadata) error {
+	old, _, err := b.ReadMetadata()
+	if err != nil {
+		return err
+	}
+	byName := map[string]Topic{}
+	for _, t := range old.Topics {
+		byName[t.Name] = t
+	}
+	for _, t := range m.Topics {
+		byName[t.Name] = t
+	}
+	out := Metadata{Topics: make([]Topic, 0, len(byName))}
+	for _, t := range byName {
+		out.Topics = append(out.Topics, t)
+	}
+	sort.Slice(out.Topics, func(i, j int) bool { return out.Topics[i].Name < out.Topics[j].Name })
+	data, err := json.MarshalIndent(out, "", "  ")
+	if err != nil {
+		return err
+	}
+	return WriteFileAtomic(filepath.Join(b.Dir(), MetadataName), data)
 }
