@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"runtime"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -78,12 +80,14 @@ type SourceOpen struct {
 // TransformOpen is how the host opens a transform.
 type TransformOpen struct {
 	Codec                   record.Codec
+	InFlightBytes           int64
 	MetricsInterval         time.Duration
 	InPeerCert, OutPeerCert []byte
 }
 
 // SinkOpen is how the host opens a sink.
 type SinkOpen struct {
+	InFlightBytes   int64
 	MetricsInterval time.Duration
 	InPeerCert      []byte
 }
@@ -178,6 +182,21 @@ func asPartitionError(err error) *PartitionError {
 // framePool holds the frame buffers of a plugin process.
 var framePool = record.NewPool()
 
+// budget sizes the process's memory from the host's in-flight budget:
+// frames are compressed and short-lived, so a quarter of it is kept free
+// for reuse; and the Go heap gets a soft limit of twice the budget plus a
+// base, so that garbage does not pile up far beyond what the process holds
+// (GOMEMLIMIT, when set, comes first).
+func budget(inFlight int64) {
+	if inFlight <= 0 {
+		return
+	}
+	framePool.SetLimit(inFlight / 4)
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(2*inFlight + 24<<20)
+	}
+}
+
 // SourceRunner runs a Source.
 type SourceRunner struct {
 	src   Source
@@ -196,6 +215,7 @@ func NewSourceRunner(src Source, links Links, id *link.Identity) *SourceRunner {
 // Open opens the data link and the source.
 func (r *SourceRunner) Open(ctx context.Context, o SourceOpen) error {
 	r.open = o
+	budget(o.InFlightBytes)
 	out, err := openLink(ctx, r.links, link.Out, r.id, o.OutPeerCert)
 	if err != nil {
 		return err
@@ -388,8 +408,8 @@ func newPipeline(ctx context.Context, codec record.Codec, out *link.Writer, em *
 	workers := runtime.GOMAXPROCS(0)
 	p := &pipeline{
 		ctx: ctx, cancel: cancel, codec: codec, out: out, em: em,
-		order:   make(chan *job, 2*workers+2),
-		work:    make(chan *job, 2*workers+2),
+		order:   make(chan *job, workers+1),
+		work:    make(chan *job, workers),
 		written: make(chan struct{}),
 	}
 	for range workers {
@@ -421,14 +441,20 @@ func (p *pipeline) push(j *job) bool {
 
 func (p *pipeline) encode() {
 	enc := record.NewEncoder(p.codec)
+	ratio := 1.0 // frame size / record size of the last batch
 	for {
 		select {
 		case <-p.ctx.Done():
 			return
 		case j := <-p.work:
 			rec := j.batch.Record
-			buf := framePool.Allocate(int(j.batch.Size) + 64<<10)
+			// A buffer of the size the frame will likely have: the last
+			// batch's compression ratio, and some slack.
+			buf := framePool.Allocate(int(float64(j.batch.Size)*ratio*1.1) + 16<<10)
 			j.frame, j.err = enc.Encode(rec, buf[:0])
+			if j.batch.Size > 0 {
+				ratio = min(float64(len(j.frame))/float64(j.batch.Size), 1.1)
+			}
 			j.own = len(j.frame) > 0 && &j.frame[0] == &buf[0]
 			if !j.own {
 				framePool.Free(buf)
@@ -606,6 +632,7 @@ func (r *TransformRunner) EnvelopeOnly() bool {
 // Open opens the transform's data links (none for an envelope-only one).
 func (r *TransformRunner) Open(ctx context.Context, o TransformOpen) error {
 	r.open = o
+	budget(o.InFlightBytes)
 	if r.EnvelopeOnly() {
 		return nil
 	}
@@ -778,6 +805,7 @@ func NewSinkRunner(sink Sink, links Links, id *link.Identity) *SinkRunner {
 // and the codec the sink stores.
 func (r *SinkRunner) Open(ctx context.Context, o SinkOpen) (SinkOpened, error) {
 	r.open = o
+	budget(o.InFlightBytes)
 	in, err := openLink(ctx, r.links, link.In, r.id, o.InPeerCert)
 	if err != nil {
 		return SinkOpened{}, err

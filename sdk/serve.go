@@ -279,7 +279,7 @@ func (s *transformServer) Open(ctx context.Context, req *pb.TransformOpenRequest
 	if err != nil {
 		return nil, err
 	}
-	err = s.r.Open(ctx, TransformOpen{Codec: codec, MetricsInterval: millis(req.GetMetricsIntervalMs()),
+	err = s.r.Open(ctx, TransformOpen{Codec: codec, InFlightBytes: req.GetInFlightBytes(), MetricsInterval: millis(req.GetMetricsIntervalMs()),
 		InPeerCert: req.GetInPeerCert(), OutPeerCert: req.GetOutPeerCert()})
 	if err != nil {
 		return nil, rpcError("open", err)
@@ -345,7 +345,7 @@ type sinkServer struct {
 }
 
 func (s *sinkServer) Open(ctx context.Context, req *pb.SinkOpenRequest) (*pb.SinkOpenResponse, error) {
-	opened, err := s.r.Open(ctx, SinkOpen{MetricsInterval: millis(req.GetMetricsIntervalMs()), InPeerCert: req.GetInPeerCert()})
+	opened, err := s.r.Open(ctx, SinkOpen{InFlightBytes: req.GetInFlightBytes(), MetricsInterval: millis(req.GetMetricsIntervalMs()), InPeerCert: req.GetInPeerCert()})
 	if err != nil {
 		return nil, rpcError("open", err)
 	}

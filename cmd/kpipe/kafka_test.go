@@ -198,8 +198,8 @@ func TestExamplePipelinesRunAgainstABroker(t *testing.T) {
 }
 
 // TestPluginCPUProfiles runs a backup with KPIPE_PLUGIN_CPUPROFILE set: each
-// plugin process leaves a gzipped pprof profile named after its binary,
-// kind and pid.
+// plugin process leaves gzipped pprof profiles named after its binary, kind
+// and pid: its CPU, what it allocated, and its heap when largest.
 func TestPluginCPUProfiles(t *testing.T) {
 	addr := testkit.Kafka(t)
 	topic := testkit.Topic(t, "prof")
@@ -225,12 +225,17 @@ func TestPluginCPUProfiles(t *testing.T) {
 		if len(data) < 2 || data[0] != 0x1f || data[1] != 0x8b {
 			t.Errorf("%s is not a gzipped pprof profile (%d bytes)", name, len(data))
 		}
-		// Drop the pid: kpipe-plugin-kafka-source-1234.pprof.
-		got = append(got, name[:strings.LastIndexByte(name, '-')])
+		// Drop the pid: kpipe-plugin-kafka-source-1234.allocs.pprof.
+		dash := strings.LastIndexByte(name, '-')
+		got = append(got, name[:dash]+name[strings.IndexByte(name[dash:], '.')+dash:])
 	}
 	sort.Strings(got)
-	if want := []string{"kpipe-plugin-fs-sink", "kpipe-plugin-kafka-source"}; !slices.Equal(got, want) {
-		t.Fatalf("profiles %v, want one for each of %v", got, want)
+	want := []string{
+		"kpipe-plugin-fs-sink.allocs.pprof", "kpipe-plugin-fs-sink.heap.pprof", "kpipe-plugin-fs-sink.pprof",
+		"kpipe-plugin-kafka-source.allocs.pprof", "kpipe-plugin-kafka-source.heap.pprof", "kpipe-plugin-kafka-source.pprof",
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("profiles %v, want %v", got, want)
 	}
 }
 

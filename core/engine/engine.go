@@ -71,7 +71,7 @@ type Options struct {
 // Defaults of Options.
 const (
 	DefaultWindow        = 256
-	DefaultInFlightBytes = 32 << 20
+	DefaultInFlightBytes = 16 << 20
 )
 
 // PluginReport describes one plugin of a finished run.
@@ -177,7 +177,7 @@ func Run(ctx context.Context, p config.Pipeline, opts Options) (*Report, error) 
 	store := checkpoint.ForPipeline(opts.StateDir, p.Name)
 	rep := &Report{Pipeline: p.Name}
 
-	opened, err := sink.inst.Sink().Open(setupCtx, sdk.SinkOpen{MetricsInterval: opts.MetricsInterval, InPeerCert: sink.up.cert()})
+	opened, err := sink.inst.Sink().Open(setupCtx, sdk.SinkOpen{InFlightBytes: opts.InFlightBytes, MetricsInterval: opts.MetricsInterval, InPeerCert: sink.up.cert()})
 	if err != nil {
 		return nil, fmt.Errorf("pipeline %q: open sink %q: %w", p.Name, sink.cfg.Plugin, err)
 	}
@@ -199,7 +199,7 @@ func Run(ctx context.Context, p config.Pipeline, opts Options) (*Report, error) 
 		log.Info("resuming", "from", rep.ResumedFrom, "partitions", len(resume))
 	}
 	for _, t := range transforms {
-		o := sdk.TransformOpen{Codec: opened.Codec, MetricsInterval: opts.MetricsInterval}
+		o := sdk.TransformOpen{Codec: opened.Codec, InFlightBytes: opts.InFlightBytes, MetricsInterval: opts.MetricsInterval}
 		if t.data {
 			o.InPeerCert, o.OutPeerCert = t.up.cert(), t.down.cert()
 		}

@@ -185,7 +185,7 @@ type grpcTransform struct{ i *Instance }
 
 func (t grpcTransform) Open(ctx context.Context, o sdk.TransformOpen) error {
 	_, err := t.i.tf.Open(ctx, &pb.TransformOpenRequest{
-		Codec: string(o.Codec), MetricsIntervalMs: sdk.Millis(o.MetricsInterval),
+		Codec: string(o.Codec), InFlightBytes: o.InFlightBytes, MetricsIntervalMs: sdk.Millis(o.MetricsInterval),
 		InPeerCert: o.InPeerCert, OutPeerCert: o.OutPeerCert,
 	})
 	return rpcErr(err)
@@ -219,7 +219,7 @@ func (s transformStream) Recv() (sdk.Event, error) {
 type grpcSink struct{ i *Instance }
 
 func (s grpcSink) Open(ctx context.Context, o sdk.SinkOpen) (sdk.SinkOpened, error) {
-	resp, err := s.i.sink.Open(ctx, &pb.SinkOpenRequest{MetricsIntervalMs: sdk.Millis(o.MetricsInterval), InPeerCert: o.InPeerCert})
+	resp, err := s.i.sink.Open(ctx, &pb.SinkOpenRequest{InFlightBytes: o.InFlightBytes, MetricsIntervalMs: sdk.Millis(o.MetricsInterval), InPeerCert: o.InPeerCert})
 	if err != nil {
 		return sdk.SinkOpened{}, rpcErr(err)
 	}

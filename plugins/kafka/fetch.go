@@ -23,21 +23,29 @@ const (
 	startRatio = 32
 )
 
+// partitionShare is the most one partition may bring to a fetch: a quarter
+// of it, so that batches stay small and the work spreads over partitions.
+func partitionShare(wire int32) int32 { return max(wire/4, minFetchWire) }
+
 // fetchSizer is a franz-go hook that tracks the growth of fetched batches
 // and the fetch size that follows from it.
 type fetchSizer struct {
-	// budget is the decompressed bytes one fetch may bring. The client
-	// holds about two fetches at once: one being read, one buffered.
+	// budget is the decompressed bytes one fetch may bring: an eighth of
+	// the in-flight budget. The client holds about two fetches at once (one
+	// being read, one buffered), and the records copied out of them travel
+	// on under the in-flight budget.
 	budget int64
 	ratio  float64 // used by resize only
 	// seen is the largest growth since the last resize (float64 bits).
 	seen    atomic.Uint64
 	current atomic.Int32 // the wire limit in effect
+	expect  atomic.Uint64 // growth to expect of the next batch (float64 bits)
 }
 
 func newFetchSizer(inFlight int64) *fetchSizer {
-	f := &fetchSizer{budget: max(inFlight/4, 1<<20), ratio: startRatio}
+	f := &fetchSizer{budget: max(inFlight/8, 1<<20), ratio: startRatio}
 	f.current.Store(f.limit())
+	f.expect.Store(math.Float64bits(2))
 	return f
 }
 
@@ -45,6 +53,9 @@ func newFetchSizer(inFlight int64) *fetchSizer {
 func (f *fetchSizer) limit() int32 {
 	return int32(min(max(float64(f.budget)/f.ratio, minFetchWire), maxFetchWire))
 }
+
+// growth is the decompressed/compressed ratio to expect of a batch.
+func (f *fetchSizer) growth() float64 { return math.Float64frombits(f.expect.Load()) }
 
 // wire is the wire limit in effect.
 func (f *fetchSizer) wire() int32 { return f.current.Load() }
@@ -55,6 +66,7 @@ func (f *fetchSizer) OnFetchBatchRead(_ kgo.BrokerMetadata, _ string, _ int32, m
 		return
 	}
 	r := float64(m.UncompressedBytes) / float64(m.CompressedBytes)
+	f.expect.Store(math.Float64bits(r))
 	for {
 		old := f.seen.Load()
 		if r <= math.Float64frombits(old) || f.seen.CompareAndSwap(old, math.Float64bits(r)) {
@@ -94,9 +106,10 @@ func newFetchPools(mem *record.Pool, sizer *fetchSizer) *fetchPools {
 	return &fetchPools{mem: mem, sizer: sizer}
 }
 
-// GetDecompressBytes implements kgo.PoolDecompressBytes.
+// GetDecompressBytes implements kgo.PoolDecompressBytes: a buffer the size
+// the batch will likely have, from the growth seen lately.
 func (p *fetchPools) GetDecompressBytes(compressed []byte, _ kgo.CompressionCodecType) []byte {
-	return p.mem.Allocate(len(compressed) * 4)[:0]
+	return p.mem.Allocate(int(float64(len(compressed)) * p.sizer.growth() * 1.1))[:0]
 }
 
 // PutDecompressBytes implements kgo.PoolDecompressBytes.

@@ -183,14 +183,14 @@ func (s *Source) Open(ctx context.Context, o sdk.SourceOptions) error {
 		consume[lo.Topic][lo.Partition] = off
 	})
 	s.sizer = newFetchSizer(o.InFlightBytes)
-	s.pool = record.NewPoolWithLimit(s.sizer.budget)
+	s.pool = record.NewPoolWithLimit(o.InFlightBytes / 2)
 	s.pools = newFetchPools(s.pool, s.sizer)
 	wire := s.sizer.wire()
 	opts := []kgo.Opt{
 		kgo.ConsumePartitions(consume),
 		kgo.KeepControlRecords(),
 		kgo.FetchMaxBytes(wire),
-		kgo.FetchMaxPartitionBytes(wire),
+		kgo.FetchMaxPartitionBytes(partitionShare(wire)),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.WithHooks(s.sizer),
 		kgo.WithPools(s.pools),
@@ -273,7 +273,7 @@ func (s *Source) Read(ctx context.Context) (sdk.Batch, error) {
 			s.cl.RemoveConsumePartitions(finished)
 		}
 		if wire, changed := s.sizer.resize(); changed {
-			s.cl.UpdateFetchMaxBytes(wire, wire)
+			s.cl.UpdateFetchMaxBytes(wire, partitionShare(wire))
 		}
 	}
 	b := s.pending[0]

@@ -44,10 +44,16 @@ func codecID(c Codec) int8 {
 
 // zstd runs at its fastest level: on JSON event data it compresses as well
 // as the default level in 40-50% less time (see the segment package's
-// BenchmarkZstdLevel). EncodeAll and DecodeAll may run concurrently.
+// BenchmarkZstdLevel). Entropy coding stays on for buffers without repeats
+// (random identifiers, hex, base64): the fastest level would otherwise store
+// them as they are, twice the size the default level makes of them.
+// EncodeAll and DecodeAll may run concurrently.
 var (
 	zstdEncoder = sync.OnceValue(func() *zstd.Encoder {
-		enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderCRC(true))
+		// A 1 MiB window (buffers are rarely larger) keeps each of the
+		// encoder's concurrent states small.
+		enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderCRC(true),
+			zstd.WithAllLitEntropyCompression(true), zstd.WithWindowSize(1<<20))
 		if err != nil {
 			panic(err) // only bad options fail
 		}

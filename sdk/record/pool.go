@@ -11,26 +11,43 @@ import (
 // Pool is an Arrow allocator that recycles buffers: a source building batch
 // after batch, or a sink decoding them, reuses the same few megabytes
 // instead of asking the Go heap for fresh zeroed memory each time (which
-// costs more CPU than the copying itself). Buffers come in power-of-two
-// sizes, 64-byte aligned, and are not zeroed on reuse: Arrow's builders
-// initialize every byte they hand out. A Pool keeps at most its limit of
-// free bytes; what is freed beyond it goes back to the Go heap. Safe for
-// concurrent use.
+// costs more CPU than the copying itself). Buffers come in size classes of
+// four steps per power of two (so at most a fifth of a buffer is slack),
+// 64-byte aligned, and are not zeroed on reuse: Arrow's builders initialize
+// every byte they hand out. A Pool keeps at most its limit of free bytes;
+// what is freed beyond it goes back to the Go heap. Safe for concurrent use.
 type Pool struct {
 	mu    sync.Mutex
-	free  [maxClass + 1][][]byte
+	free  [numClasses][][]byte
 	kept  int64 // bytes in free
 	limit int64
 }
 
 const (
-	minClass = 6  // 64 bytes
-	maxClass = 28 // 256 MiB; larger buffers are not recycled
-	align    = 64
+	minShift   = 6  // 64 bytes, the smallest class
+	maxShift   = 28 // 256 MiB; larger buffers are not recycled
+	steps      = 4  // classes per power of two
+	numClasses = (maxShift-minShift)*steps + 1
+	align      = 64
 	// DefaultPoolLimit is the most free bytes a Pool keeps unless told
 	// otherwise.
 	DefaultPoolLimit = 32 << 20
 )
+
+// class returns the index and size of the smallest class that holds size
+// bytes; ok is false above the largest class.
+func class(size int) (idx, classSize int, ok bool) {
+	if size <= 1<<minShift {
+		return 0, 1 << minShift, true
+	}
+	e := bits.Len(uint(size - 1)) // 2^(e-1) < size <= 2^e
+	if e > maxShift {
+		return 0, 0, false
+	}
+	step := 1 << (e - 1) / steps
+	k := (size - 1<<(e-1) + step - 1) / step // 1..steps
+	return (e-1-minShift)*steps + k, 1<<(e-1) + k*step, true
+}
 
 // NewPool returns an empty Pool that keeps up to DefaultPoolLimit free
 // bytes.
@@ -41,14 +58,6 @@ func NewPoolWithLimit(limit int64) *Pool { return &Pool{limit: limit} }
 
 var _ memory.Allocator = (*Pool)(nil)
 
-func class(size int) int {
-	c := bits.Len(uint(size - 1))
-	if size <= 1 || c < minClass {
-		return minClass
-	}
-	return c
-}
-
 func alignedMake(n int) []byte {
 	buf := make([]byte, n+align)
 	shift := (align - int(uintptr(unsafe.Pointer(unsafe.SliceData(buf))))%align) % align
@@ -57,8 +66,8 @@ func alignedMake(n int) []byte {
 
 // Allocate returns a buffer of size bytes.
 func (p *Pool) Allocate(size int) []byte {
-	c := class(size)
-	if c > maxClass {
+	c, n, ok := class(size)
+	if !ok {
 		return alignedMake(size)
 	}
 	p.mu.Lock()
@@ -70,7 +79,7 @@ func (p *Pool) Allocate(size int) []byte {
 		return b[:size]
 	}
 	p.mu.Unlock()
-	return alignedMake(1 << c)[:size]
+	return alignedMake(n)[:size]
 }
 
 // Reallocate grows b to size bytes, keeping its contents.
@@ -86,11 +95,8 @@ func (p *Pool) Reallocate(size int, b []byte) []byte {
 
 // Free returns b to the pool. b must not be used afterwards.
 func (p *Pool) Free(b []byte) {
-	if cap(b) < 1<<minClass {
-		return // not one of ours
-	}
-	c := bits.Len(uint(cap(b))) - 1
-	if cap(b) != 1<<c || c > maxClass || uintptr(unsafe.Pointer(unsafe.SliceData(b)))%align != 0 {
+	c, n, ok := class(cap(b))
+	if !ok || n != cap(b) || uintptr(unsafe.Pointer(unsafe.SliceData(b)))%align != 0 {
 		return // not one of ours (or too large to keep)
 	}
 	p.mu.Lock()
@@ -100,6 +106,20 @@ func (p *Pool) Free(b []byte) {
 	}
 	p.kept += int64(cap(b))
 	p.free[c] = append(p.free[c], b[:cap(b)])
+}
+
+// SetLimit changes the most free bytes the pool keeps; what it holds beyond
+// goes to the garbage collector.
+func (p *Pool) SetLimit(limit int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.limit = limit
+	for c := numClasses - 1; c >= 0 && p.kept > p.limit; c-- {
+		for len(p.free[c]) > 0 && p.kept > p.limit {
+			p.kept -= int64(cap(p.free[c][len(p.free[c])-1]))
+			p.free[c] = p.free[c][:len(p.free[c])-1]
+		}
+	}
 }
 
 // Kept is the number of free bytes the pool holds.

@@ -381,7 +381,7 @@ func TestViewBoundsAreMinMaxNotFirstLast(t *testing.T) {
 func dirtyPool() *Pool {
 	p := NewPool()
 	var bufs [][]byte
-	for c := minClass; c <= 20; c++ {
+	for c := minShift; c <= 20; c++ {
 		for range 16 {
 			b := p.Allocate(1 << c)
 			for i := range b {
@@ -447,13 +447,36 @@ func TestPoolSizes(t *testing.T) {
 		if addr := uintptr(unsafe.Pointer(unsafe.SliceData(b[:cap(b)]))); cap(b) > 0 && addr%64 != 0 {
 			t.Errorf("Allocate(%d) is at %#x, not 64-byte aligned", size, addr)
 		}
-		if cap(b) < size || cap(b)&(cap(b)-1) != 0 {
-			t.Errorf("Allocate(%d) has capacity %d, want a power of two at least as large", size, cap(b))
+		if _, n, _ := class(size); cap(b) != n || cap(b) < size || (size > 64 && cap(b) > size*5/4+64) {
+			t.Errorf("Allocate(%d) has capacity %d, want its class's, at most a quarter more", size, cap(b))
 		}
 		b = p.Reallocate(2*size+1, b)
 		if len(b) != 2*size+1 {
 			t.Errorf("Reallocate(%d) has length %d", 2*size+1, len(b))
 		}
 		p.Free(b)
+	}
+}
+
+// TestPoolClasses pins down the size classes: four per power of two, each
+// buffer's capacity its class's, and a freed buffer found again by its
+// capacity.
+func TestPoolClasses(t *testing.T) {
+	for size, want := range map[int]int{
+		0: 64, 1: 64, 64: 64, 65: 80, 80: 80, 81: 96, 128: 128, 129: 160,
+		1 << 20: 1 << 20, 1<<20 + 1: 1<<20 + 1<<18, 3 << 19: 3 << 19, 1 << 28: 1 << 28,
+	} {
+		if _, n, ok := class(size); !ok || n != want {
+			t.Errorf("class(%d) = %d, %v; want %d", size, n, ok, want)
+		}
+	}
+	if _, _, ok := class(1<<28 + 1); ok {
+		t.Errorf("a buffer over 256 MiB has a class")
+	}
+	p := NewPool()
+	b := p.Allocate(1000)
+	p.Free(b)
+	if got := p.Allocate(990); &got[:cap(got)][0] != &b[:cap(b)][0] {
+		t.Errorf("a buffer of the same class was not reused")
 	}
 }

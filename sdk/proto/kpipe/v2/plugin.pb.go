@@ -1538,8 +1538,11 @@ type TransformOpenRequest struct {
 	Codec             string `protobuf:"bytes,1,opt,name=codec,proto3" json:"codec,omitempty"`
 	MetricsIntervalMs int64  `protobuf:"varint,2,opt,name=metrics_interval_ms,json=metricsIntervalMs,proto3" json:"metrics_interval_ms,omitempty"`
 	// The certificates of the data sender and receiver, when their links use TLS.
-	InPeerCert    []byte `protobuf:"bytes,3,opt,name=in_peer_cert,json=inPeerCert,proto3" json:"in_peer_cert,omitempty"`
-	OutPeerCert   []byte `protobuf:"bytes,4,opt,name=out_peer_cert,json=outPeerCert,proto3" json:"out_peer_cert,omitempty"`
+	InPeerCert  []byte `protobuf:"bytes,3,opt,name=in_peer_cert,json=inPeerCert,proto3" json:"in_peer_cert,omitempty"`
+	OutPeerCert []byte `protobuf:"bytes,4,opt,name=out_peer_cert,json=outPeerCert,proto3" json:"out_peer_cert,omitempty"`
+	// The host's budget of decompressed bytes in flight; the plugin sizes its
+	// buffers from it.
+	InFlightBytes int64 `protobuf:"varint,5,opt,name=in_flight_bytes,json=inFlightBytes,proto3" json:"in_flight_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1600,6 +1603,13 @@ func (x *TransformOpenRequest) GetOutPeerCert() []byte {
 		return x.OutPeerCert
 	}
 	return nil
+}
+
+func (x *TransformOpenRequest) GetInFlightBytes() int64 {
+	if x != nil {
+		return x.InFlightBytes
+	}
+	return 0
 }
 
 type TransformOpenResponse struct {
@@ -1902,7 +1912,10 @@ type SinkOpenRequest struct {
 	state             protoimpl.MessageState `protogen:"open.v1"`
 	MetricsIntervalMs int64                  `protobuf:"varint,1,opt,name=metrics_interval_ms,json=metricsIntervalMs,proto3" json:"metrics_interval_ms,omitempty"`
 	// The certificate of the data sender, when its link uses TLS.
-	InPeerCert    []byte `protobuf:"bytes,2,opt,name=in_peer_cert,json=inPeerCert,proto3" json:"in_peer_cert,omitempty"`
+	InPeerCert []byte `protobuf:"bytes,2,opt,name=in_peer_cert,json=inPeerCert,proto3" json:"in_peer_cert,omitempty"`
+	// The host's budget of decompressed bytes in flight; the plugin sizes its
+	// buffers from it.
+	InFlightBytes int64 `protobuf:"varint,3,opt,name=in_flight_bytes,json=inFlightBytes,proto3" json:"in_flight_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1949,6 +1962,13 @@ func (x *SinkOpenRequest) GetInPeerCert() []byte {
 		return x.InPeerCert
 	}
 	return nil
+}
+
+func (x *SinkOpenRequest) GetInFlightBytes() int64 {
+	if x != nil {
+		return x.InFlightBytes
+	}
+	return 0
 }
 
 type SinkOpenResponse struct {
@@ -2997,13 +3017,14 @@ const file_kpipe_v2_plugin_proto_rawDesc = "" +
 	"\x05error\x18\x03 \x01(\v2\x18.kpipe.v2.PartitionErrorH\x00R\x05error\x12-\n" +
 	"\ametrics\x18\x04 \x01(\v2\x11.kpipe.v2.MetricsH\x00R\ametrics\x12!\n" +
 	"\x03end\x18\x05 \x01(\v2\r.kpipe.v2.EndH\x00R\x03endB\a\n" +
-	"\x05event\"\xa2\x01\n" +
+	"\x05event\"\xca\x01\n" +
 	"\x14TransformOpenRequest\x12\x14\n" +
 	"\x05codec\x18\x01 \x01(\tR\x05codec\x12.\n" +
 	"\x13metrics_interval_ms\x18\x02 \x01(\x03R\x11metricsIntervalMs\x12 \n" +
 	"\fin_peer_cert\x18\x03 \x01(\fR\n" +
 	"inPeerCert\x12\"\n" +
-	"\rout_peer_cert\x18\x04 \x01(\fR\voutPeerCert\"\x17\n" +
+	"\rout_peer_cert\x18\x04 \x01(\fR\voutPeerCert\x12&\n" +
+	"\x0fin_flight_bytes\x18\x05 \x01(\x03R\rinFlightBytes\"\x17\n" +
 	"\x15TransformOpenResponse\"w\n" +
 	"\x10TransformRequest\x12*\n" +
 	"\x05batch\x18\x01 \x01(\v2\x12.kpipe.v2.EnvelopeH\x00R\x05batch\x120\n" +
@@ -3018,11 +3039,12 @@ const file_kpipe_v2_plugin_proto_rawDesc = "" +
 	"\bmetadata\x18\x02 \x01(\v2\x12.kpipe.v2.MetadataH\x00R\bmetadata\x120\n" +
 	"\x05error\x18\x03 \x01(\v2\x18.kpipe.v2.PartitionErrorH\x00R\x05error\x12-\n" +
 	"\ametrics\x18\x04 \x01(\v2\x11.kpipe.v2.MetricsH\x00R\ametricsB\a\n" +
-	"\x05event\"c\n" +
+	"\x05event\"\x8b\x01\n" +
 	"\x0fSinkOpenRequest\x12.\n" +
 	"\x13metrics_interval_ms\x18\x01 \x01(\x03R\x11metricsIntervalMs\x12 \n" +
 	"\fin_peer_cert\x18\x02 \x01(\fR\n" +
-	"inPeerCert\"\x7f\n" +
+	"inPeerCert\x12&\n" +
+	"\x0fin_flight_bytes\x18\x03 \x01(\x03R\rinFlightBytes\"\x7f\n" +
 	"\x10SinkOpenResponse\x12)\n" +
 	"\x10tracks_positions\x18\x01 \x01(\bR\x0ftracksPositions\x12*\n" +
 	"\x06resume\x18\x02 \x03(\v2\x12.kpipe.v2.PositionR\x06resume\x12\x14\n" +
