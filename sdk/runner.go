@@ -170,6 +170,17 @@ func reportMetrics(ctx context.Context, every time.Duration, em *emitter, metric
 	}()
 }
 
+// next takes the next input; ok is false once in is closed or ctx ends
+// (then err says which).
+func next(ctx context.Context, in <-chan Input) (inp Input, ok bool, err error) {
+	select {
+	case inp, ok = <-in:
+		return inp, ok, nil
+	case <-ctx.Done():
+		return Input{}, false, ctx.Err()
+	}
+}
+
 // asPartitionError returns the typed partition error err carries, if any.
 func asPartitionError(err error) *PartitionError {
 	var pe *PartitionError
@@ -287,7 +298,18 @@ func (r *SourceRunner) Run(ctx context.Context, ctl <-chan SourceControl, emit f
 	readCtx, stopReading := context.WithCancel(p.ctx)
 	defer stopReading()
 	cr := newCredit()
+	ctlDone := make(chan struct{})
+	// Acks may still come while the last batches go out: Run returns only
+	// once the host has closed ctl (or ctx ended), so that no Ack runs
+	// after it.
+	defer func() {
+		select {
+		case <-ctlDone:
+		case <-ctx.Done():
+		}
+	}()
 	go func() {
+		defer close(ctlDone)
 		for c := range ctl {
 			if len(c.Acked) > 0 {
 				if err := r.src.Ack(ctx, c.Acked); err != nil {
@@ -665,7 +687,11 @@ func (r *TransformRunner) Run(ctx context.Context, in <-chan Input, emit func(Ev
 	var scratch []byte
 	var lastSeq uint64
 	var part uint32
-	for inp := range in {
+	for {
+		inp, ok, err := next(ctx, in)
+		if !ok {
+			return err
+		}
 		if inp.Metadata != nil {
 			if err := r.metadata(ctx, *inp.Metadata, em); err != nil {
 				return err
@@ -712,7 +738,6 @@ func (r *TransformRunner) Run(ctx context.Context, in <-chan Input, emit func(Ev
 			return err
 		}
 	}
-	return nil
 }
 
 // output returns the frame and decompressed size of one output batch.
@@ -738,7 +763,11 @@ func (r *TransformRunner) output(o *Batch, in []byte, env Envelope, enc *record.
 }
 
 func (r *TransformRunner) runEnvelopes(ctx context.Context, et EnvelopeTransform, in <-chan Input, em *emitter) error {
-	for inp := range in {
+	for {
+		inp, ok, err := next(ctx, in)
+		if !ok {
+			return err
+		}
 		if inp.Metadata != nil {
 			if err := r.metadata(ctx, *inp.Metadata, em); err != nil {
 				return err
@@ -761,7 +790,6 @@ func (r *TransformRunner) runEnvelopes(ctx context.Context, et EnvelopeTransform
 			return err
 		}
 	}
-	return nil
 }
 
 func (r *TransformRunner) metadata(ctx context.Context, m Metadata, em *emitter) error {
@@ -926,7 +954,11 @@ func (r *SinkRunner) Run(ctx context.Context, in <-chan Input, emit func(Event) 
 
 func (r *SinkRunner) write(ctx context.Context, in <-chan Input, frames *frameQueue, em *emitter) error {
 	ms, _ := r.sink.(MetadataSink)
-	for inp := range in {
+	for {
+		inp, ok, err := next(ctx, in)
+		if !ok {
+			return err
+		}
 		if inp.Metadata != nil {
 			if ms != nil {
 				if err := ms.WriteMetadata(ctx, *inp.Metadata); err != nil {
@@ -949,7 +981,6 @@ func (r *SinkRunner) write(ctx context.Context, in <-chan Input, frames *frameQu
 			return r.fail(fmt.Errorf("write %s/%d: %w", env.Topic, env.Partition, err), em)
 		}
 	}
-	return nil
 }
 
 func (r *SinkRunner) fail(err error, em *emitter) error {

@@ -163,10 +163,7 @@ func (s *pluginServer) Spec(context.Context, *pb.SpecRequest) (*pb.SpecResponse,
 }
 
 func (s *pluginServer) Configure(ctx context.Context, req *pb.ConfigureRequest) (*pb.ConfigureResponse, error) {
-	var err error
-	if cfg := s.spec().Config; cfg != nil {
-		err = param.Decode(cfg, req.GetParamsJson())
-	}
+	err := param.Decode(s.spec().Config, req.GetParamsJson())
 	if err == nil {
 		err = s.configure(ctx)
 	}

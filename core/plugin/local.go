@@ -82,10 +82,8 @@ func (l *local) Configure(ctx context.Context, params map[string]json.RawMessage
 	if err != nil {
 		return err
 	}
-	if cfg := l.spec().Config; cfg != nil {
-		if err := param.Decode(cfg, js); err != nil {
-			return param.AsErrors(err)
-		}
+	if err := param.Decode(l.spec().Config, js); err != nil {
+		return param.AsErrors(err)
 	}
 	var configure func(context.Context) error
 	switch p := l.impl.(type) {

@@ -13,6 +13,7 @@
 package param
 
 import (
+	"maps"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -161,16 +162,27 @@ func Describe(cfg any) ([]Param, error) {
 // Decode fills the struct cfg points to from a JSON object of parameters:
 // defaults first, then the given values. It reports every unknown, missing or
 // mistyped parameter.
+// A nil cfg takes no parameters.
 func Decode(cfg any, paramsJSON []byte) error {
-	fs, v, err := fields(cfg)
-	if err != nil {
-		return err
-	}
 	raw := map[string]json.RawMessage{}
 	if len(paramsJSON) > 0 {
 		if err := json.Unmarshal(paramsJSON, &raw); err != nil {
 			return Errors{{Message: fmt.Sprintf("parameters are not a JSON object: %v", err)}}
 		}
+	}
+	if cfg == nil {
+		var errs Errors
+		for _, name := range slices.Sorted(maps.Keys(raw)) {
+			errs = append(errs, Errorf(name, "unknown parameter; this plugin takes none"))
+		}
+		if len(errs) > 0 {
+			return errs
+		}
+		return nil
+	}
+	fs, v, err := fields(cfg)
+	if err != nil {
+		return err
 	}
 	var errs Errors
 	known := make([]string, 0, len(fs))
