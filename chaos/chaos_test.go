@@ -118,6 +118,7 @@ func TestBackupSurvivesSIGKILL(t *testing.T) {
 	}
 
 	var kills, midRun int
+	var killed []int // host pids
 	last := int64(0)
 	for round := 0; round < 10; round++ {
 		cmd := start()
@@ -153,6 +154,7 @@ func TestBackupSurvivesSIGKILL(t *testing.T) {
 			cmd.Process.Signal(syscall.SIGKILL)
 			<-exited
 			kills++
+			killed = append(killed, cmd.Process.Pid)
 			waitGone(t, plugins)
 			break
 		}
@@ -181,6 +183,13 @@ func TestBackupSurvivesSIGKILL(t *testing.T) {
 	}
 	if midRun < 3 {
 		t.Fatalf("only %d of %d kills landed mid-backup; the test proves nothing (make the data larger)", midRun, kills)
+	}
+	// No killed host left its plugins' socket folder behind: the plugins
+	// remove it as they exit, or the next host sweeps it.
+	for _, pid := range killed {
+		if left, _ := filepath.Glob(filepath.Join(os.TempDir(), fmt.Sprintf("kpipe-run-%d-*", pid))); len(left) > 0 {
+			t.Errorf("killed host %d left %v", pid, left)
+		}
 	}
 
 	// Every source offset exactly once, in order, byte for byte.

@@ -8,8 +8,10 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -170,10 +172,19 @@ func TestBackupRestoreRoundTripIsByteExact(t *testing.T) {
 		t.Fatal("test data has no record on a window bound")
 	}
 	pitr := testkit.Topic(t, "pitr")
+	opts := options(t)
+	var sourceRead atomic.Int64 // the fs source process's rchar, as last seen
+	stop := make(chan struct{})
+	opts.OnLaunch = func(role string, inst plugin.Instance) {
+		if role == "source" {
+			go watchRChar(inst.(*host.Instance).Pid(), &sourceRead, stop)
+		}
+	}
 	rep = run(t, pipelines.Restore("pitr", pipelines.RestoreOptions{
 		Path: root, BackupID: "b1", BootstrapServers: []string{addr},
 		TimeWindowStart: start, TimeWindowEnd: end, TopicMapping: map[string]string{src: pitr},
-	}), options(t))
+	}), opts)
+	close(stop)
 	got := testkit.ConsumeAll(t, addr, pitr)
 	if len(got) != len(inWindow) {
 		t.Fatalf("PITR restored %d records, want %d", len(got), len(inWindow))
@@ -189,12 +200,33 @@ func TestBackupRestoreRoundTripIsByteExact(t *testing.T) {
 	if sum.Restored != int64(len(inWindow)) || sum.Skipped != int64(len(want)-len(inWindow)) {
 		t.Fatalf("summary %+v, want restored %d skipped %d", sum, len(inWindow), len(want)-len(inWindow))
 	}
-	var pruned int64
-	for _, p := range rep.Plugins {
-		pruned += p.Metrics["segments_pruned"]
+	// The fs source read exactly the segments that overlap the window, each
+	// once, whole: their manifest sizes add up to the bytes it read.
+	parts, err := segment.Backup{Root: root, ID: "b1"}.Partitions()
+	if err != nil {
+		t.Fatal(err)
 	}
-	if pruned == 0 {
-		t.Fatal("no segment was pruned: the fs source read segments that cannot hold window records")
+	var overlapping, overlapBytes, all int64
+	for _, p := range parts {
+		for _, e := range p.Entries {
+			all++
+			if e.Overlaps(start, end) {
+				overlapping++
+				overlapBytes += e.Size
+			}
+		}
+	}
+	m := rep.Plugins[0].Metrics
+	if m["segments_read"] != overlapping || m["bytes_read"] != overlapBytes || m["segments_pruned"] != all-overlapping {
+		t.Fatalf("fs source metrics %v; want %d segments read (%d bytes), %d pruned", m, overlapping, overlapBytes, all-overlapping)
+	}
+	if overlapping == 0 || overlapping == all {
+		t.Fatalf("%d of %d segments overlap the window: the test proves nothing", overlapping, all)
+	}
+	// And the process itself read no more than that (plus manifests and
+	// its control messages): nothing was read twice.
+	if got := sourceRead.Load(); got < overlapBytes || got > overlapBytes+64<<10 {
+		t.Fatalf("the fs source process read %d bytes, the overlapping segments hold %d", got, overlapBytes)
 	}
 }
 
@@ -346,5 +378,27 @@ func TestKafkaTopicsByGlobAndNoTopicCreation(t *testing.T) {
 	want := `target topic "` + prefix + `-missing" does not exist; create it or set create_topics = true`
 	if err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("restore into a missing topic: %v, want an error containing %q", err, want)
+	}
+}
+
+// watchRChar keeps the rchar of /proc/PID/io (bytes read through system
+// calls) in got until stop closes or the process ends.
+func watchRChar(pid int, got *atomic.Int64, stop <-chan struct{}) {
+	for {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+		if err != nil {
+			return
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			if v, ok := strings.CutPrefix(line, "rchar: "); ok {
+				n, _ := strconv.ParseInt(v, 10, 64)
+				got.Store(n)
+			}
+		}
+		select {
+		case <-stop:
+			return
+		case <-time.After(2 * time.Millisecond):
+		}
 	}
 }
