@@ -1,12 +1,16 @@
 package host
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -14,6 +18,9 @@ import (
 
 	"github.com/kpipe/kpipe/core/plugin"
 	"github.com/kpipe/kpipe/internal/testkit"
+	"github.com/kpipe/kpipe/sdk"
+	"github.com/kpipe/kpipe/sdk/record"
+	"github.com/kpipe/kpipe/sdk/segment"
 )
 
 func launch(t *testing.T, h *Host, name string, kind plugin.Kind) *Instance {
@@ -138,5 +145,89 @@ func TestLinkCertificatesOnlyWithMTLS(t *testing.T) {
 		a.Kill()
 		b.Kill()
 		h.Close()
+	}
+}
+
+// TestStorageServiceReadsBackups: the fs plugin serves its backups through
+// the storage service: list, metadata, partitions, manifests and byte
+// ranges, the same bytes as on disk, and no path outside a backup.
+func TestStorageServiceReadsBackups(t *testing.T) {
+	root := t.TempDir()
+	b := segment.Backup{Root: root, ID: "nightly"}
+	if err := os.MkdirAll(b.Dir(), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(b.Dir(), "backup.json"), []byte(`{"format":"kpipe-backup","version":2,"backup_id":"nightly"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.MergeMetadata(segment.Metadata{Topics: []segment.Topic{{Name: "orders", Partitions: 4}}}); err != nil {
+		t.Fatal(err)
+	}
+	bld := record.NewBuilder(nil)
+	for i := range int64(20) {
+		bld.Append(&record.Record{Offset: i, Timestamp: 1000 + i, Value: []byte("v")})
+	}
+	rec := bld.NewRecord()
+	defer rec.Release()
+	w, err := segment.NewWriter(b.PartitionDir("orders", 2), "zstd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, _ := record.NewView(rec)
+	if err := w.Write(rec, v.Bounds(), 20); err != nil {
+		t.Fatal(err)
+	}
+	entry, err := w.Commit()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	h := &Host{Dir: testkit.PluginDir(t)}
+	defer h.Close()
+	inst := launch(t, h, "fs", plugin.KindSource)
+	ctx := context.Background()
+	if err := inst.Configure(ctx, map[string]json.RawMessage{"path": json.RawMessage(strconv.Quote(root)), "backup_id": json.RawMessage(`"nightly"`)}); err != nil {
+		t.Fatal(err)
+	}
+	st := inst.Storage()
+	if st == nil {
+		t.Fatal("the fs plugin does not serve the storage service")
+	}
+	list, err := st.ListBackups(ctx)
+	if err != nil || len(list) != 1 || list[0].ID != "nightly" {
+		t.Fatalf("ListBackups: %v, %v", list, err)
+	}
+	_, m, err := st.ReadMetadata(ctx, "nightly")
+	if err != nil || len(m.Topics) != 1 || m.Topics[0].Name != "orders" || m.Topics[0].Partitions != 4 {
+		t.Fatalf("ReadMetadata: %+v, %v", m, err)
+	}
+	parts, err := st.ListPartitions(ctx, "nightly")
+	if err != nil || len(parts) != 1 || parts[0] != (sdk.TopicPartition{Topic: "orders", Partition: 2}) {
+		t.Fatalf("ListPartitions: %v, %v", parts, err)
+	}
+	entries, err := st.ReadManifest(ctx, "nightly", "orders", 2)
+	var got segment.Entry
+	if err != nil || len(entries) != 1 || json.Unmarshal(entries[0], &got) != nil || got.Checksum != entry.Checksum || got.Records != 20 {
+		t.Fatalf("ReadManifest: %s, %v", entries, err)
+	}
+	want, _ := os.ReadFile(filepath.Join(b.PartitionDir("orders", 2), entry.File))
+	object := filepath.Join("topics", "orders", "2", entry.File)
+	for _, c := range []struct{ off, n int64 }{{0, -1}, {8, 100}, {int64(len(want)) - 5, 50}} {
+		rc, err := st.ReadRange(ctx, "nightly", object, c.off, c.n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := io.ReadAll(rc)
+		rc.Close()
+		end := int64(len(want))
+		if c.n >= 0 {
+			end = min(end, c.off+c.n)
+		}
+		if err != nil || !bytes.Equal(data, want[c.off:end]) {
+			t.Fatalf("ReadRange(%d, %d): %d bytes, %v; want %d", c.off, c.n, len(data), err, end-c.off)
+		}
+	}
+	if _, err := st.ReadRange(ctx, "nightly", "../../etc/passwd", 0, -1); err == nil || !strings.Contains(err.Error(), `object "../../etc/passwd" is not a path within backup "nightly"`) {
+		t.Fatalf("a path outside the backup: %v", err)
 	}
 }

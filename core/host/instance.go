@@ -266,3 +266,105 @@ func parseCodec(s string) (record.Codec, error) {
 	}
 	return c, nil
 }
+
+// Storage returns the storage service of a storage plugin (nil for other
+// plugins): the host reads backups through it, in the same Go terms the
+// plugin serves them.
+func (i *Instance) Storage() sdk.StorageReader {
+	if !i.info.Storage {
+		return nil
+	}
+	return grpcStorage{i.store}
+}
+
+type grpcStorage struct{ c pb.StorageClient }
+
+func (s grpcStorage) ListBackups(ctx context.Context) ([]sdk.BackupSummary, error) {
+	var out []sdk.BackupSummary
+	token := ""
+	for {
+		resp, err := s.c.ListBackups(ctx, &pb.ListBackupsRequest{PageToken: token})
+		if err != nil {
+			return nil, rpcErr(err)
+		}
+		for _, b := range resp.GetBackups() {
+			out = append(out, sdk.BackupSummary{ID: b.GetBackupId(), Info: b.GetInfoJson()})
+		}
+		if token = resp.GetNextPageToken(); token == "" {
+			return out, nil
+		}
+	}
+}
+
+func (s grpcStorage) ReadMetadata(ctx context.Context, id string) ([]byte, sdk.Metadata, error) {
+	resp, err := s.c.ReadMetadata(ctx, &pb.ReadMetadataRequest{BackupId: id})
+	if err != nil {
+		return nil, sdk.Metadata{}, rpcErr(err)
+	}
+	return resp.GetInfoJson(), sdk.MetadataFromProto(resp.GetMetadata()), nil
+}
+
+func (s grpcStorage) ListPartitions(ctx context.Context, id string) ([]sdk.TopicPartition, error) {
+	resp, err := s.c.ListPartitions(ctx, &pb.ListPartitionsRequest{BackupId: id})
+	if err != nil {
+		return nil, rpcErr(err)
+	}
+	out := make([]sdk.TopicPartition, len(resp.GetPartitions()))
+	for i, p := range resp.GetPartitions() {
+		out[i] = sdk.TopicPartition{Topic: p.GetTopic(), Partition: p.GetPartition()}
+	}
+	return out, nil
+}
+
+func (s grpcStorage) ReadManifest(ctx context.Context, id, topic string, partition int32) ([][]byte, error) {
+	resp, err := s.c.ReadManifest(ctx, &pb.ReadManifestRequest{BackupId: id, Topic: topic, Partition: partition})
+	if err != nil {
+		return nil, rpcErr(err)
+	}
+	return resp.GetEntriesJson(), nil
+}
+
+func (s grpcStorage) ReadRange(ctx context.Context, id, object string, offset, length int64) (io.ReadCloser, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	st, err := s.c.ReadRange(ctx, &pb.ReadRangeRequest{BackupId: id, Object: object, Offset: offset, Length: length})
+	if err != nil {
+		cancel()
+		return nil, rpcErr(err)
+	}
+	// The first message carries the plugin's refusal, if any.
+	first, err := st.Recv()
+	if err != nil && err != io.EOF {
+		cancel()
+		return nil, rpcErr(err)
+	}
+	return &rangeReader{st: st, cancel: cancel, buf: first.GetData(), done: err == io.EOF}, nil
+}
+
+// rangeReader reads a storage object's range as the plugin streams it.
+type rangeReader struct {
+	st     pb.Storage_ReadRangeClient
+	cancel context.CancelFunc
+	buf    []byte
+	done   bool
+}
+
+func (r *rangeReader) Read(p []byte) (int, error) {
+	for len(r.buf) == 0 {
+		if r.done {
+			return 0, io.EOF
+		}
+		resp, err := r.st.Recv()
+		if err != nil {
+			return 0, rpcErr(err)
+		}
+		r.buf = resp.GetData()
+	}
+	n := copy(p, r.buf)
+	r.buf = r.buf[n:]
+	return n, nil
+}
+
+func (r *rangeReader) Close() error {
+	r.cancel()
+	return nil
+}
