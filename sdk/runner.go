@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -193,6 +194,22 @@ func asPartitionError(err error) *PartitionError {
 // framePool holds the frame buffers of a plugin process.
 var framePool = record.NewPool()
 
+var inFlightBytes atomic.Int64
+
+// InFlightBytes is the host's budget of decompressed bytes in flight
+// between source and sink, known once the plugin is opened (the SDK sets it
+// before calling Open): a plugin sizes its buffers and pools from it.
+// DefaultInFlightBytes before.
+func InFlightBytes() int64 {
+	if n := inFlightBytes.Load(); n > 0 {
+		return n
+	}
+	return DefaultInFlightBytes
+}
+
+// DefaultInFlightBytes is the host's default in-flight budget.
+const DefaultInFlightBytes = 8 << 20
+
 // budget sizes the process's memory from the host's in-flight budget:
 // frames are compressed and short-lived, so a quarter of it is kept free
 // for reuse; and the Go heap gets a soft limit of twice the budget plus a
@@ -202,6 +219,7 @@ func budget(inFlight int64) {
 	if inFlight <= 0 {
 		return
 	}
+	inFlightBytes.Store(inFlight)
 	framePool.SetLimit(inFlight / 4)
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(2*inFlight + 24<<20)
@@ -859,7 +877,8 @@ func (r *SinkRunner) Open(ctx context.Context, o SinkOpen) (SinkOpened, error) {
 	return opened, nil
 }
 
-// release frees the frame of a batch the sink holds no more.
+// release returns the credit of a batch the sink holds no more, and frees
+// its frame unless FreeFrame did.
 func (r *SinkRunner) release(id BatchID) {
 	r.mu.Lock()
 	f, ok := r.held[id]
@@ -872,6 +891,17 @@ func (r *SinkRunner) release(id BatchID) {
 		framePool.Free(f.Data)
 		r.wake()
 	}
+}
+
+// freeFrame frees the frame of a batch the sink still holds otherwise.
+func (r *SinkRunner) freeFrame(id BatchID) {
+	r.mu.Lock()
+	f, ok := r.held[id]
+	if ok {
+		r.held[id] = link.Frame{ID: id}
+	}
+	r.mu.Unlock()
+	framePool.Free(f.Data)
 }
 
 // ack is the sink's Acker.
@@ -977,6 +1007,7 @@ func (r *SinkRunner) write(ctx context.Context, in <-chan Input, frames *frameQu
 		r.mu.Unlock()
 		id := env.ID()
 		b := Batch{Envelope: env, Arrow: f.Data}.WithRelease(func() { r.release(id) })
+		b.free = &releaser{fn: func() { r.freeFrame(id) }}
 		if err := r.sink.Write(ctx, b); err != nil {
 			return r.fail(fmt.Errorf("write %s/%d: %w", env.Topic, env.Partition, err), em)
 		}

@@ -127,6 +127,7 @@ type Batch struct {
 	Metadata *Metadata
 
 	release *releaser
+	free    *releaser
 }
 
 // releaser runs its function once.
@@ -150,6 +151,16 @@ func (b Batch) Release() {
 func (b Batch) WithRelease(fn func()) Batch {
 	b.release = &releaser{fn: fn}
 	return b
+}
+
+// FreeFrame says the plugin needs b.Arrow no more (a sink that decoded a
+// compressed frame into memory of its own): the frame's memory is reused at
+// once, while the batch's credit stays taken until Release. Arrow must not
+// be used after it.
+func (b Batch) FreeFrame() {
+	if b.free != nil {
+		b.free.once.Do(b.free.fn)
+	}
 }
 
 // NewBatch returns a Batch of the records appended to b (and resets b) for

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/kpipe/kpipe/internal/lean"
 	"github.com/kpipe/kpipe/sdk/link"
 	"github.com/kpipe/kpipe/sdk/param"
 	pb "github.com/kpipe/kpipe/sdk/proto/kpipe/v2"
@@ -87,6 +88,7 @@ func Serve(constructors ...any) {
 	impl := byKind[chosen]()
 	register := func(s *grpc.Server) { Register(s, impl, kinds, links, id) }
 	go exitWithParent()
+	lean.Release()
 	startProfile(chosen)
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig: Handshake,

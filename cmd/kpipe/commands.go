@@ -42,7 +42,7 @@ type runOpts struct {
 func (o *runOpts) flags(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&o.stateDir, "state-dir", "", "folder for checkpoints (default .kpipe/state; a pipeline file's state_dir comes before the default)")
 	cmd.Flags().IntVar(&o.window, "window", engine.DefaultWindow, "most batches in flight between source and sink")
-	cmd.Flags().StringVar(&o.inFlightBytes, "in-flight-bytes", "16MiB", "most decompressed batch bytes in flight between source and sink (one batch may cross it); bounds memory, and the kafka source sizes its fetches from it. Bytes, or with KiB, MiB or GiB")
+	cmd.Flags().StringVar(&o.inFlightBytes, "in-flight-bytes", "8MiB", "most decompressed batch bytes in flight between source and sink (one batch may cross it); bounds memory, and the kafka source sizes its fetches from it. Bytes, or with KiB, MiB or GiB")
 }
 
 func (o *runOpts) engine(h *host.Host, g *globals, fileStateDir string) (engine.Options, error) {

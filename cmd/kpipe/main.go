@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/kpipe/kpipe/internal/lean"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -41,6 +42,7 @@ func badInput(format string, args ...any) error {
 var errInterrupted = errors.New("stopped by signal; the checkpoint holds the last durable positions, run again to resume")
 
 func main() {
+	lean.Release()
 	ctx, stop := signalContext()
 	defer stop()
 	os.Exit(run(ctx, os.Args[1:]))

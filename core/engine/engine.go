@@ -71,7 +71,7 @@ type Options struct {
 // Defaults of Options.
 const (
 	DefaultWindow        = 256
-	DefaultInFlightBytes = 16 << 20
+	DefaultInFlightBytes = sdk.DefaultInFlightBytes
 )
 
 // PluginReport describes one plugin of a finished run.

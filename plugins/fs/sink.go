@@ -56,7 +56,7 @@ type Sink struct {
 
 // NewSink returns the fs sink.
 func NewSink() sdk.Sink {
-	s := &Sink{pool: record.NewPool()}
+	s := &Sink{}
 	s.storage = storage{root: &s.cfg.Path}
 	return s
 }
@@ -97,6 +97,7 @@ func checkBackupID(id string) *param.Error {
 // first run, and repairs what a crash may have left.
 func (s *Sink) Open(ctx context.Context, ack sdk.Acker) error {
 	s.ack = ack
+	s.pool = record.NewPoolWithLimit(sdk.InFlightBytes() / 8)
 	s.backup = segment.Backup{Root: s.cfg.Path, ID: s.cfg.BackupID}
 	if err := os.MkdirAll(s.backup.Dir(), 0o755); err != nil {
 		return fmt.Errorf("create backup folder: %w", err)

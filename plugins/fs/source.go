@@ -54,7 +54,7 @@ type Source struct {
 
 // NewSource returns the fs source.
 func NewSource() sdk.Source {
-	s := &Source{pool: record.NewPoolWithLimit(16 << 20)}
+	s := &Source{}
 	s.storage = storage{root: &s.cfg.Path}
 	return s
 }
@@ -107,6 +107,7 @@ func (s *Source) window() record.Window {
 // Open plans the segments to read: wanted partitions, segments that can hold
 // records of the time window, and only what lies at or after resume.
 func (s *Source) Open(_ context.Context, o sdk.SourceOptions) error {
+	s.pool = record.NewPoolWithLimit(o.InFlightBytes / 4)
 	s.backup = segment.Backup{Root: s.cfg.Path, ID: s.cfg.BackupID}
 	if _, err := s.backup.ReadInfo(); err != nil {
 		return err

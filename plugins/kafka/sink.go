@@ -85,7 +85,7 @@ func (s *Sink) Open(ctx context.Context, ack sdk.Acker) error {
 	s.producing = map[string]bool{}
 	s.outstanding = map[sdk.BatchID]*inFlight{}
 	s.planned = map[string]int32{}
-	s.pool = record.NewPool()
+	s.pool = record.NewPoolWithLimit(sdk.InFlightBytes() / 8)
 	s.dec = record.NewDecoder(s.pool)
 	var err error
 	s.cl, s.adm, err = connect(ctx, s.cfg.BootstrapServers, s.cfg.ConnectTimeout,
@@ -212,6 +212,10 @@ func (s *Sink) Write(ctx context.Context, b sdk.Batch) error {
 	rec, err := s.dec.Decode(b.Arrow)
 	if err != nil {
 		return err
+	}
+	if info, _ := record.Inspect(b.Arrow); info.Codec != record.None {
+		// Decompressed into memory of its own: the frame can go now.
+		b.FreeFrame()
 	}
 	v, err := record.NewView(rec)
 	if err != nil {
