@@ -156,11 +156,14 @@ func Run(ctx context.Context, p config.Pipeline, opts Options) (*Report, error) 
 	}
 	stages = append(stages, &stage{role: "sink", cfg: p.Sink, kind: plugin.KindSink})
 	defer func() {
+		var wg sync.WaitGroup
 		for _, s := range stages {
 			if s.inst != nil {
-				s.inst.Kill()
+				wg.Add(1)
+				go func() { defer wg.Done(); s.inst.Kill() }()
 			}
 		}
+		wg.Wait()
 	}()
 
 	setupCtx, cancelSetup := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -225,54 +228,87 @@ func Run(ctx context.Context, p config.Pipeline, opts Options) (*Report, error) 
 	rep.Stopped = ctx.Err() != nil
 	rep.MaxInFlight, rep.MaxInFlightBytes = r.tracker.peaks()
 
-	for _, s := range stages {
+	rep.Plugins = make([]PluginReport, len(stages))
+	terrs := make([]error, len(stages))
+	var wg sync.WaitGroup
+	for i, s := range stages {
 		info := s.inst.Info()
-		pr := PluginReport{Role: s.role, Plugin: s.cfg.Plugin, Version: info.Version, Pid: info.Pid}
+		rep.Plugins[i] = PluginReport{Role: s.role, Plugin: s.cfg.Plugin, Version: info.Version, Pid: info.Pid}
 		s.mu.Lock()
-		pr.Metrics = s.metrics
+		rep.Plugins[i].Metrics = s.metrics
 		s.mu.Unlock()
-		if err == nil {
-			tctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			m, terr := s.inst.Teardown(tctx)
-			cancel()
-			if terr != nil {
-				err = fmt.Errorf("pipeline %q: %w", p.Name, terr)
-			}
-			pr.Metrics = m
+		if err != nil {
+			continue
 		}
-		rep.Plugins = append(rep.Plugins, pr)
+		wg.Add(1)
+		go func() { // the plugins wind down at once, each on its own
+			defer wg.Done()
+			tctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			m, terr := s.inst.Teardown(tctx)
+			if terr != nil {
+				terrs[i] = fmt.Errorf("pipeline %q: %w", p.Name, terr)
+			}
+			rep.Plugins[i].Metrics = m
+		}()
+	}
+	wg.Wait()
+	for _, terr := range terrs {
+		if terr != nil && err == nil {
+			err = terr
+		}
 	}
 	rep.DurationMS = time.Since(start).Milliseconds()
 	return rep, err
 }
 
-// launch starts and configures every stage.
+// launch starts and configures every stage, all at once: a plugin process
+// takes tens of milliseconds to start, and they need not wait for each
+// other.
 func launch(ctx context.Context, p config.Pipeline, stages []*stage, opts Options, log *slog.Logger) error {
-	for _, s := range stages {
-		inst, err := opts.Launcher.Launch(ctx, s.cfg.Plugin, s.kind)
-		if err != nil {
-			return fmt.Errorf("%spipeline %q: %s: %w", s.cfg.Where(""), p.Name, s.role, err)
-		}
-		s.inst = inst
-		log.Debug("plugin started", "role", s.role, "plugin", s.cfg.Plugin, "pid", inst.Info().Pid)
-		if opts.OnLaunch != nil {
-			opts.OnLaunch(s.role, inst)
+	errs := make([]error, len(stages))
+	cfgErrs := make([][]error, len(stages))
+	var wg sync.WaitGroup
+	for i, s := range stages {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			inst, err := opts.Launcher.Launch(ctx, s.cfg.Plugin, s.kind)
+			if err != nil {
+				errs[i] = fmt.Errorf("%spipeline %q: %s: %w", s.cfg.Where(""), p.Name, s.role, err)
+				return
+			}
+			s.inst = inst
+			log.Debug("plugin started", "role", s.role, "plugin", s.cfg.Plugin, "pid", inst.Info().Pid)
+			if opts.OnLaunch != nil {
+				opts.OnLaunch(s.role, inst)
+			}
+			if err := inst.Configure(ctx, s.cfg.Params); err != nil {
+				var pes param.Errors
+				if !errors.As(err, &pes) {
+					errs[i] = err
+					return
+				}
+				for _, pe := range pes {
+					cfgErrs[i] = append(cfgErrs[i], fmt.Errorf("%s%s %q: %s", s.cfg.Where(pe.Param), s.role, s.cfg.Plugin, pe.Error()))
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		for _, e := range errs { // the first stage's error, as it is
+			if e != nil {
+				return e
+			}
 		}
 	}
-	var cfgErrs []error
-	for _, s := range stages {
-		if err := s.inst.Configure(ctx, s.cfg.Params); err != nil {
-			var pes param.Errors
-			if !errors.As(err, &pes) {
-				return err
-			}
-			for _, pe := range pes {
-				cfgErrs = append(cfgErrs, fmt.Errorf("%s%s %q: %s", s.cfg.Where(pe.Param), s.role, s.cfg.Plugin, pe.Error()))
-			}
-		}
+	var all []error
+	for _, es := range cfgErrs {
+		all = append(all, es...)
 	}
-	if len(cfgErrs) > 0 {
-		return &ConfigError{Pipeline: p.Name, Errs: cfgErrs}
+	if len(all) > 0 {
+		return &ConfigError{Pipeline: p.Name, Errs: all}
 	}
 	return nil
 }

@@ -93,7 +93,7 @@ func (s *Sink) Open(ctx context.Context, ack sdk.Acker) error {
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.ProducerLinger(5*time.Millisecond),
 		kgo.ProducerBatchMaxBytes(1<<20),
-		kgo.MetadataMinAge(200*time.Millisecond), // see new partitions quickly after adding them
+		kgo.MetadataMinAge(10*time.Millisecond), // see new topics and partitions as soon as they exist
 	)
 	return err
 }
@@ -119,7 +119,7 @@ func (s *Sink) ensure(ctx context.Context, topic string, partition int32) error 
 			select {
 			case <-ctx.Done():
 				return fmt.Errorf("topic %q: %d partitions not visible after creation: %w", topic, want, ctx.Err())
-			case <-time.After(50 * time.Millisecond):
+			case <-time.After(10 * time.Millisecond):
 			}
 			continue
 		}
@@ -167,7 +167,7 @@ func (s *Sink) ensure(ctx context.Context, topic string, partition int32) error 
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("topic %q: partition %d not visible after creation: %w", topic, partition, ctx.Err())
-		case <-time.After(50 * time.Millisecond):
+		case <-time.After(10 * time.Millisecond):
 		}
 	}
 	s.topo[topic] = want
