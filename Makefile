@@ -13,7 +13,9 @@ all: build
 deps: ## install what the build and tests need (Java, Maven) when missing
 	@bash scripts/deps.sh
 
-build: ## build bin/kpipe and bin/plugins/kpipe-plugin-*
+# Static binaries (no libc): each process maps less, and they run anywhere.
+build: export CGO_ENABLED = 0
+build: ## build bin/kpipe and bin/plugins/kpipe-plugin-* (static)
 	$(GO) build -o bin/kpipe ./cmd/kpipe
 	@for p in $(PLUGINS); do $(GO) build -o bin/plugins/kpipe-plugin-$$p ./plugins/$$p || exit 1; done
 
@@ -31,10 +33,18 @@ test-short: build ## the tests that need no broker
 demo: deps build ## start a broker, seed, back up, restore a time window, print counts
 	@bash scripts/demo.sh
 
-bench: deps build ## backup throughput: kpipe pipeline vs a plain franz-go consumer
+# The reference tool `make bench` compares kpipe with (OSO kafka-backup), when
+# present; empty skips its rows. BENCH_FLAGS adds kpipe-bench flags, e.g.
+# BENCH_FLAGS="--only backup/fresh --runs 3".
+PEER ?= $(wildcard ../shared/peer/kafka-backup)
+BENCH_FLAGS ?=
+bench: deps build ## kpipe vs the reference tool vs bare franz-go: backup, restore, PITR (bench/RESULTS.md)
+	$(GO) build -o bin/kpipe-bench ./bench/cmd/kpipe-bench
 	@KAFKA_PORT=$(TEST_KAFKA_PORT) scripts/kafka.sh up >/dev/null
-	@KPIPE_TEST_BOOTSTRAP=127.0.0.1:$(TEST_KAFKA_PORT) KPIPE_PLUGIN_DIR=$(CURDIR)/bin/plugins \
-	  $(GO) test -run '^$$' -bench . -benchtime 1x -count 3 ./bench/ ; rc=$$?; \
+	@bin/kpipe-bench --bootstrap 127.0.0.1:$(TEST_KAFKA_PORT) --peer "$(PEER)" \
+	  --kpipe bin/kpipe --plugin-dir bin/plugins --out bench/RESULTS.md \
+	  --kafka-version "$$(sed -n 's/^readonly KAFKA_VERSION=\([^ ]*\).*/\1/p' scripts/kafka.sh)" \
+	  $(BENCH_FLAGS) ; rc=$$?; \
 	  KAFKA_PORT=$(TEST_KAFKA_PORT) scripts/kafka.sh down; exit $$rc
 
 kafka-up: deps ## start the local broker on 127.0.0.1:9092 (KAFKA_PORT to change)

@@ -1,15 +1,18 @@
-// Package bench measures backup throughput: the out-of-process kpipe backup
-// pipeline (kafka source plugin → fs sink plugin, run by engine.Run) against
-// a plain franz-go consumer that drains the same topic from the same broker.
+// Package bench holds what kpipe's side-by-side benchmark
+// (bench/cmd/kpipe-bench, run by `make bench`) is built from, each part
+// tested on its own without a broker (`go test -short ./bench/...`):
 //
-// It holds benchmarks only; `make bench` runs them against the test broker:
+//   - Gen generates the benchmark records deterministically (a 16-byte key,
+//     a 1 KiB JSON value of a given Shape, one header, timestamps 1 ms apart),
+//     so that a program can regenerate any record instead of storing them;
+//     CentredWindow picks a time window holding a known number of them.
+//   - Measure runs a program and measures its whole process tree: wall time,
+//     CPU time from wait4, the peak of the summed resident memory of every
+//     process (sampled from /proc by a Sampler), and I/O from /proc/PID/io.
+//   - EvictCache drops a folder's files from the page cache, so that the next
+//     reader reads them from storage.
+//   - Median and MedianRatio summarize runs: ratios are taken run by run,
+//     within a round, before their median.
 //
-//	go test -run '^$' -bench . -benchtime 1x -count 3 ./bench/
-//
-// Each test process seeds one topic once (4 partitions, KPIPE_BENCH_RECORDS
-// records, default 200000, of a 16-byte key, a 1 KiB value of JSON-lines
-// events and one header; about 210 MB of payload) and deletes it at the end. Both sides are charged
-// the same payload bytes (key + value + header key and value), so their MB/s
-// (10^6 bytes per second, as `go test` reports them) compare like for like.
-// BenchmarkBackupVsConsumer puts both figures and their ratio on one line.
+// The process measurements read Linux's /proc and are Linux-only.
 package bench

@@ -1,0 +1,253 @@
+//go:build linux
+
+package main
+
+import (
+	"context"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/kpipe/kpipe/bench"
+)
+
+// backupCase times a snapshot backup of the source topic to local disk, by
+// every tool in turn, into a fresh folder per run.
+func (r *runner) backupCase(ctx context.Context, src task) error {
+	c := r.newCase(kindBackup, src, src.records)
+	for round := 1; round <= r.cfg.runs; round++ {
+		for _, t := range r.tools {
+			x, err := r.backupRun(ctx, t, src, round)
+			if err != nil {
+				return err
+			}
+			c.Runs = append(c.Runs, x)
+			r.progress(c, round, x, fmt.Sprintf(" %7.1f MiB on disk", outMiB(x)))
+		}
+	}
+	return nil
+}
+
+// backupRun runs one timed backup into a new folder, removed afterwards.
+func (r *runner) backupRun(ctx context.Context, t tool, src task, round int) (run, error) {
+	job, err := r.backupTask(src, t.name(), 0)
+	if err != nil {
+		return run{}, err
+	}
+	defer os.RemoveAll(job.scratch)
+	return r.backup(ctx, t, job, round)
+}
+
+// backupTask is a backup of src into a new folder.
+func (r *runner) backupTask(src task, tool string, segmentRecords int64) (task, error) {
+	dir, err := r.scratch(fmt.Sprintf("backup-%s-%s-p%d", tool, src.gen.Shape, src.gen.Partitions))
+	if err != nil {
+		return task{}, err
+	}
+	t := src
+	t.scratch, t.dir, t.backupID, t.segmentRecords = dir, filepath.Join(dir, "backups"), "bench", segmentRecords
+	return t, os.MkdirAll(t.dir, 0o755)
+}
+
+// backup runs one backup and checks that it holds every record.
+func (r *runner) backup(ctx context.Context, t tool, job task, round int) (run, error) {
+	what := fmt.Sprintf("%s backup of %s", t.name(), job.topic)
+	p, err := t.backup(job)
+	if err != nil {
+		return run{}, err
+	}
+	m, err := r.execute(ctx, what, p)
+	if err != nil {
+		return run{}, err
+	}
+	if m.outcome.records != job.records {
+		return run{}, r.failure(what, fmt.Errorf("backed up %d records, want %d", m.outcome.records, job.records), m)
+	}
+	x := newRun(t.name(), round, m.usage)
+	x.Records, x.Segments, x.Report = m.outcome.records, m.outcome.segments, m.outcome.report
+	x.OutBytes, err = diskUsage(job.dir)
+	return x, err
+}
+
+// diskUsage sums the sizes of the regular files under dir.
+func diskUsage(dir string) (int64, error) {
+	var total int64
+	err := filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		info, err := d.Info()
+		total += info.Size()
+		return err
+	})
+	return total, err
+}
+
+// sourceBackups makes, untimed, one backup of src per tool that restores
+// from a backup (all but the ceiling, which regenerates the records).
+func (r *runner) sourceBackups(ctx context.Context, src task, segmentRecords int64) (map[string]task, map[string]int64, error) {
+	jobs, segments := map[string]task{}, map[string]int64{}
+	for _, t := range r.tools {
+		if t.name() == toolCeiling {
+			continue
+		}
+		job, err := r.backupTask(src, t.name(), segmentRecords)
+		if err != nil {
+			return nil, nil, err
+		}
+		x, err := r.backup(ctx, t, job, 0)
+		if err != nil {
+			return nil, nil, err
+		}
+		jobs[t.name()] = job
+		segments[t.name()] = x.Segments
+		if x.Segments < 0 {
+			segments[t.name()] = countSegmentFiles(job.dir)
+		}
+		r.logf("backup by %s to restore from: %d records in %d segments, %.1f MiB", t.name(), x.Records,
+			segments[t.name()], outMiB(x))
+	}
+	return jobs, segments, nil
+}
+
+// countSegmentFiles counts the data files of a backup (all but manifests).
+func countSegmentFiles(dir string) int64 {
+	var n int64
+	_ = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() && filepath.Ext(path) != ".json" && filepath.Ext(path) != ".jsonl" {
+			n++
+		}
+		return nil
+	})
+	return n
+}
+
+// restoreCase times a full restore into a new topic: kpipe and the
+// reference tool from backups they made themselves, the ceiling from
+// regenerated records.
+func (r *runner) restoreCase(ctx context.Context, src task) error {
+	backups, segments, err := r.sourceBackups(ctx, src, 0)
+	if err != nil {
+		return err
+	}
+	defer removeBackups(backups)
+	c := r.newCase(kindRestore, src, src.records)
+	c.BackupSegments = segments
+	for round := 1; round <= r.cfg.runs; round++ {
+		for _, t := range r.tools {
+			if err := r.restoreRun(ctx, c, t, backups[t.name()], src, nil, round); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// pitrCases time restores from backups of many segments: of a window of
+// 1% of the time range, and in full, tool after tool.
+func (r *runner) pitrCases(ctx context.Context, src task) error {
+	perSegment := max(src.records/r.cfg.pitrSegments, 1)
+	backups, segments, err := r.sourceBackups(ctx, src, perSegment)
+	if err != nil {
+		return err
+	}
+	defer removeBackups(backups)
+	w := bench.CentredWindow(src.gen, src.records, 0.01)
+	var cases []*caseResult
+	var windows []*bench.Window
+	if r.selected(kindPITRWindow, src.gen) {
+		c := r.newCase(kindPITRWindow, src, w.Records)
+		c.BackupSegments, c.Window = segments, &w
+		cases, windows = append(cases, c), append(windows, &w)
+	}
+	if r.selected(kindPITRFull, src.gen) {
+		c := r.newCase(kindPITRFull, src, src.records)
+		c.BackupSegments = segments
+		cases, windows = append(cases, c), append(windows, nil)
+	}
+	for round := 1; round <= r.cfg.runs; round++ {
+		for i, c := range cases {
+			for _, t := range r.tools {
+				if t.name() == toolCeiling {
+					continue
+				}
+				if err := r.restoreRun(ctx, c, t, backups[t.name()], src, windows[i], round); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// removeBackups deletes the folders of the backups restored from.
+func removeBackups(backups map[string]task) {
+	for _, b := range backups {
+		os.RemoveAll(b.scratch)
+	}
+}
+
+// restoreRun restores into a new topic, checks that it holds exactly the
+// records expected, and deletes it before the next run starts.
+func (r *runner) restoreRun(ctx context.Context, c *caseResult, t tool, backup, src task, w *bench.Window, round int) error {
+	job := backup
+	if t.name() == toolCeiling {
+		job = src
+	}
+	job.window = w
+	job.target = fmt.Sprintf("%s%s-%s-%s-p%d-r%d", r.prefix, c.Kind, t.name(), src.gen.Shape, src.gen.Partitions, round)
+	scratch, err := r.scratch(c.Kind + "-" + t.name())
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(scratch)
+	job.scratch = scratch
+	if job.dir != "" {
+		if err := bench.EvictCache(job.dir); err != nil {
+			return err
+		}
+	}
+	x, err := r.restore(ctx, t, job, c.Expected, round)
+	if err != nil {
+		_ = r.b.deleteTopics(context.WithoutCancel(ctx), job.target)
+		return err
+	}
+	if err := r.b.dropTopic(ctx, job.target, src.gen.Partitions); err != nil {
+		return err
+	}
+	c.Runs = append(c.Runs, x)
+	extra := ""
+	if x.Segments >= 0 {
+		extra = fmt.Sprintf(" %4d segments read", x.Segments)
+	}
+	r.progress(c, round, x, fmt.Sprintf("%s %7.1f MiB read from storage", extra, readMiB(x)))
+	return nil
+}
+
+// restore runs one restore and checks the target topic.
+func (r *runner) restore(ctx context.Context, t tool, job task, expected int64, round int) (run, error) {
+	what := fmt.Sprintf("%s restore of %s into %s", t.name(), job.topic, job.target)
+	if job.window != nil {
+		what += fmt.Sprintf(" (time window %d..%d)", job.window.Start, job.window.End)
+	}
+	p, err := t.restore(job)
+	if err != nil {
+		return run{}, err
+	}
+	m, err := r.execute(ctx, what, p)
+	if err != nil {
+		return run{}, err
+	}
+	got, parts, err := r.b.count(ctx, job.target)
+	if err != nil {
+		return run{}, r.failure(what, fmt.Errorf("after the run: %w", err), m)
+	}
+	if got != expected {
+		return run{}, r.failure(what, fmt.Errorf("topic %s holds %d records in %d partitions, want %d (the tool reported %d)",
+			job.target, got, parts, expected, m.outcome.records), m)
+	}
+	x := newRun(t.name(), round, m.usage)
+	x.Records, x.Segments, x.Report = got, m.outcome.segments, m.outcome.report
+	return x, nil
+}
