@@ -212,7 +212,7 @@ const DefaultInFlightBytes = 8 << 20
 
 // budget sizes the process's memory from the host's in-flight budget:
 // frames are compressed and short-lived, so a quarter of it is kept free
-// for reuse; and the Go heap gets a soft limit of twice the budget plus a
+// for reuse; and the Go heap gets a soft limit of three times the budget plus a
 // base, so that garbage does not pile up far beyond what the process holds
 // (GOMEMLIMIT, when set, comes first).
 func budget(inFlight int64) {
@@ -222,7 +222,7 @@ func budget(inFlight int64) {
 	inFlightBytes.Store(inFlight)
 	framePool.SetLimit(inFlight / 4)
 	if os.Getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(2*inFlight + 24<<20)
+		debug.SetMemoryLimit(3*inFlight + 24<<20)
 	}
 }
 

@@ -43,7 +43,7 @@ type fetchSizer struct {
 }
 
 func newFetchSizer(inFlight int64) *fetchSizer {
-	f := &fetchSizer{budget: max(inFlight/8, 1<<20), ratio: startRatio}
+	f := &fetchSizer{budget: max(inFlight/4, 1<<20), ratio: startRatio}
 	f.current.Store(f.limit())
 	f.expect.Store(math.Float64bits(2))
 	return f

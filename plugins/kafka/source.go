@@ -270,7 +270,10 @@ func (s *Source) Read(ctx context.Context) (sdk.Batch, error) {
 			return sdk.Batch{}, berr
 		}
 		if finished != nil {
-			s.cl.RemoveConsumePartitions(finished)
+			// Pausing, not removing: removing partitions makes franz-go
+			// rebuild its fetch session, seconds of stall at 100
+			// partitions.
+			s.cl.PauseFetchPartitions(finished)
 		}
 		if wire, changed := s.sizer.resize(); changed {
 			s.cl.UpdateFetchMaxBytes(wire, partitionShare(wire))

@@ -53,7 +53,7 @@ var (
 		// A 1 MiB window (buffers are rarely larger) keeps each of the
 		// encoder's concurrent states small.
 		enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderCRC(true),
-			zstd.WithAllLitEntropyCompression(true), zstd.WithWindowSize(1<<20))
+			zstd.WithAllLitEntropyCompression(true), zstd.WithWindowSize(1<<20), zstd.WithLowerEncoderMem(true))
 		if err != nil {
 			panic(err) // only bad options fail
 		}
