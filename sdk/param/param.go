@@ -13,10 +13,10 @@
 package param
 
 import (
-	"maps"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"reflect"
 	"slices"
 	"sort"
