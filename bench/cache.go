@@ -19,11 +19,12 @@ func EvictCache(dir string) error {
 		if err != nil || !d.Type().IsRegular() {
 			return err
 		}
-		return evictFile(path)
+		return EvictFile(path)
 	})
 }
 
-func evictFile(path string) error {
+// EvictFile writes back and drops one file from the page cache.
+func EvictFile(path string) error {
 	const fadvDontNeed = 4 // POSIX_FADV_DONTNEED
 	f, err := os.Open(path)
 	if err != nil {

@@ -5,6 +5,8 @@
 // pages from the process (they stay in the page cache) and has the kernel
 // bring back only the pages used from then on, one at a time: a few MiB
 // less resident memory per process, for a few thousand minor page faults.
+// (A binary the page cache holds in huge folios, as it holds a file just
+// written with write(2), is mapped a folio at a time whatever is asked.)
 package lean
 
 import (
@@ -43,7 +45,8 @@ func Release() {
 		if err1 != nil || err2 != nil || end <= start {
 			continue
 		}
-		syscall.Syscall(syscall.SYS_MADVISE, uintptr(start), uintptr(end-start), syscall.MADV_RANDOM)
-		syscall.Syscall(syscall.SYS_MADVISE, uintptr(start), uintptr(end-start), syscall.MADV_DONTNEED)
+		for _, advice := range []int{syscall.MADV_RANDOM, syscall.MADV_DONTNEED} {
+			syscall.Syscall(syscall.SYS_MADVISE, uintptr(start), uintptr(end-start), uintptr(advice))
+		}
 	}
 }

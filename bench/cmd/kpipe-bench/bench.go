@@ -95,8 +95,19 @@ func (r *runner) setupTools() error {
 	if err := copyFile(self, ceiling); err != nil {
 		return err
 	}
+	// Every tool's binaries start out of the page cache, as after a reboot.
+	// A file just written sits in the cache in huge folios, which the kernel
+	// maps whole (2 MiB at a time) into every process that runs it, adding
+	// several MiB of shared, reclaimable cache to each process's resident
+	// memory; read back from storage, a binary is cached in small folios.
+	if err := bench.EvictCache(bin); err != nil {
+		return err
+	}
 	r.tools = append(r.tools, kpipeTool{bin: kpipe, pluginDir: plugins})
 	if r.cfg.peer != "" {
+		if err := bench.EvictFile(r.cfg.peer); err != nil {
+			return err
+		}
 		r.tools = append(r.tools, refTool{bin: r.cfg.peer})
 	} else {
 		r.logf("reference tool skipped: %s", r.cfg.peerNote)
