@@ -123,8 +123,25 @@ func key(topic string, partition int32) string { return fmt.Sprintf("%s/%d", top
 // its resume position or its start.
 func (s *Source) Open(ctx context.Context, o sdk.SourceOptions) error {
 	readCommitted := s.cfg.IsolationLevel == "read_committed"
+	s.sizer = newFetchSizer(o.InFlightBytes)
+	s.pool = record.NewPoolWithLimit(o.InFlightBytes / 2)
+	s.pools = newFetchPools(s.pool, s.sizer)
+	wire := s.sizer.wire()
+	opts := []kgo.Opt{
+		kgo.KeepControlRecords(),
+		kgo.FetchMaxBytes(wire),
+		kgo.FetchMaxPartitionBytes(partitionShare(wire)),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.WithHooks(s.sizer),
+		kgo.WithPools(s.pools),
+	}
+	if readCommitted {
+		opts = append(opts, kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	} else {
+		opts = append(opts, kgo.FetchIsolationLevel(kgo.ReadUncommitted()))
+	}
 	var err error
-	s.cl, s.adm, err = connect(ctx, s.cfg.BootstrapServers, s.cfg.ConnectTimeout)
+	s.cl, s.adm, err = connect(ctx, s.cfg.BootstrapServers, s.cfg.ConnectTimeout, opts...)
 	if err != nil {
 		return err
 	}
@@ -182,27 +199,10 @@ func (s *Source) Open(ctx context.Context, o sdk.SourceOptions) error {
 		}
 		consume[lo.Topic][lo.Partition] = off
 	})
-	s.sizer = newFetchSizer(o.InFlightBytes)
-	s.pool = record.NewPoolWithLimit(o.InFlightBytes / 2)
-	s.pools = newFetchPools(s.pool, s.sizer)
-	wire := s.sizer.wire()
-	opts := []kgo.Opt{
-		kgo.ConsumePartitions(consume),
-		kgo.KeepControlRecords(),
-		kgo.FetchMaxBytes(wire),
-		kgo.FetchMaxPartitionBytes(partitionShare(wire)),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.WithHooks(s.sizer),
-		kgo.WithPools(s.pools),
-	}
-	if readCommitted {
-		opts = append(opts, kgo.FetchIsolationLevel(kgo.ReadCommitted()))
-	} else {
-		opts = append(opts, kgo.FetchIsolationLevel(kgo.ReadUncommitted()))
-	}
-	s.cl.Close()
-	s.cl, s.adm, err = connect(ctx, s.cfg.BootstrapServers, s.cfg.ConnectTimeout, opts...)
-	return err
+	// The client consumes nothing until now: the partitions, at their
+	// positions, join it here.
+	s.cl.AddConsumePartitions(consume)
+	return nil
 }
 
 func (s *Source) allDone() bool {

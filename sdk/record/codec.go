@@ -129,11 +129,13 @@ func decompress(c Codec, src, dst []byte) error {
 // keeps its scratch space between calls and is not safe for concurrent use;
 // use one per goroutine.
 type Encoder struct {
-	codec Codec
-	mem   memory.Allocator
-	body  bytes.Buffer
-	out   []byte
-	spans []span
+	codec  Codec
+	mem    memory.Allocator
+	body   bytes.Buffer
+	out    []byte
+	spans  []span
+	writes [][]byte // what SerializeBody wrote
+	bufs   [][]byte
 }
 
 // NewEncoder returns an Encoder for codec.
@@ -144,7 +146,8 @@ func NewEncoder(codec Codec) *Encoder {
 // Codec is the codec the Encoder compresses with.
 func (e *Encoder) Codec() Codec { return e.codec }
 
-// Encode appends the frame of rec to dst and returns it.
+// Encode appends the frame of rec to dst and returns it. The buffers are
+// compressed straight from the batch's memory, without a copy of the body.
 func (e *Encoder) Encode(rec arrow.RecordBatch, dst []byte) ([]byte, error) {
 	p, err := ipc.GetRecordBatchPayload(rec, ipc.WithAllocator(e.mem))
 	if err != nil {
@@ -153,19 +156,73 @@ func (e *Encoder) Encode(rec arrow.RecordBatch, dst []byte) ([]byte, error) {
 	defer p.Release()
 	meta := p.Meta()
 	defer meta.Release()
-	e.body.Reset()
-	if err := p.SerializeBody(&e.body); err != nil {
+	e.writes = e.writes[:0]
+	if err := p.SerializeBody(e); err != nil {
 		return nil, fmt.Errorf("encode record batch: %w", err)
 	}
-	if e.codec == None {
-		dst = appendFrameHeader(dst, meta.Bytes())
-		return append(dst, e.body.Bytes()...), nil
-	}
-	m, err := parseBatchMeta(meta.Bytes(), e.body.Bytes())
+	m, err := parseBatchMeta(meta.Bytes(), nil)
 	if err != nil {
 		return nil, fmt.Errorf("encode record batch: %w", err)
 	}
-	return e.compress(&m, dst)
+	bufs, ok := e.buffers(m.spans)
+	if !ok {
+		// Not the layout expected of arrow-go's writer: take the body whole.
+		e.body.Reset()
+		for _, w := range e.writes {
+			e.body.Write(w)
+		}
+		m.body = e.body.Bytes()
+		bufs = make([][]byte, len(m.spans))
+		for i, sp := range m.spans {
+			if sp.off+sp.len > int64(len(m.body)) {
+				return nil, fmt.Errorf("encode record batch: buffer %d lies outside the body", i)
+			}
+			bufs[i] = m.body[sp.off : sp.off+sp.len]
+		}
+	}
+	if e.codec == None {
+		dst = appendFrameHeader(dst, meta.Bytes())
+		for _, b := range bufs {
+			dst = append(dst, b...)
+			dst = append(dst, zeros[:pad(len(b), ipcAlign)]...)
+		}
+		return dst, nil
+	}
+	return e.compress(&m, bufs, dst)
+}
+
+// Write implements io.Writer for ipc.Payload.SerializeBody: it keeps each
+// slice it is given (a buffer of the batch, or padding), without copying.
+func (e *Encoder) Write(b []byte) (int, error) {
+	e.writes = append(e.writes, b)
+	return len(b), nil
+}
+
+// buffers matches the writes SerializeBody made with the buffers the
+// metadata lists: each non-empty buffer in one write, followed by its
+// padding.
+func (e *Encoder) buffers(spans []span) ([][]byte, bool) {
+	out := e.bufs[:0]
+	w := 0
+	for _, sp := range spans {
+		if sp.len == 0 {
+			out = append(out, nil)
+			continue
+		}
+		if w >= len(e.writes) || int64(len(e.writes[w])) != sp.len {
+			return nil, false
+		}
+		out = append(out, e.writes[w])
+		w++
+		if p := pad(int(sp.len), ipcAlign); p > 0 {
+			if w >= len(e.writes) || len(e.writes[w]) != p {
+				return nil, false
+			}
+			w++
+		}
+	}
+	e.bufs = out
+	return out, w == len(e.writes)
 }
 
 // Recompress appends to dst the frame compressed with the Encoder's codec.
@@ -189,7 +246,7 @@ func (e *Encoder) Recompress(frame, dst []byte) ([]byte, error) {
 		dst = appendFrameHeader(dst, meta)
 		return append(dst, m.body...), nil
 	}
-	return e.compress(&m, dst)
+	return e.compress(&m, bodyBuffers(&m), dst)
 }
 
 // decompressed returns m with every buffer decompressed into e.body.
@@ -226,20 +283,20 @@ func (e *Encoder) decompressed(m *batchMessage) (batchMessage, error) {
 	return out, nil
 }
 
-// compress appends the frame of the uncompressed message m, its buffers
-// compressed with e.codec, to dst. A buffer that does not shrink is stored as
-// is, behind the length -1, as the Arrow format allows.
-func (e *Encoder) compress(m *batchMessage, dst []byte) ([]byte, error) {
+// compress appends the frame of the message m, whose buffers are bufs
+// (uncompressed), with every buffer compressed with e.codec, to dst. A buffer
+// that does not shrink is stored as is, behind the length -1, as the Arrow
+// format allows.
+func (e *Encoder) compress(m *batchMessage, bufs [][]byte, dst []byte) ([]byte, error) {
 	e.out = e.out[:0]
 	e.spans = e.spans[:0]
-	for _, s := range m.spans {
-		if s.len == 0 {
+	for _, raw := range bufs {
+		if len(raw) == 0 {
 			e.spans = append(e.spans, span{int64(len(e.out)), 0})
 			continue
 		}
-		raw := m.body[s.off : s.off+s.len]
 		start := len(e.out)
-		e.out = binary.LittleEndian.AppendUint64(e.out, uint64(s.len))
+		e.out = binary.LittleEndian.AppendUint64(e.out, uint64(len(raw)))
 		var err error
 		if e.out, err = compress(e.codec, raw, e.out); err != nil {
 			return nil, fmt.Errorf("compress record batch: %w", err)
@@ -254,6 +311,15 @@ func (e *Encoder) compress(m *batchMessage, dst []byte) ([]byte, error) {
 	meta := buildBatchMeta(m.version, m.length, m.nodes, e.spans, e.codec, int64(len(e.out)))
 	dst = appendFrameHeader(dst, meta)
 	return append(dst, e.out...), nil
+}
+
+// bodyBuffers returns the buffers of an uncompressed message's body.
+func bodyBuffers(m *batchMessage) [][]byte {
+	bufs := make([][]byte, len(m.spans))
+	for i, sp := range m.spans {
+		bufs[i] = m.body[sp.off : sp.off+sp.len]
+	}
+	return bufs
 }
 
 // Decoder turns frames back into record batches, whatever their codec. It

@@ -117,7 +117,9 @@ func parseBatch(frame []byte) (batchMessage, error) {
 	return parseBatchMeta(meta, body)
 }
 
-// parseBatchMeta reads a record batch message from its metadata and body.
+// parseBatchMeta reads a record batch message from its metadata and body;
+// with a nil body, from its metadata alone (the buffers' bounds are then
+// checked only against the body length it declares).
 func parseBatchMeta(meta, body []byte) (m batchMessage, err error) {
 	defer func() {
 		// The flatbuffers accessors index without checks; damage that
@@ -130,7 +132,8 @@ func parseBatchMeta(meta, body []byte) (m batchMessage, err error) {
 		return m, fmt.Errorf("frame holds an Arrow message of type %d, not a record batch", messageType(meta))
 	}
 	msg := table(meta)
-	if bodyLen := msg.GetInt64Slot(slot(msgBody), 0); bodyLen != int64(len(body)) {
+	bodyLen := msg.GetInt64Slot(slot(msgBody), 0)
+	if body != nil && bodyLen != int64(len(body)) {
 		return m, fmt.Errorf("record batch message declares a %d-byte body, the frame holds %d", bodyLen, len(body))
 	}
 	m.version = msg.GetInt16Slot(slot(msgVersion), 0)
@@ -175,8 +178,8 @@ func parseBatchMeta(meta, body []byte) (m batchMessage, err error) {
 	for i := range m.spans {
 		off := int64(binary.LittleEndian.Uint64(bufs[i*bufferSize:]))
 		n := int64(binary.LittleEndian.Uint64(bufs[i*bufferSize+8:]))
-		if off < 0 || n < 0 || off > int64(len(body)) || n > int64(len(body))-off {
-			return m, fmt.Errorf("buffer %d (%d bytes at %d) lies outside the %d-byte body", i, n, off, len(body))
+		if off < 0 || n < 0 || off > bodyLen || n > bodyLen-off {
+			return m, fmt.Errorf("buffer %d (%d bytes at %d) lies outside the %d-byte body", i, n, off, bodyLen)
 		}
 		if m.codec != None && n > 0 && n < 8 {
 			return m, fmt.Errorf("compressed buffer %d is %d bytes, too short for its length prefix", i, n)
