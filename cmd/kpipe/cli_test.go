@@ -97,6 +97,14 @@ func TestBadInputExitsTwoWithAClearError(t *testing.T) {
 		args: []string{"backup", "--bootstrap-servers", "h:1", "--topics", "t", "--path", "b", "--backup-id", "x", "--window", "0"},
 		want: "kpipe: --window 0: must be at least 1",
 	}, {
+		name: "in-flight budget below 1MiB",
+		args: []string{"backup", "--bootstrap-servers", "h:1", "--topics", "t", "--path", "b", "--backup-id", "x", "--in-flight-bytes", "64KiB"},
+		want: `kpipe: --in-flight-bytes "64KiB": want a size of at least 1MiB, such as 8MiB or 64MiB`,
+	}, {
+		name: "in-flight budget that is no size",
+		args: []string{"restore", "--bootstrap-servers", "h:1", "--path", "b", "--backup-id", "x", "--in-flight-bytes", "8MB"},
+		want: `kpipe: --in-flight-bytes "8MB": want a size of at least 1MiB, such as 8MiB or 64MiB`,
+	}, {
 		name: "unknown pipeline",
 		hcl:  "pipeline \"p\" {\n  source \"kafka\" {}\n  sink \"fs\" {}\n}\n",
 		args: []string{"--pipeline", "q"},

@@ -58,7 +58,7 @@ func (o *runOpts) engine(h *host.Host, g *globals, fileStateDir string) (engine.
 	}
 	n, err := parseSize(o.inFlightBytes)
 	if err != nil || n < 1<<20 {
-		return engine.Options{}, badInput("--in-flight-bytes %q: want a size of at least 1MiB, such as 32MiB", o.inFlightBytes)
+		return engine.Options{}, badInput("--in-flight-bytes %q: want a size of at least 1MiB, such as 8MiB or 64MiB", o.inFlightBytes)
 	}
 	return engine.Options{Launcher: h, StateDir: dir, Window: o.window, InFlightBytes: n, Logger: g.logger()}, nil
 }

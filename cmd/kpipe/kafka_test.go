@@ -331,3 +331,33 @@ func TestRestoreReplicationFactor(t *testing.T) {
 		}
 	}
 }
+
+// TestInFlightBytesBoundsTheBackup backs up 8 MB with --in-flight-bytes
+// 1MiB: the report shows that no more than the budget plus one batch (at
+// most the 1 MiB the kafka source fetches at once) was ever between source
+// and sink.
+func TestInFlightBytesBoundsTheBackup(t *testing.T) {
+	addr := testkit.Kafka(t)
+	topic := testkit.Topic(t, "inflight")
+	seedPayload(t, addr, topic, 4, 8000)
+	code, stdout, stderr := kpipe(t, "--format", "json", "backup", "--bootstrap-servers", addr, "--topics", topic,
+		"--path", t.TempDir(), "--backup-id", "b", "--state-dir", t.TempDir(), "--in-flight-bytes", "1MiB")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var rep struct {
+		Records int64 `json:"records_backed_up"`
+		Report  struct {
+			MaxInFlightBytes int64 `json:"max_in_flight_bytes"`
+		} `json:"report"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+		t.Fatalf("report is not JSON: %v\n%s", err, stdout)
+	}
+	if rep.Records != 8000 {
+		t.Fatalf("backed up %d records, want 8000", rep.Records)
+	}
+	if got := rep.Report.MaxInFlightBytes; got < 100_000 || got > 2<<20 {
+		t.Fatalf("max_in_flight_bytes %d, want at most 1 MiB plus one batch (2 MiB)", got)
+	}
+}
