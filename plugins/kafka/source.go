@@ -134,6 +134,7 @@ func (s *Source) Open(ctx context.Context, o sdk.SourceOptions) error {
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.WithHooks(s.sizer),
 		kgo.WithPools(s.pools),
+		kgo.WithDecompressor(newDecompressor(s.pools)),
 	}
 	if readCommitted {
 		opts = append(opts, kgo.FetchIsolationLevel(kgo.ReadCommitted()))
