@@ -159,10 +159,13 @@ func CreateTopic(t testing.TB, addr, topic string, partitions int32) {
 }
 
 // Produce writes records synchronously (each record's Topic and Partition
-// are used as given) and fills in their offsets.
+// are used as given) and fills in their offsets. Batches are lz4
+// compressed, as Kafka clients most often write them (the kafka plugin
+// decodes lz4 itself; other codecs it leaves to franz-go).
 func Produce(t testing.TB, addr string, recs []*kgo.Record) {
 	t.Helper()
-	cl := Client(t, addr, kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerLinger(2*time.Millisecond))
+	cl := Client(t, addr, kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerLinger(2*time.Millisecond),
+		kgo.ProducerBatchCompression(kgo.Lz4Compression()))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
