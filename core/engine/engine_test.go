@@ -81,7 +81,9 @@ type fakeSource struct {
 	resume []sdk.Position
 }
 
-func (s *fakeSource) Spec() sdk.Spec { return sdk.Spec{Name: "src", Version: "test", Summary: "fake source"} }
+func (s *fakeSource) Spec() sdk.Spec {
+	return sdk.Spec{Name: "src", Version: "test", Summary: "fake source"}
+}
 
 func (s *fakeSource) Open(_ context.Context, o sdk.SourceOptions) error {
 	s.resume = o.Resume
@@ -157,7 +159,9 @@ type fakeSink struct {
 	durable map[string]int64 // topic/partition → next offset made durable
 }
 
-func (s *fakeSink) Spec() sdk.Spec { return sdk.Spec{Name: "sink", Version: "test", Summary: "fake sink"} }
+func (s *fakeSink) Spec() sdk.Spec {
+	return sdk.Spec{Name: "sink", Version: "test", Summary: "fake sink"}
+}
 
 func (s *fakeSink) Open(_ context.Context, ack sdk.Acker) error {
 	s.ack = ack
@@ -239,7 +243,9 @@ func (s *fakeSink) Flush(context.Context) error {
 // splitter cuts every batch in two halves; dropper drops partition 1.
 type splitter struct{ sdk.UnimplementedTransform }
 
-func (splitter) Spec() sdk.Spec { return sdk.Spec{Name: "split", Version: "test", Summary: "splits batches"} }
+func (splitter) Spec() sdk.Spec {
+	return sdk.Spec{Name: "split", Version: "test", Summary: "splits batches"}
+}
 
 func (splitter) Process(_ context.Context, b sdk.Batch) ([]sdk.Batch, error) {
 	v, err := record.DecodeView(b.Arrow)
@@ -271,7 +277,9 @@ func (splitter) Process(_ context.Context, b sdk.Batch) ([]sdk.Batch, error) {
 
 type dropper struct{ sdk.UnimplementedTransform }
 
-func (dropper) Spec() sdk.Spec { return sdk.Spec{Name: "drop", Version: "test", Summary: "drops partition 1"} }
+func (dropper) Spec() sdk.Spec {
+	return sdk.Spec{Name: "drop", Version: "test", Summary: "drops partition 1"}
+}
 
 func (dropper) Process(_ context.Context, b sdk.Batch) ([]sdk.Batch, error) {
 	if b.Partition == 1 {
@@ -286,7 +294,9 @@ type renamer struct {
 	envelopes atomic.Int64
 }
 
-func (*renamer) Spec() sdk.Spec { return sdk.Spec{Name: "rename", Version: "test", Summary: "renames t to u"} }
+func (*renamer) Spec() sdk.Spec {
+	return sdk.Spec{Name: "rename", Version: "test", Summary: "renames t to u"}
+}
 
 func (*renamer) Process(context.Context, sdk.Batch) ([]sdk.Batch, error) {
 	return nil, errors.New("an envelope-only transform received batch bytes")

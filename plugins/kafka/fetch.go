@@ -38,7 +38,7 @@ type fetchSizer struct {
 	ratio  float64 // used by resize only
 	// seen is the largest growth since the last resize (float64 bits).
 	seen    atomic.Uint64
-	current atomic.Int32 // the wire limit in effect
+	current atomic.Int32  // the wire limit in effect
 	expect  atomic.Uint64 // growth to expect of the next batch (float64 bits)
 }
 
@@ -109,7 +109,7 @@ func newFetchPools(mem *record.Pool, sizer *fetchSizer) *fetchPools {
 // GetDecompressBytes implements kgo.PoolDecompressBytes: a buffer the size
 // the batch will likely have, from the growth seen lately.
 func (p *fetchPools) GetDecompressBytes(compressed []byte, _ kgo.CompressionCodecType) []byte {
-	return p.mem.Allocate(int(float64(len(compressed)) * p.sizer.growth() * 1.1))[:0]
+	return p.mem.Allocate(int(float64(len(compressed)) * p.sizer.growth() * 1.25))[:0]
 }
 
 // PutDecompressBytes implements kgo.PoolDecompressBytes.

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/pierrec/lz4/v4"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -19,6 +20,9 @@ import (
 type decompressor struct {
 	pools *fetchPools
 	other kgo.Decompressor
+
+	mu   sync.Mutex
+	free [][]byte // scratch blocks
 }
 
 func newDecompressor(pools *fetchPools) *decompressor {
@@ -34,7 +38,7 @@ func (d *decompressor) Decompress(src []byte, codec kgo.CompressionCodecType) ([
 	if codec != kgo.CodecLz4 {
 		return d.other.Decompress(src, codec)
 	}
-	dst, err := decodeLZ4Frames(d.pools.GetDecompressBytes(src, codec)[:0], src, maxDecompressed)
+	dst, err := d.decodeLZ4Frames(d.pools.GetDecompressBytes(src, codec)[:0], src, maxDecompressed)
 	if errors.Is(err, errLinkedBlocks) {
 		return d.other.Decompress(src, codec)
 	}
@@ -59,9 +63,10 @@ var (
 )
 
 // decodeLZ4Frames appends the decoded content of the LZ4 frames in src to
-// dst, refusing more than limit bytes. Checksums are not verified: the
-// record batch's own CRC-32C covers these bytes.
-func decodeLZ4Frames(dst, src []byte, limit int) ([]byte, error) {
+// dst, refusing more than limit bytes; dst grows, when it must, with memory
+// from the pool. Checksums are not verified: the record batch's own CRC-32C
+// covers these bytes.
+func (d *decompressor) decodeLZ4Frames(dst, src []byte, limit int) ([]byte, error) {
 	for len(src) > 0 {
 		if len(src) < 4 {
 			return nil, errLZ4Frame
@@ -82,7 +87,7 @@ func decodeLZ4Frames(dst, src []byte, limit int) ([]byte, error) {
 			return nil, fmt.Errorf("not an LZ4 frame (magic %#x)", magic)
 		}
 		var err error
-		if dst, src, err = decodeLZ4Frame(dst, src[4:], limit); err != nil {
+		if dst, src, err = d.decodeLZ4Frame(dst, src[4:], limit); err != nil {
 			return nil, err
 		}
 	}
@@ -91,7 +96,7 @@ func decodeLZ4Frames(dst, src []byte, limit int) ([]byte, error) {
 
 // decodeLZ4Frame decodes one frame, src starting after its magic number,
 // and returns what follows it.
-func decodeLZ4Frame(dst, src []byte, limit int) ([]byte, []byte, error) {
+func (d *decompressor) decodeLZ4Frame(dst, src []byte, limit int) ([]byte, []byte, error) {
 	if len(src) < 3 {
 		return nil, nil, errLZ4Frame
 	}
@@ -147,7 +152,7 @@ func decodeLZ4Frame(dst, src []byte, limit int) ([]byte, []byte, error) {
 			dst = append(dst, block...)
 		} else {
 			var err error
-			if dst, err = uncompressBlock(dst, block, blockMax); err != nil {
+			if dst, err = d.uncompressBlock(dst, block, blockMax); err != nil {
 				return nil, nil, err
 			}
 		}
@@ -165,21 +170,53 @@ func decodeLZ4Frame(dst, src []byte, limit int) ([]byte, []byte, error) {
 }
 
 // uncompressBlock appends a compressed block's content to dst. It decodes
-// into the room dst has, and only when that is too small grows dst, up to
-// the frame's block size: a batch's buffer, sized from the compression seen
-// lately, usually has the room.
-func uncompressBlock(dst, block []byte, blockMax int) ([]byte, error) {
+// into the room dst has: a batch's buffer, sized from the compression seen
+// lately, usually has it. Otherwise it decodes into a scratch block, and dst
+// grows from the pool by a quarter more than it needs.
+func (d *decompressor) uncompressBlock(dst, block []byte, blockMax int) ([]byte, error) {
 	pos := len(dst)
-	for room := cap(dst) - pos; ; room = cap(dst) - pos {
-		n, err := lz4.UncompressBlock(block, dst[pos:pos+room])
-		if err == nil {
-			return dst[:pos+n], nil
-		}
-		if room >= blockMax {
-			return nil, err // damage: the block does not fit its frame's size
-		}
-		nb := make([]byte, pos, pos+max(2*room, min(blockMax, 255*len(block)+16)))
+	if n, err := lz4.UncompressBlock(block, dst[pos:cap(dst)]); err == nil {
+		return dst[:pos+n], nil
+	}
+	scratch := d.scratch(blockMax)
+	defer d.putScratch(scratch)
+	n, err := lz4.UncompressBlock(block, scratch)
+	if err != nil {
+		return nil, err
+	}
+	if cap(dst) < pos+n {
+		mem := d.pools.mem
+		nb := mem.Allocate((pos + n) * 5 / 4)[:pos]
 		copy(nb, dst)
+		mem.Free(dst)
 		dst = nb
 	}
+	return append(dst, scratch[:n]...), nil
 }
+
+// scratch returns a block buffer of at least n bytes. The decompressor keeps
+// its few scratch blocks itself: they are large, and a pool that a garbage
+// collection empties would allocate (and clear) them again and again.
+func (d *decompressor) scratch(n int) []byte {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for i, b := range d.free {
+		if cap(b) >= n {
+			d.free = append(d.free[:i], d.free[i+1:]...)
+			return b[:n]
+		}
+	}
+	return make([]byte, n)
+}
+
+func (d *decompressor) putScratch(b []byte) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.free) < maxScratch {
+		d.free = append(d.free, b)
+	}
+}
+
+// maxScratch is the most scratch blocks kept: one per broker fetched from
+// at once is what is used.
+const maxScratch = 2

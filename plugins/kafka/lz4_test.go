@@ -13,6 +13,11 @@ import (
 	"github.com/kpipe/kpipe/sdk/record"
 )
 
+// testDecoder is a decompressor with a pool of its own.
+func testDecoder() *decompressor {
+	return newDecompressor(newFetchPools(record.NewPool(), newFetchSizer(8<<20)))
+}
+
 // lz4Frame compresses data as one LZ4 frame with the given writer options.
 func lz4Frame(t *testing.T, data []byte, opts ...lz4.Option) []byte {
 	t.Helper()
@@ -71,7 +76,7 @@ func TestLZ4FramesDecodeAsTheReferenceDecoder(t *testing.T) {
 			src := append(append(append([]byte{}, frame...), skippable...), frame...)
 			want := append(append([]byte{}, data...), data...)
 			for _, room := range []int{0, 100, len(want) / 3, len(want) + 10} {
-				got, err := decodeLZ4Frames(make([]byte, 0, room), src, 1<<30)
+				got, err := testDecoder().decodeLZ4Frames(make([]byte, 0, room), src, 1<<30)
 				if err != nil {
 					t.Fatalf("room %d: %v", room, err)
 				}
@@ -86,7 +91,7 @@ func TestLZ4FramesDecodeAsTheReferenceDecoder(t *testing.T) {
 func TestLZ4FramesRefuseDamage(t *testing.T) {
 	data := lz4Data()
 	frame := lz4Frame(t, data, lz4.BlockSizeOption(lz4.Block64Kb))
-	if _, err := decodeLZ4Frames(nil, frame, len(data)-1); !errors.Is(err, kgo.ErrMaxDecompress) {
+	if _, err := testDecoder().decodeLZ4Frames(nil, frame, len(data)-1); !errors.Is(err, kgo.ErrMaxDecompress) {
 		t.Errorf("over the limit: %v, want ErrMaxDecompress", err)
 	}
 	for name, bad := range map[string][]byte{
@@ -95,13 +100,13 @@ func TestLZ4FramesRefuseDamage(t *testing.T) {
 		"cut block":   frame[:len(frame)/2],
 		"wrong magic": append([]byte{1, 2, 3, 4}, frame[4:]...),
 	} {
-		if _, err := decodeLZ4Frames(nil, bad, 1<<30); err == nil {
+		if _, err := testDecoder().decodeLZ4Frames(nil, bad, 1<<30); err == nil {
 			t.Errorf("%s: decoded", name)
 		}
 	}
 	flipped := bytes.Clone(frame)
 	flipped[len(flipped)/3] ^= 0xFF
-	if got, err := decodeLZ4Frames(nil, flipped, 1<<30); err == nil && bytes.Equal(got, data) {
+	if got, err := testDecoder().decodeLZ4Frames(nil, flipped, 1<<30); err == nil && bytes.Equal(got, data) {
 		t.Errorf("a flipped byte went unnoticed")
 	}
 }
@@ -113,10 +118,10 @@ func TestLZ4LinkedBlocksGoToFranzGo(t *testing.T) {
 	frame := lz4Frame(t, data, lz4.BlockSizeOption(lz4.Block64Kb))
 	frame[4] &^= 0x20                       // clear the block independence flag
 	frame[6] = byte(xxh32(frame[4:6]) >> 8) // and fix the header checksum
-	if _, err := decodeLZ4Frames(nil, frame, 1<<30); !errors.Is(err, errLinkedBlocks) {
+	if _, err := testDecoder().decodeLZ4Frames(nil, frame, 1<<30); !errors.Is(err, errLinkedBlocks) {
 		t.Fatalf("linked blocks: %v, want errLinkedBlocks", err)
 	}
-	d := newDecompressor(newFetchPools(record.NewPool(), newFetchSizer(8<<20)))
+	d := testDecoder()
 	got, err := d.Decompress(frame, kgo.CodecLz4)
 	if err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("franz-go's decoder: %d bytes, %v", len(got), err)
