@@ -124,7 +124,7 @@ func key(topic string, partition int32) string { return fmt.Sprintf("%s/%d", top
 func (s *Source) Open(ctx context.Context, o sdk.SourceOptions) error {
 	readCommitted := s.cfg.IsolationLevel == "read_committed"
 	s.sizer = newFetchSizer(o.InFlightBytes)
-	s.pool = record.NewPoolWithLimit(o.InFlightBytes / 2)
+	s.pool = record.NewPoolWithLimit(o.InFlightBytes)
 	s.pools = newFetchPools(s.pool, s.sizer)
 	wire := s.sizer.wire()
 	opts := []kgo.Opt{

@@ -12,10 +12,11 @@ import (
 // after batch, or a sink decoding them, reuses the same few megabytes
 // instead of asking the Go heap for fresh zeroed memory each time (which
 // costs more CPU than the copying itself). Buffers come in size classes of
-// four steps per power of two (so at most a fifth of a buffer is slack),
-// 64-byte aligned, and are not zeroed on reuse: Arrow's builders initialize
-// every byte they hand out. A Pool keeps at most its limit of free bytes;
-// what is freed beyond it goes back to the Go heap. Safe for concurrent use.
+// four steps per power of two, 64-byte aligned; a request is served by a
+// free buffer of its class or of one up to twice as large. Buffers are not
+// zeroed on reuse: Arrow's builders initialize every byte they hand out. A
+// Pool keeps at most its limit of free bytes; what is freed beyond it goes
+// back to the Go heap. Safe for concurrent use.
 type Pool struct {
 	mu    sync.Mutex
 	free  [numClasses][][]byte
@@ -71,12 +72,17 @@ func (p *Pool) Allocate(size int) []byte {
 		return alignedMake(size)
 	}
 	p.mu.Lock()
-	if l := p.free[c]; len(l) > 0 {
-		b := l[len(l)-1]
-		p.free[c] = l[:len(l)-1]
-		p.kept -= int64(cap(b))
-		p.mu.Unlock()
-		return b[:size]
+	// A free buffer up to twice the size serves too: batches vary in size,
+	// and a pool that only matched exact classes would fill up with the
+	// classes nobody asks for just now.
+	for k := c; k < min(c+steps+1, numClasses); k++ {
+		if l := p.free[k]; len(l) > 0 {
+			b := l[len(l)-1]
+			p.free[k] = l[:len(l)-1]
+			p.kept -= int64(cap(b))
+			p.mu.Unlock()
+			return b[:size]
+		}
 	}
 	p.mu.Unlock()
 	return alignedMake(n)[:size]

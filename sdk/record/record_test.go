@@ -447,14 +447,31 @@ func TestPoolSizes(t *testing.T) {
 		if addr := uintptr(unsafe.Pointer(unsafe.SliceData(b[:cap(b)]))); cap(b) > 0 && addr%64 != 0 {
 			t.Errorf("Allocate(%d) is at %#x, not 64-byte aligned", size, addr)
 		}
-		if _, n, _ := class(size); cap(b) != n || cap(b) < size || (size > 64 && cap(b) > size*5/4+64) {
-			t.Errorf("Allocate(%d) has capacity %d, want its class's, at most a quarter more", size, cap(b))
+		if _, n, _ := class(size); cap(b) < n || cap(b) > 2*n {
+			t.Errorf("Allocate(%d) has capacity %d, want its class's (%d), at most twice that", size, cap(b), n)
 		}
 		b = p.Reallocate(2*size+1, b)
 		if len(b) != 2*size+1 {
 			t.Errorf("Reallocate(%d) has length %d", 2*size+1, len(b))
 		}
 		p.Free(b)
+	}
+}
+
+// TestPoolReusesLarger checks that a free buffer up to twice the size asked
+// for is handed out again, and a larger one is not.
+func TestPoolReusesLarger(t *testing.T) {
+	p := NewPool()
+	big := p.Allocate(1 << 20)
+	p.Free(big)
+	if b := p.Allocate(448 << 10); cap(b) != 448<<10 {
+		t.Errorf("Allocate(448 KiB) with only a 1 MiB buffer free has capacity %d, want a fresh 448 KiB", cap(b))
+	}
+	if b := p.Allocate(1<<19 + 1); unsafe.SliceData(b) != unsafe.SliceData(big) {
+		t.Errorf("Allocate(512 KiB + 1) did not reuse the free 1 MiB buffer")
+	}
+	if p.Kept() != 0 {
+		t.Errorf("pool keeps %d bytes after its only buffer was handed out", p.Kept())
 	}
 }
 
