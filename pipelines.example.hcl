@@ -49,12 +49,8 @@ pipeline "pitr-restore" {
   source "fs" {
     path              = local.backups
     backup_id         = local.backup_id
-    # Segments that cannot hold a record of the window are skipped unread.
-    time_window_start = local.window_start
-    time_window_end   = local.window_end
-  }
-  # Drops the records outside the window in the segments that straddle it.
-  transform "filter" {
+    # Only the records of the window are read: segments that cannot hold
+    # one are skipped unread, those that straddle a bound are cut.
     time_window_start = local.window_start
     time_window_end   = local.window_end
   }

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kpipe/kpipe/conformance"
@@ -268,10 +269,14 @@ func TestEveryPluginRunsAsItsOwnProcess(t *testing.T) {
 		procs = append(procs, proc{role, exe, pid})
 		mu.Unlock()
 	}
-	run(t, pipelines.Restore("restore", pipelines.RestoreOptions{
+	rp := pipelines.Restore("restore", pipelines.RestoreOptions{
 		Path: root, BackupID: "b", BootstrapServers: []string{addr}, TimeWindowStart: time.Now().Add(-time.Hour).UnixMilli(), TimeWindowEnd: -1,
 		TopicMapping: map[string]string{src: testkit.Topic(t, "dst")},
-	}), opts)
+	})
+	filter := config.Stage{Plugin: "filter", Params: map[string]json.RawMessage{}}
+	setParam(&filter, "expression", "partition == 0")
+	rp.Transforms = append([]config.Stage{filter}, rp.Transforms...)
+	run(t, rp, opts)
 	if len(procs) != 4 {
 		t.Fatalf("launched %d plugins, want 4 (fs source, filter, remap, kafka sink): %v", len(procs), procs)
 	}
@@ -401,4 +406,54 @@ func watchRChar(pid int, got *atomic.Int64, stop <-chan struct{}) {
 		case <-time.After(2 * time.Millisecond):
 		}
 	}
+}
+
+// TestRestoreCreatesTopicsFromMetadataAndGrowsExistingOnes restores a
+// backup of two 3-partition topics. One target is missing: it is created
+// with all 3 partitions although the time window holds no record of it.
+// The other exists with 2: the batches of partition 2 make it grow to 3,
+// and every record lands where it was.
+func TestRestoreCreatesTopicsFromMetadataAndGrowsExistingOnes(t *testing.T) {
+	addr := testkit.Kafka(t)
+	a, b := testkit.Topic(t, "a"), testkit.Topic(t, "b")
+	old := time.Now().Add(-48 * time.Hour)
+	for _, topic := range []string{a, b} {
+		testkit.CreateTopic(t, addr, topic, 3)
+	}
+	var recs []*kgo.Record
+	for p := int32(0); p < 3; p++ {
+		recs = append(recs, &kgo.Record{Topic: a, Partition: p, Value: []byte("old"), Timestamp: old})
+		for i := range 5 {
+			recs = append(recs, &kgo.Record{Topic: b, Partition: p, Key: []byte(fmt.Sprint(i)), Value: []byte("v"), Timestamp: time.Now()})
+		}
+	}
+	testkit.Produce(t, addr, recs)
+	want := testkit.ConsumeAll(t, addr, b)
+	root := t.TempDir()
+	run(t, pipelines.Backup("backup", pipelines.BackupOptions{BootstrapServers: []string{addr}, Topics: []string{a, b}, Path: root, BackupID: "m"}), options(t))
+
+	da, db := testkit.Topic(t, "da"), testkit.Topic(t, "db")
+	testkit.CreateTopic(t, addr, db, 2)
+	rep := run(t, pipelines.Restore("restore", pipelines.RestoreOptions{
+		Path: root, BackupID: "m", BootstrapServers: []string{addr},
+		TimeWindowStart: time.Now().Add(-time.Hour).UnixMilli(), TimeWindowEnd: -1,
+		TopicMapping: map[string]string{a: da, b: db},
+	}), options(t))
+	if rep.RecordsOut != int64(len(want)) {
+		t.Fatalf("restored %d records, want %d", rep.RecordsOut, len(want))
+	}
+	adm := kadm.NewClient(testkit.Client(t, addr))
+	details, err := adm.ListTopics(context.Background(), da, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, topic := range []string{da, db} {
+		if n := len(details[topic].Partitions); n != 3 {
+			t.Errorf("target %s has %d partitions, want 3", topic, n)
+		}
+	}
+	if got := testkit.ConsumeAll(t, addr, da); len(got) != 0 {
+		t.Errorf("target %s holds %d records, want none (all lie before the window)", da, len(got))
+	}
+	compare(t, want, testkit.ConsumeAll(t, addr, db))
 }

@@ -1,6 +1,6 @@
 // Package pipelines turns the Kafka backup and restore verbs of the CLI into
 // pipeline graphs for the engine: a backup is kafka → fs, a restore is
-// fs → [filter] → [remap] → kafka.
+// fs → [remap] → kafka.
 package pipelines
 
 import (
@@ -58,9 +58,10 @@ func Backup(name string, o BackupOptions) config.Pipeline {
 	return config.Pipeline{Name: name, Source: stage("kafka", src), Sink: stage("fs", sink)}
 }
 
-// Restore returns the pipeline of a restore. The fs source skips segments
-// and batches outside the time window; the filter drops the records outside
-// it in the batches that straddle a bound. The backup's topic metadata flows
+// Restore returns the pipeline of a restore. The fs source reads only the
+// chosen topics and partitions and the records of the time window: it skips
+// segments and batches outside the window unread and cuts those that
+// straddle a bound. The backup's topic metadata flows
 // from the source through remap to the kafka sink, which creates each
 // target topic with as many partitions as it needs.
 func Restore(name string, o RestoreOptions) config.Pipeline {
@@ -75,11 +76,6 @@ func Restore(name string, o RestoreOptions) config.Pipeline {
 		src["partitions"] = o.Partitions
 	}
 	p := config.Pipeline{Name: name, Source: stage("fs", src)}
-	if o.TimeWindowStart >= 0 || o.TimeWindowEnd >= 0 {
-		p.Transforms = append(p.Transforms, stage("filter", map[string]any{
-			"time_window_start": o.TimeWindowStart, "time_window_end": o.TimeWindowEnd,
-		}))
-	}
 	if len(o.TopicMapping) > 0 || len(o.PartitionMapping) > 0 {
 		remap := map[string]any{}
 		if len(o.TopicMapping) > 0 {
@@ -97,8 +93,8 @@ func Restore(name string, o RestoreOptions) config.Pipeline {
 // RestoreSummary is what a restore did, in the terms of a PITR report.
 type RestoreSummary struct {
 	Restored int64 `json:"records_restored"`
-	// Skipped counts records outside the window or the chosen partitions:
-	// those in segments the source skipped unread plus those the filter dropped.
+	// Skipped counts records outside the window: those the source skipped
+	// or cut (records_pruned) plus any a transform dropped (records_dropped).
 	Skipped int64 `json:"records_skipped"`
 }
 

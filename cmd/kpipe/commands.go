@@ -344,10 +344,10 @@ func newRestoreCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "restore",
 		Short: "Restore a backup to Kafka, whole or for a time window (PITR)",
-		Long: `Restore a backup to a Kafka cluster as the pipeline fs → [filter] → [remap] →
-kafka. A time window keeps the records whose timestamp t satisfies
-start <= t <= end (both bounds inclusive, epoch milliseconds); segments that
-cannot hold such records are skipped unread. Missing target topics are
+		Long: `Restore a backup to a Kafka cluster as the pipeline fs → [remap] → kafka.
+A time window keeps the records whose timestamp t satisfies start <= t <= end
+(both bounds inclusive, epoch milliseconds); segments that cannot hold such
+records are skipped unread. Missing target topics are
 created with as many partitions as the restore needs.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

@@ -3,9 +3,11 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -224,8 +226,9 @@ func TestSourceSkipsSegmentsOutsideTheWindowAndResumes(t *testing.T) {
 		offsets = append(offsets, b.MinOffset, b.MaxOffset)
 	}
 	// Segments of partition 1: [0-9] ... [90-99]. Window 25..54 needs
-	// segments 20-29 .. 50-59; resume at 33 cuts 20-29 and 30-32.
-	want := []int64{33, 39, 40, 49, 50, 59}
+	// segments 20-29 .. 50-59; resume at 33 cuts 20-29 and 30-32, the
+	// window's end cuts 55-59.
+	want := []int64{33, 39, 40, 49, 50, 54}
 	if len(offsets) != len(want) {
 		t.Fatalf("read batches %v, want %v", offsets, want)
 	}
@@ -236,9 +239,84 @@ func TestSourceSkipsSegmentsOutsideTheWindowAndResumes(t *testing.T) {
 	}
 	m := src.Metrics()
 	// Segments 0-29 lie before the resume position (not pruned, just done);
-	// 60-99 lie after the window: 4 segments pruned.
-	if m["segments_pruned"] != 4 || m["records_pruned"] != 40 || m["segments_read"] != 3 || m["records_read"] != 27 {
-		t.Fatalf("metrics %v, want 4 segments (40 records) pruned, 3 read (27 records)", m)
+	// 60-99 lie after the window: 4 segments pruned, and 55-59 cut.
+	if m["segments_pruned"] != 4 || m["records_pruned"] != 45 || m["segments_read"] != 3 || m["records_read"] != 22 {
+		t.Fatalf("metrics %v, want 4 segments and 5 more records (45) pruned, 3 read (22 records)", m)
+	}
+}
+
+// TestSourceCutsFramesToTheWindow stores one frame whose timestamps do not
+// grow with offsets and restores a window from inside it: exactly the
+// records whose timestamps lie in the window come out, and the position
+// moves past the whole frame.
+func TestSourceCutsFramesToTheWindow(t *testing.T) {
+	path := t.TempDir()
+	ctx := context.Background()
+	s, _, _ := openSink(t, map[string]any{"path": path, "backup_id": "b"})
+	base := int64(1_731_236_400_000)
+	bld := record.NewBuilder(nil)
+	for i, d := range []int64{5, 1, 7, 3, 9, 0, 8, 2, 6, 4} {
+		bld.Append(&record.Record{Offset: int64(i), Timestamp: base + d, Key: []byte{byte(i)}, Value: []byte("v")})
+	}
+	in, err := sdk.NewBatch("t", 0, bld, -1)
+	bld.Release()
+	if err != nil {
+		t.Fatal(err)
+	}
+	in.Arrow, err = record.NewEncoder(record.Zstd).Encode(in.Record, nil)
+	in.Record.Release()
+	in.Record = nil
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Write(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+	s.Flush(ctx)
+	s.Teardown(ctx)
+
+	src := NewSource().(*Source)
+	if err := configure(t, src, map[string]any{"path": path, "backup_id": "b", "time_window_start": base + 3, "time_window_end": base + 6}); err != nil {
+		t.Fatal(err)
+	}
+	if err := src.Open(ctx, sdk.SourceOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	var next int64
+	for {
+		b, err := src.Read(ctx)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b.Metadata != nil {
+			continue
+		}
+		next = b.NextOffset
+		if b.Count == 0 {
+			continue
+		}
+		if b.Record == nil {
+			t.Fatalf("the straddling frame was passed on whole (%d records)", b.Count)
+		}
+		v, err := record.NewView(b.Record)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range v.Len() {
+			got = append(got, fmt.Sprintf("%d@%d/%x", v.Offset(i), v.Timestamp(i)-base, v.Key(i)))
+		}
+		b.Record.Release()
+	}
+	want := []string{"0@5/00", "3@3/03", "8@6/08", "9@4/09"}
+	if !slices.Equal(got, want) || next != 10 {
+		t.Fatalf("read %v up to position %d, want %v up to 10", got, next, want)
+	}
+	if m := src.Metrics(); m["records_read"] != 4 || m["records_pruned"] != 6 {
+		t.Fatalf("metrics %v, want 4 records read, 6 pruned", m)
 	}
 }
 

@@ -19,8 +19,8 @@ type sourceConfig struct {
 	BackupID        string   `param:"backup_id" required:"true" help:"name of the backup to read"`
 	Topics          []string `param:"topics" help:"topic names or globs to read; all topics of the backup when empty"`
 	Partitions      []int32  `param:"partitions" help:"partition numbers to read; all when empty"`
-	TimeWindowStart int64    `param:"time_window_start" default:"-1" help:"epoch milliseconds; segments whose records all lie before it are skipped (-1: no bound)"`
-	TimeWindowEnd   int64    `param:"time_window_end" default:"-1" help:"epoch milliseconds; segments whose records all lie after it are skipped (-1: no bound)"`
+	TimeWindowStart int64    `param:"time_window_start" default:"-1" help:"read only records with timestamp >= this, epoch milliseconds; segments whose records all lie before it are skipped unread (-1: no bound)"`
+	TimeWindowEnd   int64    `param:"time_window_end" default:"-1" help:"read only records with timestamp <= this, epoch milliseconds; segments whose records all lie after it are skipped unread (-1: no bound)"`
 	VerifyChecksums bool     `param:"verify_checksums" default:"true" help:"check each segment's size and CRC-32C against the manifest before reading it"`
 }
 
@@ -36,7 +36,8 @@ type work struct {
 // Source reads a backup back as batches, partition by partition, each in
 // offset order. It reads every segment it needs once, from start to end,
 // checking its checksum as it goes, and passes its frames on as they are
-// stored; it decodes only a batch that a resume position cuts.
+// stored; it decodes only a frame that a time window bound or a resume
+// position cuts.
 type Source struct {
 	sdk.UnimplementedSource
 	storage
@@ -212,7 +213,9 @@ func (s *Source) closeSegment() {
 }
 
 // batch turns a frame into a batch; ok is false for a frame with nothing to
-// send (outside the window, or below the resume position).
+// send (outside the window, or below the resume position). A frame passes
+// as stored unless a time window bound or the resume position falls inside
+// it: then it is cut to the records that remain.
 func (s *Source) batch(frame []byte) (sdk.Batch, bool, error) {
 	bounds, err := record.FrameBounds(frame)
 	if err != nil {
@@ -220,15 +223,16 @@ func (s *Source) batch(frame []byte) (sdk.Batch, bool, error) {
 	}
 	env := sdk.Envelope{Topic: s.curW.topic, Partition: s.curW.part, NextOffset: bounds.MaxOffset + 1}
 	s.next = env.NextOffset
-	if !s.window().Overlaps(bounds.MinTimestamp, bounds.MaxTimestamp) {
+	from, win := s.curW.from, s.window()
+	if from >= 0 && bounds.MaxOffset < from {
+		return sdk.Batch{}, false, nil
+	}
+	if !win.Overlaps(bounds.MinTimestamp, bounds.MaxTimestamp) {
 		s.recordsPruned.Add(bounds.Count)
 		return sdk.Batch{}, false, nil
 	}
-	if from := s.curW.from; from >= 0 && bounds.MinOffset < from {
-		if bounds.MaxOffset < from {
-			return sdk.Batch{}, false, nil
-		}
-		return s.cutBelow(frame, env, from)
+	if (from >= 0 && bounds.MinOffset < from) || !win.Covers(bounds.MinTimestamp, bounds.MaxTimestamp) {
+		return s.cut(frame, env, from, win)
 	}
 	env.SetBounds(bounds)
 	buf := s.pool.Allocate(len(frame))
@@ -236,8 +240,11 @@ func (s *Source) batch(frame []byte) (sdk.Batch, bool, error) {
 	return sdk.Batch{Envelope: env, Arrow: buf}.WithRelease(func() { s.pool.Free(buf) }), true, nil
 }
 
-// cutBelow returns the records of frame at or after offset from.
-func (s *Source) cutBelow(frame []byte, env sdk.Envelope, from int64) (sdk.Batch, bool, error) {
+// cut returns the records of frame at or after offset from (all when from
+// is negative) whose timestamps lie in win; those outside win count as
+// pruned. Timestamps need not grow with offsets, so every record is looked
+// at.
+func (s *Source) cut(frame []byte, env sdk.Envelope, from int64, win record.Window) (sdk.Batch, bool, error) {
 	rec, err := record.Decode(frame)
 	if err != nil {
 		return sdk.Batch{}, false, err
@@ -247,15 +254,23 @@ func (s *Source) cutBelow(frame []byte, env sdk.Envelope, from int64) (sdk.Batch
 	if err != nil {
 		return sdk.Batch{}, false, err
 	}
-	i := 0
-	for i < v.Len() && v.Offset(i) < from {
-		i++
-	}
 	bld := record.NewBuilder(nil)
 	defer bld.Release()
-	for j := i; j < v.Len(); j++ {
-		r := v.Record(j)
-		bld.Append(&r)
+	kept, pruned := 0, int64(0)
+	for i := range v.Len() {
+		switch {
+		case v.Offset(i) < from:
+		case !win.Contains(v.Timestamp(i)):
+			pruned++
+		default:
+			r := v.Record(i)
+			bld.Append(&r)
+			kept++
+		}
+	}
+	s.recordsPruned.Add(pruned)
+	if kept == 0 {
+		return sdk.Batch{}, false, nil
 	}
 	b, err := sdk.NewBatch(env.Topic, env.Partition, bld, env.NextOffset)
 	return b, err == nil, err

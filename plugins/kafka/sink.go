@@ -107,8 +107,11 @@ func (s *Sink) ensure(ctx context.Context, topic string, partition int32) error 
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.ConnectTimeout)
 	defer cancel()
 	want := max(int(partition)+1, int(s.cfg.TopicPartitions[topic]), int(s.planned[topic]))
+	var have int
 	for changed := false; ; {
-		have, exists, err := s.partitions(ctx, topic)
+		var exists bool
+		var err error
+		have, exists, err = s.partitions(ctx, topic)
 		if err != nil {
 			return err
 		}
@@ -170,7 +173,7 @@ func (s *Sink) ensure(ctx context.Context, topic string, partition int32) error 
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
-	s.topo[topic] = want
+	s.topo[topic] = have
 	return nil
 }
 
@@ -191,10 +194,23 @@ func (s *Sink) partitions(ctx context.Context, topic string) (int, bool, error) 
 }
 
 // WriteMetadata learns the partitions each topic should have: a topic this
-// sink creates gets them all, even those no batch needs.
-func (s *Sink) WriteMetadata(_ context.Context, m sdk.Metadata) error {
+// sink creates gets them all, even those no batch needs. With create_topics
+// it creates the missing topics at once, while the first batches are still
+// on their way; a topic that exists is left as it is until a batch needs
+// more of it.
+func (s *Sink) WriteMetadata(ctx context.Context, m sdk.Metadata) error {
 	for _, t := range m.Topics {
 		s.planned[t.Name] = max(s.planned[t.Name], t.Partitions)
+	}
+	if !s.cfg.CreateTopics {
+		return nil
+	}
+	for _, t := range m.Topics {
+		if _, known := s.topo[t.Name]; !known {
+			if err := s.ensure(ctx, t.Name, 0); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }
