@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -35,12 +36,14 @@ func (g *globals) host(fileDir string) *host.Host {
 // runOpts are the flags of commands that run pipelines.
 type runOpts struct {
 	stateDir      string
+	fresh         bool
 	window        int
 	inFlightBytes string
 }
 
 func (o *runOpts) flags(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&o.stateDir, "state-dir", "", "folder for checkpoints (default .kpipe/state; a pipeline file's state_dir comes before the default)")
+	cmd.Flags().BoolVar(&o.fresh, "fresh", false, "run from the start, ignoring the pipeline's checkpoint (also after it finished); a backup still continues after what its storage holds")
 	cmd.Flags().IntVar(&o.window, "window", engine.DefaultWindow, "most batches in flight between source and sink")
 	cmd.Flags().StringVar(&o.inFlightBytes, "in-flight-bytes", "8MiB", "most decompressed batch bytes in flight between source and sink (one batch may cross it); bounds memory, and the kafka source sizes its fetches from it. Bytes, or with KiB, MiB or GiB")
 }
@@ -60,7 +63,7 @@ func (o *runOpts) engine(h *host.Host, g *globals, fileStateDir string) (engine.
 	if err != nil || n < 1<<20 {
 		return engine.Options{}, badInput("--in-flight-bytes %q: want a size of at least 1MiB, such as 8MiB or 64MiB", o.inFlightBytes)
 	}
-	return engine.Options{Launcher: h, StateDir: dir, Window: o.window, InFlightBytes: n, Logger: g.logger()}, nil
+	return engine.Options{Launcher: h, StateDir: dir, Fresh: o.fresh, Window: o.window, InFlightBytes: n, Logger: g.logger()}, nil
 }
 
 // parseSize reads a byte count, plain or with a KiB, MiB or GiB suffix.
@@ -103,7 +106,9 @@ func newRunCmd(g *globals) *cobra.Command {
 		Short: "Run the pipelines of an HCL pipeline file, one after another",
 		Long: `Run the pipelines of an HCL pipeline file in the order they are written
 (or only those named with --pipeline). Each pipeline resumes from its durable
-positions: those its sink records (a backup store), else its checkpoint.`,
+positions: those its sink records (a backup store), else its checkpoint, which
+belongs to the pipeline's plugins and parameters. A pipeline whose checkpoint
+says it finished does nothing; --fresh runs it again from the start.`,
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) != 1 {
 				return badInput("run takes one pipeline file, e.g. kpipe run pipelines.example.hcl")
@@ -159,6 +164,11 @@ func printReports(w io.Writer, format string, reports []*engine.Report) error {
 }
 
 func printReport(w io.Writer, r *engine.Report) {
+	if f := r.AlreadyFinished; f != nil {
+		fmt.Fprintf(w, "pipeline %s: already finished at %s (%d records written); nothing to do, --fresh runs it again\n",
+			r.Pipeline, f.At.Format(time.RFC3339), f.RecordsOut)
+		return
+	}
 	status := "done"
 	if r.Stopped {
 		status = "stopped"
@@ -416,7 +426,9 @@ func printRestore(w io.Writer, format string, r pipelines.RestoreOptions, rep *e
 		writeJSON(w, map[string]any{"backup_id": r.BackupID, "summary": s, "report": rep})
 		return
 	}
-	fmt.Fprintf(w, "restore %s: %d records restored, %d skipped outside the time window\n", r.BackupID, s.Restored, s.Skipped)
+	if rep.AlreadyFinished == nil {
+		fmt.Fprintf(w, "restore %s: %d records restored, %d skipped outside the time window\n", r.BackupID, s.Restored, s.Skipped)
+	}
 	printReport(w, rep)
 }
 

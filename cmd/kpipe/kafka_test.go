@@ -131,8 +131,8 @@ func TestContinuousBackupStopsCleanlyOnSIGTERM(t *testing.T) {
 	if n := held(t, backup); n < 600 {
 		t.Fatalf("after a clean stop the backup holds %d records, want at least 600", n)
 	}
-	if _, err := os.Stat(filepath.Join(state, "backup.checkpoint.json")); err != nil {
-		t.Fatalf("no checkpoint after a clean stop: %v", err)
+	if files, _ := filepath.Glob(filepath.Join(state, "backup-*.checkpoint.json")); len(files) != 1 {
+		t.Fatalf("checkpoints after a clean stop: %v, want one backup-IDENTITY.checkpoint.json", files)
 	}
 	code, _, errText := kpipe(t, args[2:]...)
 	if code != 0 {
@@ -359,5 +359,66 @@ func TestInFlightBytesBoundsTheBackup(t *testing.T) {
 	}
 	if got := rep.Report.MaxInFlightBytes; got < 100_000 || got > 2<<20 {
 		t.Fatalf("max_in_flight_bytes %d, want at most 1 MiB plus one batch (2 MiB)", got)
+	}
+}
+
+// TestRestoresKeepStateOfTheirOwn runs two restores with different targets
+// from one state folder: each restores everything. Running one again says
+// it had finished and moves nothing; --fresh restores it again.
+func TestRestoresKeepStateOfTheirOwn(t *testing.T) {
+	addr := testkit.Kafka(t)
+	src := testkit.Topic(t, "src")
+	seedPartitions(t, addr, src, 2, 10, time.Now().Add(-time.Hour).UnixMilli())
+	path, state := t.TempDir(), t.TempDir()
+	if code, _, stderr := kpipe(t, "backup", "--bootstrap-servers", addr, "--topics", src, "--path", path, "--backup-id", "b", "--state-dir", state); code != 0 {
+		t.Fatalf("backup: exit %d: %s", code, stderr)
+	}
+	restore := func(dst string, extra ...string) string {
+		t.Helper()
+		args := append([]string{"restore", "--bootstrap-servers", addr, "--path", path, "--backup-id", "b",
+			"--topic-mapping", src + "=" + dst, "--state-dir", state}, extra...)
+		code, stdout, stderr := kpipe(t, args...)
+		if code != 0 {
+			t.Fatalf("restore to %s %v: exit %d: %s", dst, extra, code, stderr)
+		}
+		return stdout
+	}
+	count := func(topic string) int { return len(testkit.ConsumeAll(t, addr, topic)) }
+	one, two := testkit.Topic(t, "one"), testkit.Topic(t, "two")
+	restore(one)
+	restore(two)
+	if n1, n2 := count(one), count(two); n1 != 20 || n2 != 20 {
+		t.Fatalf("two restores from one state folder wrote %d and %d records, want 20 each", n1, n2)
+	}
+
+	out := restore(one)
+	if !strings.HasPrefix(out, "pipeline restore: already finished at ") ||
+		!strings.HasSuffix(out, " (20 records written); nothing to do, --fresh runs it again\n") {
+		t.Fatalf("the same restore again printed %q, want that it had finished", out)
+	}
+	var rep struct {
+		Report struct {
+			AlreadyFinished struct {
+				RecordsOut int64 `json:"records_out"`
+			} `json:"already_finished"`
+			Plugins []any `json:"plugins"`
+		} `json:"report"`
+	}
+	if err := json.Unmarshal([]byte(restore(one, "--format", "json")), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if rep.Report.AlreadyFinished.RecordsOut != 20 || len(rep.Report.Plugins) != 0 {
+		t.Fatalf("JSON report %+v, want already_finished with 20 records and no plugin started", rep.Report)
+	}
+	if n := count(one); n != 20 {
+		t.Fatalf("a finished restore run again left %d records, want 20", n)
+	}
+
+	restore(one, "--fresh")
+	if n := count(one); n != 40 {
+		t.Fatalf("after --fresh the target holds %d records, want 40 (restored again)", n)
+	}
+	if out := restore(one); !strings.Contains(out, "already finished") {
+		t.Fatalf("after the --fresh run, the same restore printed %q, want that it had finished", out)
 	}
 }

@@ -1,6 +1,8 @@
 // Package checkpoint stores a pipeline's resume positions in a small JSON
 // file, replaced atomically (see segment.WriteFileAtomic), so that a crash
-// leaves either the old or the new checkpoint, never a torn one.
+// leaves either the old or the new checkpoint, never a torn one. A file
+// belongs to one pipeline identity (config.Pipeline.Identity): a pipeline
+// that reads or writes anything else never sees it.
 package checkpoint
 
 import (
@@ -19,38 +21,57 @@ import (
 // Checkpoint is what the file holds.
 type Checkpoint struct {
 	Pipeline  string         `json:"pipeline"`
+	Identity  string         `json:"identity"`
 	UpdatedAt time.Time      `json:"updated_at"`
 	Positions []sdk.Position `json:"positions"`
+	// Finished is set once a run reached the end of its source: running
+	// the same pipeline again has nothing to do.
+	Finished *Finished `json:"finished,omitempty"`
 }
 
-// Store is the checkpoint file of one pipeline.
+// Finished records the run that completed a pipeline.
+type Finished struct {
+	At time.Time `json:"at"`
+	// RecordsOut is how many records that run wrote.
+	RecordsOut int64 `json:"records_out"`
+}
+
+// Store is the checkpoint file of one pipeline identity.
 type Store struct {
-	Path string
+	Path     string
+	pipeline string
+	identity string
 }
 
-// ForPipeline returns the Store of a pipeline under dir.
-func ForPipeline(dir, pipeline string) *Store {
-	return &Store{Path: filepath.Join(dir, pipeline+".checkpoint.json")}
+// ForPipeline returns the Store of the pipeline named pipeline whose
+// identity is identity, under dir.
+func ForPipeline(dir, pipeline, identity string) *Store {
+	return &Store{Path: filepath.Join(dir, pipeline+"-"+identity+".checkpoint.json"), pipeline: pipeline, identity: identity}
 }
 
-// Load returns the stored positions; none when there is no checkpoint yet.
-func (s *Store) Load() ([]sdk.Position, error) {
+// Load returns what the file holds; the zero Checkpoint when there is none
+// yet.
+func (s *Store) Load() (Checkpoint, error) {
 	data, err := os.ReadFile(s.Path)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
+		return Checkpoint{}, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read checkpoint: %w", err)
+		return Checkpoint{}, fmt.Errorf("read checkpoint: %w", err)
 	}
 	var c Checkpoint
 	if err := json.Unmarshal(data, &c); err != nil {
-		return nil, fmt.Errorf("checkpoint %s is not valid JSON (%v); move it aside to start over", s.Path, err)
+		return Checkpoint{}, fmt.Errorf("checkpoint %s is not valid JSON (%v); move it aside to start over", s.Path, err)
 	}
-	return c.Positions, nil
+	if c.Identity != s.identity {
+		return Checkpoint{}, fmt.Errorf("checkpoint %s belongs to pipeline identity %q, not %q; move it aside to start over", s.Path, c.Identity, s.identity)
+	}
+	return c, nil
 }
 
-// Save replaces the checkpoint with positions.
-func (s *Store) Save(pipeline string, positions []sdk.Position) error {
+// Save replaces the checkpoint with positions; finished is set when the
+// run reached the end of its source.
+func (s *Store) Save(positions []sdk.Position, finished *Finished) error {
 	ps := append([]sdk.Position(nil), positions...)
 	sort.Slice(ps, func(i, j int) bool {
 		if ps[i].Topic != ps[j].Topic {
@@ -58,7 +79,8 @@ func (s *Store) Save(pipeline string, positions []sdk.Position) error {
 		}
 		return ps[i].Partition < ps[j].Partition
 	})
-	data, err := json.MarshalIndent(Checkpoint{Pipeline: pipeline, UpdatedAt: time.Now().UTC(), Positions: ps}, "", "  ")
+	c := Checkpoint{Pipeline: s.pipeline, Identity: s.identity, UpdatedAt: time.Now().UTC(), Positions: ps, Finished: finished}
+	data, err := json.MarshalIndent(c, "", "  ")
 	if err != nil {
 		return err
 	}

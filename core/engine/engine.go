@@ -49,6 +49,10 @@ type Options struct {
 	Launcher Launcher
 	// StateDir holds the checkpoint files.
 	StateDir string
+	// Fresh runs the pipeline from the start: its checkpoint, finished or
+	// not, is ignored and then replaced. A sink that records its own
+	// positions (a backup store) still continues after what it holds.
+	Fresh bool
 	// Window is the most batches in flight between source and sink.
 	Window int
 	// InFlightBytes is the most decompressed batch bytes in flight between
@@ -88,14 +92,17 @@ type Report struct {
 	Pipeline string `json:"pipeline"`
 	// ResumedFrom is "sink" or "checkpoint" when the run continued from
 	// stored positions, empty for a fresh start.
-	ResumedFrom    string `json:"resumed_from,omitempty"`
-	BatchesIn      int64  `json:"batches_in"`
-	RecordsIn      int64  `json:"records_in"`
-	BytesIn        int64  `json:"bytes_in"`
-	BatchesOut     int64  `json:"batches_out"`
-	RecordsOut     int64  `json:"records_out"`
-	BytesOut       int64  `json:"bytes_out"`
-	RecordsDropped int64  `json:"records_dropped"`
+	ResumedFrom string `json:"resumed_from,omitempty"`
+	// AlreadyFinished is set when an earlier run of the very same pipeline
+	// had finished: this one started no plugin and moved nothing.
+	AlreadyFinished *checkpoint.Finished `json:"already_finished,omitempty"`
+	BatchesIn       int64                `json:"batches_in"`
+	RecordsIn       int64                `json:"records_in"`
+	BytesIn         int64                `json:"bytes_in"`
+	BatchesOut      int64                `json:"batches_out"`
+	RecordsOut      int64                `json:"records_out"`
+	BytesOut        int64                `json:"bytes_out"`
+	RecordsDropped  int64                `json:"records_dropped"`
 	// MaxInFlight and MaxInFlightBytes are the most batches and
 	// decompressed bytes there were at once between the source and the
 	// sink's release: at most Options.Window, and Options.InFlightBytes
@@ -150,6 +157,19 @@ func Run(ctx context.Context, p config.Pipeline, opts Options) (*Report, error) 
 		opts.MetricsInterval = time.Second
 	}
 
+	store := checkpoint.ForPipeline(opts.StateDir, p.Name, p.Identity())
+	var stored checkpoint.Checkpoint
+	if !opts.Fresh {
+		var err error
+		if stored, err = store.Load(); err != nil {
+			return nil, fmt.Errorf("pipeline %q: %w", p.Name, err)
+		}
+		if stored.Finished != nil {
+			log.Info("already finished; run with --fresh to run it again", "at", stored.Finished.At, "records_out", stored.Finished.RecordsOut)
+			return &Report{Pipeline: p.Name, AlreadyFinished: stored.Finished, Positions: stored.Positions}, nil
+		}
+	}
+
 	stages := []*stage{{role: "source", cfg: p.Source, kind: plugin.KindSource}}
 	for _, t := range p.Transforms {
 		stages = append(stages, &stage{role: "transform", cfg: t, kind: plugin.KindTransform})
@@ -177,7 +197,6 @@ func Run(ctx context.Context, p config.Pipeline, opts Options) (*Report, error) 
 
 	src, sink := stages[0], stages[len(stages)-1]
 	transforms := stages[1 : len(stages)-1]
-	store := checkpoint.ForPipeline(opts.StateDir, p.Name)
 	rep := &Report{Pipeline: p.Name}
 
 	opened, err := sink.inst.Sink().Open(setupCtx, sdk.SinkOpen{InFlightBytes: opts.InFlightBytes, MetricsInterval: opts.MetricsInterval, InPeerCert: sink.up.cert()})
@@ -190,13 +209,8 @@ func Run(ctx context.Context, p config.Pipeline, opts Options) (*Report, error) 
 		if len(resume) > 0 {
 			rep.ResumedFrom = "sink"
 		}
-	} else {
-		if resume, err = store.Load(); err != nil {
-			return nil, fmt.Errorf("pipeline %q: %w", p.Name, err)
-		}
-		if len(resume) > 0 {
-			rep.ResumedFrom = "checkpoint"
-		}
+	} else if resume = stored.Positions; len(resume) > 0 {
+		rep.ResumedFrom = "checkpoint"
 	}
 	if rep.ResumedFrom != "" {
 		log.Info("resuming", "from", rep.ResumedFrom, "partitions", len(resume))
@@ -221,11 +235,15 @@ func Run(ctx context.Context, p config.Pipeline, opts Options) (*Report, error) 
 	r := &run{log: log, opts: opts, rep: rep, store: store, name: p.Name, tracker: newTracker(resume)}
 	err = r.flow(ctx, src, transforms, sink)
 	positions, _ := r.tracker.snapshot()
-	if saveErr := store.Save(p.Name, positions); saveErr != nil && err == nil {
+	rep.Stopped = ctx.Err() != nil
+	var finished *checkpoint.Finished
+	if err == nil && !rep.Stopped && !opened.TracksPositions {
+		finished = &checkpoint.Finished{At: time.Now().UTC(), RecordsOut: rep.RecordsOut}
+	}
+	if saveErr := store.Save(positions, finished); saveErr != nil && err == nil {
 		err = fmt.Errorf("pipeline %q: save checkpoint: %w", p.Name, saveErr)
 	}
 	rep.Positions = positions
-	rep.Stopped = ctx.Err() != nil
 	rep.MaxInFlight, rep.MaxInFlightBytes = r.tracker.peaks()
 
 	rep.Plugins = make([]PluginReport, len(stages))
@@ -687,7 +705,7 @@ func (r *run) readSink(s *stage, st plugin.InputStream) {
 		r.event(s, ev)
 		if len(ev.Acked) > 0 && time.Since(lastSave) >= r.opts.CheckpointInterval {
 			if positions, changed := r.tracker.snapshot(); changed {
-				if err := r.store.Save(r.name, positions); err != nil {
+				if err := r.store.Save(positions, nil); err != nil {
 					r.fail(fmt.Errorf("pipeline %q: save checkpoint: %w", r.name, err))
 					return
 				}
