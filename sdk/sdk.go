@@ -61,6 +61,23 @@ func (id TopicID) String() string {
 	return base64.RawURLEncoding.EncodeToString(id[:])
 }
 
+// MarshalText renders the ID as String does.
+func (id TopicID) MarshalText() ([]byte, error) { return []byte(id.String()), nil }
+
+// UnmarshalText reads what MarshalText writes.
+func (id *TopicID) UnmarshalText(text []byte) error {
+	if len(text) == 0 {
+		*id = TopicID{}
+		return nil
+	}
+	b, err := base64.RawURLEncoding.DecodeString(string(text))
+	if err != nil || len(b) != len(id) {
+		return fmt.Errorf("topic ID %q: want 22 characters of URL-safe base64", text)
+	}
+	copy(id[:], b)
+	return nil
+}
+
 // BatchID names a batch on the data plane: its source's seq and, among the
 // outputs a transform made of it, its part.
 type BatchID = link.ID
@@ -193,21 +210,21 @@ func (p Position) String() string {
 
 // TopicMetadata is what a restore needs to recreate a topic.
 type TopicMetadata struct {
-	Name       string
-	ID         TopicID
-	Partitions int32
+	Name       string  `json:"name"`
+	ID         TopicID `json:"id,omitzero"`
+	Partitions int32   `json:"partitions"`
 	// ReplicationFactor is 0 when unknown.
-	ReplicationFactor int32
+	ReplicationFactor int32 `json:"replication_factor,omitempty"`
 	// Configs holds the topic configs that differ from the broker's
 	// defaults.
-	Configs map[string]string
+	Configs map[string]string `json:"configs,omitempty"`
 }
 
 // Metadata describes the topics of a run. A source sends it before any data
 // and again, whole, whenever it changes; transforms may rewrite it; the sink
 // stores it.
 type Metadata struct {
-	Topics []TopicMetadata
+	Topics []TopicMetadata `json:"topics"`
 }
 
 // Topic returns the metadata of the topic name, if present.

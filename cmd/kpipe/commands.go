@@ -179,6 +179,13 @@ func printReport(w io.Writer, r *engine.Report) {
 	}
 	fmt.Fprintf(w, "  records: %d read, %d written, %d dropped by transforms\n", r.RecordsIn, r.RecordsOut, r.RecordsDropped)
 	fmt.Fprintf(w, "  batches: %d read, %d written (%s), at most %d in flight\n", r.BatchesIn, r.BatchesOut, humanBytes(r.BytesOut), r.MaxInFlight)
+	if n := len(r.Metadata); n > 0 {
+		var topics []string
+		for _, t := range r.Metadata[n-1].Topics {
+			topics = append(topics, fmt.Sprintf("%s (%d partitions)", t.Name, t.Partitions))
+		}
+		fmt.Fprintf(w, "  metadata: %d message(s), the last naming %s\n", n, strings.Join(topics, ", "))
+	}
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	for _, p := range r.Plugins {
 		fmt.Fprintf(tw, "  %s\t%s %s\tpid %d\t%s\n", p.Role, p.Plugin, p.Version, p.Pid, metrics(p.Metrics))

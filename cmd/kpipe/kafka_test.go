@@ -385,7 +385,9 @@ func TestRestoresKeepStateOfTheirOwn(t *testing.T) {
 	}
 	count := func(topic string) int { return len(testkit.ConsumeAll(t, addr, topic)) }
 	one, two := testkit.Topic(t, "one"), testkit.Topic(t, "two")
-	restore(one)
+	if out := restore(one); !strings.Contains(out, "\n  metadata: 1 message(s), the last naming "+one+" (2 partitions)\n") {
+		t.Errorf("restore report %q does not name the metadata the sink got", out)
+	}
 	restore(two)
 	if n1, n2 := count(one), count(two); n1 != 20 || n2 != 20 {
 		t.Fatalf("two restores from one state folder wrote %d and %d records, want 20 each", n1, n2)

@@ -112,7 +112,10 @@ type Report struct {
 	Stopped          bool           `json:"stopped"`
 	DurationMS       int64          `json:"duration_ms"`
 	Positions        []sdk.Position `json:"positions"`
-	Plugins          []PluginReport `json:"plugins"`
+	// Metadata holds the metadata messages the sink was given, in order
+	// (as transforms rewrote them): what the run saw of its topics.
+	Metadata []sdk.Metadata `json:"metadata,omitempty"`
+	Plugins  []PluginReport `json:"plugins"`
 }
 
 type stage struct {
@@ -589,6 +592,10 @@ func (r *run) feed(ctx context.Context, s *stage, st plugin.InputStream, q <-cha
 		}
 		if in.Batch != nil && pending != nil {
 			pending.push(sent{id: in.Batch.ID(), count: in.Batch.Count})
+		}
+		if in.Metadata != nil && s.kind == plugin.KindSink {
+			// Only the sink's feed writes it; the report is read after.
+			r.rep.Metadata = append(r.rep.Metadata, *in.Metadata)
 		}
 		if err := st.Send(in); err != nil {
 			if err == io.EOF {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
 	"slices"
 	"sort"
 	"sync"
@@ -70,6 +71,10 @@ type fakeSource struct {
 	traceparent                   string
 	// failAt, when positive, makes that Read (1-based) fail.
 	failAt int
+	// growAt, when positive, adds a partition before that Read's batch
+	// and sends the new metadata first.
+	growAt int
+	grown  bool
 	// readHook runs before each Read returns a batch (1-based count).
 	readHook func(n int)
 
@@ -102,6 +107,11 @@ func (s *fakeSource) Read(ctx context.Context) (sdk.Batch, error) {
 	}
 	if s.n > s.batches {
 		return sdk.Batch{}, io.EOF
+	}
+	if s.growAt > 0 && s.n == s.growAt && !s.grown {
+		s.grown = true
+		s.partitions++
+		return sdk.Batch{Metadata: &sdk.Metadata{Topics: []sdk.TopicMetadata{{Name: "t", Partitions: int32(s.partitions)}}}}, nil
 	}
 	if s.failAt > 0 && s.n == s.failAt {
 		return sdk.Batch{}, &sdk.PartitionError{Topic: "t", Partition: 0, Offset: 7, Code: "BROKEN", Err: errors.New("the disk is on fire")}
@@ -149,14 +159,17 @@ type fakeSink struct {
 	// writeHook runs at each Write (1-based count).
 	writeHook func(n int)
 
-	ack     sdk.Acker
-	n       int
-	mu      sync.Mutex
-	held    []sdk.Batch
-	got     map[string][]int64 // topic/partition → offsets
-	traces  []string
-	meta    []sdk.Metadata
-	durable map[string]int64 // topic/partition → next offset made durable
+	ack    sdk.Acker
+	n      int
+	mu     sync.Mutex
+	held   []sdk.Batch
+	got    map[string][]int64 // topic/partition → offsets
+	traces []string
+	meta   []sdk.Metadata
+	// metaAfter holds, for each metadata message, how many batches the
+	// sink had been given before it.
+	metaAfter []int
+	durable   map[string]int64 // topic/partition → next offset made durable
 }
 
 func (s *fakeSink) Spec() sdk.Spec {
@@ -174,6 +187,7 @@ func (s *fakeSink) WriteMetadata(_ context.Context, m sdk.Metadata) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.meta = append(s.meta, m)
+	s.metaAfter = append(s.metaAfter, s.n)
 	return nil
 }
 
@@ -501,6 +515,33 @@ func TestEnvelopeOnlyTransformGetsNoBytes(t *testing.T) {
 	if len(sink.traces) != 20 {
 		t.Errorf("sink got %d batches, want 20 halves", len(sink.traces))
 	}
+}
+
+// TestMetadataFlowsAgainWhenItChanges: the source adds a partition after
+// four batches and sends its metadata again. The transform rewrites both
+// messages, the sink gets them in their place among the batches, and the
+// report records what the run saw.
+func TestMetadataFlowsAgainWhenItChanges(t *testing.T) {
+	src := &fakeSource{partitions: 2, batches: 10, perBatch: 5, growAt: 5}
+	sink := &fakeSink{}
+	rep, err := runWith(t, context.Background(), launcher{"src": src, "rename": &renamer{}, "sink": sink},
+		pipeline("grow", "rename"), Options{Window: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []sdk.Metadata{
+		{Topics: []sdk.TopicMetadata{{Name: "u", Partitions: 2}}},
+		{Topics: []sdk.TopicMetadata{{Name: "u", Partitions: 3}}},
+	}
+	if !reflect.DeepEqual(sink.meta, want) || !slices.Equal(sink.metaAfter, []int{0, 4}) {
+		t.Errorf("sink got metadata %+v after %v batches, want %+v after 0 and 4", sink.meta, sink.metaAfter, want)
+	}
+	if !reflect.DeepEqual(rep.Metadata, want) {
+		t.Errorf("report metadata %+v, want %+v", rep.Metadata, want)
+	}
+	// Batches 1-4 went to partitions 0,1,0,1; the growth read no batch;
+	// batches 5-10 (Reads 6-11) go round robin over 3 partitions.
+	wantOffsets(t, sink.got, map[string]int{"u/0": 20, "u/1": 20, "u/2": 10})
 }
 
 // TestAPluginErrorMidStream: the sink fails on its 6th batch; the run fails
