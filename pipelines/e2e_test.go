@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -456,4 +457,56 @@ func TestRestoreCreatesTopicsFromMetadataAndGrowsExistingOnes(t *testing.T) {
 		t.Errorf("target %s holds %d records, want none (all lie before the window)", da, len(got))
 	}
 	compare(t, want, testkit.ConsumeAll(t, addr, db))
+}
+
+// TestADamagedPartitionLetsTheOthersRestore deletes a segment of partition
+// 1 from a backup: the restore writes partitions 0 and 2 whole and
+// partition 1 up to the gap, then fails naming partition 1, its offset and
+// the cause.
+func TestADamagedPartitionLetsTheOthersRestore(t *testing.T) {
+	addr := testkit.Kafka(t)
+	src := testkit.Topic(t, "src")
+	testkit.CreateTopic(t, addr, src, 3)
+	var recs []*kgo.Record
+	for p := int32(0); p < 3; p++ {
+		for i := range 30 {
+			recs = append(recs, &kgo.Record{Topic: src, Partition: p, Value: []byte(fmt.Sprint(i)), Timestamp: time.Now()})
+		}
+	}
+	testkit.Produce(t, addr, recs)
+	root := t.TempDir()
+	bp := pipelines.Backup("backup", pipelines.BackupOptions{BootstrapServers: []string{addr}, Topics: []string{src}, Path: root, BackupID: "d"})
+	setParam(&bp.Sink, "segment_max_records", 10)
+	run(t, bp, options(t))
+	b := segment.Backup{Root: root, ID: "d"}
+	parts, err := b.Partitions()
+	if err != nil || len(parts) != 3 || len(parts[1].Entries) != 3 || parts[1].Entries[1].MinOffset != 10 {
+		t.Fatalf("backup partitions %+v (%v), want 3 of 3 segments of 10", parts, err)
+	}
+	gone := filepath.Join(b.PartitionDir(src, 1), parts[1].Entries[1].File)
+	if err := os.Remove(gone); err != nil {
+		t.Fatal(err)
+	}
+
+	dst := testkit.Topic(t, "dst")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rep, err := engine.Run(ctx, pipelines.Restore("restore", pipelines.RestoreOptions{Path: root, BackupID: "d", BootstrapServers: []string{addr},
+		TimeWindowStart: -1, TimeWindowEnd: -1, TopicMapping: map[string]string{src: dst}}), options(t))
+	cause := "open segment: open " + gone + ": no such file or directory"
+	want := fmt.Sprintf(`pipeline "restore": 1 partition(s) failed, the others finished: %s/1 at offset 10: %s (BACKUP_DAMAGED)`, src, cause)
+	if err == nil || err.Error() != want {
+		t.Fatalf("restore: %v, want %q", err, want)
+	}
+	wantFailed := []engine.PartitionFailure{{Topic: src, Partition: 1, Offset: 10, Code: "BACKUP_DAMAGED", Cause: cause}}
+	if !reflect.DeepEqual(rep.FailedPartitions, wantFailed) {
+		t.Errorf("failed partitions %+v, want %+v", rep.FailedPartitions, wantFailed)
+	}
+	got := map[int32]int{}
+	for _, r := range testkit.ConsumeAll(t, addr, dst) {
+		got[r.Partition]++
+	}
+	if got[0] != 30 || got[1] != 10 || got[2] != 30 {
+		t.Errorf("restored per partition %v, want 30, 10 (up to the gap) and 30", got)
+	}
 }

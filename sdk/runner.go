@@ -317,10 +317,14 @@ func (r *SourceRunner) Run(ctx context.Context, ctl <-chan SourceControl, emit f
 	defer stopReading()
 	cr := newCredit()
 	ctlDone := make(chan struct{})
+	var readErr error
 	// Acks may still come while the last batches go out: Run returns only
 	// once the host has closed ctl (or ctx ended), so that no Ack runs
-	// after it.
+	// after it. A failed source returns at once: its error ends the run.
 	defer func() {
+		if readErr != nil {
+			return
+		}
 		select {
 		case <-ctlDone:
 		case <-ctx.Done():
@@ -348,19 +352,26 @@ func (r *SourceRunner) Run(ctx context.Context, ctl <-chan SourceControl, emit f
 	reportMetrics(ctx, r.open.MetricsInterval, em, r.src.Metrics)
 
 	var seq uint64
-	var readErr error
+	rt := newRetrier(readCtx, r.src, em)
 	for cr.wait() {
 		b, err := r.src.Read(readCtx)
 		if err == io.EOF {
+			if rt.waitResume() {
+				continue // a partition was held back: read it again
+			}
 			break
 		}
 		if err != nil {
 			if readCtx.Err() != nil && ctx.Err() == nil {
 				break // the host stopped the source
 			}
+			if rt.handle(err) {
+				continue
+			}
 			readErr = err
 			break
 		}
+		rt.succeeded(b.Topic, b.Partition)
 		if b.Metadata != nil {
 			p.push(&job{meta: b.Metadata})
 		}

@@ -316,6 +316,19 @@ func (UnimplementedSource) Teardown(context.Context) error            { return n
 func (UnimplementedSource) mustEmbedUnimplementedSource()             {}
 func (UnimplementedSource) Open(context.Context, SourceOptions) error { return nil }
 
+// PartitionSource is implemented by sources whose partitions can fail one
+// by one. Read returning a *PartitionError then concerns that partition
+// alone and the runner reads on: after a fatal error the source reads that
+// partition no more; after a retryable one it holds the partition back
+// until the runner, after a backoff, calls ResumePartition (from another
+// goroutine than Read). A partition that stays failing past the retries
+// counts as failed for good. Read returns io.EOF once every partition it
+// still reads is done, even while one is held back. A source that is not a
+// PartitionSource ends the run at its first error.
+type PartitionSource interface {
+	ResumePartition(ctx context.Context, topic string, partition int32) error
+}
+
 // Transform turns each batch into zero or more batches.
 type Transform interface {
 	Spec() Spec

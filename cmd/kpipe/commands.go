@@ -37,12 +37,14 @@ func (g *globals) host(fileDir string) *host.Host {
 type runOpts struct {
 	stateDir      string
 	fresh         bool
+	failFast      bool
 	window        int
 	inFlightBytes string
 }
 
 func (o *runOpts) flags(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&o.stateDir, "state-dir", "", "folder for checkpoints (default .kpipe/state; a pipeline file's state_dir comes before the default)")
+	cmd.Flags().BoolVar(&o.failFast, "fail-fast", false, "end the run at the first source partition that fails for good, instead of letting the other partitions finish")
 	cmd.Flags().BoolVar(&o.fresh, "fresh", false, "run from the start, ignoring the pipeline's checkpoint (also after it finished); a backup still continues after what its storage holds")
 	cmd.Flags().IntVar(&o.window, "window", engine.DefaultWindow, "most batches in flight between source and sink")
 	cmd.Flags().StringVar(&o.inFlightBytes, "in-flight-bytes", "8MiB", "most decompressed batch bytes in flight between source and sink (one batch may cross it); bounds memory, and the kafka source sizes its fetches from it. Bytes, or with KiB, MiB or GiB")
@@ -63,7 +65,7 @@ func (o *runOpts) engine(h *host.Host, g *globals, fileStateDir string) (engine.
 	if err != nil || n < 1<<20 {
 		return engine.Options{}, badInput("--in-flight-bytes %q: want a size of at least 1MiB, such as 8MiB or 64MiB", o.inFlightBytes)
 	}
-	return engine.Options{Launcher: h, StateDir: dir, Fresh: o.fresh, Window: o.window, InFlightBytes: n, Logger: g.logger()}, nil
+	return engine.Options{Launcher: h, StateDir: dir, Fresh: o.fresh, FailFast: o.failFast, Window: o.window, InFlightBytes: n, Logger: g.logger()}, nil
 }
 
 // parseSize reads a byte count, plain or with a KiB, MiB or GiB suffix.
@@ -179,6 +181,12 @@ func printReport(w io.Writer, r *engine.Report) {
 	}
 	fmt.Fprintf(w, "  records: %d read, %d written, %d dropped by transforms\n", r.RecordsIn, r.RecordsOut, r.RecordsDropped)
 	fmt.Fprintf(w, "  batches: %d read, %d written (%s), at most %d in flight\n", r.BatchesIn, r.BatchesOut, humanBytes(r.BytesOut), r.MaxInFlight)
+	if r.Retries > 0 {
+		fmt.Fprintf(w, "  retries: %d (retryable partition errors that cleared or failed below)\n", r.Retries)
+	}
+	for _, f := range r.FailedPartitions {
+		fmt.Fprintf(w, "  failed partition %s\n", f)
+	}
 	if n := len(r.Metadata); n > 0 {
 		var topics []string
 		for _, t := range r.Metadata[n-1].Topics {

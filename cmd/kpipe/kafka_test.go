@@ -424,3 +424,45 @@ func TestRestoresKeepStateOfTheirOwn(t *testing.T) {
 		t.Fatalf("after the --fresh run, the same restore printed %q, want that it had finished", out)
 	}
 }
+
+// TestRestoreWithAMissingSegment: without --fail-fast the other partitions
+// are restored and the report names the failed one; with it the run ends at
+// the failure. Both exit 1.
+func TestRestoreWithAMissingSegment(t *testing.T) {
+	addr := testkit.Kafka(t)
+	src := testkit.Topic(t, "src")
+	seedPartitions(t, addr, src, 3, 20, time.Now().Add(-time.Hour).UnixMilli())
+	path := t.TempDir()
+	if code, _, stderr := kpipe(t, "backup", "--bootstrap-servers", addr, "--topics", src, "--path", path, "--backup-id", "b"); code != 0 {
+		t.Fatalf("backup: exit %d: %s", code, stderr)
+	}
+	b := segment.Backup{Root: path, ID: "b"}
+	parts, err := b.Partitions()
+	if err != nil || len(parts) != 3 {
+		t.Fatalf("backup partitions %+v, %v", parts, err)
+	}
+	gone := filepath.Join(b.PartitionDir(src, 1), parts[1].Entries[0].File)
+	if err := os.Remove(gone); err != nil {
+		t.Fatal(err)
+	}
+	failure := src + "/1 at offset 0: open segment: open " + gone + ": no such file or directory (BACKUP_DAMAGED"
+
+	dst := testkit.Topic(t, "dst")
+	code, stdout, stderr := kpipe(t, "restore", "--bootstrap-servers", addr, "--path", path, "--backup-id", "b", "--topic-mapping", src+"="+dst)
+	if code != 1 || !strings.Contains(stdout, "\n  failed partition "+failure+")\n") ||
+		errorText(stderr) != `kpipe: pipeline "restore": 1 partition(s) failed, the others finished: `+failure+")" {
+		t.Fatalf("restore: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+	}
+	got := map[int32]int{}
+	for _, r := range testkit.ConsumeAll(t, addr, dst) {
+		got[r.Partition]++
+	}
+	if got[0] != 20 || got[1] != 0 || got[2] != 20 {
+		t.Errorf("restored per partition %v, want 20, 0 and 20", got)
+	}
+
+	code, _, stderr = kpipe(t, "restore", "--fail-fast", "--bootstrap-servers", addr, "--path", path, "--backup-id", "b", "--topic-mapping", src+"="+testkit.Topic(t, "fast"))
+	if want := `kpipe: pipeline "restore": source "fs": ` + failure + ", fatal)"; code != 1 || errorText(stderr) != want {
+		t.Fatalf("restore --fail-fast: exit %d, error %q, want exit 1 and %q", code, errorText(stderr), want)
+	}
+}

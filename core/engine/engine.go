@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -49,6 +50,10 @@ type Options struct {
 	Launcher Launcher
 	// StateDir holds the checkpoint files.
 	StateDir string
+	// FailFast ends the run at the first partition that fails for good;
+	// otherwise the source's other partitions go on, and the run fails
+	// once they are done, naming each failed partition.
+	FailFast bool
 	// Fresh runs the pipeline from the start: its checkpoint, finished or
 	// not, is ignored and then replaced. A sink that records its own
 	// positions (a backup store) still continues after what it holds.
@@ -77,6 +82,16 @@ const (
 	DefaultWindow        = 256
 	DefaultInFlightBytes = sdk.DefaultInFlightBytes
 )
+
+// PartitionFailure is a partition that failed for good.
+type PartitionFailure struct {
+	Topic     string `json:"topic"`
+	Partition int32  `json:"partition"`
+	// Offset is the offset the failure concerns; -1 when none.
+	Offset int64  `json:"offset"`
+	Code   string `json:"code,omitempty"`
+	Cause  string `json:"cause"`
+}
 
 // PluginReport describes one plugin of a finished run.
 type PluginReport struct {
@@ -112,6 +127,12 @@ type Report struct {
 	Stopped          bool           `json:"stopped"`
 	DurationMS       int64          `json:"duration_ms"`
 	Positions        []sdk.Position `json:"positions"`
+	// Retries counts the retryable partition errors the source retried.
+	Retries int64 `json:"retries"`
+	// FailedPartitions are the source partitions that failed for good:
+	// the others went on, and each failed one keeps its checkpoint at what
+	// was durable.
+	FailedPartitions []PartitionFailure `json:"failed_partitions,omitempty"`
 	// Metadata holds the metadata messages the sink was given, in order
 	// (as transforms rewrote them): what the run saw of its topics.
 	Metadata []sdk.Metadata `json:"metadata,omitempty"`
@@ -393,6 +414,9 @@ type run struct {
 	batchesIn, recordsIn, bytesIn    atomic.Int64
 	batchesOut, recordsOut, bytesOut atomic.Int64
 	recordsDropped                   atomic.Int64
+	retries                          atomic.Int64
+	failMu                           sync.Mutex
+	failed                           []PartitionFailure
 
 	errOnce sync.Once
 	err     error
@@ -469,8 +493,19 @@ func (r *run) flow(ctx context.Context, src *stage, transforms []*stage, sink *s
 	r.rep.BatchesIn, r.rep.RecordsIn, r.rep.BytesIn = r.batchesIn.Load(), r.recordsIn.Load(), r.bytesIn.Load()
 	r.rep.BatchesOut, r.rep.RecordsOut, r.rep.BytesOut = r.batchesOut.Load(), r.recordsOut.Load(), r.bytesOut.Load()
 	r.rep.RecordsDropped = r.recordsDropped.Load()
+	r.rep.Retries = r.retries.Load()
+	r.failMu.Lock()
+	r.rep.FailedPartitions = r.failed
+	r.failMu.Unlock()
 	if r.err != nil {
 		return r.err
+	}
+	if n := len(r.rep.FailedPartitions); n > 0 {
+		var each []string
+		for _, f := range r.rep.FailedPartitions {
+			each = append(each, f.String())
+		}
+		return fmt.Errorf("pipeline %q: %d partition(s) failed, the others finished: %s", r.name, n, strings.Join(each, "; "))
 	}
 	if n := r.tracker.pending(); n > 0 {
 		return fmt.Errorf("pipeline %q: sink %q ended with %d batches not acknowledged as durable", r.name, sink.cfg.Plugin, n)
@@ -533,6 +568,19 @@ func (r *run) readSource(ctx context.Context, s *stage, next chan<- sdk.Input) {
 // event handles what every kind of plugin may send: errors and metrics.
 func (r *run) event(s *stage, ev sdk.Event) {
 	switch {
+	case ev.Error != nil && s.kind == plugin.KindSource && ev.Error.Retryable:
+		r.retries.Add(1)
+		r.log.Info("retrying a partition", "error", ev.Error)
+	case ev.Error != nil && s.kind == plugin.KindSource && !r.opts.FailFast:
+		pe := ev.Error
+		f := PartitionFailure{Topic: pe.Topic, Partition: pe.Partition, Offset: pe.Offset, Code: pe.Code, Cause: "failed"}
+		if pe.Err != nil {
+			f.Cause = pe.Err.Error()
+		}
+		r.log.Warn("a partition failed; the others go on", "error", pe)
+		r.failMu.Lock()
+		r.failed = append(r.failed, f)
+		r.failMu.Unlock()
 	case ev.Error != nil:
 		r.failf(s, ev.Error)
 	case ev.Metrics != nil:
@@ -743,4 +791,16 @@ func (r *run) sendSource(c sdk.SourceControl) {
 	if err := r.srcStream.Send(c); err != nil {
 		r.log.Debug("source stream closed", "error", err)
 	}
+}
+
+func (f PartitionFailure) String() string {
+	s := fmt.Sprintf("%s/%d", f.Topic, f.Partition)
+	if f.Offset >= 0 {
+		s += fmt.Sprintf(" at offset %d", f.Offset)
+	}
+	s += ": " + f.Cause
+	if f.Code != "" {
+		s += " (" + f.Code + ")"
+	}
+	return s
 }

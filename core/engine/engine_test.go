@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -616,5 +617,110 @@ func TestConfigErrorsNameEveryParameter(t *testing.T) {
 		"  sink \"sink\": parameter \"nada\": unknown parameter; this plugin takes none"
 	if !errors.As(err, &ce) || err.Error() != want {
 		t.Fatalf("Run: %v\nwant %s", err, want)
+	}
+}
+
+// faultySource reads batches of 5 records round robin over partitions 0-2
+// of topic "t", perPartition batches each. Partition 1 fails for good when
+// it reaches offset 10; partition 2 fails retryably at offset 5, twice,
+// then reads on. It may run without partitions failing on their own
+// (PartitionSource), then its first error ends the run.
+type faultySource struct {
+	sdk.UnimplementedSource
+	perPartition int
+
+	mu      sync.Mutex
+	next    [3]int64
+	stopped [3]bool
+	held    [3]bool
+	fails2  int
+	resumes int
+	turn    int
+	bld     *record.Builder
+}
+
+func (s *faultySource) Spec() sdk.Spec { return sdk.Spec{Name: "faulty", Version: "test"} }
+
+func (s *faultySource) Open(context.Context, sdk.SourceOptions) error {
+	s.bld = record.NewBuilder(nil)
+	return nil
+}
+
+func (s *faultySource) Read(ctx context.Context) (sdk.Batch, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for range 3 {
+		p := s.turn % 3
+		s.turn++
+		if s.stopped[p] || s.held[p] || s.next[p] >= int64(5*s.perPartition) {
+			continue
+		}
+		switch {
+		case p == 1 && s.next[p] == 10:
+			s.stopped[p] = true
+			return sdk.Batch{}, &sdk.PartitionError{Topic: "t", Partition: 1, Offset: 10, Code: "CORRUPT", Err: errors.New("record 10 is unreadable")}
+		case p == 2 && s.next[p] == 5 && s.fails2 < 2:
+			s.fails2++
+			s.held[p] = true
+			return sdk.Batch{}, &sdk.PartitionError{Topic: "t", Partition: 2, Offset: 5, Retryable: true, Code: "LEADER_MOVED", Err: errors.New("leader moved")}
+		}
+		for range 5 {
+			off := s.next[p]
+			s.next[p]++
+			s.bld.Append(&record.Record{Offset: off, Timestamp: 1000 + off, Value: []byte("v")})
+		}
+		return sdk.NewBatch("t", int32(p), s.bld, -1)
+	}
+	return sdk.Batch{}, io.EOF
+}
+
+// partitionSource adds ResumePartition to a faultySource.
+type partitionSource struct{ *faultySource }
+
+func (s partitionSource) ResumePartition(_ context.Context, topic string, partition int32) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.held[partition] = false
+	s.resumes++
+	return nil
+}
+
+// TestAFailedPartitionLetsTheOthersFinish: partition 1 fails for good
+// mid-run; partitions 0 and 2 are read to the end and made durable, the
+// report names partition 1 with its offset and cause, and the run fails.
+// Partition 2's retryable error clears after two retries and leaves only
+// the retry count. With FailFast the first failure ends the run.
+func TestAFailedPartitionLetsTheOthersFinish(t *testing.T) {
+	src := &faultySource{perPartition: 6}
+	sink := &fakeSink{}
+	dir := t.TempDir()
+	rep, err := runWith(t, context.Background(), launcher{"src": partitionSource{src}, "sink": sink}, pipeline("faults"), Options{StateDir: dir})
+	want := `pipeline "faults": 1 partition(s) failed, the others finished: t/1 at offset 10: record 10 is unreadable (CORRUPT)`
+	if err == nil || err.Error() != want {
+		t.Fatalf("Run: %v, want %q", err, want)
+	}
+	wantOffsets(t, sink.got, map[string]int{"t/0": 30, "t/1": 10, "t/2": 30})
+	if got := positions(rep.Positions); got != "t/0@30 t/1@10 t/2@30" {
+		t.Errorf("durable positions %s, want t/0@30 t/1@10 t/2@30", got)
+	}
+	wantFailed := []PartitionFailure{{Topic: "t", Partition: 1, Offset: 10, Code: "CORRUPT", Cause: "record 10 is unreadable"}}
+	if !reflect.DeepEqual(rep.FailedPartitions, wantFailed) || rep.Retries != 2 || src.resumes != 2 {
+		t.Errorf("failed %+v, retries %d, resumes %d; want %+v, 2 retries, 2 resumes", rep.FailedPartitions, rep.Retries, src.resumes, wantFailed)
+	}
+
+	// Fail-fast: the failure of partition 1 ends the run.
+	src, sink = &faultySource{perPartition: 6}, &fakeSink{}
+	_, err = runWith(t, context.Background(), launcher{"src": partitionSource{src}, "sink": sink}, pipeline("fast"), Options{StateDir: dir, FailFast: true})
+	want = `pipeline "fast": source "src": t/1 at offset 10: record 10 is unreadable (CORRUPT, fatal)`
+	if err == nil || err.Error() != want {
+		t.Fatalf("fail-fast Run: %v, want %q", err, want)
+	}
+
+	// A source that cannot go on after an error ends the run at once.
+	src, sink = &faultySource{perPartition: 6}, &fakeSink{}
+	_, err = runWith(t, context.Background(), launcher{"src": src, "sink": sink}, pipeline("plain"), Options{StateDir: dir})
+	want = `t/2 at offset 5: leader moved (LEADER_MOVED, retryable)`
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("Run of a plain source: %v, want an error containing %q", err, want)
 	}
 }

@@ -177,7 +177,7 @@ func (s *Source) Read(ctx context.Context) (sdk.Batch, error) {
 			s.curW, s.queue = s.queue[0], s.queue[1:]
 			r, err := segment.OpenVerified(s.curW.dir, s.curW.entry, s.cfg.VerifyChecksums)
 			if err != nil {
-				return sdk.Batch{}, err
+				return sdk.Batch{}, s.partitionFailed(s.curW.entry.MinOffset, err)
 			}
 			s.cur, s.next = r, -1
 			s.segmentsRead.Add(1)
@@ -193,11 +193,11 @@ func (s *Source) Read(ctx context.Context) (sdk.Batch, error) {
 			continue
 		}
 		if err != nil {
-			return sdk.Batch{}, err
+			return sdk.Batch{}, s.partitionFailed(max(s.next, s.curW.entry.MinOffset), err)
 		}
 		b, ok, err := s.batch(frame)
 		if err != nil {
-			return sdk.Batch{}, fmt.Errorf("segment %s: %w", s.curW.entry.File, err)
+			return sdk.Batch{}, s.partitionFailed(max(s.next, s.curW.entry.MinOffset), fmt.Errorf("segment %s: %w", s.curW.entry.File, err))
 		}
 		if ok {
 			s.recordsRead.Add(b.Count)
@@ -205,6 +205,24 @@ func (s *Source) Read(ctx context.Context) (sdk.Batch, error) {
 		}
 	}
 }
+
+// partitionFailed stops reading the current partition after err: its
+// segment is closed and its other segments are dropped from the queue, so
+// that the other partitions go on (sdk.PartitionSource). offset is where
+// the partition stopped.
+func (s *Source) partitionFailed(offset int64, err error) error {
+	topic, part := s.curW.topic, s.curW.part
+	if s.cur != nil {
+		s.closeSegment()
+	}
+	s.queue = slices.DeleteFunc(s.queue, func(w work) bool { return w.topic == topic && w.part == part })
+	return &sdk.PartitionError{Topic: topic, Partition: part, Offset: offset, Code: "BACKUP_DAMAGED", Err: err}
+}
+
+// ResumePartition implements sdk.PartitionSource. The source's failures are
+// never retryable (a damaged backup stays damaged), so it has nothing to
+// resume.
+func (s *Source) ResumePartition(context.Context, string, int32) error { return nil }
 
 func (s *Source) closeSegment() {
 	s.bytesRead.Add(s.cur.BytesRead())
