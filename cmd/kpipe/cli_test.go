@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -193,5 +195,47 @@ func checkPluginList(t *testing.T, stdout string) {
 		"remap   0.2.0    transform    renames topics and moves partitions\n"
 	if stdout != want {
 		t.Fatalf("got:\n%s\nwant:\n%s", stdout, want)
+	}
+}
+
+// TestLogFormatJSON: with --log-format json every line on stderr is a JSON
+// object (plugin logs forwarded by the host included), and so is the final
+// error, with its exit code.
+func TestLogFormatJSON(t *testing.T) {
+	code, _, stderr := kpipe(t, "--log-format", "json", "--log-level", "debug", "plugins", "list")
+	if code != 0 {
+		t.Fatalf("plugins list: exit %d: %s", code, stderr)
+	}
+	lines := strings.Split(strings.TrimSpace(stderr), "\n")
+	plugins := 0
+	for _, l := range lines {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(l), &rec); err != nil || rec["level"] == nil || rec["msg"] == nil || rec["time"] == nil {
+			t.Fatalf("stderr line %q is not a JSON log record (%v)", l, err)
+		}
+		if strings.HasPrefix(fmt.Sprint(rec["logger"]), "plugin.") {
+			plugins++
+		}
+	}
+	if plugins == 0 {
+		t.Errorf("no plugin log among %d JSON lines:\n%s", len(lines), stderr)
+	}
+
+	code, _, stderr = kpipe(t, "--log-format", "json", "run", "no-such-file.hcl")
+	var rec struct {
+		Level    string `json:"level"`
+		Msg      string `json:"msg"`
+		ExitCode int    `json:"exit_code"`
+	}
+	last := strings.TrimSpace(stderr)
+	last = last[strings.LastIndex(last, "\n")+1:]
+	if err := json.Unmarshal([]byte(last), &rec); err != nil || code != 2 || rec.Level != "ERROR" || rec.ExitCode != 2 ||
+		!strings.HasPrefix(rec.Msg, "kpipe: ") || !strings.Contains(rec.Msg, "no-such-file.hcl") {
+		t.Fatalf("a bad file with --log-format json: exit %d, last line %q (%v)", code, last, err)
+	}
+
+	code, _, stderr = kpipe(t, "--log-format", "yaml", "plugins", "list")
+	if want := `kpipe: --log-format "yaml": use text or json`; code != 2 || errorText(stderr) != want {
+		t.Fatalf("--log-format yaml: exit %d, %q; want exit 2 and %q", code, errorText(stderr), want)
 	}
 }

@@ -65,22 +65,26 @@ func signalContext() (context.Context, func()) {
 }
 
 func run(ctx context.Context, args []string) int {
-	root := newRoot()
+	root, g := newRoot()
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return exitOK
 	}
-	fmt.Fprintln(os.Stderr, "kpipe: "+err.Error())
+	code := exitFailed
 	var ue usageError
 	switch {
 	case errors.As(err, &ue):
-		return exitBadInput
+		code = exitBadInput
 	case errors.Is(err, errInterrupted):
-		return exitInterrupted
-	default:
-		return exitFailed
+		code = exitInterrupted
 	}
+	if g.logFormat == "json" {
+		g.logger().Error("kpipe: "+err.Error(), "exit_code", code)
+	} else {
+		fmt.Fprintln(os.Stderr, "kpipe: "+err.Error())
+	}
+	return code
 }
 
 // globals are the flags every command has.
@@ -88,6 +92,7 @@ type globals struct {
 	pluginDir string
 	mtls      bool
 	logLevel  string
+	logFormat string
 	format    string
 }
 
@@ -96,10 +101,14 @@ func (g *globals) logger() *slog.Logger {
 	if err := lvl.UnmarshalText([]byte(g.logLevel)); err != nil {
 		lvl = slog.LevelInfo
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+	opts := &slog.HandlerOptions{Level: lvl}
+	if g.logFormat == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
 }
 
-func newRoot() *cobra.Command {
+func newRoot() (*cobra.Command, *globals) {
 	g := &globals{}
 	root := &cobra.Command{
 		Use:   "kpipe",
@@ -117,6 +126,11 @@ the checkpoint (run again to resume).`,
 			if g.format != "text" && g.format != "json" {
 				return badInput("--format %q: use text or json", g.format)
 			}
+			if g.logFormat != "text" && g.logFormat != "json" {
+				f := g.logFormat
+				g.logFormat = "text"
+				return badInput("--log-format %q: use text or json", f)
+			}
 			var lvl slog.Level
 			if err := lvl.UnmarshalText([]byte(g.logLevel)); err != nil {
 				return badInput("--log-level %q: use debug, info, warn or error", g.logLevel)
@@ -130,7 +144,8 @@ the checkpoint (run again to resume).`,
 	pf.StringVar(&g.pluginDir, "plugin-dir", "", "folder holding the kpipe-plugin-NAME binaries (default: the plugins folder beside kpipe, else bin/plugins; a pipeline file's plugin_dir comes before the default)")
 	pf.BoolVar(&g.mtls, "plugin-mtls", false, "secure every plugin link with mutual TLS (certificates made per run); costs throughput on the data path")
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level on stderr: debug, info, warn or error")
+	pf.StringVar(&g.logFormat, "log-format", "text", "log format on stderr: text, or json (one object per line, the final error included, with its exit_code)")
 	pf.StringVar(&g.format, "format", "text", "report format on stdout: text or json")
 	root.AddCommand(newRunCmd(g), newPluginsCmd(g), newBackupCmd(g), newRestoreCmd(g))
-	return root
+	return root, g
 }
