@@ -18,6 +18,7 @@ import (
 	"github.com/kpipe/kpipe/core/engine"
 	"github.com/kpipe/kpipe/core/host"
 	"github.com/kpipe/kpipe/core/plugin"
+	"github.com/kpipe/kpipe/core/telemetry"
 	"github.com/kpipe/kpipe/pipelines"
 	"github.com/kpipe/kpipe/sdk/param"
 )
@@ -38,12 +39,22 @@ type runOpts struct {
 	stateDir      string
 	fresh         bool
 	failFast      bool
+	metricsAddr   string
 	window        int
 	inFlightBytes string
+	metrics       *telemetry.Server // serving while the command runs
+}
+
+// close stops what engine started.
+func (o *runOpts) close() {
+	if o.metrics != nil {
+		o.metrics.Close()
+	}
 }
 
 func (o *runOpts) flags(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&o.stateDir, "state-dir", "", "folder for checkpoints (default .kpipe/state; a pipeline file's state_dir comes before the default)")
+	cmd.Flags().StringVar(&o.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://HOST:PORT/metrics while the command runs (records and bytes per partition, retries, failures, plugin counters); empty: off")
 	cmd.Flags().BoolVar(&o.failFast, "fail-fast", false, "end the run at the first source partition that fails for good, instead of letting the other partitions finish")
 	cmd.Flags().BoolVar(&o.fresh, "fresh", false, "run from the start, ignoring the pipeline's checkpoint (also after it finished); a backup still continues after what its storage holds")
 	cmd.Flags().IntVar(&o.window, "window", engine.DefaultWindow, "most batches in flight between source and sink")
@@ -65,7 +76,15 @@ func (o *runOpts) engine(h *host.Host, g *globals, fileStateDir string) (engine.
 	if err != nil || n < 1<<20 {
 		return engine.Options{}, badInput("--in-flight-bytes %q: want a size of at least 1MiB, such as 8MiB or 64MiB", o.inFlightBytes)
 	}
-	return engine.Options{Launcher: h, StateDir: dir, Fresh: o.fresh, FailFast: o.failFast, Window: o.window, InFlightBytes: n, Logger: g.logger()}, nil
+	opts := engine.Options{Launcher: h, StateDir: dir, Fresh: o.fresh, FailFast: o.failFast, Window: o.window, InFlightBytes: n, Logger: g.logger()}
+	if o.metricsAddr != "" {
+		srv, err := telemetry.Serve(o.metricsAddr, g.logger())
+		if err != nil {
+			return engine.Options{}, badInput("--metrics-addr %q: %v; give a free HOST:PORT, such as 127.0.0.1:9464", o.metricsAddr, err)
+		}
+		o.metrics, opts.Recorder = srv, srv.Metrics
+	}
+	return opts, nil
 }
 
 // parseSize reads a byte count, plain or with a KiB, MiB or GiB suffix.
@@ -133,6 +152,7 @@ says it finished does nothing; --fresh runs it again from the start.`,
 			if err != nil {
 				return err
 			}
+			defer o.close()
 			var reports []*engine.Report
 			for _, p := range f.Pipelines {
 				if len(only) > 0 && !slices.Contains(only, p.Name) {
@@ -335,6 +355,7 @@ it continues after what the backup durably holds.`,
 			if err != nil {
 				return err
 			}
+			defer o.close()
 			rep, err := runPipeline(cmd.Context(), pipelines.Backup("backup", b), opts)
 			if rep != nil {
 				printBackup(cmd.OutOrStdout(), g.format, b, rep)
@@ -414,6 +435,7 @@ created with as many partitions as the restore needs.`,
 			if err != nil {
 				return err
 			}
+			defer o.close()
 			rep, err := runPipeline(cmd.Context(), pipelines.Restore("restore", r), opts)
 			if rep != nil {
 				printRestore(cmd.OutOrStdout(), g.format, r, rep)

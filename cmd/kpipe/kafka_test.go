@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -464,5 +466,76 @@ func TestRestoreWithAMissingSegment(t *testing.T) {
 	code, _, stderr = kpipe(t, "restore", "--fail-fast", "--bootstrap-servers", addr, "--path", path, "--backup-id", "b", "--topic-mapping", src+"="+testkit.Topic(t, "fast"))
 	if want := `kpipe: pipeline "restore": source "fs": ` + failure + ", fatal)"; code != 1 || errorText(stderr) != want {
 		t.Fatalf("restore --fail-fast: exit %d, error %q, want exit 1 and %q", code, errorText(stderr), want)
+	}
+}
+
+// TestMetricsDuringAContinuousBackup scrapes /metrics (--metrics-addr)
+// while a continuous backup runs: the records of each partition rise as
+// more are produced.
+func TestMetricsDuringAContinuousBackup(t *testing.T) {
+	addr := testkit.Kafka(t)
+	topic := testkit.Topic(t, "metrics")
+	ts := time.Now().Add(-time.Hour).UnixMilli()
+	seedPartitions(t, addr, topic, 2, 100, ts)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metricsAddr := ln.Addr().String()
+	ln.Close()
+	path := t.TempDir()
+	args := []string{"backup", "--bootstrap-servers", addr, "--topics", topic, "--path", path, "--backup-id", "m", "--state-dir", t.TempDir()}
+
+	if code, _, stderr := kpipe(t, append(args, "--metrics-addr", "127.0.0.1:notaport")...); code != 2 ||
+		!strings.HasPrefix(errorText(stderr), `kpipe: --metrics-addr "127.0.0.1:notaport": `) ||
+		!strings.HasSuffix(errorText(stderr), "; give a free HOST:PORT, such as 127.0.0.1:9464") {
+		t.Fatalf("a bad --metrics-addr: exit %d, %q", code, errorText(stderr))
+	}
+
+	cmd := exec.Command(testkit.KpipeBinary(t), append([]string{"--plugin-dir", testkit.PluginDir(t)},
+		append(args, "--continuous", "--metrics-addr", metricsAddr)...)...)
+	var stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = io.Discard, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	// records returns the sink's records of partition p as scraped.
+	records := func(p int) int {
+		resp, err := http.Get("http://" + metricsAddr + "/metrics")
+		if err != nil {
+			return -1
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		prefix := fmt.Sprintf(`kpipe_records_total{partition="%d",pipeline="backup",stage="sink",topic="%s"} `, p, topic)
+		for _, line := range strings.Split(string(body), "\n") {
+			if v, ok := strings.CutPrefix(line, prefix); ok {
+				n, _ := strconv.Atoi(v)
+				return n
+			}
+		}
+		return 0
+	}
+	waitFor := func(want int) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for records(0) != want || records(1) != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("/metrics shows %d and %d records for partitions 0 and 1, want %d each; stderr:\n%s", records(0), records(1), want, stderr.String())
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	waitFor(100)
+	var more []*kgo.Record
+	for i := range 100 {
+		more = append(more, &kgo.Record{Topic: topic, Partition: int32(i % 2), Value: []byte("more"), Timestamp: time.UnixMilli(ts + 1000)})
+	}
+	testkit.Produce(t, addr, more)
+	waitFor(150)
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err == nil || err.(*exec.ExitError).ExitCode() != exitInterrupted {
+		t.Fatalf("after SIGTERM: %v, want exit %d", err, exitInterrupted)
 	}
 }

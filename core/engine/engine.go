@@ -75,6 +75,22 @@ type Options struct {
 	OnLaunch func(role string, inst plugin.Instance)
 	// OnMetrics, when set, sees the counters plugins report as they run.
 	OnMetrics func(role, plugin string, m map[string]int64)
+	// Recorder, when set, receives the run's figures as they change
+	// (telemetry).
+	Recorder Recorder
+}
+
+// Recorder receives a run's figures as they change.
+type Recorder interface {
+	// Moved counts the records and bytes a stage ("source" as read, "sink"
+	// as written) passed on for one partition.
+	Moved(pipeline, stage, topic string, partition int32, records, bytes int64)
+	// Retried and Failed count a source partition's retryable error and
+	// its failure for good.
+	Retried(pipeline, topic string, partition int32)
+	Failed(pipeline, topic string, partition int32)
+	// PluginCounters has the counters a plugin reported.
+	PluginCounters(pipeline, role, plugin string, counters map[string]int64)
 }
 
 // Defaults of Options.
@@ -546,6 +562,9 @@ func (r *run) readSource(ctx context.Context, s *stage, next chan<- sdk.Input) {
 			r.batchesIn.Add(1)
 			r.recordsIn.Add(e.Count)
 			r.bytesIn.Add(e.FrameBytes)
+			if rec := r.opts.Recorder; rec != nil {
+				rec.Moved(r.name, "source", e.Topic, e.Partition, e.Count, e.FrameBytes)
+			}
 			if e.Count == 0 {
 				r.expand(s, e.Seq, 0)
 				continue
@@ -571,6 +590,9 @@ func (r *run) event(s *stage, ev sdk.Event) {
 	case ev.Error != nil && s.kind == plugin.KindSource && ev.Error.Retryable:
 		r.retries.Add(1)
 		r.log.Info("retrying a partition", "error", ev.Error)
+		if rec := r.opts.Recorder; rec != nil {
+			rec.Retried(r.name, ev.Error.Topic, ev.Error.Partition)
+		}
 	case ev.Error != nil && s.kind == plugin.KindSource && !r.opts.FailFast:
 		pe := ev.Error
 		f := PartitionFailure{Topic: pe.Topic, Partition: pe.Partition, Offset: pe.Offset, Code: pe.Code, Cause: "failed"}
@@ -581,6 +603,9 @@ func (r *run) event(s *stage, ev sdk.Event) {
 		r.failMu.Lock()
 		r.failed = append(r.failed, f)
 		r.failMu.Unlock()
+		if rec := r.opts.Recorder; rec != nil {
+			rec.Failed(r.name, pe.Topic, pe.Partition)
+		}
 	case ev.Error != nil:
 		r.failf(s, ev.Error)
 	case ev.Metrics != nil:
@@ -589,6 +614,9 @@ func (r *run) event(s *stage, ev sdk.Event) {
 		s.mu.Unlock()
 		if r.opts.OnMetrics != nil {
 			r.opts.OnMetrics(s.role, s.cfg.Plugin, ev.Metrics)
+		}
+		if rec := r.opts.Recorder; rec != nil {
+			rec.PluginCounters(r.name, s.role, s.cfg.Plugin, ev.Metrics)
 		}
 	}
 }
@@ -656,6 +684,9 @@ func (r *run) feed(ctx context.Context, s *stage, st plugin.InputStream, q <-cha
 			r.batchesOut.Add(1)
 			r.recordsOut.Add(in.Batch.Count)
 			r.bytesOut.Add(in.Batch.FrameBytes)
+			if rec := r.opts.Recorder; rec != nil {
+				rec.Moved(r.name, "sink", in.Batch.Topic, in.Batch.Partition, in.Batch.Count, in.Batch.FrameBytes)
+			}
 		}
 	}
 }

@@ -1,0 +1,46 @@
+package telemetry
+
+import (
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// TestServeExposesEveryMetric records one of each figure and scrapes
+// /metrics for the names and labels the README documents.
+func TestServeExposesEveryMetric(t *testing.T) {
+	s, err := Serve("127.0.0.1:0", slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	m := s.Metrics
+	m.Moved("p", "source", "t", 1, 10, 1000)
+	m.Moved("p", "source", "t", 1, 5, 500)
+	m.Moved("p", "sink", "t", 1, 15, 1500)
+	m.Retried("p", "t", 2)
+	m.Retried("p", "t", 2)
+	m.Failed("p", "t", 3)
+	m.PluginCounters("p", "sink", "fs", map[string]int64{"segments_written": 7})
+
+	resp, err := http.Get("http://" + s.Addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, want := range []string{
+		`kpipe_records_total{partition="1",pipeline="p",stage="source",topic="t"} 15`,
+		`kpipe_records_total{partition="1",pipeline="p",stage="sink",topic="t"} 15`,
+		`kpipe_bytes_total{partition="1",pipeline="p",stage="source",topic="t"} 1500`,
+		`kpipe_partition_retries_total{partition="2",pipeline="p",stage="source",topic="t"} 2`,
+		`kpipe_partition_failures_total{partition="3",pipeline="p",stage="source",topic="t"} 1`,
+		`kpipe_plugin_counter{name="segments_written",pipeline="p",plugin="fs",role="sink"} 7`,
+	} {
+		if !strings.Contains(string(body), "\n"+want+"\n") {
+			t.Errorf("/metrics lacks %s:\n%s", want, body)
+		}
+	}
+}
