@@ -42,7 +42,7 @@ type runOpts struct {
 	metricsAddr   string
 	window        int
 	inFlightBytes string
-	metrics       *telemetry.Server // serving while the command runs
+	metrics       *telemetry.Exporter // exporting while the command runs
 }
 
 // close stops what engine started.
@@ -77,12 +77,16 @@ func (o *runOpts) engine(h *host.Host, g *globals, fileStateDir string) (engine.
 		return engine.Options{}, badInput("--in-flight-bytes %q: want a size of at least 1MiB, such as 8MiB or 64MiB", o.inFlightBytes)
 	}
 	opts := engine.Options{Launcher: h, StateDir: dir, Fresh: o.fresh, FailFast: o.failFast, Window: o.window, InFlightBytes: n, Logger: g.logger()}
-	if o.metricsAddr != "" {
-		srv, err := telemetry.Serve(o.metricsAddr, g.logger())
-		if err != nil {
-			return engine.Options{}, badInput("--metrics-addr %q: %v; give a free HOST:PORT, such as 127.0.0.1:9464", o.metricsAddr, err)
-		}
-		o.metrics, opts.Recorder = srv, srv.Metrics
+	exp, err := telemetry.Start(context.Background(), o.metricsAddr, g.logger())
+	var le *telemetry.ListenError
+	if errors.As(err, &le) {
+		return engine.Options{}, badInput("--metrics-addr %q: %v; give a free HOST:PORT, such as 127.0.0.1:9464", o.metricsAddr, le.Err)
+	}
+	if err != nil {
+		return engine.Options{}, badInput("%v", err)
+	}
+	if exp != nil {
+		o.metrics, opts.Recorder = exp, exp.Metrics
 	}
 	return opts, nil
 }

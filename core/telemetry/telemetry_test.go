@@ -1,6 +1,7 @@
 package telemetry
 
 import (
+	"context"
 	"io"
 	"log/slog"
 	"net/http"
@@ -11,7 +12,8 @@ import (
 // TestServeExposesEveryMetric records one of each figure and scrapes
 // /metrics for the names and labels the README documents.
 func TestServeExposesEveryMetric(t *testing.T) {
-	s, err := Serve("127.0.0.1:0", slog.New(slog.DiscardHandler))
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "")
+	s, err := Start(context.Background(), "127.0.0.1:0", slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

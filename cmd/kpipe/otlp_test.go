@@ -1,0 +1,115 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"sync"
+	"testing"
+
+	colmetricpb "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/kpipe/kpipe/internal/testkit"
+)
+
+// otlpReceiver keeps the records the sink wrote per partition, as the last
+// OTLP export it received says (cumulative sums).
+type otlpReceiver struct {
+	colmetricpb.UnimplementedMetricsServiceServer
+	mu      sync.Mutex
+	written map[string]int64 // partition → records
+}
+
+func (r *otlpReceiver) Export(_ context.Context, req *colmetricpb.ExportMetricsServiceRequest) (*colmetricpb.ExportMetricsServiceResponse, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, rm := range req.ResourceMetrics {
+		for _, sm := range rm.ScopeMetrics {
+			for _, m := range sm.Metrics {
+				if m.Name != "kpipe.records" || m.GetSum() == nil {
+					continue
+				}
+				for _, dp := range m.GetSum().DataPoints {
+					attrs := map[string]string{}
+					for _, kv := range dp.Attributes {
+						if _, ok := kv.Value.Value.(*commonpb.AnyValue_IntValue); ok {
+							attrs[kv.Key] = fmt.Sprint(kv.Value.GetIntValue())
+						} else {
+							attrs[kv.Key] = kv.Value.GetStringValue()
+						}
+					}
+					if attrs["stage"] == "sink" {
+						r.written[attrs["partition"]] = dp.GetAsInt()
+					}
+				}
+			}
+		}
+	}
+	return &colmetricpb.ExportMetricsServiceResponse{}, nil
+}
+
+// TestOTLPMetrics runs a backup with the standard OTLP environment pointing
+// at an in-process receiver, over gRPC and over HTTP: the records written
+// per partition arrive.
+func TestOTLPMetrics(t *testing.T) {
+	addr := testkit.Kafka(t)
+	topic := testkit.Topic(t, "otlp")
+	seedPartitions(t, addr, topic, 2, 30, 1_700_000_000_000)
+	bad := exec.Command(testkit.KpipeBinary(t), "--plugin-dir", testkit.PluginDir(t), "backup", "--bootstrap-servers", addr,
+		"--topics", topic, "--path", t.TempDir(), "--backup-id", "o", "--state-dir", t.TempDir())
+	bad.Env = append(os.Environ(), "OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:1", "OTEL_EXPORTER_OTLP_PROTOCOL=thrift")
+	out, err := bad.CombinedOutput()
+	want := `kpipe: OTLP metrics exporter for http://127.0.0.1:1: OTEL_EXPORTER_OTLP_PROTOCOL "thrift": use http/protobuf or grpc`
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != exitBadInput || errorText(string(out)) != want {
+		t.Fatalf("an unknown OTLP protocol: %v, %q; want exit %d and %q", err, errorText(string(out)), exitBadInput, want)
+	}
+	for _, protocol := range []string{"grpc", "http/protobuf"} {
+		t.Run(protocol, func(t *testing.T) {
+			rcv := &otlpReceiver{written: map[string]int64{}}
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if protocol == "grpc" {
+				srv := grpc.NewServer()
+				colmetricpb.RegisterMetricsServiceServer(srv, rcv)
+				go srv.Serve(ln)
+				defer srv.Stop()
+			} else {
+				srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+					body, _ := io.ReadAll(req.Body)
+					var in colmetricpb.ExportMetricsServiceRequest
+					if req.URL.Path != "/v1/metrics" || proto.Unmarshal(body, &in) != nil {
+						http.Error(w, "bad request", http.StatusBadRequest)
+						return
+					}
+					resp, _ := rcv.Export(req.Context(), &in)
+					out, _ := proto.Marshal(resp)
+					w.Header().Set("Content-Type", "application/x-protobuf")
+					w.Write(out)
+				})}
+				go srv.Serve(ln)
+				defer srv.Close()
+			}
+			cmd := exec.Command(testkit.KpipeBinary(t), "--plugin-dir", testkit.PluginDir(t), "backup", "--bootstrap-servers", addr,
+				"--topics", topic, "--path", t.TempDir(), "--backup-id", "o", "--state-dir", t.TempDir())
+			cmd.Env = append(os.Environ(), "OTEL_EXPORTER_OTLP_ENDPOINT=http://"+ln.Addr().String(),
+				"OTEL_EXPORTER_OTLP_PROTOCOL="+protocol, "OTEL_EXPORTER_OTLP_INSECURE=true")
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("backup: %v\n%s", err, out)
+			}
+			rcv.mu.Lock()
+			defer rcv.mu.Unlock()
+			if rcv.written["0"] != 30 || rcv.written["1"] != 30 {
+				t.Fatalf("the receiver got %v records written per partition, want 30 each", rcv.written)
+			}
+		})
+	}
+}
