@@ -91,6 +91,9 @@ type Recorder interface {
 	Failed(pipeline, topic string, partition int32)
 	// PluginCounters has the counters a plugin reported.
 	PluginCounters(pipeline, role, plugin string, counters map[string]int64)
+	// Running watches a run's batches and decompressed bytes in flight
+	// through inFlight until done is called.
+	Running(pipeline string, inFlight func() (batches, bytes int64)) (done func())
 }
 
 // Defaults of Options.
@@ -273,6 +276,9 @@ func Run(ctx context.Context, p config.Pipeline, opts Options) (*Report, error) 
 	}
 
 	r := &run{log: log, opts: opts, rep: rep, store: store, name: p.Name, tracker: newTracker(resume)}
+	if rec := opts.Recorder; rec != nil {
+		defer rec.Running(p.Name, r.tracker.current)()
+	}
 	err = r.flow(ctx, src, transforms, sink)
 	positions, _ := r.tracker.snapshot()
 	rep.Stopped = ctx.Err() != nil

@@ -153,6 +153,13 @@ func (t *tracker) pending() int {
 	return len(t.bySeq)
 }
 
+// current returns the batches and decompressed bytes in flight now.
+func (t *tracker) current() (batches, bytes int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.inFlight, t.inFlightBytes
+}
+
 // peaks returns the most batches and decompressed bytes there were in
 // flight at once.
 func (t *tracker) peaks() (batches, bytes int64) {

@@ -27,14 +27,17 @@ import (
 // Metrics records a run's figures into OpenTelemetry instruments. It
 // implements engine.Recorder.
 type Metrics struct {
+	meter             metric.Meter
 	records, bytes    metric.Int64Counter
 	retries, failures metric.Int64Counter
 	plugin            metric.Int64Gauge
+	inFlight          metric.Int64ObservableGauge
+	inFlightBytes     metric.Int64ObservableGauge
 }
 
 // New makes the instruments on meter.
 func New(meter metric.Meter) (*Metrics, error) {
-	m := &Metrics{}
+	m := &Metrics{meter: meter}
 	var errs []error
 	add := func(err error) { errs = append(errs, err) }
 	var err error
@@ -47,6 +50,10 @@ func New(meter metric.Meter) (*Metrics, error) {
 	m.failures, err = meter.Int64Counter("kpipe.partition.failures", metric.WithDescription("partitions that failed for good"))
 	add(err)
 	m.plugin, err = meter.Int64Gauge("kpipe.plugin.counter", metric.WithDescription("a counter a plugin reports while it runs, by name"))
+	add(err)
+	m.inFlight, err = meter.Int64ObservableGauge("kpipe.inflight.batches", metric.WithDescription("batches between the source and the sink's release"))
+	add(err)
+	m.inFlightBytes, err = meter.Int64ObservableGauge("kpipe.inflight", metric.WithUnit("By"), metric.WithDescription("decompressed batch bytes between the source and the sink's release"))
 	add(err)
 	return m, errors.Join(errs...)
 }
@@ -72,6 +79,22 @@ func (m *Metrics) Retried(pipeline, topic string, partition int32) {
 // Failed counts a source partition that failed for good.
 func (m *Metrics) Failed(pipeline, topic string, partition int32) {
 	m.failures.Add(context.Background(), 1, partAttrs(pipeline, "source", topic, partition))
+}
+
+// Running observes a run's batches and decompressed bytes in flight, as
+// inFlight tells them, until done is called.
+func (m *Metrics) Running(pipeline string, inFlight func() (batches, bytes int64)) (done func()) {
+	attrs := metric.WithAttributes(attribute.String("pipeline", pipeline))
+	reg, err := m.meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		b, n := inFlight()
+		o.ObserveInt64(m.inFlight, b, attrs)
+		o.ObserveInt64(m.inFlightBytes, n, attrs)
+		return nil
+	}, m.inFlight, m.inFlightBytes)
+	if err != nil {
+		return func() {}
+	}
+	return func() { reg.Unregister() }
 }
 
 // PluginCounters records the counters a plugin reported.

@@ -26,6 +26,8 @@ func TestServeExposesEveryMetric(t *testing.T) {
 	m.Retried("p", "t", 2)
 	m.Failed("p", "t", 3)
 	m.PluginCounters("p", "sink", "fs", map[string]int64{"segments_written": 7})
+	done := m.Running("p", func() (int64, int64) { return 3, 4096 })
+	defer done()
 
 	resp, err := http.Get("http://" + s.Addr + "/metrics")
 	if err != nil {
@@ -40,6 +42,8 @@ func TestServeExposesEveryMetric(t *testing.T) {
 		`kpipe_partition_retries_total{partition="2",pipeline="p",stage="source",topic="t"} 2`,
 		`kpipe_partition_failures_total{partition="3",pipeline="p",stage="source",topic="t"} 1`,
 		`kpipe_plugin_counter{name="segments_written",pipeline="p",plugin="fs",role="sink"} 7`,
+		`kpipe_inflight_batches{pipeline="p"} 3`,
+		`kpipe_inflight_bytes{pipeline="p"} 4096`,
 	} {
 		if !strings.Contains(string(body), "\n"+want+"\n") {
 			t.Errorf("/metrics lacks %s:\n%s", want, body)
