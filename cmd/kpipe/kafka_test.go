@@ -534,6 +534,27 @@ func TestMetricsDuringAContinuousBackup(t *testing.T) {
 	}
 	testkit.Produce(t, addr, more)
 	waitFor(150)
+	// Caught up: the kafka source reports no lag (its counters come every
+	// second).
+	lag := func() string {
+		resp, err := http.Get("http://" + metricsAddr + "/metrics")
+		if err != nil {
+			return err.Error()
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		for _, line := range strings.Split(string(body), "\n") {
+			if v, ok := strings.CutPrefix(line, `kpipe_plugin_counter{name="lag_records",pipeline="backup",plugin="kafka",role="source"} `); ok {
+				return v
+			}
+		}
+		return "missing"
+	}
+	for deadline := time.Now().Add(10 * time.Second); lag() != "0"; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the source's lag_records is %s after catching up, want 0", lag())
+		}
+	}
 	cmd.Process.Signal(syscall.SIGTERM)
 	if err := cmd.Wait(); err == nil || err.(*exec.ExitError).ExitCode() != exitInterrupted {
 		t.Fatalf("after SIGTERM: %v, want exit %d", err, exitInterrupted)

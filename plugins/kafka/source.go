@@ -35,7 +35,18 @@ type partState struct {
 	partition int32
 	next      int64 // next offset to read
 	end       int64 // stop here in snapshot mode
+	hwm       int64 // the log's end as the last fetch of it said
 	done      bool
+}
+
+// lag is how many records the partition is behind: up to its end in
+// snapshot mode, up to the log's end otherwise.
+func (st *partState) lag(continuous bool) int64 {
+	target := st.end
+	if continuous {
+		target = st.hwm
+	}
+	return max(0, target-st.next)
 }
 
 // Source reads Kafka partitions into batches, one per fetched partition.
@@ -57,6 +68,7 @@ type Source struct {
 	sizer   *fetchSizer
 
 	records, batches atomic.Int64
+	lag              atomic.Int64 // records behind, summed over partitions
 }
 
 // NewSource returns the kafka source.
@@ -184,7 +196,7 @@ func (s *Source) Open(ctx context.Context, o sdk.SourceOptions) error {
 	s.parts = map[string]*partState{}
 	consume := map[string]map[int32]kgo.Offset{}
 	ends.Each(func(lo kadm.ListedOffset) {
-		st := &partState{topic: lo.Topic, id: sdk.TopicID(details[lo.Topic].ID), partition: lo.Partition, next: 0, end: lo.Offset}
+		st := &partState{topic: lo.Topic, id: sdk.TopicID(details[lo.Topic].ID), partition: lo.Partition, next: 0, end: lo.Offset, hwm: lo.Offset}
 		off := kgo.NewOffset().AtStart()
 		if n, ok := from[key(lo.Topic, lo.Partition)]; ok {
 			st.next = n
@@ -200,10 +212,20 @@ func (s *Source) Open(ctx context.Context, o sdk.SourceOptions) error {
 		}
 		consume[lo.Topic][lo.Partition] = off
 	})
+	s.updateLag()
 	// The client consumes nothing until now: the partitions, at their
 	// positions, join it here.
 	s.cl.AddConsumePartitions(consume)
 	return nil
+}
+
+// updateLag sums the partitions' lag for Metrics.
+func (s *Source) updateLag() {
+	var lag int64
+	for _, st := range s.parts {
+		lag += st.lag(s.cfg.Continuous)
+	}
+	s.lag.Store(lag)
 }
 
 func (s *Source) allDone() bool {
@@ -250,6 +272,7 @@ func (s *Source) Read(ctx context.Context) (sdk.Batch, error) {
 			if st == nil || st.done || berr != nil {
 				return
 			}
+			st.hwm = max(st.hwm, fp.HighWatermark)
 			b, err := s.toBatch(st, fp.Records)
 			if err != nil {
 				berr = err
@@ -270,6 +293,7 @@ func (s *Source) Read(ctx context.Context) (sdk.Batch, error) {
 		if berr != nil {
 			return sdk.Batch{}, berr
 		}
+		s.updateLag()
 		if finished != nil {
 			// Pausing, not removing: removing partitions makes franz-go
 			// rebuild its fetch session, seconds of stall at 100
@@ -354,7 +378,7 @@ func (s *Source) toBatch(st *partState, recs []*kgo.Record) (sdk.Batch, error) {
 }
 
 func (s *Source) Metrics() map[string]int64 {
-	m := map[string]int64{"records_read": s.records.Load(), "batches_read": s.batches.Load()}
+	m := map[string]int64{"records_read": s.records.Load(), "batches_read": s.batches.Load(), "lag_records": s.lag.Load()}
 	if s.sizer != nil {
 		m["fetch_max_bytes"] = int64(s.sizer.current.Load())
 	}
