@@ -186,6 +186,22 @@ func TestSourceRefusesACorruptSegmentUnlessChecksumsAreOff(t *testing.T) {
 	}
 }
 
+// readAll reads src to its end.
+func readAll(t *testing.T, src *Source) []sdk.Batch {
+	t.Helper()
+	var out []sdk.Batch
+	for {
+		b, err := src.Read(context.Background())
+		if err == io.EOF {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, b)
+	}
+}
+
 func TestSourceSkipsSegmentsOutsideTheWindowAndResumes(t *testing.T) {
 	path := t.TempDir()
 	ctx := context.Background()
@@ -209,14 +225,7 @@ func TestSourceSkipsSegmentsOutsideTheWindowAndResumes(t *testing.T) {
 		t.Fatal(err)
 	}
 	var offsets []int64
-	for {
-		b, err := src.Read(ctx)
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, b := range readAll(t, src) {
 		if b.Metadata != nil {
 			if len(b.Metadata.Topics) != 1 || b.Metadata.Topics[0].Name != "t" || b.Metadata.Topics[0].Partitions != 2 {
 				t.Fatalf("metadata %+v, want topic t with 2 partitions (other is not wanted)", b.Metadata)
@@ -284,14 +293,7 @@ func TestSourceCutsFramesToTheWindow(t *testing.T) {
 	}
 	var got []string
 	var next int64
-	for {
-		b, err := src.Read(ctx)
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, b := range readAll(t, src) {
 		if b.Metadata != nil {
 			continue
 		}
