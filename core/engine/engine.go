@@ -82,8 +82,9 @@ type Options struct {
 
 // Recorder receives a run's figures as they change.
 type Recorder interface {
-	// Moved counts the records and bytes a stage ("source" as read, "sink"
-	// as written) passed on for one partition.
+	// Moved counts the records and bytes a stage passed on for one
+	// partition: "source" as read, "sink" as handed to the sink (not yet
+	// durable).
 	Moved(pipeline, stage, topic string, partition int32, records, bytes int64)
 	// Retried and Failed count a source partition's retryable error and
 	// its failure for good.

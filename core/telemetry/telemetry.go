@@ -41,7 +41,7 @@ func New(meter metric.Meter) (*Metrics, error) {
 	var errs []error
 	add := func(err error) { errs = append(errs, err) }
 	var err error
-	m.records, err = meter.Int64Counter("kpipe.records", metric.WithDescription("records a stage passed on: the source as read, the sink as written"))
+	m.records, err = meter.Int64Counter("kpipe.records", metric.WithDescription("records a stage passed on: read by the source, or handed to the sink (not yet durable)"))
 	add(err)
 	m.bytes, err = meter.Int64Counter("kpipe.bytes", metric.WithUnit("By"), metric.WithDescription("batch bytes (as they travel, compressed or not) a stage passed on"))
 	add(err)
