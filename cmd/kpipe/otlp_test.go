@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -9,7 +10,9 @@ import (
 	"os"
 	"os/exec"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	colmetricpb "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
@@ -70,6 +73,62 @@ func TestOTLPMetrics(t *testing.T) {
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != exitBadInput || errorText(string(out)) != want {
 		t.Fatalf("an unknown OTLP protocol: %v, %q; want exit %d and %q", err, errorText(string(out)), exitBadInput, want)
 	}
+	t.Run("interval", func(t *testing.T) {
+		// OTEL_METRIC_EXPORT_INTERVAL: a continuous backup exports while
+		// it runs, not only when it ends.
+		rcv := &otlpReceiver{written: map[string]int64{}}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := grpc.NewServer()
+		colmetricpb.RegisterMetricsServiceServer(srv, rcv)
+		go srv.Serve(ln)
+		defer srv.Stop()
+		cmd := exec.Command(testkit.KpipeBinary(t), "--plugin-dir", testkit.PluginDir(t), "backup", "--continuous", "--bootstrap-servers", addr,
+			"--topics", topic, "--path", t.TempDir(), "--backup-id", "o", "--state-dir", t.TempDir())
+		cmd.Env = append(os.Environ(), "OTEL_EXPORTER_OTLP_ENDPOINT=http://"+ln.Addr().String(),
+			"OTEL_EXPORTER_OTLP_PROTOCOL=grpc", "OTEL_EXPORTER_OTLP_INSECURE=true", "OTEL_METRIC_EXPORT_INTERVAL=200")
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		exited := make(chan error, 1)
+		go func() { exited <- cmd.Wait() }()
+		got := func() (int64, int64) {
+			rcv.mu.Lock()
+			defer rcv.mu.Unlock()
+			return rcv.written["0"], rcv.written["1"]
+		}
+		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			if p0, p1 := got(); p0 == 30 && p1 == 30 {
+				break
+			}
+			select {
+			case err := <-exited:
+				t.Fatalf("the continuous backup ended (%v) before any export", err)
+			default:
+			}
+			if time.Now().After(deadline) {
+				cmd.Process.Kill()
+				p0, p1 := got()
+				t.Fatalf("after 20s of a continuous backup the receiver has %d and %d records, want 30 each", p0, p1)
+			}
+		}
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case err := <-exited:
+			exited <- err
+		case <-time.After(15 * time.Second):
+			cmd.Process.Signal(syscall.SIGQUIT) // the Go runtime prints every goroutine
+			<-exited
+			t.Fatalf("15s after SIGTERM the backup has not exited; its stderr:\n%s", stderr.String())
+		}
+		if err := <-exited; err == nil || err.(*exec.ExitError).ExitCode() != exitInterrupted {
+			t.Fatalf("after SIGTERM: %v, want exit %d", err, exitInterrupted)
+		}
+	})
 	for _, protocol := range []string{"grpc", "http/protobuf"} {
 		t.Run(protocol, func(t *testing.T) {
 			rcv := &otlpReceiver{written: map[string]int64{}}
