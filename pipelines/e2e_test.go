@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -18,6 +19,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/kpipe/kpipe/conformance"
 	"github.com/kpipe/kpipe/core/config"
@@ -489,10 +492,12 @@ func TestADamagedPartitionLetsTheOthersRestore(t *testing.T) {
 	}
 
 	dst := testkit.Topic(t, "dst")
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	rep, err := engine.Run(ctx, pipelines.Restore("restore", pipelines.RestoreOptions{Path: root, BackupID: "d", BootstrapServers: []string{addr},
-		TimeWindowStart: -1, TimeWindowEnd: -1, TopicMapping: map[string]string{src: dst}}), options(t))
+	var logs lockedBuffer
+	opts := options(t)
+	log := slog.New(slog.NewJSONHandler(&logs, nil))
+	opts.Logger, opts.Launcher.(*host.Host).Logger = log, log
+	rep, err, spans := traced(t, pipelines.Restore("restore", pipelines.RestoreOptions{Path: root, BackupID: "d", BootstrapServers: []string{addr},
+		TimeWindowStart: -1, TimeWindowEnd: -1, TopicMapping: map[string]string{src: dst}}), opts)
 	cause := "open segment: open " + gone + ": no such file or directory"
 	want := fmt.Sprintf(`pipeline "restore": 1 partition(s) failed, the others finished: %s/1 at offset 10: %s (BACKUP_DAMAGED)`, src, cause)
 	if err == nil || err.Error() != want {
@@ -509,4 +514,64 @@ func TestADamagedPartitionLetsTheOthersRestore(t *testing.T) {
 	if got[0] != 30 || got[1] != 10 || got[2] != 30 {
 		t.Errorf("restored per partition %v, want 30, 10 (up to the gap) and 30", got)
 	}
+
+	// The trace shows where: the partition's span and the source's failed
+	// read; the plugin's log line names the partition and that span.
+	tree := checkTrace(t, spans, rep)
+	var failedRead tracetest.SpanStub
+	for _, s := range named(spans, "kpipe.source.read") {
+		if s.Status.Code == codes.Error {
+			failedRead = s
+		}
+	}
+	if attr(failedRead.Attributes, "kpipe.topic").AsString() != src || attr(failedRead.Attributes, "kpipe.partition").AsInt64() != 1 ||
+		failedRead.Status.Description != fmt.Sprintf("%s/1 at offset 10: %s (BACKUP_DAMAGED, fatal)", src, cause) {
+		t.Errorf("the failed read's span: %v, %v; want partition 1's error", failedRead.Attributes, failedRead.Status)
+	}
+	for _, s := range named(spans, "kpipe.partition") {
+		p := attr(s.Attributes, "kpipe.partition").AsInt64()
+		want := codes.Unset
+		if p == 1 {
+			want = codes.Error
+		}
+		if s.Status.Code != want {
+			t.Errorf("kpipe.partition %d: status %v, want %v", p, s.Status, want)
+		}
+	}
+	var line map[string]any
+	for l := range strings.Lines(logs.String()) {
+		if strings.Contains(l, "partition failed") {
+			if err := json.Unmarshal([]byte(l), &line); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	wantLine := map[string]any{
+		"level": "WARN", "msg": "partition failed; reading the others on", "logger": "plugin.fs.kpipe-plugin-fs",
+		"topic": src, "partition": 1.0, "offset": 10.0, "code": "BACKUP_DAMAGED", "error": cause,
+		"trace_id": tree.run.SpanContext.TraceID().String(), "span_id": failedRead.SpanContext.SpanID().String(),
+	}
+	for k, v := range wantLine {
+		if line[k] != v {
+			t.Errorf("the plugin's log line %v: %s is %v, want %v", line, k, line[k], v)
+		}
+	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for concurrent use.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -36,8 +36,9 @@ func newRetrier(ctx context.Context, src Source, em *emitter) *retrier {
 	return &retrier{ctx: ctx, src: ps, em: em, tries: map[string]int{}, wake: make(chan struct{}, 1)}
 }
 
-// handle takes a Read error; it returns true when the source reads on.
-func (rt *retrier) handle(err error) bool {
+// handle takes a Read error; it returns true when the source reads on. It
+// logs the partition's error through Log(ctx).
+func (rt *retrier) handle(ctx context.Context, err error) bool {
 	pe := asPartitionError(err)
 	if rt.src == nil || pe == nil {
 		return false
@@ -60,8 +61,12 @@ func (rt *retrier) handle(err error) bool {
 	if err := rt.em.send(Event{Error: pe}); err != nil {
 		return false
 	}
+	log := Log(ctx).With("offset", pe.Offset, "code", pe.Code, "error", pe.Err)
 	if retry {
+		log.Info("partition error; retrying it", "retry", n, "of", partitionRetries, "in", backoff(n).String())
 		go rt.resume(pe.Topic, pe.Partition, backoff(n))
+	} else {
+		log.Warn("partition failed; reading the others on")
 	}
 	return true
 }

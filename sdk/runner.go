@@ -14,9 +14,12 @@ import (
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/kpipe/kpipe/sdk/link"
 	"github.com/kpipe/kpipe/sdk/record"
+	"github.com/kpipe/kpipe/sdk/spans"
 )
 
 // The runners carry out protocol v2 for one plugin: credit, envelopes, data
@@ -57,6 +60,8 @@ type Event struct {
 	Acked    []uint64
 	Error    *PartitionError
 	Metrics  map[string]int64
+	// Spans are spans the plugin ended, as OTLP TracesData (package spans).
+	Spans []byte
 	// End says the source has no more data.
 	End bool
 }
@@ -76,6 +81,10 @@ type SourceOpen struct {
 	MetricsInterval time.Duration
 	// OutPeerCert is the data receiver's certificate when the link uses TLS.
 	OutPeerCert []byte
+	// Traceparent and Tracestate are the run's W3C trace context: the
+	// runner makes a span per batch under it. Empty when the host does not
+	// trace.
+	Traceparent, Tracestate string
 }
 
 // TransformOpen is how the host opens a transform.
@@ -84,6 +93,7 @@ type TransformOpen struct {
 	InFlightBytes           int64
 	MetricsInterval         time.Duration
 	InPeerCert, OutPeerCert []byte
+	Traceparent, Tracestate string
 }
 
 // SinkOpen is how the host opens a sink.
@@ -91,6 +101,8 @@ type SinkOpen struct {
 	InFlightBytes   int64
 	MetricsInterval time.Duration
 	InPeerCert      []byte
+	Traceparent     string
+	Tracestate      string
 }
 
 // SinkOpened is what a sink tells the host when it opens.
@@ -146,29 +158,6 @@ func (e *emitter) send(ev Event) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.emit(ev)
-}
-
-// reportMetrics sends metrics every interval until ctx ends.
-func reportMetrics(ctx context.Context, every time.Duration, em *emitter, metrics func() map[string]int64) {
-	if every <= 0 {
-		return
-	}
-	go func() {
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				if m := metrics(); m != nil {
-					if em.send(Event{Metrics: m}) != nil {
-						return
-					}
-				}
-			}
-		}
-	}()
 }
 
 // next takes the next input; ok is false once in is closed or ctx ends
@@ -233,6 +222,7 @@ type SourceRunner struct {
 	id    *link.Identity
 	open  SourceOpen
 	out   net.Conn
+	tr    *tracing
 }
 
 // NewSourceRunner returns a runner of src; id is the process's link
@@ -244,6 +234,7 @@ func NewSourceRunner(src Source, links Links, id *link.Identity) *SourceRunner {
 // Open opens the data link and the source.
 func (r *SourceRunner) Open(ctx context.Context, o SourceOpen) error {
 	r.open = o
+	r.tr = newTracing("source", r.src.Spec(), o.Traceparent, o.Tracestate)
 	budget(o.InFlightBytes)
 	out, err := openLink(ctx, r.links, link.Out, r.id, o.OutPeerCert)
 	if err != nil {
@@ -310,7 +301,7 @@ func (r *SourceRunner) Run(ctx context.Context, ctl <-chan SourceControl, emit f
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	em := &emitter{emit: emit}
-	p := newPipeline(ctx, r.open.Codec, link.NewWriter(r.out), em)
+	p := newPipeline(ctx, r.open.Codec, link.NewWriter(r.out), em, r.tr)
 	defer r.out.Close()
 	// A failed pipeline stops reading too.
 	readCtx, stopReading := context.WithCancel(p.ctx)
@@ -349,11 +340,15 @@ func (r *SourceRunner) Run(ctx context.Context, ctl <-chan SourceControl, emit f
 		<-readCtx.Done()
 		cr.stop()
 	}()
-	reportMetrics(ctx, r.open.MetricsInterval, em, r.src.Metrics)
+	report(ctx, r.open.MetricsInterval, em, r.src.Metrics, r.tr)
 
 	var seq uint64
 	rt := newRetrier(readCtx, r.src, em)
 	for cr.wait() {
+		var began time.Time
+		if r.tr.on() {
+			began = time.Now()
+		}
 		b, err := r.src.Read(readCtx)
 		if err == io.EOF {
 			if rt.waitResume() {
@@ -365,7 +360,14 @@ func (r *SourceRunner) Run(ctx context.Context, ctl <-chan SourceControl, emit f
 			if readCtx.Err() != nil && ctx.Err() == nil {
 				break // the host stopped the source
 			}
-			if rt.handle(err) {
+			errCtx, span := r.tr.start(readCtx, "kpipe.source.read", "", "", trace.WithTimestamp(began))
+			if pe := asPartitionError(err); pe != nil {
+				span.SetAttributes(spans.Topic.String(pe.Topic), spans.Partition.Int(int(pe.Partition)))
+				errCtx = withPartition(errCtx, pe.Topic, pe.Partition)
+			}
+			failed(span, err)
+			span.End()
+			if rt.handle(errCtx, err) {
 				continue
 			}
 			readErr = err
@@ -387,7 +389,14 @@ func (r *SourceRunner) Run(ctx context.Context, ctl <-chan SourceControl, emit f
 		}
 		b.Size = size
 		cr.take(size)
-		if !p.push(&job{batch: b}) {
+		j := &job{batch: b}
+		if r.tr.on() {
+			_, j.span = r.tr.start(readCtx, "kpipe.source.read", "", "", trace.WithTimestamp(began), batchAttrs(b.Envelope))
+			if b.Traceparent == "" {
+				j.batch.Traceparent, j.batch.Tracestate = inject(j.span)
+			}
+		}
+		if !p.push(j) {
 			break
 		}
 	}
@@ -396,6 +405,7 @@ func (r *SourceRunner) Run(ctx context.Context, ctl <-chan SourceControl, emit f
 		if pe := asPartitionError(readErr); pe != nil {
 			_ = em.send(Event{Error: pe})
 		}
+		_ = r.tr.flush(em)
 		return readErr
 	}
 	return p.finish()
@@ -438,6 +448,7 @@ type job struct {
 	own   bool // frame is from framePool
 	err   error
 	done  chan struct{}
+	span  trace.Span // the batch's, ended once sent; nil when not tracing
 }
 
 // pipeline encodes batches in parallel and sends them in order: each
@@ -448,17 +459,18 @@ type pipeline struct {
 	codec   record.Codec
 	out     *link.Writer
 	em      *emitter
+	tr      *tracing
 	order   chan *job
 	work    chan *job
 	written chan struct{}
 	err     error
 }
 
-func newPipeline(ctx context.Context, codec record.Codec, out *link.Writer, em *emitter) *pipeline {
+func newPipeline(ctx context.Context, codec record.Codec, out *link.Writer, em *emitter, tr *tracing) *pipeline {
 	ctx, cancel := context.WithCancel(ctx)
 	workers := runtime.GOMAXPROCS(0)
 	p := &pipeline{
-		ctx: ctx, cancel: cancel, codec: codec, out: out, em: em,
+		ctx: ctx, cancel: cancel, codec: codec, out: out, em: em, tr: tr,
 		order:   make(chan *job, workers+1),
 		work:    make(chan *job, workers),
 		written: make(chan struct{}),
@@ -549,6 +561,9 @@ func (p *pipeline) write() {
 func (p *pipeline) send(j *job) error {
 	switch {
 	case j.end:
+		if err := p.tr.flush(p.em); err != nil {
+			return err
+		}
 		return p.em.send(Event{End: true})
 	case j.meta != nil:
 		return p.em.send(Event{Metadata: j.meta})
@@ -574,6 +589,10 @@ func (p *pipeline) send(j *job) error {
 		framePool.Free(j.frame)
 	}
 	b.Release()
+	if j.span != nil {
+		j.span.SetAttributes(spans.Bytes.Int64(env.FrameBytes))
+		j.span.End()
+	}
 	return nil
 }
 
@@ -667,6 +686,7 @@ type TransformRunner struct {
 	id      *link.Identity
 	open    TransformOpen
 	in, out net.Conn
+	tr      *tracing
 }
 
 // NewTransformRunner returns a runner of t.
@@ -683,6 +703,7 @@ func (r *TransformRunner) EnvelopeOnly() bool {
 // Open opens the transform's data links (none for an envelope-only one).
 func (r *TransformRunner) Open(ctx context.Context, o TransformOpen) error {
 	r.open = o
+	r.tr = newTracing("transform", r.t.Spec(), o.Traceparent, o.Tracestate)
 	budget(o.InFlightBytes)
 	if r.EnvelopeOnly() {
 		return nil
@@ -703,7 +724,8 @@ func (r *TransformRunner) Run(ctx context.Context, in <-chan Input, emit func(Ev
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	em := &emitter{emit: emit}
-	reportMetrics(ctx, r.open.MetricsInterval, em, r.t.Metrics)
+	report(ctx, r.open.MetricsInterval, em, r.t.Metrics, r.tr)
+	defer r.tr.flush(em)
 	if et, ok := r.t.(EnvelopeTransform); ok {
 		return r.runEnvelopes(ctx, et, in, em)
 	}
@@ -732,20 +754,22 @@ func (r *TransformRunner) Run(ctx context.Context, in <-chan Input, emit func(Ev
 		if err != nil {
 			return err
 		}
-		outs, err := r.t.Process(ctx, Batch{Envelope: env, Arrow: f.Data})
+		bctx, span := r.tr.start(withPartition(ctx, env.Topic, env.Partition), "kpipe.transform.process", env.Traceparent, env.Tracestate, batchAttrs(env))
+		outs, err := r.t.Process(bctx, Batch{Envelope: env, Arrow: f.Data})
 		if err != nil {
 			framePool.Free(f.Data)
-			return r.fail(fmt.Errorf("process %s/%d: %w", env.Topic, env.Partition, err), em)
+			return r.fail(span, fmt.Errorf("process %s/%d: %w", env.Topic, env.Partition, err), em)
 		}
 		if env.Seq != lastSeq {
 			lastSeq, part = env.Seq, 0
 		}
 		res := Result{Seq: env.Seq, Part: env.Part}
+		var records int64
 		for _, o := range outs {
 			frame, size, err := r.output(&o, f.Data, env, enc, &scratch)
 			if err != nil {
 				framePool.Free(f.Data)
-				return r.fail(fmt.Errorf("process %s/%d: %w", env.Topic, env.Partition, err), em)
+				return r.fail(span, fmt.Errorf("process %s/%d: %w", env.Topic, env.Partition, err), em)
 			}
 			if o.Count == 0 {
 				continue
@@ -753,19 +777,32 @@ func (r *TransformRunner) Run(ctx context.Context, in <-chan Input, emit func(Ev
 			o.Seq, o.Part = env.Seq, part
 			part++
 			o.Size, o.FrameBytes = size, int64(len(frame))
-			if o.Traceparent == "" {
-				o.Traceparent, o.Tracestate = env.Traceparent, env.Tracestate
-			}
+			r.carryTrace(&o.Envelope, env, span)
 			if err := w.Write(o.ID(), frame); err != nil {
 				framePool.Free(f.Data)
+				span.End()
 				return err
 			}
 			res.Outputs = append(res.Outputs, o.Envelope)
+			records += o.Count
 		}
 		framePool.Free(f.Data)
+		span.SetAttributes(spans.Outputs.Int(len(res.Outputs)), spans.OutputRecords.Int64(records))
+		span.End()
 		if err := em.send(Event{Result: &res}); err != nil {
 			return err
 		}
+	}
+}
+
+// carryTrace gives an output the trace context of the transform's span
+// over its input, unless the transform gave it one of its own.
+func (r *TransformRunner) carryTrace(out *Envelope, in Envelope, span trace.Span) {
+	switch {
+	case r.tr.on() && (out.Traceparent == "" || out.Traceparent == in.Traceparent):
+		out.Traceparent, out.Tracestate = inject(span)
+	case out.Traceparent == "":
+		out.Traceparent, out.Tracestate = in.Traceparent, in.Tracestate
 	}
 }
 
@@ -804,17 +841,23 @@ func (r *TransformRunner) runEnvelopes(ctx context.Context, et EnvelopeTransform
 			continue
 		}
 		env := *inp.Batch
-		out, keep, err := et.ProcessEnvelope(ctx, env)
+		bctx, span := r.tr.start(withPartition(ctx, env.Topic, env.Partition), "kpipe.transform.process", env.Traceparent, env.Tracestate, batchAttrs(env))
+		out, keep, err := et.ProcessEnvelope(bctx, env)
 		if err != nil {
-			return r.fail(fmt.Errorf("process %s/%d: %w", env.Topic, env.Partition, err), em)
+			return r.fail(span, fmt.Errorf("process %s/%d: %w", env.Topic, env.Partition, err), em)
 		}
 		res := Result{Seq: env.Seq, Part: env.Part}
 		if keep {
 			// The frame travels on as it is: it keeps its name and size.
 			out.Seq, out.Part, out.Size, out.FrameBytes = env.Seq, env.Part, env.Size, env.FrameBytes
 			out.Count = env.Count
+			r.carryTrace(&out, env, span)
 			res.Outputs = []Envelope{out}
+			span.SetAttributes(spans.Outputs.Int(1), spans.OutputRecords.Int64(out.Count))
+		} else {
+			span.SetAttributes(spans.Outputs.Int(0), spans.OutputRecords.Int64(0))
 		}
+		span.End()
 		if err := em.send(Event{Result: &res}); err != nil {
 			return err
 		}
@@ -831,7 +874,9 @@ func (r *TransformRunner) metadata(ctx context.Context, m Metadata, em *emitter)
 	return em.send(Event{Metadata: &m})
 }
 
-func (r *TransformRunner) fail(err error, em *emitter) error {
+func (r *TransformRunner) fail(span trace.Span, err error, em *emitter) error {
+	failed(span, err)
+	span.End()
 	if pe := asPartitionError(err); pe != nil {
 		_ = em.send(Event{Error: pe})
 	}
@@ -851,6 +896,8 @@ type SinkRunner struct {
 	released []uint64
 	acked    []uint64
 	notify   chan struct{}
+	tr       *tracing
+	spans    map[BatchID]trace.Span // written, not yet durable (when tracing)
 }
 
 // NewSinkRunner returns a runner of sink.
@@ -862,6 +909,10 @@ func NewSinkRunner(sink Sink, links Links, id *link.Identity) *SinkRunner {
 // and the codec the sink stores.
 func (r *SinkRunner) Open(ctx context.Context, o SinkOpen) (SinkOpened, error) {
 	r.open = o
+	r.tr = newTracing("sink", r.sink.Spec(), o.Traceparent, o.Tracestate)
+	if r.tr.on() {
+		r.spans = map[BatchID]trace.Span{}
+	}
 	budget(o.InFlightBytes)
 	in, err := openLink(ctx, r.links, link.In, r.id, o.InPeerCert)
 	if err != nil {
@@ -923,6 +974,10 @@ func (r *SinkRunner) ack(ids ...BatchID) {
 	r.mu.Lock()
 	for _, id := range ids {
 		r.acked = append(r.acked, id.Seq)
+		if span, ok := r.spans[id]; ok {
+			delete(r.spans, id)
+			span.End()
+		}
 	}
 	r.mu.Unlock()
 	r.wake()
@@ -958,7 +1013,7 @@ func (r *SinkRunner) Run(ctx context.Context, in <-chan Input, emit func(Event) 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	em := &emitter{emit: emit}
-	reportMetrics(ctx, r.open.MetricsInterval, em, r.sink.Metrics)
+	report(ctx, r.open.MetricsInterval, em, r.sink.Metrics, r.tr)
 	defer r.in.Close()
 	frames := newFrameQueue(ctx, r.in)
 	defer frames.drain()
@@ -990,7 +1045,22 @@ func (r *SinkRunner) Run(ctx context.Context, in <-chan Input, emit func(Event) 
 	if aerr := <-sent; err == nil {
 		err = aerr
 	}
+	r.endSpans()
+	if ferr := r.tr.flush(em); err == nil {
+		err = ferr
+	}
 	return err
+}
+
+// endSpans ends the spans of batches never acknowledged, as failed.
+func (r *SinkRunner) endSpans() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for id, span := range r.spans {
+		span.SetStatus(codes.Error, "not acknowledged as durable")
+		span.End()
+		delete(r.spans, id)
+	}
 }
 
 func (r *SinkRunner) write(ctx context.Context, in <-chan Input, frames *frameQueue, em *emitter) error {
@@ -1013,15 +1083,26 @@ func (r *SinkRunner) write(ctx context.Context, in <-chan Input, frames *frameQu
 		if err != nil {
 			return err
 		}
-		r.mu.Lock()
-		r.held[env.ID()] = f
-		r.mu.Unlock()
 		id := env.ID()
+		bctx, span := r.tr.start(withPartition(ctx, env.Topic, env.Partition), "kpipe.sink.write", env.Traceparent, env.Tracestate,
+			batchAttrs(env), trace.WithAttributes(spans.Bytes.Int64(env.FrameBytes)))
+		r.mu.Lock()
+		r.held[id] = f
+		if r.spans != nil {
+			r.spans[id] = span
+		}
+		r.mu.Unlock()
 		b := Batch{Envelope: env, Arrow: f.Data}.WithRelease(func() { r.release(id) })
 		b.free = &releaser{fn: func() { r.freeFrame(id) }}
-		if err := r.sink.Write(ctx, b); err != nil {
+		if err := r.sink.Write(bctx, b); err != nil {
+			r.mu.Lock()
+			delete(r.spans, id)
+			r.mu.Unlock()
+			failed(span, err)
+			span.End()
 			return r.fail(fmt.Errorf("write %s/%d: %w", env.Topic, env.Partition, err), em)
 		}
+		span.AddEvent("written")
 	}
 }
 

@@ -217,6 +217,7 @@ func (s *sourceServer) Open(ctx context.Context, req *pb.SourceOpenRequest) (*pb
 	err = s.r.Open(ctx, SourceOpen{
 		Resume: PositionsFromProto(req.GetResume()), Codec: codec, InFlightBytes: req.GetInFlightBytes(),
 		MetricsInterval: millis(req.GetMetricsIntervalMs()), OutPeerCert: req.GetOutPeerCert(),
+		Traceparent: req.GetTraceparent(), Tracestate: req.GetTracestate(),
 	})
 	if err != nil {
 		return nil, rpcError("open", err)
@@ -279,7 +280,7 @@ func (s *transformServer) Open(ctx context.Context, req *pb.TransformOpenRequest
 		return nil, err
 	}
 	err = s.r.Open(ctx, TransformOpen{Codec: codec, InFlightBytes: req.GetInFlightBytes(), MetricsInterval: millis(req.GetMetricsIntervalMs()),
-		InPeerCert: req.GetInPeerCert(), OutPeerCert: req.GetOutPeerCert()})
+		InPeerCert: req.GetInPeerCert(), OutPeerCert: req.GetOutPeerCert(), Traceparent: req.GetTraceparent(), Tracestate: req.GetTracestate()})
 	if err != nil {
 		return nil, rpcError("open", err)
 	}
@@ -344,7 +345,8 @@ type sinkServer struct {
 }
 
 func (s *sinkServer) Open(ctx context.Context, req *pb.SinkOpenRequest) (*pb.SinkOpenResponse, error) {
-	opened, err := s.r.Open(ctx, SinkOpen{InFlightBytes: req.GetInFlightBytes(), MetricsInterval: millis(req.GetMetricsIntervalMs()), InPeerCert: req.GetInPeerCert()})
+	opened, err := s.r.Open(ctx, SinkOpen{InFlightBytes: req.GetInFlightBytes(), MetricsInterval: millis(req.GetMetricsIntervalMs()),
+		InPeerCert: req.GetInPeerCert(), Traceparent: req.GetTraceparent(), Tracestate: req.GetTracestate()})
 	if err != nil {
 		return nil, rpcError("open", err)
 	}

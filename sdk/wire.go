@@ -170,6 +170,11 @@ func EventToProto(ev Event) (src *pb.SourceEvent, tf *pb.TransformEvent, sink *p
 		perr = PartitionErrorToProto(ev.Error)
 	}
 	switch {
+	case ev.Spans != nil:
+		sp := &pb.Spans{TracesData: ev.Spans}
+		return &pb.SourceEvent{Event: &pb.SourceEvent_Spans{Spans: sp}},
+			&pb.TransformEvent{Event: &pb.TransformEvent_Spans{Spans: sp}},
+			&pb.SinkEvent{Event: &pb.SinkEvent_Spans{Spans: sp}}
 	case ev.Batch != nil:
 		return &pb.SourceEvent{Event: &pb.SourceEvent_Batch{Batch: EnvelopeToProto(*ev.Batch)}}, nil, nil
 	case ev.End:
@@ -207,6 +212,8 @@ func SourceEventFromProto(p *pb.SourceEvent) Event {
 		return Event{Batch: &env}
 	case *pb.SourceEvent_End:
 		return Event{End: true}
+	case *pb.SourceEvent_Spans:
+		return Event{Spans: e.Spans.GetTracesData()}
 	}
 	return commonEvent(p.GetMetadata(), p.GetError(), p.GetMetrics())
 }
@@ -220,6 +227,9 @@ func TransformEventFromProto(p *pb.TransformEvent) Event {
 		}
 		return Event{Result: res}
 	}
+	if sp := p.GetSpans(); sp != nil {
+		return Event{Spans: sp.GetTracesData()}
+	}
 	return commonEvent(p.GetMetadata(), p.GetError(), p.GetMetrics())
 }
 
@@ -230,6 +240,8 @@ func SinkEventFromProto(p *pb.SinkEvent) Event {
 		return Event{Released: e.Released.GetSeqs()}
 	case *pb.SinkEvent_Acked:
 		return Event{Acked: e.Acked.GetSeqs()}
+	case *pb.SinkEvent_Spans:
+		return Event{Spans: e.Spans.GetTracesData()}
 	}
 	return commonEvent(nil, p.GetError(), p.GetMetrics())
 }

@@ -86,7 +86,13 @@ func (o *runOpts) engine(h *host.Host, g *globals, fileStateDir string) (engine.
 		return engine.Options{}, badInput("%v", err)
 	}
 	if exp != nil {
-		o.metrics, opts.Recorder = exp, exp.Metrics
+		o.metrics = exp
+		if exp.Metrics != nil {
+			opts.Recorder = exp.Metrics
+		}
+		if exp.Traces != nil {
+			opts.Tracing = exp.Traces
+		}
 	}
 	return opts, nil
 }

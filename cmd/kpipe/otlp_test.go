@@ -15,6 +15,7 @@ import (
 	"time"
 
 	colmetricpb "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
+	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
@@ -58,10 +59,48 @@ func (r *otlpReceiver) Export(_ context.Context, req *colmetricpb.ExportMetricsS
 	return &colmetricpb.ExportMetricsServiceResponse{}, nil
 }
 
-// TestOTLPMetrics runs a backup with the standard OTLP environment pointing
+// otlpTraces keeps what an OTLP trace receiver got: the trace ids, and per
+// service its process ids and span names.
+type otlpTraces struct {
+	coltracepb.UnimplementedTraceServiceServer
+	mu     sync.Mutex
+	traces map[string]bool
+	pids   map[string]map[int64]bool
+	names  map[string]map[string]int
+}
+
+func (r *otlpTraces) Export(_ context.Context, req *coltracepb.ExportTraceServiceRequest) (*coltracepb.ExportTraceServiceResponse, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, rs := range req.ResourceSpans {
+		var svc string
+		var pid int64
+		for _, kv := range rs.GetResource().GetAttributes() {
+			switch kv.Key {
+			case "service.name":
+				svc = kv.Value.GetStringValue()
+			case "process.pid":
+				pid = kv.Value.GetIntValue()
+			}
+		}
+		if r.pids[svc] == nil {
+			r.pids[svc], r.names[svc] = map[int64]bool{}, map[string]int{}
+		}
+		r.pids[svc][pid] = true
+		for _, ss := range rs.ScopeSpans {
+			for _, sp := range ss.Spans {
+				r.traces[fmt.Sprintf("%x", sp.TraceId)] = true
+				r.names[svc][sp.Name]++
+			}
+		}
+	}
+	return &coltracepb.ExportTraceServiceResponse{}, nil
+}
+
+// TestOTLPMetricsAndTraces runs a backup with the standard OTLP environment pointing
 // at an in-process receiver, over gRPC and over HTTP: the records written
 // per partition arrive.
-func TestOTLPMetrics(t *testing.T) {
+func TestOTLPMetricsAndTraces(t *testing.T) {
 	addr := testkit.Kafka(t)
 	topic := testkit.Topic(t, "otlp")
 	seedPartitions(t, addr, topic, 2, 30, 1_700_000_000_000)
@@ -132,6 +171,7 @@ func TestOTLPMetrics(t *testing.T) {
 	for _, protocol := range []string{"grpc", "http/protobuf"} {
 		t.Run(protocol, func(t *testing.T) {
 			rcv := &otlpReceiver{written: map[string]int64{}}
+			trc := &otlpTraces{traces: map[string]bool{}, pids: map[string]map[int64]bool{}, names: map[string]map[string]int{}}
 			ln, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {
 				t.Fatal(err)
@@ -139,17 +179,29 @@ func TestOTLPMetrics(t *testing.T) {
 			if protocol == "grpc" {
 				srv := grpc.NewServer()
 				colmetricpb.RegisterMetricsServiceServer(srv, rcv)
+				coltracepb.RegisterTraceServiceServer(srv, trc)
 				go srv.Serve(ln)
 				defer srv.Stop()
 			} else {
 				srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 					body, _ := io.ReadAll(req.Body)
-					var in colmetricpb.ExportMetricsServiceRequest
-					if req.URL.Path != "/v1/metrics" || proto.Unmarshal(body, &in) != nil {
+					var resp proto.Message
+					switch req.URL.Path {
+					case "/v1/metrics":
+						var in colmetricpb.ExportMetricsServiceRequest
+						if proto.Unmarshal(body, &in) == nil {
+							resp, _ = rcv.Export(req.Context(), &in)
+						}
+					case "/v1/traces":
+						var in coltracepb.ExportTraceServiceRequest
+						if proto.Unmarshal(body, &in) == nil {
+							resp, _ = trc.Export(req.Context(), &in)
+						}
+					}
+					if resp == nil {
 						http.Error(w, "bad request", http.StatusBadRequest)
 						return
 					}
-					resp, _ := rcv.Export(req.Context(), &in)
 					out, _ := proto.Marshal(resp)
 					w.Header().Set("Content-Type", "application/x-protobuf")
 					w.Write(out)
@@ -161,13 +213,38 @@ func TestOTLPMetrics(t *testing.T) {
 				"--topics", topic, "--path", t.TempDir(), "--backup-id", "o", "--state-dir", t.TempDir())
 			cmd.Env = append(os.Environ(), "OTEL_EXPORTER_OTLP_ENDPOINT=http://"+ln.Addr().String(),
 				"OTEL_EXPORTER_OTLP_PROTOCOL="+protocol, "OTEL_EXPORTER_OTLP_INSECURE=true")
-			if out, err := cmd.CombinedOutput(); err != nil {
+			out, err := cmd.CombinedOutput()
+			if err != nil {
 				t.Fatalf("backup: %v\n%s", err, out)
 			}
 			rcv.mu.Lock()
 			defer rcv.mu.Unlock()
 			if rcv.written["0"] != 30 || rcv.written["1"] != 30 {
 				t.Fatalf("the receiver got %v records written per partition, want 30 each", rcv.written)
+			}
+			// One trace, with spans from kpipe and from each plugin process.
+			trc.mu.Lock()
+			defer trc.mu.Unlock()
+			if len(trc.traces) != 1 {
+				t.Errorf("the receiver got %d traces, want 1", len(trc.traces))
+			}
+			pids := map[int64]string{}
+			for svc, want := range map[string]string{"kpipe": "kpipe.run", "kpipe-plugin-kafka": "kpipe.source.read", "kpipe-plugin-fs": "kpipe.sink.write"} {
+				if trc.names[svc][want] == 0 || len(trc.pids[svc]) != 1 {
+					t.Errorf("service %s: spans %v from pids %v; want %s spans from one process", svc, trc.names[svc], trc.pids[svc], want)
+				}
+				for pid := range trc.pids[svc] {
+					if other, ok := pids[pid]; ok {
+						t.Errorf("%s and %s share pid %d", svc, other, pid)
+					}
+					pids[pid] = svc
+				}
+			}
+			if !trc.pids["kpipe"][int64(cmd.Process.Pid)] {
+				t.Errorf("kpipe's spans come from pids %v, not from kpipe's pid %d", trc.pids["kpipe"], cmd.Process.Pid)
+			}
+			if n := trc.names["kpipe"]["kpipe.partition"]; n != 2 {
+				t.Errorf("%d kpipe.partition spans, want 2", n)
 			}
 		})
 	}

@@ -31,6 +31,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/kpipe/kpipe/core/checkpoint"
 	"github.com/kpipe/kpipe/core/config"
 	"github.com/kpipe/kpipe/core/plugin"
@@ -78,6 +82,8 @@ type Options struct {
 	// Recorder, when set, receives the run's figures as they change
 	// (telemetry).
 	Recorder Recorder
+	// Tracing, when set, traces the run (see Tracing).
+	Tracing Tracing
 }
 
 // Recorder receives a run's figures as they change.
@@ -181,7 +187,7 @@ func (s *stage) cert() []byte {
 }
 
 // Run runs the pipeline until its source ends or ctx is cancelled.
-func Run(ctx context.Context, p config.Pipeline, opts Options) (*Report, error) {
+func Run(ctx context.Context, p config.Pipeline, opts Options) (rep *Report, err error) {
 	start := time.Now()
 	log := opts.Logger
 	if log == nil {
@@ -204,7 +210,6 @@ func Run(ctx context.Context, p config.Pipeline, opts Options) (*Report, error) 
 	store := checkpoint.ForPipeline(opts.StateDir, p.Name, p.Identity())
 	var stored checkpoint.Checkpoint
 	if !opts.Fresh {
-		var err error
 		if stored, err = store.Load(); err != nil {
 			return nil, fmt.Errorf("pipeline %q: %w", p.Name, err)
 		}
@@ -213,6 +218,10 @@ func Run(ctx context.Context, p config.Pipeline, opts Options) (*Report, error) 
 			return &Report{Pipeline: p.Name, AlreadyFinished: stored.Finished, Positions: stored.Positions}, nil
 		}
 	}
+
+	tr := startTraces(opts.Tracing, p.Name, p.Identity())
+	defer func() { tr.end(rep, err) }()
+	traceparent, tracestate := tr.context()
 
 	stages := []*stage{{role: "source", cfg: p.Source, kind: plugin.KindSource}}
 	for _, t := range p.Transforms {
@@ -241,9 +250,10 @@ func Run(ctx context.Context, p config.Pipeline, opts Options) (*Report, error) 
 
 	src, sink := stages[0], stages[len(stages)-1]
 	transforms := stages[1 : len(stages)-1]
-	rep := &Report{Pipeline: p.Name}
+	rep = &Report{Pipeline: p.Name}
 
-	opened, err := sink.inst.Sink().Open(setupCtx, sdk.SinkOpen{InFlightBytes: opts.InFlightBytes, MetricsInterval: opts.MetricsInterval, InPeerCert: sink.up.cert()})
+	opened, err := sink.inst.Sink().Open(setupCtx, sdk.SinkOpen{InFlightBytes: opts.InFlightBytes, MetricsInterval: opts.MetricsInterval, InPeerCert: sink.up.cert(),
+		Traceparent: traceparent, Tracestate: tracestate})
 	if err != nil {
 		return nil, fmt.Errorf("pipeline %q: open sink %q: %w", p.Name, sink.cfg.Plugin, err)
 	}
@@ -260,7 +270,8 @@ func Run(ctx context.Context, p config.Pipeline, opts Options) (*Report, error) 
 		log.Info("resuming", "from", rep.ResumedFrom, "partitions", len(resume))
 	}
 	for _, t := range transforms {
-		o := sdk.TransformOpen{Codec: opened.Codec, InFlightBytes: opts.InFlightBytes, MetricsInterval: opts.MetricsInterval}
+		o := sdk.TransformOpen{Codec: opened.Codec, InFlightBytes: opts.InFlightBytes, MetricsInterval: opts.MetricsInterval,
+			Traceparent: traceparent, Tracestate: tracestate}
 		if t.data {
 			o.InPeerCert, o.OutPeerCert = t.up.cert(), t.down.cert()
 		}
@@ -271,12 +282,13 @@ func Run(ctx context.Context, p config.Pipeline, opts Options) (*Report, error) 
 	err = src.inst.Source().Open(setupCtx, sdk.SourceOpen{
 		Resume: resume, Codec: opened.Codec, InFlightBytes: opts.InFlightBytes,
 		MetricsInterval: opts.MetricsInterval, OutPeerCert: src.down.cert(),
+		Traceparent: traceparent, Tracestate: tracestate,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("pipeline %q: open source %q: %w", p.Name, src.cfg.Plugin, err)
 	}
 
-	r := &run{log: log, opts: opts, rep: rep, store: store, name: p.Name, tracker: newTracker(resume)}
+	r := &run{log: log, opts: opts, rep: rep, store: store, name: p.Name, tracker: newTracker(resume), traces: tr}
 	if rec := opts.Recorder; rec != nil {
 		defer rec.Running(p.Name, r.tracker.current)()
 	}
@@ -428,6 +440,7 @@ type run struct {
 	store   *checkpoint.Store
 	name    string
 	tracker *tracker
+	traces  *traces
 
 	srcMu     sync.Mutex
 	srcStream plugin.SourceStream
@@ -569,6 +582,7 @@ func (r *run) readSource(ctx context.Context, s *stage, next chan<- sdk.Input) {
 			r.batchesIn.Add(1)
 			r.recordsIn.Add(e.Count)
 			r.bytesIn.Add(e.FrameBytes)
+			r.traces.read(e)
 			if rec := r.opts.Recorder; rec != nil {
 				rec.Moved(r.name, "source", e.Topic, e.Partition, e.Count, e.FrameBytes)
 			}
@@ -594,11 +608,18 @@ func (r *run) readSource(ctx context.Context, s *stage, next chan<- sdk.Input) {
 // event handles what every kind of plugin may send: errors and metrics.
 func (r *run) event(s *stage, ev sdk.Event) {
 	switch {
+	case ev.Spans != nil:
+		if err := r.traces.imported(ev.Spans); err != nil {
+			r.log.Debug("cannot take a plugin's spans", "role", s.role, "plugin", s.cfg.Plugin, "error", err)
+		}
 	case ev.Error != nil && s.kind == plugin.KindSource && ev.Error.Retryable:
+		pe := ev.Error
 		r.retries.Add(1)
-		r.log.Info("retrying a partition", "error", ev.Error)
+		// The plugin logs the retry itself, with its backoff.
+		r.log.Debug("retrying a partition", append([]any{"topic", pe.Topic, "partition", pe.Partition, "error", pe}, r.traces.logArgs(pe.Topic, pe.Partition)...)...)
+		r.traces.partition(pe.Topic, pe.Partition).AddEvent("retry", trace.WithAttributes(attribute.String("error", pe.Error())))
 		if rec := r.opts.Recorder; rec != nil {
-			rec.Retried(r.name, ev.Error.Topic, ev.Error.Partition)
+			rec.Retried(r.name, pe.Topic, pe.Partition)
 		}
 	case ev.Error != nil && s.kind == plugin.KindSource && !r.opts.FailFast:
 		pe := ev.Error
@@ -606,7 +627,11 @@ func (r *run) event(s *stage, ev sdk.Event) {
 		if pe.Err != nil {
 			f.Cause = pe.Err.Error()
 		}
-		r.log.Warn("a partition failed; the others go on", "error", pe)
+		// The plugin logs the failure itself; the report names it.
+		r.log.Debug("a partition failed; the others go on", append([]any{"topic", pe.Topic, "partition", pe.Partition, "error", pe}, r.traces.logArgs(pe.Topic, pe.Partition)...)...)
+		span := r.traces.partition(pe.Topic, pe.Partition)
+		span.RecordError(pe)
+		span.SetStatus(codes.Error, f.String())
 		r.failMu.Lock()
 		r.failed = append(r.failed, f)
 		r.failMu.Unlock()

@@ -15,8 +15,11 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
 	"github.com/kpipe/kpipe/core/config"
 	"github.com/kpipe/kpipe/core/plugin"
+	"github.com/kpipe/kpipe/core/telemetry"
 	"github.com/kpipe/kpipe/sdk"
 	"github.com/kpipe/kpipe/sdk/record"
 )
@@ -694,7 +697,9 @@ func TestAFailedPartitionLetsTheOthersFinish(t *testing.T) {
 	src := &faultySource{perPartition: 6}
 	sink := &fakeSink{}
 	dir := t.TempDir()
-	rep, err := runWith(t, context.Background(), launcher{"src": partitionSource{src}, "sink": sink}, pipeline("faults"), Options{StateDir: dir})
+	exp := tracetest.NewInMemoryExporter()
+	traces := telemetry.NewTraces(exp)
+	rep, err := runWith(t, context.Background(), launcher{"src": partitionSource{src}, "sink": sink}, pipeline("faults"), Options{StateDir: dir, Tracing: traces})
 	want := `pipeline "faults": 1 partition(s) failed, the others finished: t/1 at offset 10: record 10 is unreadable (CORRUPT)`
 	if err == nil || err.Error() != want {
 		t.Fatalf("Run: %v, want %q", err, want)
@@ -706,6 +711,34 @@ func TestAFailedPartitionLetsTheOthersFinish(t *testing.T) {
 	wantFailed := []PartitionFailure{{Topic: "t", Partition: 1, Offset: 10, Code: "CORRUPT", Cause: "record 10 is unreadable"}}
 	if !reflect.DeepEqual(rep.FailedPartitions, wantFailed) || rep.Retries != 2 || src.resumes != 2 {
 		t.Errorf("failed %+v, retries %d, resumes %d; want %+v, 2 retries, 2 resumes", rep.FailedPartitions, rep.Retries, src.resumes, wantFailed)
+	}
+	// The partitions' spans tell the same: partition 1 failed, partition 2
+	// was retried twice.
+	traces.ForceFlush(context.Background())
+	var parts int
+	for _, s := range exp.GetSpans() {
+		if s.Name != "kpipe.partition" {
+			continue
+		}
+		parts++
+		var p int64
+		for _, kv := range s.Attributes {
+			if kv.Key == "kpipe.partition" {
+				p = kv.Value.AsInt64()
+			}
+		}
+		var events []string
+		for _, e := range s.Events {
+			events = append(events, e.Name)
+		}
+		got := fmt.Sprintf("%v %q %v", s.Status.Code, s.Status.Description, events)
+		want := map[int64]string{0: `Unset "" []`, 1: `Error "t/1 at offset 10: record 10 is unreadable (CORRUPT)" [exception]`, 2: `Unset "" [retry retry]`}[p]
+		if got != want {
+			t.Errorf("kpipe.partition %d: %s, want %s", p, got, want)
+		}
+	}
+	if parts != 3 {
+		t.Errorf("%d kpipe.partition spans, want 3", parts)
 	}
 
 	// Fail-fast: the failure of partition 1 ends the run.

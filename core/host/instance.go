@@ -148,6 +148,7 @@ func (s grpcSource) Open(ctx context.Context, o sdk.SourceOpen) error {
 	_, err := s.i.src.Open(ctx, &pb.SourceOpenRequest{
 		Resume: sdk.PositionsToProto(o.Resume), Codec: string(o.Codec), InFlightBytes: o.InFlightBytes,
 		MetricsIntervalMs: sdk.Millis(o.MetricsInterval), OutPeerCert: o.OutPeerCert,
+		Traceparent: o.Traceparent, Tracestate: o.Tracestate,
 	})
 	return rpcErr(err)
 }
@@ -186,7 +187,7 @@ type grpcTransform struct{ i *Instance }
 func (t grpcTransform) Open(ctx context.Context, o sdk.TransformOpen) error {
 	_, err := t.i.tf.Open(ctx, &pb.TransformOpenRequest{
 		Codec: string(o.Codec), InFlightBytes: o.InFlightBytes, MetricsIntervalMs: sdk.Millis(o.MetricsInterval),
-		InPeerCert: o.InPeerCert, OutPeerCert: o.OutPeerCert,
+		InPeerCert: o.InPeerCert, OutPeerCert: o.OutPeerCert, Traceparent: o.Traceparent, Tracestate: o.Tracestate,
 	})
 	return rpcErr(err)
 }
@@ -219,7 +220,8 @@ func (s transformStream) Recv() (sdk.Event, error) {
 type grpcSink struct{ i *Instance }
 
 func (s grpcSink) Open(ctx context.Context, o sdk.SinkOpen) (sdk.SinkOpened, error) {
-	resp, err := s.i.sink.Open(ctx, &pb.SinkOpenRequest{InFlightBytes: o.InFlightBytes, MetricsIntervalMs: sdk.Millis(o.MetricsInterval), InPeerCert: o.InPeerCert})
+	resp, err := s.i.sink.Open(ctx, &pb.SinkOpenRequest{InFlightBytes: o.InFlightBytes, MetricsIntervalMs: sdk.Millis(o.MetricsInterval),
+		InPeerCert: o.InPeerCert, Traceparent: o.Traceparent, Tracestate: o.Tracestate})
 	if err != nil {
 		return sdk.SinkOpened{}, rpcErr(err)
 	}

@@ -50,3 +50,44 @@ func TestServeExposesEveryMetric(t *testing.T) {
 		}
 	}
 }
+
+// TestOTLPSignalsFollowTheEnvironment: an OTLP endpoint exports metrics and
+// traces; OTEL_METRICS_EXPORTER=none and OTEL_TRACES_EXPORTER=none turn
+// one off; a per-signal endpoint exports that signal alone.
+func TestOTLPSignalsFollowTheEnvironment(t *testing.T) {
+	for _, c := range []struct {
+		env             map[string]string
+		metrics, traces bool
+	}{
+		{map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1"}, true, true},
+		{map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1", "OTEL_METRICS_EXPORTER": "none"}, false, true},
+		{map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1", "OTEL_TRACES_EXPORTER": "none"}, true, false},
+		{map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1", "OTEL_METRICS_EXPORTER": "none", "OTEL_TRACES_EXPORTER": "none"}, false, false},
+		{map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:1", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc"}, false, true},
+		{map[string]string{"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "http://127.0.0.1:1"}, true, false},
+	} {
+		for _, name := range []string{"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+			"OTEL_METRICS_EXPORTER", "OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"} {
+			t.Setenv(name, c.env[name])
+		}
+		e, err := Start(context.Background(), "", slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatalf("%v: %v", c.env, err)
+		}
+		if got := e != nil && e.Metrics != nil; got != c.metrics {
+			t.Errorf("%v: metrics exported %v, want %v", c.env, got, c.metrics)
+		}
+		if got := e != nil && e.Traces != nil; got != c.traces {
+			t.Errorf("%v: traces exported %v, want %v", c.env, got, c.traces)
+		}
+		if e != nil {
+			e.Close()
+		}
+	}
+	t.Setenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "thrift")
+	t.Setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://127.0.0.1:1")
+	if _, err := Start(context.Background(), "", slog.New(slog.DiscardHandler)); err == nil ||
+		err.Error() != `OTLP traces exporter for http://127.0.0.1:1: OTEL_EXPORTER_OTLP_TRACES_PROTOCOL "thrift": use http/protobuf or grpc` {
+		t.Errorf("an unknown traces protocol: %v", err)
+	}
+}

@@ -1107,6 +1107,53 @@ func (x *Metrics) GetCounters() map[string]int64 {
 	return nil
 }
 
+// Spans are OpenTelemetry spans a plugin ended in its own process, which the
+// host exports with its own. traces_data is an OTLP TracesData message
+// (opentelemetry/proto/trace/v1/trace.proto), serialized.
+type Spans struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TracesData    []byte                 `protobuf:"bytes,1,opt,name=traces_data,json=tracesData,proto3" json:"traces_data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Spans) Reset() {
+	*x = Spans{}
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Spans) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Spans) ProtoMessage() {}
+
+func (x *Spans) ProtoReflect() protoreflect.Message {
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Spans.ProtoReflect.Descriptor instead.
+func (*Spans) Descriptor() ([]byte, []int) {
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *Spans) GetTracesData() []byte {
+	if x != nil {
+		return x.TracesData
+	}
+	return nil
+}
+
 // Credit lets a source send more: batches and decompressed bytes.
 type Credit struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1118,7 +1165,7 @@ type Credit struct {
 
 func (x *Credit) Reset() {
 	*x = Credit{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[15]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1130,7 +1177,7 @@ func (x *Credit) String() string {
 func (*Credit) ProtoMessage() {}
 
 func (x *Credit) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[15]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1143,7 +1190,7 @@ func (x *Credit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Credit.ProtoReflect.Descriptor instead.
 func (*Credit) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{15}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Credit) GetBatches() int64 {
@@ -1172,14 +1219,19 @@ type SourceOpenRequest struct {
 	// How often to send Metrics; 0 for never.
 	MetricsIntervalMs int64 `protobuf:"varint,4,opt,name=metrics_interval_ms,json=metricsIntervalMs,proto3" json:"metrics_interval_ms,omitempty"`
 	// The certificate of the data receiver, when its link uses TLS.
-	OutPeerCert   []byte `protobuf:"bytes,5,opt,name=out_peer_cert,json=outPeerCert,proto3" json:"out_peer_cert,omitempty"`
+	OutPeerCert []byte `protobuf:"bytes,5,opt,name=out_peer_cert,json=outPeerCert,proto3" json:"out_peer_cert,omitempty"`
+	// W3C trace context of the run. When set, the plugin makes a span per
+	// batch under it and sends them as Spans; when empty, the host does not
+	// trace and the plugin makes none.
+	Traceparent   string `protobuf:"bytes,6,opt,name=traceparent,proto3" json:"traceparent,omitempty"`
+	Tracestate    string `protobuf:"bytes,7,opt,name=tracestate,proto3" json:"tracestate,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SourceOpenRequest) Reset() {
 	*x = SourceOpenRequest{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[16]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1191,7 +1243,7 @@ func (x *SourceOpenRequest) String() string {
 func (*SourceOpenRequest) ProtoMessage() {}
 
 func (x *SourceOpenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[16]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1204,7 +1256,7 @@ func (x *SourceOpenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SourceOpenRequest.ProtoReflect.Descriptor instead.
 func (*SourceOpenRequest) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{16}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SourceOpenRequest) GetResume() []*Position {
@@ -1242,6 +1294,20 @@ func (x *SourceOpenRequest) GetOutPeerCert() []byte {
 	return nil
 }
 
+func (x *SourceOpenRequest) GetTraceparent() string {
+	if x != nil {
+		return x.Traceparent
+	}
+	return ""
+}
+
+func (x *SourceOpenRequest) GetTracestate() string {
+	if x != nil {
+		return x.Tracestate
+	}
+	return ""
+}
+
 type SourceOpenResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1250,7 +1316,7 @@ type SourceOpenResponse struct {
 
 func (x *SourceOpenResponse) Reset() {
 	*x = SourceOpenResponse{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[17]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1262,7 +1328,7 @@ func (x *SourceOpenResponse) String() string {
 func (*SourceOpenResponse) ProtoMessage() {}
 
 func (x *SourceOpenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[17]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1275,7 +1341,7 @@ func (x *SourceOpenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SourceOpenResponse.ProtoReflect.Descriptor instead.
 func (*SourceOpenResponse) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{17}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{18}
 }
 
 // SourceRequest flows from host to source on the Run stream. The host ends
@@ -1293,7 +1359,7 @@ type SourceRequest struct {
 
 func (x *SourceRequest) Reset() {
 	*x = SourceRequest{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[18]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1305,7 +1371,7 @@ func (x *SourceRequest) String() string {
 func (*SourceRequest) ProtoMessage() {}
 
 func (x *SourceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[18]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1318,7 +1384,7 @@ func (x *SourceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SourceRequest.ProtoReflect.Descriptor instead.
 func (*SourceRequest) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{18}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SourceRequest) GetMsg() isSourceRequest_Msg {
@@ -1371,7 +1437,7 @@ type End struct {
 
 func (x *End) Reset() {
 	*x = End{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[19]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1383,7 +1449,7 @@ func (x *End) String() string {
 func (*End) ProtoMessage() {}
 
 func (x *End) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[19]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1396,7 +1462,7 @@ func (x *End) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use End.ProtoReflect.Descriptor instead.
 func (*End) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{19}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{20}
 }
 
 // SourceEvent flows from source to host on the Run stream. The frame of a
@@ -1410,6 +1476,7 @@ type SourceEvent struct {
 	//	*SourceEvent_Error
 	//	*SourceEvent_Metrics
 	//	*SourceEvent_End
+	//	*SourceEvent_Spans
 	Event         isSourceEvent_Event `protobuf_oneof:"event"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1417,7 +1484,7 @@ type SourceEvent struct {
 
 func (x *SourceEvent) Reset() {
 	*x = SourceEvent{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[20]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1429,7 +1496,7 @@ func (x *SourceEvent) String() string {
 func (*SourceEvent) ProtoMessage() {}
 
 func (x *SourceEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[20]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1442,7 +1509,7 @@ func (x *SourceEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SourceEvent.ProtoReflect.Descriptor instead.
 func (*SourceEvent) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{20}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SourceEvent) GetEvent() isSourceEvent_Event {
@@ -1497,6 +1564,15 @@ func (x *SourceEvent) GetEnd() *End {
 	return nil
 }
 
+func (x *SourceEvent) GetSpans() *Spans {
+	if x != nil {
+		if x, ok := x.Event.(*SourceEvent_Spans); ok {
+			return x.Spans
+		}
+	}
+	return nil
+}
+
 type isSourceEvent_Event interface {
 	isSourceEvent_Event()
 }
@@ -1522,6 +1598,10 @@ type SourceEvent_End struct {
 	End *End `protobuf:"bytes,5,opt,name=end,proto3,oneof"`
 }
 
+type SourceEvent_Spans struct {
+	Spans *Spans `protobuf:"bytes,6,opt,name=spans,proto3,oneof"`
+}
+
 func (*SourceEvent_Batch) isSourceEvent_Event() {}
 
 func (*SourceEvent_Metadata) isSourceEvent_Event() {}
@@ -1531,6 +1611,8 @@ func (*SourceEvent_Error) isSourceEvent_Event() {}
 func (*SourceEvent_Metrics) isSourceEvent_Event() {}
 
 func (*SourceEvent_End) isSourceEvent_Event() {}
+
+func (*SourceEvent_Spans) isSourceEvent_Event() {}
 
 type TransformOpenRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1543,13 +1625,16 @@ type TransformOpenRequest struct {
 	// The host's budget of decompressed bytes in flight; the plugin sizes its
 	// buffers from it.
 	InFlightBytes int64 `protobuf:"varint,5,opt,name=in_flight_bytes,json=inFlightBytes,proto3" json:"in_flight_bytes,omitempty"`
+	// W3C trace context of the run, as for a source.
+	Traceparent   string `protobuf:"bytes,6,opt,name=traceparent,proto3" json:"traceparent,omitempty"`
+	Tracestate    string `protobuf:"bytes,7,opt,name=tracestate,proto3" json:"tracestate,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TransformOpenRequest) Reset() {
 	*x = TransformOpenRequest{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[21]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1561,7 +1646,7 @@ func (x *TransformOpenRequest) String() string {
 func (*TransformOpenRequest) ProtoMessage() {}
 
 func (x *TransformOpenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[21]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1574,7 +1659,7 @@ func (x *TransformOpenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransformOpenRequest.ProtoReflect.Descriptor instead.
 func (*TransformOpenRequest) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{21}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *TransformOpenRequest) GetCodec() string {
@@ -1612,6 +1697,20 @@ func (x *TransformOpenRequest) GetInFlightBytes() int64 {
 	return 0
 }
 
+func (x *TransformOpenRequest) GetTraceparent() string {
+	if x != nil {
+		return x.Traceparent
+	}
+	return ""
+}
+
+func (x *TransformOpenRequest) GetTracestate() string {
+	if x != nil {
+		return x.Tracestate
+	}
+	return ""
+}
+
 type TransformOpenResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1620,7 +1719,7 @@ type TransformOpenResponse struct {
 
 func (x *TransformOpenResponse) Reset() {
 	*x = TransformOpenResponse{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[22]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1632,7 +1731,7 @@ func (x *TransformOpenResponse) String() string {
 func (*TransformOpenResponse) ProtoMessage() {}
 
 func (x *TransformOpenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[22]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1645,7 +1744,7 @@ func (x *TransformOpenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransformOpenResponse.ProtoReflect.Descriptor instead.
 func (*TransformOpenResponse) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{22}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{23}
 }
 
 // TransformRequest flows from host to transform: envelopes in order, whose
@@ -1663,7 +1762,7 @@ type TransformRequest struct {
 
 func (x *TransformRequest) Reset() {
 	*x = TransformRequest{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[23]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1675,7 +1774,7 @@ func (x *TransformRequest) String() string {
 func (*TransformRequest) ProtoMessage() {}
 
 func (x *TransformRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[23]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1688,7 +1787,7 @@ func (x *TransformRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransformRequest.ProtoReflect.Descriptor instead.
 func (*TransformRequest) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{23}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *TransformRequest) GetMsg() isTransformRequest_Msg {
@@ -1745,7 +1844,7 @@ type TransformResult struct {
 
 func (x *TransformResult) Reset() {
 	*x = TransformResult{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[24]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1757,7 +1856,7 @@ func (x *TransformResult) String() string {
 func (*TransformResult) ProtoMessage() {}
 
 func (x *TransformResult) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[24]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1770,7 +1869,7 @@ func (x *TransformResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransformResult.ProtoReflect.Descriptor instead.
 func (*TransformResult) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{24}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *TransformResult) GetSeq() uint64 {
@@ -1802,6 +1901,7 @@ type TransformEvent struct {
 	//	*TransformEvent_Metadata
 	//	*TransformEvent_Error
 	//	*TransformEvent_Metrics
+	//	*TransformEvent_Spans
 	Event         isTransformEvent_Event `protobuf_oneof:"event"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1809,7 +1909,7 @@ type TransformEvent struct {
 
 func (x *TransformEvent) Reset() {
 	*x = TransformEvent{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[25]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1821,7 +1921,7 @@ func (x *TransformEvent) String() string {
 func (*TransformEvent) ProtoMessage() {}
 
 func (x *TransformEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[25]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1834,7 +1934,7 @@ func (x *TransformEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransformEvent.ProtoReflect.Descriptor instead.
 func (*TransformEvent) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{25}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *TransformEvent) GetEvent() isTransformEvent_Event {
@@ -1880,6 +1980,15 @@ func (x *TransformEvent) GetMetrics() *Metrics {
 	return nil
 }
 
+func (x *TransformEvent) GetSpans() *Spans {
+	if x != nil {
+		if x, ok := x.Event.(*TransformEvent_Spans); ok {
+			return x.Spans
+		}
+	}
+	return nil
+}
+
 type isTransformEvent_Event interface {
 	isTransformEvent_Event()
 }
@@ -1900,6 +2009,10 @@ type TransformEvent_Metrics struct {
 	Metrics *Metrics `protobuf:"bytes,4,opt,name=metrics,proto3,oneof"`
 }
 
+type TransformEvent_Spans struct {
+	Spans *Spans `protobuf:"bytes,5,opt,name=spans,proto3,oneof"`
+}
+
 func (*TransformEvent_Result) isTransformEvent_Event() {}
 
 func (*TransformEvent_Metadata) isTransformEvent_Event() {}
@@ -1907,6 +2020,8 @@ func (*TransformEvent_Metadata) isTransformEvent_Event() {}
 func (*TransformEvent_Error) isTransformEvent_Event() {}
 
 func (*TransformEvent_Metrics) isTransformEvent_Event() {}
+
+func (*TransformEvent_Spans) isTransformEvent_Event() {}
 
 type SinkOpenRequest struct {
 	state             protoimpl.MessageState `protogen:"open.v1"`
@@ -1916,13 +2031,16 @@ type SinkOpenRequest struct {
 	// The host's budget of decompressed bytes in flight; the plugin sizes its
 	// buffers from it.
 	InFlightBytes int64 `protobuf:"varint,3,opt,name=in_flight_bytes,json=inFlightBytes,proto3" json:"in_flight_bytes,omitempty"`
+	// W3C trace context of the run, as for a source.
+	Traceparent   string `protobuf:"bytes,4,opt,name=traceparent,proto3" json:"traceparent,omitempty"`
+	Tracestate    string `protobuf:"bytes,5,opt,name=tracestate,proto3" json:"tracestate,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SinkOpenRequest) Reset() {
 	*x = SinkOpenRequest{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[26]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1934,7 +2052,7 @@ func (x *SinkOpenRequest) String() string {
 func (*SinkOpenRequest) ProtoMessage() {}
 
 func (x *SinkOpenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[26]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1947,7 +2065,7 @@ func (x *SinkOpenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SinkOpenRequest.ProtoReflect.Descriptor instead.
 func (*SinkOpenRequest) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{26}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SinkOpenRequest) GetMetricsIntervalMs() int64 {
@@ -1971,6 +2089,20 @@ func (x *SinkOpenRequest) GetInFlightBytes() int64 {
 	return 0
 }
 
+func (x *SinkOpenRequest) GetTraceparent() string {
+	if x != nil {
+		return x.Traceparent
+	}
+	return ""
+}
+
+func (x *SinkOpenRequest) GetTracestate() string {
+	if x != nil {
+		return x.Tracestate
+	}
+	return ""
+}
+
 type SinkOpenResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// True when the sink itself records what it holds durably (a backup store);
@@ -1987,7 +2119,7 @@ type SinkOpenResponse struct {
 
 func (x *SinkOpenResponse) Reset() {
 	*x = SinkOpenResponse{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[27]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1999,7 +2131,7 @@ func (x *SinkOpenResponse) String() string {
 func (*SinkOpenResponse) ProtoMessage() {}
 
 func (x *SinkOpenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[27]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2012,7 +2144,7 @@ func (x *SinkOpenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SinkOpenResponse.ProtoReflect.Descriptor instead.
 func (*SinkOpenResponse) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{27}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SinkOpenResponse) GetTracksPositions() bool {
@@ -2053,7 +2185,7 @@ type SinkRequest struct {
 
 func (x *SinkRequest) Reset() {
 	*x = SinkRequest{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[28]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2065,7 +2197,7 @@ func (x *SinkRequest) String() string {
 func (*SinkRequest) ProtoMessage() {}
 
 func (x *SinkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[28]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2078,7 +2210,7 @@ func (x *SinkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SinkRequest.ProtoReflect.Descriptor instead.
 func (*SinkRequest) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{28}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *SinkRequest) GetMsg() isSinkRequest_Msg {
@@ -2133,7 +2265,7 @@ type BatchRefs struct {
 
 func (x *BatchRefs) Reset() {
 	*x = BatchRefs{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[29]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2145,7 +2277,7 @@ func (x *BatchRefs) String() string {
 func (*BatchRefs) ProtoMessage() {}
 
 func (x *BatchRefs) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[29]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2158,7 +2290,7 @@ func (x *BatchRefs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchRefs.ProtoReflect.Descriptor instead.
 func (*BatchRefs) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{29}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *BatchRefs) GetSeqs() []uint64 {
@@ -2176,6 +2308,7 @@ type SinkEvent struct {
 	//	*SinkEvent_Acked
 	//	*SinkEvent_Error
 	//	*SinkEvent_Metrics
+	//	*SinkEvent_Spans
 	Event         isSinkEvent_Event `protobuf_oneof:"event"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2183,7 +2316,7 @@ type SinkEvent struct {
 
 func (x *SinkEvent) Reset() {
 	*x = SinkEvent{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[30]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2195,7 +2328,7 @@ func (x *SinkEvent) String() string {
 func (*SinkEvent) ProtoMessage() {}
 
 func (x *SinkEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[30]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2208,7 +2341,7 @@ func (x *SinkEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SinkEvent.ProtoReflect.Descriptor instead.
 func (*SinkEvent) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{30}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *SinkEvent) GetEvent() isSinkEvent_Event {
@@ -2254,6 +2387,15 @@ func (x *SinkEvent) GetMetrics() *Metrics {
 	return nil
 }
 
+func (x *SinkEvent) GetSpans() *Spans {
+	if x != nil {
+		if x, ok := x.Event.(*SinkEvent_Spans); ok {
+			return x.Spans
+		}
+	}
+	return nil
+}
+
 type isSinkEvent_Event interface {
 	isSinkEvent_Event()
 }
@@ -2276,6 +2418,10 @@ type SinkEvent_Metrics struct {
 	Metrics *Metrics `protobuf:"bytes,4,opt,name=metrics,proto3,oneof"`
 }
 
+type SinkEvent_Spans struct {
+	Spans *Spans `protobuf:"bytes,5,opt,name=spans,proto3,oneof"`
+}
+
 func (*SinkEvent_Released) isSinkEvent_Event() {}
 
 func (*SinkEvent_Acked) isSinkEvent_Event() {}
@@ -2283,6 +2429,8 @@ func (*SinkEvent_Acked) isSinkEvent_Event() {}
 func (*SinkEvent_Error) isSinkEvent_Event() {}
 
 func (*SinkEvent_Metrics) isSinkEvent_Event() {}
+
+func (*SinkEvent_Spans) isSinkEvent_Event() {}
 
 // The Storage service lets the host read backups through the storage plugin
 // that holds them, never behind its back. It is read-only.
@@ -2296,7 +2444,7 @@ type ListBackupsRequest struct {
 
 func (x *ListBackupsRequest) Reset() {
 	*x = ListBackupsRequest{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[31]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2308,7 +2456,7 @@ func (x *ListBackupsRequest) String() string {
 func (*ListBackupsRequest) ProtoMessage() {}
 
 func (x *ListBackupsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[31]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2321,7 +2469,7 @@ func (x *ListBackupsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBackupsRequest.ProtoReflect.Descriptor instead.
 func (*ListBackupsRequest) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{31}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ListBackupsRequest) GetPageSize() int32 {
@@ -2349,7 +2497,7 @@ type BackupSummary struct {
 
 func (x *BackupSummary) Reset() {
 	*x = BackupSummary{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[32]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2361,7 +2509,7 @@ func (x *BackupSummary) String() string {
 func (*BackupSummary) ProtoMessage() {}
 
 func (x *BackupSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[32]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2374,7 +2522,7 @@ func (x *BackupSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupSummary.ProtoReflect.Descriptor instead.
 func (*BackupSummary) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{32}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *BackupSummary) GetBackupId() string {
@@ -2402,7 +2550,7 @@ type ListBackupsResponse struct {
 
 func (x *ListBackupsResponse) Reset() {
 	*x = ListBackupsResponse{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[33]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2414,7 +2562,7 @@ func (x *ListBackupsResponse) String() string {
 func (*ListBackupsResponse) ProtoMessage() {}
 
 func (x *ListBackupsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[33]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2427,7 +2575,7 @@ func (x *ListBackupsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBackupsResponse.ProtoReflect.Descriptor instead.
 func (*ListBackupsResponse) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{33}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ListBackupsResponse) GetBackups() []*BackupSummary {
@@ -2453,7 +2601,7 @@ type ReadMetadataRequest struct {
 
 func (x *ReadMetadataRequest) Reset() {
 	*x = ReadMetadataRequest{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[34]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2465,7 +2613,7 @@ func (x *ReadMetadataRequest) String() string {
 func (*ReadMetadataRequest) ProtoMessage() {}
 
 func (x *ReadMetadataRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[34]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2478,7 +2626,7 @@ func (x *ReadMetadataRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadMetadataRequest.ProtoReflect.Descriptor instead.
 func (*ReadMetadataRequest) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{34}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ReadMetadataRequest) GetBackupId() string {
@@ -2498,7 +2646,7 @@ type ReadMetadataResponse struct {
 
 func (x *ReadMetadataResponse) Reset() {
 	*x = ReadMetadataResponse{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[35]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2510,7 +2658,7 @@ func (x *ReadMetadataResponse) String() string {
 func (*ReadMetadataResponse) ProtoMessage() {}
 
 func (x *ReadMetadataResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[35]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2523,7 +2671,7 @@ func (x *ReadMetadataResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadMetadataResponse.ProtoReflect.Descriptor instead.
 func (*ReadMetadataResponse) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{35}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ReadMetadataResponse) GetInfoJson() []byte {
@@ -2549,7 +2697,7 @@ type ListPartitionsRequest struct {
 
 func (x *ListPartitionsRequest) Reset() {
 	*x = ListPartitionsRequest{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[36]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2561,7 +2709,7 @@ func (x *ListPartitionsRequest) String() string {
 func (*ListPartitionsRequest) ProtoMessage() {}
 
 func (x *ListPartitionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[36]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2574,7 +2722,7 @@ func (x *ListPartitionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPartitionsRequest.ProtoReflect.Descriptor instead.
 func (*ListPartitionsRequest) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{36}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ListPartitionsRequest) GetBackupId() string {
@@ -2594,7 +2742,7 @@ type PartitionRef struct {
 
 func (x *PartitionRef) Reset() {
 	*x = PartitionRef{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[37]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2606,7 +2754,7 @@ func (x *PartitionRef) String() string {
 func (*PartitionRef) ProtoMessage() {}
 
 func (x *PartitionRef) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[37]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2619,7 +2767,7 @@ func (x *PartitionRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionRef.ProtoReflect.Descriptor instead.
 func (*PartitionRef) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{37}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *PartitionRef) GetTopic() string {
@@ -2645,7 +2793,7 @@ type ListPartitionsResponse struct {
 
 func (x *ListPartitionsResponse) Reset() {
 	*x = ListPartitionsResponse{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[38]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2657,7 +2805,7 @@ func (x *ListPartitionsResponse) String() string {
 func (*ListPartitionsResponse) ProtoMessage() {}
 
 func (x *ListPartitionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[38]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2670,7 +2818,7 @@ func (x *ListPartitionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPartitionsResponse.ProtoReflect.Descriptor instead.
 func (*ListPartitionsResponse) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{38}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ListPartitionsResponse) GetPartitions() []*PartitionRef {
@@ -2691,7 +2839,7 @@ type ReadManifestRequest struct {
 
 func (x *ReadManifestRequest) Reset() {
 	*x = ReadManifestRequest{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[39]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2703,7 +2851,7 @@ func (x *ReadManifestRequest) String() string {
 func (*ReadManifestRequest) ProtoMessage() {}
 
 func (x *ReadManifestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[39]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2716,7 +2864,7 @@ func (x *ReadManifestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadManifestRequest.ProtoReflect.Descriptor instead.
 func (*ReadManifestRequest) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{39}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ReadManifestRequest) GetBackupId() string {
@@ -2750,7 +2898,7 @@ type ReadManifestResponse struct {
 
 func (x *ReadManifestResponse) Reset() {
 	*x = ReadManifestResponse{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[40]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2762,7 +2910,7 @@ func (x *ReadManifestResponse) String() string {
 func (*ReadManifestResponse) ProtoMessage() {}
 
 func (x *ReadManifestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[40]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2775,7 +2923,7 @@ func (x *ReadManifestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadManifestResponse.ProtoReflect.Descriptor instead.
 func (*ReadManifestResponse) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{40}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ReadManifestResponse) GetEntriesJson() [][]byte {
@@ -2800,7 +2948,7 @@ type ReadRangeRequest struct {
 
 func (x *ReadRangeRequest) Reset() {
 	*x = ReadRangeRequest{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[41]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2812,7 +2960,7 @@ func (x *ReadRangeRequest) String() string {
 func (*ReadRangeRequest) ProtoMessage() {}
 
 func (x *ReadRangeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[41]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2825,7 +2973,7 @@ func (x *ReadRangeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRangeRequest.ProtoReflect.Descriptor instead.
 func (*ReadRangeRequest) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{41}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ReadRangeRequest) GetBackupId() string {
@@ -2865,7 +3013,7 @@ type ReadRangeResponse struct {
 
 func (x *ReadRangeResponse) Reset() {
 	*x = ReadRangeResponse{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[42]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2877,7 +3025,7 @@ func (x *ReadRangeResponse) String() string {
 func (*ReadRangeResponse) ProtoMessage() {}
 
 func (x *ReadRangeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[42]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2890,7 +3038,7 @@ func (x *ReadRangeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRangeResponse.ProtoReflect.Descriptor instead.
 func (*ReadRangeResponse) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{42}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ReadRangeResponse) GetData() []byte {
@@ -2995,36 +3143,48 @@ const file_kpipe_v2_plugin_proto_rawDesc = "" +
 	"\bcounters\x18\x01 \x03(\v2\x1f.kpipe.v2.Metrics.CountersEntryR\bcounters\x1a;\n" +
 	"\rCountersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"8\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"(\n" +
+	"\x05Spans\x12\x1f\n" +
+	"\vtraces_data\x18\x01 \x01(\fR\n" +
+	"tracesData\"8\n" +
 	"\x06Credit\x12\x18\n" +
 	"\abatches\x18\x01 \x01(\x03R\abatches\x12\x14\n" +
-	"\x05bytes\x18\x02 \x01(\x03R\x05bytes\"\xd1\x01\n" +
+	"\x05bytes\x18\x02 \x01(\x03R\x05bytes\"\x93\x02\n" +
 	"\x11SourceOpenRequest\x12*\n" +
 	"\x06resume\x18\x01 \x03(\v2\x12.kpipe.v2.PositionR\x06resume\x12\x14\n" +
 	"\x05codec\x18\x02 \x01(\tR\x05codec\x12&\n" +
 	"\x0fin_flight_bytes\x18\x03 \x01(\x03R\rinFlightBytes\x12.\n" +
 	"\x13metrics_interval_ms\x18\x04 \x01(\x03R\x11metricsIntervalMs\x12\"\n" +
-	"\rout_peer_cert\x18\x05 \x01(\fR\voutPeerCert\"\x14\n" +
+	"\rout_peer_cert\x18\x05 \x01(\fR\voutPeerCert\x12 \n" +
+	"\vtraceparent\x18\x06 \x01(\tR\vtraceparent\x12\x1e\n" +
+	"\n" +
+	"tracestate\x18\a \x01(\tR\n" +
+	"tracestate\"\x14\n" +
 	"\x12SourceOpenResponse\"r\n" +
 	"\rSourceRequest\x12*\n" +
 	"\x06credit\x18\x01 \x01(\v2\x10.kpipe.v2.CreditH\x00R\x06credit\x12.\n" +
 	"\x05acked\x18\x02 \x01(\v2\x16.kpipe.v2.PositionListH\x00R\x05ackedB\x05\n" +
 	"\x03msg\"\x05\n" +
-	"\x03End\"\xf8\x01\n" +
+	"\x03End\"\xa1\x02\n" +
 	"\vSourceEvent\x12*\n" +
 	"\x05batch\x18\x01 \x01(\v2\x12.kpipe.v2.EnvelopeH\x00R\x05batch\x120\n" +
 	"\bmetadata\x18\x02 \x01(\v2\x12.kpipe.v2.MetadataH\x00R\bmetadata\x120\n" +
 	"\x05error\x18\x03 \x01(\v2\x18.kpipe.v2.PartitionErrorH\x00R\x05error\x12-\n" +
 	"\ametrics\x18\x04 \x01(\v2\x11.kpipe.v2.MetricsH\x00R\ametrics\x12!\n" +
-	"\x03end\x18\x05 \x01(\v2\r.kpipe.v2.EndH\x00R\x03endB\a\n" +
-	"\x05event\"\xca\x01\n" +
+	"\x03end\x18\x05 \x01(\v2\r.kpipe.v2.EndH\x00R\x03end\x12'\n" +
+	"\x05spans\x18\x06 \x01(\v2\x0f.kpipe.v2.SpansH\x00R\x05spansB\a\n" +
+	"\x05event\"\x8c\x02\n" +
 	"\x14TransformOpenRequest\x12\x14\n" +
 	"\x05codec\x18\x01 \x01(\tR\x05codec\x12.\n" +
 	"\x13metrics_interval_ms\x18\x02 \x01(\x03R\x11metricsIntervalMs\x12 \n" +
 	"\fin_peer_cert\x18\x03 \x01(\fR\n" +
 	"inPeerCert\x12\"\n" +
 	"\rout_peer_cert\x18\x04 \x01(\fR\voutPeerCert\x12&\n" +
-	"\x0fin_flight_bytes\x18\x05 \x01(\x03R\rinFlightBytes\"\x17\n" +
+	"\x0fin_flight_bytes\x18\x05 \x01(\x03R\rinFlightBytes\x12 \n" +
+	"\vtraceparent\x18\x06 \x01(\tR\vtraceparent\x12\x1e\n" +
+	"\n" +
+	"tracestate\x18\a \x01(\tR\n" +
+	"tracestate\"\x17\n" +
 	"\x15TransformOpenResponse\"w\n" +
 	"\x10TransformRequest\x12*\n" +
 	"\x05batch\x18\x01 \x01(\v2\x12.kpipe.v2.EnvelopeH\x00R\x05batch\x120\n" +
@@ -3033,18 +3193,23 @@ const file_kpipe_v2_plugin_proto_rawDesc = "" +
 	"\x0fTransformResult\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x12\n" +
 	"\x04part\x18\x02 \x01(\rR\x04part\x12,\n" +
-	"\aoutputs\x18\x03 \x03(\v2\x12.kpipe.v2.EnvelopeR\aoutputs\"\xe1\x01\n" +
+	"\aoutputs\x18\x03 \x03(\v2\x12.kpipe.v2.EnvelopeR\aoutputs\"\x8a\x02\n" +
 	"\x0eTransformEvent\x123\n" +
 	"\x06result\x18\x01 \x01(\v2\x19.kpipe.v2.TransformResultH\x00R\x06result\x120\n" +
 	"\bmetadata\x18\x02 \x01(\v2\x12.kpipe.v2.MetadataH\x00R\bmetadata\x120\n" +
 	"\x05error\x18\x03 \x01(\v2\x18.kpipe.v2.PartitionErrorH\x00R\x05error\x12-\n" +
-	"\ametrics\x18\x04 \x01(\v2\x11.kpipe.v2.MetricsH\x00R\ametricsB\a\n" +
-	"\x05event\"\x8b\x01\n" +
+	"\ametrics\x18\x04 \x01(\v2\x11.kpipe.v2.MetricsH\x00R\ametrics\x12'\n" +
+	"\x05spans\x18\x05 \x01(\v2\x0f.kpipe.v2.SpansH\x00R\x05spansB\a\n" +
+	"\x05event\"\xcd\x01\n" +
 	"\x0fSinkOpenRequest\x12.\n" +
 	"\x13metrics_interval_ms\x18\x01 \x01(\x03R\x11metricsIntervalMs\x12 \n" +
 	"\fin_peer_cert\x18\x02 \x01(\fR\n" +
 	"inPeerCert\x12&\n" +
-	"\x0fin_flight_bytes\x18\x03 \x01(\x03R\rinFlightBytes\"\x7f\n" +
+	"\x0fin_flight_bytes\x18\x03 \x01(\x03R\rinFlightBytes\x12 \n" +
+	"\vtraceparent\x18\x04 \x01(\tR\vtraceparent\x12\x1e\n" +
+	"\n" +
+	"tracestate\x18\x05 \x01(\tR\n" +
+	"tracestate\"\x7f\n" +
 	"\x10SinkOpenResponse\x12)\n" +
 	"\x10tracks_positions\x18\x01 \x01(\bR\x0ftracksPositions\x12*\n" +
 	"\x06resume\x18\x02 \x03(\v2\x12.kpipe.v2.PositionR\x06resume\x12\x14\n" +
@@ -3054,12 +3219,13 @@ const file_kpipe_v2_plugin_proto_rawDesc = "" +
 	"\bmetadata\x18\x02 \x01(\v2\x12.kpipe.v2.MetadataH\x00R\bmetadataB\x05\n" +
 	"\x03msg\"\x1f\n" +
 	"\tBatchRefs\x12\x12\n" +
-	"\x04seqs\x18\x01 \x03(\x04R\x04seqs\"\xd5\x01\n" +
+	"\x04seqs\x18\x01 \x03(\x04R\x04seqs\"\xfe\x01\n" +
 	"\tSinkEvent\x121\n" +
 	"\breleased\x18\x01 \x01(\v2\x13.kpipe.v2.BatchRefsH\x00R\breleased\x12+\n" +
 	"\x05acked\x18\x02 \x01(\v2\x13.kpipe.v2.BatchRefsH\x00R\x05acked\x120\n" +
 	"\x05error\x18\x03 \x01(\v2\x18.kpipe.v2.PartitionErrorH\x00R\x05error\x12-\n" +
-	"\ametrics\x18\x04 \x01(\v2\x11.kpipe.v2.MetricsH\x00R\ametricsB\a\n" +
+	"\ametrics\x18\x04 \x01(\v2\x11.kpipe.v2.MetricsH\x00R\ametrics\x12'\n" +
+	"\x05spans\x18\x05 \x01(\v2\x0f.kpipe.v2.SpansH\x00R\x05spansB\a\n" +
 	"\x05event\"P\n" +
 	"\x12ListBackupsRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
@@ -3136,7 +3302,7 @@ func file_kpipe_v2_plugin_proto_rawDescGZIP() []byte {
 }
 
 var file_kpipe_v2_plugin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_kpipe_v2_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
+var file_kpipe_v2_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
 var file_kpipe_v2_plugin_proto_goTypes = []any{
 	(Kind)(0),                      // 0: kpipe.v2.Kind
 	(*Param)(nil),                  // 1: kpipe.v2.Param
@@ -3154,106 +3320,110 @@ var file_kpipe_v2_plugin_proto_goTypes = []any{
 	(*Metadata)(nil),               // 13: kpipe.v2.Metadata
 	(*PartitionError)(nil),         // 14: kpipe.v2.PartitionError
 	(*Metrics)(nil),                // 15: kpipe.v2.Metrics
-	(*Credit)(nil),                 // 16: kpipe.v2.Credit
-	(*SourceOpenRequest)(nil),      // 17: kpipe.v2.SourceOpenRequest
-	(*SourceOpenResponse)(nil),     // 18: kpipe.v2.SourceOpenResponse
-	(*SourceRequest)(nil),          // 19: kpipe.v2.SourceRequest
-	(*End)(nil),                    // 20: kpipe.v2.End
-	(*SourceEvent)(nil),            // 21: kpipe.v2.SourceEvent
-	(*TransformOpenRequest)(nil),   // 22: kpipe.v2.TransformOpenRequest
-	(*TransformOpenResponse)(nil),  // 23: kpipe.v2.TransformOpenResponse
-	(*TransformRequest)(nil),       // 24: kpipe.v2.TransformRequest
-	(*TransformResult)(nil),        // 25: kpipe.v2.TransformResult
-	(*TransformEvent)(nil),         // 26: kpipe.v2.TransformEvent
-	(*SinkOpenRequest)(nil),        // 27: kpipe.v2.SinkOpenRequest
-	(*SinkOpenResponse)(nil),       // 28: kpipe.v2.SinkOpenResponse
-	(*SinkRequest)(nil),            // 29: kpipe.v2.SinkRequest
-	(*BatchRefs)(nil),              // 30: kpipe.v2.BatchRefs
-	(*SinkEvent)(nil),              // 31: kpipe.v2.SinkEvent
-	(*ListBackupsRequest)(nil),     // 32: kpipe.v2.ListBackupsRequest
-	(*BackupSummary)(nil),          // 33: kpipe.v2.BackupSummary
-	(*ListBackupsResponse)(nil),    // 34: kpipe.v2.ListBackupsResponse
-	(*ReadMetadataRequest)(nil),    // 35: kpipe.v2.ReadMetadataRequest
-	(*ReadMetadataResponse)(nil),   // 36: kpipe.v2.ReadMetadataResponse
-	(*ListPartitionsRequest)(nil),  // 37: kpipe.v2.ListPartitionsRequest
-	(*PartitionRef)(nil),           // 38: kpipe.v2.PartitionRef
-	(*ListPartitionsResponse)(nil), // 39: kpipe.v2.ListPartitionsResponse
-	(*ReadManifestRequest)(nil),    // 40: kpipe.v2.ReadManifestRequest
-	(*ReadManifestResponse)(nil),   // 41: kpipe.v2.ReadManifestResponse
-	(*ReadRangeRequest)(nil),       // 42: kpipe.v2.ReadRangeRequest
-	(*ReadRangeResponse)(nil),      // 43: kpipe.v2.ReadRangeResponse
-	nil,                            // 44: kpipe.v2.TeardownResponse.MetricsEntry
-	nil,                            // 45: kpipe.v2.TopicMetadata.ConfigsEntry
-	nil,                            // 46: kpipe.v2.Metrics.CountersEntry
+	(*Spans)(nil),                  // 16: kpipe.v2.Spans
+	(*Credit)(nil),                 // 17: kpipe.v2.Credit
+	(*SourceOpenRequest)(nil),      // 18: kpipe.v2.SourceOpenRequest
+	(*SourceOpenResponse)(nil),     // 19: kpipe.v2.SourceOpenResponse
+	(*SourceRequest)(nil),          // 20: kpipe.v2.SourceRequest
+	(*End)(nil),                    // 21: kpipe.v2.End
+	(*SourceEvent)(nil),            // 22: kpipe.v2.SourceEvent
+	(*TransformOpenRequest)(nil),   // 23: kpipe.v2.TransformOpenRequest
+	(*TransformOpenResponse)(nil),  // 24: kpipe.v2.TransformOpenResponse
+	(*TransformRequest)(nil),       // 25: kpipe.v2.TransformRequest
+	(*TransformResult)(nil),        // 26: kpipe.v2.TransformResult
+	(*TransformEvent)(nil),         // 27: kpipe.v2.TransformEvent
+	(*SinkOpenRequest)(nil),        // 28: kpipe.v2.SinkOpenRequest
+	(*SinkOpenResponse)(nil),       // 29: kpipe.v2.SinkOpenResponse
+	(*SinkRequest)(nil),            // 30: kpipe.v2.SinkRequest
+	(*BatchRefs)(nil),              // 31: kpipe.v2.BatchRefs
+	(*SinkEvent)(nil),              // 32: kpipe.v2.SinkEvent
+	(*ListBackupsRequest)(nil),     // 33: kpipe.v2.ListBackupsRequest
+	(*BackupSummary)(nil),          // 34: kpipe.v2.BackupSummary
+	(*ListBackupsResponse)(nil),    // 35: kpipe.v2.ListBackupsResponse
+	(*ReadMetadataRequest)(nil),    // 36: kpipe.v2.ReadMetadataRequest
+	(*ReadMetadataResponse)(nil),   // 37: kpipe.v2.ReadMetadataResponse
+	(*ListPartitionsRequest)(nil),  // 38: kpipe.v2.ListPartitionsRequest
+	(*PartitionRef)(nil),           // 39: kpipe.v2.PartitionRef
+	(*ListPartitionsResponse)(nil), // 40: kpipe.v2.ListPartitionsResponse
+	(*ReadManifestRequest)(nil),    // 41: kpipe.v2.ReadManifestRequest
+	(*ReadManifestResponse)(nil),   // 42: kpipe.v2.ReadManifestResponse
+	(*ReadRangeRequest)(nil),       // 43: kpipe.v2.ReadRangeRequest
+	(*ReadRangeResponse)(nil),      // 44: kpipe.v2.ReadRangeResponse
+	nil,                            // 45: kpipe.v2.TeardownResponse.MetricsEntry
+	nil,                            // 46: kpipe.v2.TopicMetadata.ConfigsEntry
+	nil,                            // 47: kpipe.v2.Metrics.CountersEntry
 }
 var file_kpipe_v2_plugin_proto_depIdxs = []int32{
 	0,  // 0: kpipe.v2.SpecResponse.kind:type_name -> kpipe.v2.Kind
 	1,  // 1: kpipe.v2.SpecResponse.params:type_name -> kpipe.v2.Param
 	0,  // 2: kpipe.v2.SpecResponse.kinds:type_name -> kpipe.v2.Kind
 	5,  // 3: kpipe.v2.ConfigureResponse.errors:type_name -> kpipe.v2.ParamError
-	44, // 4: kpipe.v2.TeardownResponse.metrics:type_name -> kpipe.v2.TeardownResponse.MetricsEntry
+	45, // 4: kpipe.v2.TeardownResponse.metrics:type_name -> kpipe.v2.TeardownResponse.MetricsEntry
 	10, // 5: kpipe.v2.PositionList.positions:type_name -> kpipe.v2.Position
-	45, // 6: kpipe.v2.TopicMetadata.configs:type_name -> kpipe.v2.TopicMetadata.ConfigsEntry
+	46, // 6: kpipe.v2.TopicMetadata.configs:type_name -> kpipe.v2.TopicMetadata.ConfigsEntry
 	12, // 7: kpipe.v2.Metadata.topics:type_name -> kpipe.v2.TopicMetadata
-	46, // 8: kpipe.v2.Metrics.counters:type_name -> kpipe.v2.Metrics.CountersEntry
+	47, // 8: kpipe.v2.Metrics.counters:type_name -> kpipe.v2.Metrics.CountersEntry
 	10, // 9: kpipe.v2.SourceOpenRequest.resume:type_name -> kpipe.v2.Position
-	16, // 10: kpipe.v2.SourceRequest.credit:type_name -> kpipe.v2.Credit
+	17, // 10: kpipe.v2.SourceRequest.credit:type_name -> kpipe.v2.Credit
 	11, // 11: kpipe.v2.SourceRequest.acked:type_name -> kpipe.v2.PositionList
 	9,  // 12: kpipe.v2.SourceEvent.batch:type_name -> kpipe.v2.Envelope
 	13, // 13: kpipe.v2.SourceEvent.metadata:type_name -> kpipe.v2.Metadata
 	14, // 14: kpipe.v2.SourceEvent.error:type_name -> kpipe.v2.PartitionError
 	15, // 15: kpipe.v2.SourceEvent.metrics:type_name -> kpipe.v2.Metrics
-	20, // 16: kpipe.v2.SourceEvent.end:type_name -> kpipe.v2.End
-	9,  // 17: kpipe.v2.TransformRequest.batch:type_name -> kpipe.v2.Envelope
-	13, // 18: kpipe.v2.TransformRequest.metadata:type_name -> kpipe.v2.Metadata
-	9,  // 19: kpipe.v2.TransformResult.outputs:type_name -> kpipe.v2.Envelope
-	25, // 20: kpipe.v2.TransformEvent.result:type_name -> kpipe.v2.TransformResult
-	13, // 21: kpipe.v2.TransformEvent.metadata:type_name -> kpipe.v2.Metadata
-	14, // 22: kpipe.v2.TransformEvent.error:type_name -> kpipe.v2.PartitionError
-	15, // 23: kpipe.v2.TransformEvent.metrics:type_name -> kpipe.v2.Metrics
-	10, // 24: kpipe.v2.SinkOpenResponse.resume:type_name -> kpipe.v2.Position
-	9,  // 25: kpipe.v2.SinkRequest.batch:type_name -> kpipe.v2.Envelope
-	13, // 26: kpipe.v2.SinkRequest.metadata:type_name -> kpipe.v2.Metadata
-	30, // 27: kpipe.v2.SinkEvent.released:type_name -> kpipe.v2.BatchRefs
-	30, // 28: kpipe.v2.SinkEvent.acked:type_name -> kpipe.v2.BatchRefs
-	14, // 29: kpipe.v2.SinkEvent.error:type_name -> kpipe.v2.PartitionError
-	15, // 30: kpipe.v2.SinkEvent.metrics:type_name -> kpipe.v2.Metrics
-	33, // 31: kpipe.v2.ListBackupsResponse.backups:type_name -> kpipe.v2.BackupSummary
-	13, // 32: kpipe.v2.ReadMetadataResponse.metadata:type_name -> kpipe.v2.Metadata
-	38, // 33: kpipe.v2.ListPartitionsResponse.partitions:type_name -> kpipe.v2.PartitionRef
-	2,  // 34: kpipe.v2.Plugin.Spec:input_type -> kpipe.v2.SpecRequest
-	4,  // 35: kpipe.v2.Plugin.Configure:input_type -> kpipe.v2.ConfigureRequest
-	7,  // 36: kpipe.v2.Plugin.Teardown:input_type -> kpipe.v2.TeardownRequest
-	17, // 37: kpipe.v2.Source.Open:input_type -> kpipe.v2.SourceOpenRequest
-	19, // 38: kpipe.v2.Source.Run:input_type -> kpipe.v2.SourceRequest
-	22, // 39: kpipe.v2.Transform.Open:input_type -> kpipe.v2.TransformOpenRequest
-	24, // 40: kpipe.v2.Transform.Run:input_type -> kpipe.v2.TransformRequest
-	27, // 41: kpipe.v2.Sink.Open:input_type -> kpipe.v2.SinkOpenRequest
-	29, // 42: kpipe.v2.Sink.Run:input_type -> kpipe.v2.SinkRequest
-	32, // 43: kpipe.v2.Storage.ListBackups:input_type -> kpipe.v2.ListBackupsRequest
-	35, // 44: kpipe.v2.Storage.ReadMetadata:input_type -> kpipe.v2.ReadMetadataRequest
-	37, // 45: kpipe.v2.Storage.ListPartitions:input_type -> kpipe.v2.ListPartitionsRequest
-	40, // 46: kpipe.v2.Storage.ReadManifest:input_type -> kpipe.v2.ReadManifestRequest
-	42, // 47: kpipe.v2.Storage.ReadRange:input_type -> kpipe.v2.ReadRangeRequest
-	3,  // 48: kpipe.v2.Plugin.Spec:output_type -> kpipe.v2.SpecResponse
-	6,  // 49: kpipe.v2.Plugin.Configure:output_type -> kpipe.v2.ConfigureResponse
-	8,  // 50: kpipe.v2.Plugin.Teardown:output_type -> kpipe.v2.TeardownResponse
-	18, // 51: kpipe.v2.Source.Open:output_type -> kpipe.v2.SourceOpenResponse
-	21, // 52: kpipe.v2.Source.Run:output_type -> kpipe.v2.SourceEvent
-	23, // 53: kpipe.v2.Transform.Open:output_type -> kpipe.v2.TransformOpenResponse
-	26, // 54: kpipe.v2.Transform.Run:output_type -> kpipe.v2.TransformEvent
-	28, // 55: kpipe.v2.Sink.Open:output_type -> kpipe.v2.SinkOpenResponse
-	31, // 56: kpipe.v2.Sink.Run:output_type -> kpipe.v2.SinkEvent
-	34, // 57: kpipe.v2.Storage.ListBackups:output_type -> kpipe.v2.ListBackupsResponse
-	36, // 58: kpipe.v2.Storage.ReadMetadata:output_type -> kpipe.v2.ReadMetadataResponse
-	39, // 59: kpipe.v2.Storage.ListPartitions:output_type -> kpipe.v2.ListPartitionsResponse
-	41, // 60: kpipe.v2.Storage.ReadManifest:output_type -> kpipe.v2.ReadManifestResponse
-	43, // 61: kpipe.v2.Storage.ReadRange:output_type -> kpipe.v2.ReadRangeResponse
-	48, // [48:62] is the sub-list for method output_type
-	34, // [34:48] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	21, // 16: kpipe.v2.SourceEvent.end:type_name -> kpipe.v2.End
+	16, // 17: kpipe.v2.SourceEvent.spans:type_name -> kpipe.v2.Spans
+	9,  // 18: kpipe.v2.TransformRequest.batch:type_name -> kpipe.v2.Envelope
+	13, // 19: kpipe.v2.TransformRequest.metadata:type_name -> kpipe.v2.Metadata
+	9,  // 20: kpipe.v2.TransformResult.outputs:type_name -> kpipe.v2.Envelope
+	26, // 21: kpipe.v2.TransformEvent.result:type_name -> kpipe.v2.TransformResult
+	13, // 22: kpipe.v2.TransformEvent.metadata:type_name -> kpipe.v2.Metadata
+	14, // 23: kpipe.v2.TransformEvent.error:type_name -> kpipe.v2.PartitionError
+	15, // 24: kpipe.v2.TransformEvent.metrics:type_name -> kpipe.v2.Metrics
+	16, // 25: kpipe.v2.TransformEvent.spans:type_name -> kpipe.v2.Spans
+	10, // 26: kpipe.v2.SinkOpenResponse.resume:type_name -> kpipe.v2.Position
+	9,  // 27: kpipe.v2.SinkRequest.batch:type_name -> kpipe.v2.Envelope
+	13, // 28: kpipe.v2.SinkRequest.metadata:type_name -> kpipe.v2.Metadata
+	31, // 29: kpipe.v2.SinkEvent.released:type_name -> kpipe.v2.BatchRefs
+	31, // 30: kpipe.v2.SinkEvent.acked:type_name -> kpipe.v2.BatchRefs
+	14, // 31: kpipe.v2.SinkEvent.error:type_name -> kpipe.v2.PartitionError
+	15, // 32: kpipe.v2.SinkEvent.metrics:type_name -> kpipe.v2.Metrics
+	16, // 33: kpipe.v2.SinkEvent.spans:type_name -> kpipe.v2.Spans
+	34, // 34: kpipe.v2.ListBackupsResponse.backups:type_name -> kpipe.v2.BackupSummary
+	13, // 35: kpipe.v2.ReadMetadataResponse.metadata:type_name -> kpipe.v2.Metadata
+	39, // 36: kpipe.v2.ListPartitionsResponse.partitions:type_name -> kpipe.v2.PartitionRef
+	2,  // 37: kpipe.v2.Plugin.Spec:input_type -> kpipe.v2.SpecRequest
+	4,  // 38: kpipe.v2.Plugin.Configure:input_type -> kpipe.v2.ConfigureRequest
+	7,  // 39: kpipe.v2.Plugin.Teardown:input_type -> kpipe.v2.TeardownRequest
+	18, // 40: kpipe.v2.Source.Open:input_type -> kpipe.v2.SourceOpenRequest
+	20, // 41: kpipe.v2.Source.Run:input_type -> kpipe.v2.SourceRequest
+	23, // 42: kpipe.v2.Transform.Open:input_type -> kpipe.v2.TransformOpenRequest
+	25, // 43: kpipe.v2.Transform.Run:input_type -> kpipe.v2.TransformRequest
+	28, // 44: kpipe.v2.Sink.Open:input_type -> kpipe.v2.SinkOpenRequest
+	30, // 45: kpipe.v2.Sink.Run:input_type -> kpipe.v2.SinkRequest
+	33, // 46: kpipe.v2.Storage.ListBackups:input_type -> kpipe.v2.ListBackupsRequest
+	36, // 47: kpipe.v2.Storage.ReadMetadata:input_type -> kpipe.v2.ReadMetadataRequest
+	38, // 48: kpipe.v2.Storage.ListPartitions:input_type -> kpipe.v2.ListPartitionsRequest
+	41, // 49: kpipe.v2.Storage.ReadManifest:input_type -> kpipe.v2.ReadManifestRequest
+	43, // 50: kpipe.v2.Storage.ReadRange:input_type -> kpipe.v2.ReadRangeRequest
+	3,  // 51: kpipe.v2.Plugin.Spec:output_type -> kpipe.v2.SpecResponse
+	6,  // 52: kpipe.v2.Plugin.Configure:output_type -> kpipe.v2.ConfigureResponse
+	8,  // 53: kpipe.v2.Plugin.Teardown:output_type -> kpipe.v2.TeardownResponse
+	19, // 54: kpipe.v2.Source.Open:output_type -> kpipe.v2.SourceOpenResponse
+	22, // 55: kpipe.v2.Source.Run:output_type -> kpipe.v2.SourceEvent
+	24, // 56: kpipe.v2.Transform.Open:output_type -> kpipe.v2.TransformOpenResponse
+	27, // 57: kpipe.v2.Transform.Run:output_type -> kpipe.v2.TransformEvent
+	29, // 58: kpipe.v2.Sink.Open:output_type -> kpipe.v2.SinkOpenResponse
+	32, // 59: kpipe.v2.Sink.Run:output_type -> kpipe.v2.SinkEvent
+	35, // 60: kpipe.v2.Storage.ListBackups:output_type -> kpipe.v2.ListBackupsResponse
+	37, // 61: kpipe.v2.Storage.ReadMetadata:output_type -> kpipe.v2.ReadMetadataResponse
+	40, // 62: kpipe.v2.Storage.ListPartitions:output_type -> kpipe.v2.ListPartitionsResponse
+	42, // 63: kpipe.v2.Storage.ReadManifest:output_type -> kpipe.v2.ReadManifestResponse
+	44, // 64: kpipe.v2.Storage.ReadRange:output_type -> kpipe.v2.ReadRangeResponse
+	51, // [51:65] is the sub-list for method output_type
+	37, // [37:51] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_kpipe_v2_plugin_proto_init() }
@@ -3261,36 +3431,39 @@ func file_kpipe_v2_plugin_proto_init() {
 	if File_kpipe_v2_plugin_proto != nil {
 		return
 	}
-	file_kpipe_v2_plugin_proto_msgTypes[18].OneofWrappers = []any{
+	file_kpipe_v2_plugin_proto_msgTypes[19].OneofWrappers = []any{
 		(*SourceRequest_Credit)(nil),
 		(*SourceRequest_Acked)(nil),
 	}
-	file_kpipe_v2_plugin_proto_msgTypes[20].OneofWrappers = []any{
+	file_kpipe_v2_plugin_proto_msgTypes[21].OneofWrappers = []any{
 		(*SourceEvent_Batch)(nil),
 		(*SourceEvent_Metadata)(nil),
 		(*SourceEvent_Error)(nil),
 		(*SourceEvent_Metrics)(nil),
 		(*SourceEvent_End)(nil),
+		(*SourceEvent_Spans)(nil),
 	}
-	file_kpipe_v2_plugin_proto_msgTypes[23].OneofWrappers = []any{
+	file_kpipe_v2_plugin_proto_msgTypes[24].OneofWrappers = []any{
 		(*TransformRequest_Batch)(nil),
 		(*TransformRequest_Metadata)(nil),
 	}
-	file_kpipe_v2_plugin_proto_msgTypes[25].OneofWrappers = []any{
+	file_kpipe_v2_plugin_proto_msgTypes[26].OneofWrappers = []any{
 		(*TransformEvent_Result)(nil),
 		(*TransformEvent_Metadata)(nil),
 		(*TransformEvent_Error)(nil),
 		(*TransformEvent_Metrics)(nil),
+		(*TransformEvent_Spans)(nil),
 	}
-	file_kpipe_v2_plugin_proto_msgTypes[28].OneofWrappers = []any{
+	file_kpipe_v2_plugin_proto_msgTypes[29].OneofWrappers = []any{
 		(*SinkRequest_Batch)(nil),
 		(*SinkRequest_Metadata)(nil),
 	}
-	file_kpipe_v2_plugin_proto_msgTypes[30].OneofWrappers = []any{
+	file_kpipe_v2_plugin_proto_msgTypes[31].OneofWrappers = []any{
 		(*SinkEvent_Released)(nil),
 		(*SinkEvent_Acked)(nil),
 		(*SinkEvent_Error)(nil),
 		(*SinkEvent_Metrics)(nil),
+		(*SinkEvent_Spans)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -3298,7 +3471,7 @@ func file_kpipe_v2_plugin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kpipe_v2_plugin_proto_rawDesc), len(file_kpipe_v2_plugin_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   46,
+			NumMessages:   47,
 			NumExtensions: 0,
 			NumServices:   5,
 		},
