@@ -60,6 +60,8 @@ type Event struct {
 	Acked    []uint64
 	Error    *PartitionError
 	Metrics  map[string]int64
+	// PartitionMetrics come with Metrics, from plugins that have them.
+	PartitionMetrics []PartitionMetric
 	// Spans are spans the plugin ended, as OTLP TracesData (package spans).
 	Spans []byte
 	// End says the source has no more data.
@@ -340,7 +342,7 @@ func (r *SourceRunner) Run(ctx context.Context, ctl <-chan SourceControl, emit f
 		<-readCtx.Done()
 		cr.stop()
 	}()
-	report(ctx, r.open.MetricsInterval, em, r.src.Metrics, r.tr)
+	report(ctx, r.open.MetricsInterval, em, r.src, r.tr)
 
 	var seq uint64
 	rt := newRetrier(readCtx, r.src, em)
@@ -724,7 +726,7 @@ func (r *TransformRunner) Run(ctx context.Context, in <-chan Input, emit func(Ev
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	em := &emitter{emit: emit}
-	report(ctx, r.open.MetricsInterval, em, r.t.Metrics, r.tr)
+	report(ctx, r.open.MetricsInterval, em, r.t, r.tr)
 	defer r.tr.flush(em)
 	if et, ok := r.t.(EnvelopeTransform); ok {
 		return r.runEnvelopes(ctx, et, in, em)
@@ -1013,7 +1015,7 @@ func (r *SinkRunner) Run(ctx context.Context, in <-chan Input, emit func(Event) 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	em := &emitter{emit: emit}
-	report(ctx, r.open.MetricsInterval, em, r.sink.Metrics, r.tr)
+	report(ctx, r.open.MetricsInterval, em, r.sink, r.tr)
 	defer r.in.Close()
 	frames := newFrameQueue(ctx, r.in)
 	defer frames.drain()

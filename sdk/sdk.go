@@ -316,6 +316,21 @@ func (UnimplementedSource) Teardown(context.Context) error            { return n
 func (UnimplementedSource) mustEmbedUnimplementedSource()             {}
 func (UnimplementedSource) Open(context.Context, SourceOptions) error { return nil }
 
+// PartitionMetric is one figure of one topic-partition, such as a source's
+// lag.
+type PartitionMetric struct {
+	Topic     string
+	Partition int32
+	Name      string
+	Value     int64
+}
+
+// PartitionMetrics is implemented by plugins that report figures per
+// partition. The SDK sends them with Metrics, from any goroutine.
+type PartitionMetrics interface {
+	PartitionMetrics() []PartitionMetric
+}
+
 // PartitionSource is implemented by sources whose partitions can fail one
 // by one. Read returning a *PartitionError then concerns that partition
 // alone and the runner reads on: after a fatal error the source reads that

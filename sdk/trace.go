@@ -172,9 +172,25 @@ func (b *spanBuffer) take() ([]sdktrace.ReadOnlySpan, int) {
 func (b *spanBuffer) Shutdown(context.Context) error   { return nil }
 func (b *spanBuffer) ForceFlush(context.Context) error { return nil }
 
+// metered is what every kind of plugin has: Metrics.
+type metered interface{ Metrics() map[string]int64 }
+
+// metrics is a plugin's report: its counters and, if it has them, its
+// figures per partition.
+func metrics(p metered) Event {
+	ev := Event{Metrics: p.Metrics()}
+	if pm, ok := p.(PartitionMetrics); ok {
+		ev.PartitionMetrics = pm.PartitionMetrics()
+	}
+	if ev.Metrics == nil && ev.PartitionMetrics != nil {
+		ev.Metrics = map[string]int64{}
+	}
+	return ev
+}
+
 // report sends the plugin's metrics every interval, and its spans then and
 // whenever enough have ended, until ctx ends.
-func report(ctx context.Context, every time.Duration, em *emitter, metrics func() map[string]int64, tr *tracing) {
+func report(ctx context.Context, every time.Duration, em *emitter, plugin metered, tr *tracing) {
 	if every <= 0 && !tr.on() {
 		return
 	}
@@ -190,8 +206,8 @@ func report(ctx context.Context, every time.Duration, em *emitter, metrics func(
 			case <-ctx.Done():
 				return
 			case <-tick:
-				if m := metrics(); m != nil {
-					if em.send(Event{Metrics: m}) != nil {
+				if ev := metrics(plugin); ev.Metrics != nil {
+					if em.send(ev) != nil {
 						return
 					}
 				}

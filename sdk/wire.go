@@ -160,6 +160,9 @@ func EventToProto(ev Event) (src *pb.SourceEvent, tf *pb.TransformEvent, sink *p
 	var metrics *pb.Metrics
 	if ev.Metrics != nil {
 		metrics = &pb.Metrics{Counters: ev.Metrics}
+		for _, m := range ev.PartitionMetrics {
+			metrics.Partitions = append(metrics.Partitions, &pb.PartitionMetric{Topic: m.Topic, Partition: m.Partition, Name: m.Name, Value: m.Value})
+		}
 	}
 	var meta *pb.Metadata
 	if ev.Metadata != nil {
@@ -258,7 +261,11 @@ func commonEvent(meta *pb.Metadata, perr *pb.PartitionError, metrics *pb.Metrics
 		if m == nil {
 			m = map[string]int64{}
 		}
-		return Event{Metrics: m}
+		ev := Event{Metrics: m}
+		for _, p := range metrics.GetPartitions() {
+			ev.PartitionMetrics = append(ev.PartitionMetrics, PartitionMetric{Topic: p.GetTopic(), Partition: p.GetPartition(), Name: p.GetName(), Value: p.GetValue()})
+		}
+		return ev
 	}
 	return Event{}
 }

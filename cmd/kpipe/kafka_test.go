@@ -536,6 +536,7 @@ func TestMetricsDuringAContinuousBackup(t *testing.T) {
 	waitFor(150)
 	// Caught up: the kafka source reports no lag (its counters come every
 	// second).
+	// lag returns the source's lag_records: in all, and per partition.
 	lag := func() string {
 		resp, err := http.Get("http://" + metricsAddr + "/metrics")
 		if err != nil {
@@ -543,16 +544,23 @@ func TestMetricsDuringAContinuousBackup(t *testing.T) {
 		}
 		defer resp.Body.Close()
 		body, _ := io.ReadAll(resp.Body)
+		got := map[string]string{}
 		for _, line := range strings.Split(string(body), "\n") {
 			if v, ok := strings.CutPrefix(line, `kpipe_plugin_counter{name="lag_records",pipeline="backup",plugin="kafka",role="source"} `); ok {
-				return v
+				got["all"] = v
+			}
+			for _, p := range []string{"0", "1"} {
+				prefix := fmt.Sprintf(`kpipe_plugin_partition_counter{name="lag_records",partition="%s",pipeline="backup",plugin="kafka",role="source",topic="%s"} `, p, topic)
+				if v, ok := strings.CutPrefix(line, prefix); ok {
+					got[p] = v
+				}
 			}
 		}
-		return "missing"
+		return fmt.Sprintf("%s (%s and %s)", got["all"], got["0"], got["1"])
 	}
-	for deadline := time.Now().Add(10 * time.Second); lag() != "0"; time.Sleep(100 * time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); lag() != "0 (0 and 0)"; time.Sleep(100 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("the source's lag_records is %s after catching up, want 0", lag())
+			t.Fatalf("the source's lag_records is %s after catching up, want 0 (0 and 0 for partitions 0 and 1)", lag())
 		}
 	}
 	cmd.Process.Signal(syscall.SIGTERM)

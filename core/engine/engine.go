@@ -96,8 +96,9 @@ type Recorder interface {
 	// its failure for good.
 	Retried(pipeline, topic string, partition int32)
 	Failed(pipeline, topic string, partition int32)
-	// PluginCounters has the counters a plugin reported.
-	PluginCounters(pipeline, role, plugin string, counters map[string]int64)
+	// PluginCounters has the counters a plugin reported, and its figures
+	// per partition.
+	PluginCounters(pipeline, role, plugin string, counters map[string]int64, partitions []sdk.PartitionMetric)
 	// Running watches a run's batches and decompressed bytes in flight
 	// through inFlight until done is called.
 	Running(pipeline string, inFlight func() (batches, bytes int64)) (done func())
@@ -648,7 +649,7 @@ func (r *run) event(s *stage, ev sdk.Event) {
 			r.opts.OnMetrics(s.role, s.cfg.Plugin, ev.Metrics)
 		}
 		if rec := r.opts.Recorder; rec != nil {
-			rec.PluginCounters(r.name, s.role, s.cfg.Plugin, ev.Metrics)
+			rec.PluginCounters(r.name, s.role, s.cfg.Plugin, ev.Metrics, ev.PartitionMetrics)
 		}
 	}
 }

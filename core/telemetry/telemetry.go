@@ -10,6 +10,8 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+
+	"github.com/kpipe/kpipe/sdk"
 )
 
 // Metrics records a run's figures into OpenTelemetry instruments. It
@@ -19,6 +21,7 @@ type Metrics struct {
 	records, bytes    metric.Int64Counter
 	retries, failures metric.Int64Counter
 	plugin            metric.Int64Gauge
+	pluginPartition   metric.Int64Gauge
 	inFlight          metric.Int64ObservableGauge
 	inFlightBytes     metric.Int64ObservableGauge
 }
@@ -38,6 +41,8 @@ func New(meter metric.Meter) (*Metrics, error) {
 	m.failures, err = meter.Int64Counter("kpipe.partition.failures", metric.WithDescription("partitions that failed for good"))
 	add(err)
 	m.plugin, err = meter.Int64Gauge("kpipe.plugin.counter", metric.WithDescription("a counter a plugin reports while it runs, by name"))
+	add(err)
+	m.pluginPartition, err = meter.Int64Gauge("kpipe.plugin.partition.counter", metric.WithDescription("a figure a plugin reports per partition while it runs, by name (such as a source's lag_records)"))
 	add(err)
 	m.inFlight, err = meter.Int64ObservableGauge("kpipe.inflight.batches", metric.WithDescription("batches between the source and the sink's release"))
 	add(err)
@@ -85,11 +90,17 @@ func (m *Metrics) Running(pipeline string, inFlight func() (batches, bytes int64
 	return func() { reg.Unregister() }
 }
 
-// PluginCounters records the counters a plugin reported.
-func (m *Metrics) PluginCounters(pipeline, role, plugin string, counters map[string]int64) {
+// PluginCounters records the counters a plugin reported, and its figures
+// per partition.
+func (m *Metrics) PluginCounters(pipeline, role, plugin string, counters map[string]int64, partitions []sdk.PartitionMetric) {
 	ctx := context.Background()
 	for name, v := range counters {
 		m.plugin.Record(ctx, v, metric.WithAttributes(attribute.String("pipeline", pipeline),
 			attribute.String("role", role), attribute.String("plugin", plugin), attribute.String("name", name)))
+	}
+	for _, p := range partitions {
+		m.pluginPartition.Record(ctx, p.Value, metric.WithAttributes(attribute.String("pipeline", pipeline),
+			attribute.String("role", role), attribute.String("plugin", plugin), attribute.String("name", p.Name),
+			attribute.String("topic", p.Topic), attribute.Int("partition", int(p.Partition))))
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/kpipe/kpipe/sdk"
 )
 
 // TestServeExposesEveryMetric records one of each figure and scrapes
@@ -25,7 +27,8 @@ func TestServeExposesEveryMetric(t *testing.T) {
 	m.Retried("p", "t", 2)
 	m.Retried("p", "t", 2)
 	m.Failed("p", "t", 3)
-	m.PluginCounters("p", "sink", "fs", map[string]int64{"segments_written": 7})
+	m.PluginCounters("p", "sink", "fs", map[string]int64{"segments_written": 7}, nil)
+	m.PluginCounters("p", "source", "kafka", nil, []sdk.PartitionMetric{{Topic: "t", Partition: 4, Name: "lag_records", Value: 12}})
 	done := m.Running("p", func() (int64, int64) { return 3, 4096 })
 	defer done()
 
@@ -42,6 +45,7 @@ func TestServeExposesEveryMetric(t *testing.T) {
 		`kpipe_partition_retries_total{partition="2",pipeline="p",stage="source",topic="t"} 2`,
 		`kpipe_partition_failures_total{partition="3",pipeline="p",stage="source",topic="t"} 1`,
 		`kpipe_plugin_counter{name="segments_written",pipeline="p",plugin="fs",role="sink"} 7`,
+		`kpipe_plugin_partition_counter{name="lag_records",partition="4",pipeline="p",plugin="kafka",role="source",topic="t"} 12`,
 		`kpipe_inflight_batches{pipeline="p"} 3`,
 		`kpipe_inflight_bytes{pipeline="p"} 4096`,
 	} {

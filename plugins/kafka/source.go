@@ -68,7 +68,8 @@ type Source struct {
 	sizer   *fetchSizer
 
 	records, batches atomic.Int64
-	lag              atomic.Int64 // records behind, summed over partitions
+	lag              atomic.Int64                          // records behind, summed over partitions
+	lags             atomic.Pointer[[]sdk.PartitionMetric] // records behind, per partition
 }
 
 // NewSource returns the kafka source.
@@ -219,13 +220,25 @@ func (s *Source) Open(ctx context.Context, o sdk.SourceOptions) error {
 	return nil
 }
 
-// updateLag sums the partitions' lag for Metrics.
+// updateLag takes the partitions' lag for Metrics and PartitionMetrics.
 func (s *Source) updateLag() {
 	var lag int64
+	lags := make([]sdk.PartitionMetric, 0, len(s.parts))
 	for _, st := range s.parts {
-		lag += st.lag(s.cfg.Continuous)
+		l := st.lag(s.cfg.Continuous)
+		lag += l
+		lags = append(lags, sdk.PartitionMetric{Topic: st.topic, Partition: st.partition, Name: "lag_records", Value: l})
 	}
 	s.lag.Store(lag)
+	s.lags.Store(&lags)
+}
+
+// PartitionMetrics reports each partition's lag_records.
+func (s *Source) PartitionMetrics() []sdk.PartitionMetric {
+	if lags := s.lags.Load(); lags != nil {
+		return *lags
+	}
+	return nil
 }
 
 func (s *Source) allDone() bool {

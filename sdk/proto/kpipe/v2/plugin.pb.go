@@ -1064,8 +1064,10 @@ func (x *PartitionError) GetMessage() string {
 // Metrics are counters a plugin reports while it runs, replacing the last
 // report whole.
 type Metrics struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Counters      map[string]int64       `protobuf:"bytes,1,rep,name=counters,proto3" json:"counters,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Counters map[string]int64       `protobuf:"bytes,1,rep,name=counters,proto3" json:"counters,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// Figures per partition, such as a source's lag.
+	Partitions    []*PartitionMetric `protobuf:"bytes,2,rep,name=partitions,proto3" json:"partitions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1107,6 +1109,82 @@ func (x *Metrics) GetCounters() map[string]int64 {
 	return nil
 }
 
+func (x *Metrics) GetPartitions() []*PartitionMetric {
+	if x != nil {
+		return x.Partitions
+	}
+	return nil
+}
+
+// PartitionMetric is one figure of one topic-partition.
+type PartitionMetric struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Topic         string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	Partition     int32                  `protobuf:"varint,2,opt,name=partition,proto3" json:"partition,omitempty"`
+	Name          string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	Value         int64                  `protobuf:"varint,4,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PartitionMetric) Reset() {
+	*x = PartitionMetric{}
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PartitionMetric) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PartitionMetric) ProtoMessage() {}
+
+func (x *PartitionMetric) ProtoReflect() protoreflect.Message {
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PartitionMetric.ProtoReflect.Descriptor instead.
+func (*PartitionMetric) Descriptor() ([]byte, []int) {
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *PartitionMetric) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *PartitionMetric) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *PartitionMetric) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PartitionMetric) GetValue() int64 {
+	if x != nil {
+		return x.Value
+	}
+	return 0
+}
+
 // Spans are OpenTelemetry spans a plugin ended in its own process, which the
 // host exports with its own. traces_data is an OTLP TracesData message
 // (opentelemetry/proto/trace/v1/trace.proto), serialized.
@@ -1119,7 +1197,7 @@ type Spans struct {
 
 func (x *Spans) Reset() {
 	*x = Spans{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[15]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1131,7 +1209,7 @@ func (x *Spans) String() string {
 func (*Spans) ProtoMessage() {}
 
 func (x *Spans) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[15]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1144,7 +1222,7 @@ func (x *Spans) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Spans.ProtoReflect.Descriptor instead.
 func (*Spans) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{15}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Spans) GetTracesData() []byte {
@@ -1165,7 +1243,7 @@ type Credit struct {
 
 func (x *Credit) Reset() {
 	*x = Credit{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[16]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1177,7 +1255,7 @@ func (x *Credit) String() string {
 func (*Credit) ProtoMessage() {}
 
 func (x *Credit) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[16]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1190,7 +1268,7 @@ func (x *Credit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Credit.ProtoReflect.Descriptor instead.
 func (*Credit) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{16}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Credit) GetBatches() int64 {
@@ -1231,7 +1309,7 @@ type SourceOpenRequest struct {
 
 func (x *SourceOpenRequest) Reset() {
 	*x = SourceOpenRequest{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[17]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1243,7 +1321,7 @@ func (x *SourceOpenRequest) String() string {
 func (*SourceOpenRequest) ProtoMessage() {}
 
 func (x *SourceOpenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[17]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1256,7 +1334,7 @@ func (x *SourceOpenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SourceOpenRequest.ProtoReflect.Descriptor instead.
 func (*SourceOpenRequest) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{17}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SourceOpenRequest) GetResume() []*Position {
@@ -1316,7 +1394,7 @@ type SourceOpenResponse struct {
 
 func (x *SourceOpenResponse) Reset() {
 	*x = SourceOpenResponse{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[18]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1328,7 +1406,7 @@ func (x *SourceOpenResponse) String() string {
 func (*SourceOpenResponse) ProtoMessage() {}
 
 func (x *SourceOpenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[18]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1341,7 +1419,7 @@ func (x *SourceOpenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SourceOpenResponse.ProtoReflect.Descriptor instead.
 func (*SourceOpenResponse) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{18}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{19}
 }
 
 // SourceRequest flows from host to source on the Run stream. The host ends
@@ -1359,7 +1437,7 @@ type SourceRequest struct {
 
 func (x *SourceRequest) Reset() {
 	*x = SourceRequest{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[19]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1371,7 +1449,7 @@ func (x *SourceRequest) String() string {
 func (*SourceRequest) ProtoMessage() {}
 
 func (x *SourceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[19]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1384,7 +1462,7 @@ func (x *SourceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SourceRequest.ProtoReflect.Descriptor instead.
 func (*SourceRequest) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{19}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SourceRequest) GetMsg() isSourceRequest_Msg {
@@ -1437,7 +1515,7 @@ type End struct {
 
 func (x *End) Reset() {
 	*x = End{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[20]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1449,7 +1527,7 @@ func (x *End) String() string {
 func (*End) ProtoMessage() {}
 
 func (x *End) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[20]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1462,7 +1540,7 @@ func (x *End) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use End.ProtoReflect.Descriptor instead.
 func (*End) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{20}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{21}
 }
 
 // SourceEvent flows from source to host on the Run stream. The frame of a
@@ -1484,7 +1562,7 @@ type SourceEvent struct {
 
 func (x *SourceEvent) Reset() {
 	*x = SourceEvent{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[21]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1496,7 +1574,7 @@ func (x *SourceEvent) String() string {
 func (*SourceEvent) ProtoMessage() {}
 
 func (x *SourceEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[21]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1509,7 +1587,7 @@ func (x *SourceEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SourceEvent.ProtoReflect.Descriptor instead.
 func (*SourceEvent) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{21}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SourceEvent) GetEvent() isSourceEvent_Event {
@@ -1634,7 +1712,7 @@ type TransformOpenRequest struct {
 
 func (x *TransformOpenRequest) Reset() {
 	*x = TransformOpenRequest{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[22]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1646,7 +1724,7 @@ func (x *TransformOpenRequest) String() string {
 func (*TransformOpenRequest) ProtoMessage() {}
 
 func (x *TransformOpenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[22]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1659,7 +1737,7 @@ func (x *TransformOpenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransformOpenRequest.ProtoReflect.Descriptor instead.
 func (*TransformOpenRequest) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{22}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *TransformOpenRequest) GetCodec() string {
@@ -1719,7 +1797,7 @@ type TransformOpenResponse struct {
 
 func (x *TransformOpenResponse) Reset() {
 	*x = TransformOpenResponse{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[23]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1731,7 +1809,7 @@ func (x *TransformOpenResponse) String() string {
 func (*TransformOpenResponse) ProtoMessage() {}
 
 func (x *TransformOpenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[23]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1744,7 +1822,7 @@ func (x *TransformOpenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransformOpenResponse.ProtoReflect.Descriptor instead.
 func (*TransformOpenResponse) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{23}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{24}
 }
 
 // TransformRequest flows from host to transform: envelopes in order, whose
@@ -1762,7 +1840,7 @@ type TransformRequest struct {
 
 func (x *TransformRequest) Reset() {
 	*x = TransformRequest{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[24]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1774,7 +1852,7 @@ func (x *TransformRequest) String() string {
 func (*TransformRequest) ProtoMessage() {}
 
 func (x *TransformRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[24]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1787,7 +1865,7 @@ func (x *TransformRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransformRequest.ProtoReflect.Descriptor instead.
 func (*TransformRequest) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{24}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *TransformRequest) GetMsg() isTransformRequest_Msg {
@@ -1844,7 +1922,7 @@ type TransformResult struct {
 
 func (x *TransformResult) Reset() {
 	*x = TransformResult{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[25]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1856,7 +1934,7 @@ func (x *TransformResult) String() string {
 func (*TransformResult) ProtoMessage() {}
 
 func (x *TransformResult) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[25]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1869,7 +1947,7 @@ func (x *TransformResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransformResult.ProtoReflect.Descriptor instead.
 func (*TransformResult) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{25}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *TransformResult) GetSeq() uint64 {
@@ -1909,7 +1987,7 @@ type TransformEvent struct {
 
 func (x *TransformEvent) Reset() {
 	*x = TransformEvent{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[26]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1921,7 +1999,7 @@ func (x *TransformEvent) String() string {
 func (*TransformEvent) ProtoMessage() {}
 
 func (x *TransformEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[26]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1934,7 +2012,7 @@ func (x *TransformEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransformEvent.ProtoReflect.Descriptor instead.
 func (*TransformEvent) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{26}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *TransformEvent) GetEvent() isTransformEvent_Event {
@@ -2040,7 +2118,7 @@ type SinkOpenRequest struct {
 
 func (x *SinkOpenRequest) Reset() {
 	*x = SinkOpenRequest{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[27]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2052,7 +2130,7 @@ func (x *SinkOpenRequest) String() string {
 func (*SinkOpenRequest) ProtoMessage() {}
 
 func (x *SinkOpenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[27]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2065,7 +2143,7 @@ func (x *SinkOpenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SinkOpenRequest.ProtoReflect.Descriptor instead.
 func (*SinkOpenRequest) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{27}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SinkOpenRequest) GetMetricsIntervalMs() int64 {
@@ -2119,7 +2197,7 @@ type SinkOpenResponse struct {
 
 func (x *SinkOpenResponse) Reset() {
 	*x = SinkOpenResponse{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[28]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2131,7 +2209,7 @@ func (x *SinkOpenResponse) String() string {
 func (*SinkOpenResponse) ProtoMessage() {}
 
 func (x *SinkOpenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[28]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2144,7 +2222,7 @@ func (x *SinkOpenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SinkOpenResponse.ProtoReflect.Descriptor instead.
 func (*SinkOpenResponse) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{28}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *SinkOpenResponse) GetTracksPositions() bool {
@@ -2185,7 +2263,7 @@ type SinkRequest struct {
 
 func (x *SinkRequest) Reset() {
 	*x = SinkRequest{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[29]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2197,7 +2275,7 @@ func (x *SinkRequest) String() string {
 func (*SinkRequest) ProtoMessage() {}
 
 func (x *SinkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[29]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2210,7 +2288,7 @@ func (x *SinkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SinkRequest.ProtoReflect.Descriptor instead.
 func (*SinkRequest) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{29}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *SinkRequest) GetMsg() isSinkRequest_Msg {
@@ -2265,7 +2343,7 @@ type BatchRefs struct {
 
 func (x *BatchRefs) Reset() {
 	*x = BatchRefs{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[30]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2277,7 +2355,7 @@ func (x *BatchRefs) String() string {
 func (*BatchRefs) ProtoMessage() {}
 
 func (x *BatchRefs) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[30]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2290,7 +2368,7 @@ func (x *BatchRefs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchRefs.ProtoReflect.Descriptor instead.
 func (*BatchRefs) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{30}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *BatchRefs) GetSeqs() []uint64 {
@@ -2316,7 +2394,7 @@ type SinkEvent struct {
 
 func (x *SinkEvent) Reset() {
 	*x = SinkEvent{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[31]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2328,7 +2406,7 @@ func (x *SinkEvent) String() string {
 func (*SinkEvent) ProtoMessage() {}
 
 func (x *SinkEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[31]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2341,7 +2419,7 @@ func (x *SinkEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SinkEvent.ProtoReflect.Descriptor instead.
 func (*SinkEvent) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{31}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *SinkEvent) GetEvent() isSinkEvent_Event {
@@ -2444,7 +2522,7 @@ type ListBackupsRequest struct {
 
 func (x *ListBackupsRequest) Reset() {
 	*x = ListBackupsRequest{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[32]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2456,7 +2534,7 @@ func (x *ListBackupsRequest) String() string {
 func (*ListBackupsRequest) ProtoMessage() {}
 
 func (x *ListBackupsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[32]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2469,7 +2547,7 @@ func (x *ListBackupsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBackupsRequest.ProtoReflect.Descriptor instead.
 func (*ListBackupsRequest) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{32}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListBackupsRequest) GetPageSize() int32 {
@@ -2497,7 +2575,7 @@ type BackupSummary struct {
 
 func (x *BackupSummary) Reset() {
 	*x = BackupSummary{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[33]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2509,7 +2587,7 @@ func (x *BackupSummary) String() string {
 func (*BackupSummary) ProtoMessage() {}
 
 func (x *BackupSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[33]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2522,7 +2600,7 @@ func (x *BackupSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupSummary.ProtoReflect.Descriptor instead.
 func (*BackupSummary) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{33}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *BackupSummary) GetBackupId() string {
@@ -2550,7 +2628,7 @@ type ListBackupsResponse struct {
 
 func (x *ListBackupsResponse) Reset() {
 	*x = ListBackupsResponse{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[34]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2562,7 +2640,7 @@ func (x *ListBackupsResponse) String() string {
 func (*ListBackupsResponse) ProtoMessage() {}
 
 func (x *ListBackupsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[34]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2575,7 +2653,7 @@ func (x *ListBackupsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBackupsResponse.ProtoReflect.Descriptor instead.
 func (*ListBackupsResponse) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{34}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ListBackupsResponse) GetBackups() []*BackupSummary {
@@ -2601,7 +2679,7 @@ type ReadMetadataRequest struct {
 
 func (x *ReadMetadataRequest) Reset() {
 	*x = ReadMetadataRequest{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[35]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2613,7 +2691,7 @@ func (x *ReadMetadataRequest) String() string {
 func (*ReadMetadataRequest) ProtoMessage() {}
 
 func (x *ReadMetadataRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[35]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2626,7 +2704,7 @@ func (x *ReadMetadataRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadMetadataRequest.ProtoReflect.Descriptor instead.
 func (*ReadMetadataRequest) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{35}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ReadMetadataRequest) GetBackupId() string {
@@ -2646,7 +2724,7 @@ type ReadMetadataResponse struct {
 
 func (x *ReadMetadataResponse) Reset() {
 	*x = ReadMetadataResponse{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[36]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2658,7 +2736,7 @@ func (x *ReadMetadataResponse) String() string {
 func (*ReadMetadataResponse) ProtoMessage() {}
 
 func (x *ReadMetadataResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[36]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2671,7 +2749,7 @@ func (x *ReadMetadataResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadMetadataResponse.ProtoReflect.Descriptor instead.
 func (*ReadMetadataResponse) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{36}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ReadMetadataResponse) GetInfoJson() []byte {
@@ -2697,7 +2775,7 @@ type ListPartitionsRequest struct {
 
 func (x *ListPartitionsRequest) Reset() {
 	*x = ListPartitionsRequest{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[37]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2709,7 +2787,7 @@ func (x *ListPartitionsRequest) String() string {
 func (*ListPartitionsRequest) ProtoMessage() {}
 
 func (x *ListPartitionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[37]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2722,7 +2800,7 @@ func (x *ListPartitionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPartitionsRequest.ProtoReflect.Descriptor instead.
 func (*ListPartitionsRequest) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{37}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ListPartitionsRequest) GetBackupId() string {
@@ -2742,7 +2820,7 @@ type PartitionRef struct {
 
 func (x *PartitionRef) Reset() {
 	*x = PartitionRef{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[38]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2754,7 +2832,7 @@ func (x *PartitionRef) String() string {
 func (*PartitionRef) ProtoMessage() {}
 
 func (x *PartitionRef) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[38]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2767,7 +2845,7 @@ func (x *PartitionRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionRef.ProtoReflect.Descriptor instead.
 func (*PartitionRef) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{38}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *PartitionRef) GetTopic() string {
@@ -2793,7 +2871,7 @@ type ListPartitionsResponse struct {
 
 func (x *ListPartitionsResponse) Reset() {
 	*x = ListPartitionsResponse{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[39]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2805,7 +2883,7 @@ func (x *ListPartitionsResponse) String() string {
 func (*ListPartitionsResponse) ProtoMessage() {}
 
 func (x *ListPartitionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[39]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2818,7 +2896,7 @@ func (x *ListPartitionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPartitionsResponse.ProtoReflect.Descriptor instead.
 func (*ListPartitionsResponse) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{39}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ListPartitionsResponse) GetPartitions() []*PartitionRef {
@@ -2839,7 +2917,7 @@ type ReadManifestRequest struct {
 
 func (x *ReadManifestRequest) Reset() {
 	*x = ReadManifestRequest{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[40]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2851,7 +2929,7 @@ func (x *ReadManifestRequest) String() string {
 func (*ReadManifestRequest) ProtoMessage() {}
 
 func (x *ReadManifestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[40]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2864,7 +2942,7 @@ func (x *ReadManifestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadManifestRequest.ProtoReflect.Descriptor instead.
 func (*ReadManifestRequest) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{40}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ReadManifestRequest) GetBackupId() string {
@@ -2898,7 +2976,7 @@ type ReadManifestResponse struct {
 
 func (x *ReadManifestResponse) Reset() {
 	*x = ReadManifestResponse{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[41]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2910,7 +2988,7 @@ func (x *ReadManifestResponse) String() string {
 func (*ReadManifestResponse) ProtoMessage() {}
 
 func (x *ReadManifestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[41]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2923,7 +3001,7 @@ func (x *ReadManifestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadManifestResponse.ProtoReflect.Descriptor instead.
 func (*ReadManifestResponse) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{41}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ReadManifestResponse) GetEntriesJson() [][]byte {
@@ -2948,7 +3026,7 @@ type ReadRangeRequest struct {
 
 func (x *ReadRangeRequest) Reset() {
 	*x = ReadRangeRequest{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[42]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2960,7 +3038,7 @@ func (x *ReadRangeRequest) String() string {
 func (*ReadRangeRequest) ProtoMessage() {}
 
 func (x *ReadRangeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[42]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2973,7 +3051,7 @@ func (x *ReadRangeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRangeRequest.ProtoReflect.Descriptor instead.
 func (*ReadRangeRequest) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{42}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ReadRangeRequest) GetBackupId() string {
@@ -3013,7 +3091,7 @@ type ReadRangeResponse struct {
 
 func (x *ReadRangeResponse) Reset() {
 	*x = ReadRangeResponse{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[43]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3025,7 +3103,7 @@ func (x *ReadRangeResponse) String() string {
 func (*ReadRangeResponse) ProtoMessage() {}
 
 func (x *ReadRangeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[43]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3038,7 +3116,7 @@ func (x *ReadRangeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRangeResponse.ProtoReflect.Descriptor instead.
 func (*ReadRangeResponse) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{43}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ReadRangeResponse) GetData() []byte {
@@ -3138,12 +3216,20 @@ const file_kpipe_v2_plugin_proto_rawDesc = "" +
 	"\x06offset\x18\x03 \x01(\x03R\x06offset\x12\x1c\n" +
 	"\tretryable\x18\x04 \x01(\bR\tretryable\x12\x12\n" +
 	"\x04code\x18\x05 \x01(\tR\x04code\x12\x18\n" +
-	"\amessage\x18\x06 \x01(\tR\amessage\"\x83\x01\n" +
+	"\amessage\x18\x06 \x01(\tR\amessage\"\xbe\x01\n" +
 	"\aMetrics\x12;\n" +
-	"\bcounters\x18\x01 \x03(\v2\x1f.kpipe.v2.Metrics.CountersEntryR\bcounters\x1a;\n" +
+	"\bcounters\x18\x01 \x03(\v2\x1f.kpipe.v2.Metrics.CountersEntryR\bcounters\x129\n" +
+	"\n" +
+	"partitions\x18\x02 \x03(\v2\x19.kpipe.v2.PartitionMetricR\n" +
+	"partitions\x1a;\n" +
 	"\rCountersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"(\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"o\n" +
+	"\x0fPartitionMetric\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
+	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12\x14\n" +
+	"\x05value\x18\x04 \x01(\x03R\x05value\"(\n" +
 	"\x05Spans\x12\x1f\n" +
 	"\vtraces_data\x18\x01 \x01(\fR\n" +
 	"tracesData\"8\n" +
@@ -3302,7 +3388,7 @@ func file_kpipe_v2_plugin_proto_rawDescGZIP() []byte {
 }
 
 var file_kpipe_v2_plugin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_kpipe_v2_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
+var file_kpipe_v2_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
 var file_kpipe_v2_plugin_proto_goTypes = []any{
 	(Kind)(0),                      // 0: kpipe.v2.Kind
 	(*Param)(nil),                  // 1: kpipe.v2.Param
@@ -3320,110 +3406,112 @@ var file_kpipe_v2_plugin_proto_goTypes = []any{
 	(*Metadata)(nil),               // 13: kpipe.v2.Metadata
 	(*PartitionError)(nil),         // 14: kpipe.v2.PartitionError
 	(*Metrics)(nil),                // 15: kpipe.v2.Metrics
-	(*Spans)(nil),                  // 16: kpipe.v2.Spans
-	(*Credit)(nil),                 // 17: kpipe.v2.Credit
-	(*SourceOpenRequest)(nil),      // 18: kpipe.v2.SourceOpenRequest
-	(*SourceOpenResponse)(nil),     // 19: kpipe.v2.SourceOpenResponse
-	(*SourceRequest)(nil),          // 20: kpipe.v2.SourceRequest
-	(*End)(nil),                    // 21: kpipe.v2.End
-	(*SourceEvent)(nil),            // 22: kpipe.v2.SourceEvent
-	(*TransformOpenRequest)(nil),   // 23: kpipe.v2.TransformOpenRequest
-	(*TransformOpenResponse)(nil),  // 24: kpipe.v2.TransformOpenResponse
-	(*TransformRequest)(nil),       // 25: kpipe.v2.TransformRequest
-	(*TransformResult)(nil),        // 26: kpipe.v2.TransformResult
-	(*TransformEvent)(nil),         // 27: kpipe.v2.TransformEvent
-	(*SinkOpenRequest)(nil),        // 28: kpipe.v2.SinkOpenRequest
-	(*SinkOpenResponse)(nil),       // 29: kpipe.v2.SinkOpenResponse
-	(*SinkRequest)(nil),            // 30: kpipe.v2.SinkRequest
-	(*BatchRefs)(nil),              // 31: kpipe.v2.BatchRefs
-	(*SinkEvent)(nil),              // 32: kpipe.v2.SinkEvent
-	(*ListBackupsRequest)(nil),     // 33: kpipe.v2.ListBackupsRequest
-	(*BackupSummary)(nil),          // 34: kpipe.v2.BackupSummary
-	(*ListBackupsResponse)(nil),    // 35: kpipe.v2.ListBackupsResponse
-	(*ReadMetadataRequest)(nil),    // 36: kpipe.v2.ReadMetadataRequest
-	(*ReadMetadataResponse)(nil),   // 37: kpipe.v2.ReadMetadataResponse
-	(*ListPartitionsRequest)(nil),  // 38: kpipe.v2.ListPartitionsRequest
-	(*PartitionRef)(nil),           // 39: kpipe.v2.PartitionRef
-	(*ListPartitionsResponse)(nil), // 40: kpipe.v2.ListPartitionsResponse
-	(*ReadManifestRequest)(nil),    // 41: kpipe.v2.ReadManifestRequest
-	(*ReadManifestResponse)(nil),   // 42: kpipe.v2.ReadManifestResponse
-	(*ReadRangeRequest)(nil),       // 43: kpipe.v2.ReadRangeRequest
-	(*ReadRangeResponse)(nil),      // 44: kpipe.v2.ReadRangeResponse
-	nil,                            // 45: kpipe.v2.TeardownResponse.MetricsEntry
-	nil,                            // 46: kpipe.v2.TopicMetadata.ConfigsEntry
-	nil,                            // 47: kpipe.v2.Metrics.CountersEntry
+	(*PartitionMetric)(nil),        // 16: kpipe.v2.PartitionMetric
+	(*Spans)(nil),                  // 17: kpipe.v2.Spans
+	(*Credit)(nil),                 // 18: kpipe.v2.Credit
+	(*SourceOpenRequest)(nil),      // 19: kpipe.v2.SourceOpenRequest
+	(*SourceOpenResponse)(nil),     // 20: kpipe.v2.SourceOpenResponse
+	(*SourceRequest)(nil),          // 21: kpipe.v2.SourceRequest
+	(*End)(nil),                    // 22: kpipe.v2.End
+	(*SourceEvent)(nil),            // 23: kpipe.v2.SourceEvent
+	(*TransformOpenRequest)(nil),   // 24: kpipe.v2.TransformOpenRequest
+	(*TransformOpenResponse)(nil),  // 25: kpipe.v2.TransformOpenResponse
+	(*TransformRequest)(nil),       // 26: kpipe.v2.TransformRequest
+	(*TransformResult)(nil),        // 27: kpipe.v2.TransformResult
+	(*TransformEvent)(nil),         // 28: kpipe.v2.TransformEvent
+	(*SinkOpenRequest)(nil),        // 29: kpipe.v2.SinkOpenRequest
+	(*SinkOpenResponse)(nil),       // 30: kpipe.v2.SinkOpenResponse
+	(*SinkRequest)(nil),            // 31: kpipe.v2.SinkRequest
+	(*BatchRefs)(nil),              // 32: kpipe.v2.BatchRefs
+	(*SinkEvent)(nil),              // 33: kpipe.v2.SinkEvent
+	(*ListBackupsRequest)(nil),     // 34: kpipe.v2.ListBackupsRequest
+	(*BackupSummary)(nil),          // 35: kpipe.v2.BackupSummary
+	(*ListBackupsResponse)(nil),    // 36: kpipe.v2.ListBackupsResponse
+	(*ReadMetadataRequest)(nil),    // 37: kpipe.v2.ReadMetadataRequest
+	(*ReadMetadataResponse)(nil),   // 38: kpipe.v2.ReadMetadataResponse
+	(*ListPartitionsRequest)(nil),  // 39: kpipe.v2.ListPartitionsRequest
+	(*PartitionRef)(nil),           // 40: kpipe.v2.PartitionRef
+	(*ListPartitionsResponse)(nil), // 41: kpipe.v2.ListPartitionsResponse
+	(*ReadManifestRequest)(nil),    // 42: kpipe.v2.ReadManifestRequest
+	(*ReadManifestResponse)(nil),   // 43: kpipe.v2.ReadManifestResponse
+	(*ReadRangeRequest)(nil),       // 44: kpipe.v2.ReadRangeRequest
+	(*ReadRangeResponse)(nil),      // 45: kpipe.v2.ReadRangeResponse
+	nil,                            // 46: kpipe.v2.TeardownResponse.MetricsEntry
+	nil,                            // 47: kpipe.v2.TopicMetadata.ConfigsEntry
+	nil,                            // 48: kpipe.v2.Metrics.CountersEntry
 }
 var file_kpipe_v2_plugin_proto_depIdxs = []int32{
 	0,  // 0: kpipe.v2.SpecResponse.kind:type_name -> kpipe.v2.Kind
 	1,  // 1: kpipe.v2.SpecResponse.params:type_name -> kpipe.v2.Param
 	0,  // 2: kpipe.v2.SpecResponse.kinds:type_name -> kpipe.v2.Kind
 	5,  // 3: kpipe.v2.ConfigureResponse.errors:type_name -> kpipe.v2.ParamError
-	45, // 4: kpipe.v2.TeardownResponse.metrics:type_name -> kpipe.v2.TeardownResponse.MetricsEntry
+	46, // 4: kpipe.v2.TeardownResponse.metrics:type_name -> kpipe.v2.TeardownResponse.MetricsEntry
 	10, // 5: kpipe.v2.PositionList.positions:type_name -> kpipe.v2.Position
-	46, // 6: kpipe.v2.TopicMetadata.configs:type_name -> kpipe.v2.TopicMetadata.ConfigsEntry
+	47, // 6: kpipe.v2.TopicMetadata.configs:type_name -> kpipe.v2.TopicMetadata.ConfigsEntry
 	12, // 7: kpipe.v2.Metadata.topics:type_name -> kpipe.v2.TopicMetadata
-	47, // 8: kpipe.v2.Metrics.counters:type_name -> kpipe.v2.Metrics.CountersEntry
-	10, // 9: kpipe.v2.SourceOpenRequest.resume:type_name -> kpipe.v2.Position
-	17, // 10: kpipe.v2.SourceRequest.credit:type_name -> kpipe.v2.Credit
-	11, // 11: kpipe.v2.SourceRequest.acked:type_name -> kpipe.v2.PositionList
-	9,  // 12: kpipe.v2.SourceEvent.batch:type_name -> kpipe.v2.Envelope
-	13, // 13: kpipe.v2.SourceEvent.metadata:type_name -> kpipe.v2.Metadata
-	14, // 14: kpipe.v2.SourceEvent.error:type_name -> kpipe.v2.PartitionError
-	15, // 15: kpipe.v2.SourceEvent.metrics:type_name -> kpipe.v2.Metrics
-	21, // 16: kpipe.v2.SourceEvent.end:type_name -> kpipe.v2.End
-	16, // 17: kpipe.v2.SourceEvent.spans:type_name -> kpipe.v2.Spans
-	9,  // 18: kpipe.v2.TransformRequest.batch:type_name -> kpipe.v2.Envelope
-	13, // 19: kpipe.v2.TransformRequest.metadata:type_name -> kpipe.v2.Metadata
-	9,  // 20: kpipe.v2.TransformResult.outputs:type_name -> kpipe.v2.Envelope
-	26, // 21: kpipe.v2.TransformEvent.result:type_name -> kpipe.v2.TransformResult
-	13, // 22: kpipe.v2.TransformEvent.metadata:type_name -> kpipe.v2.Metadata
-	14, // 23: kpipe.v2.TransformEvent.error:type_name -> kpipe.v2.PartitionError
-	15, // 24: kpipe.v2.TransformEvent.metrics:type_name -> kpipe.v2.Metrics
-	16, // 25: kpipe.v2.TransformEvent.spans:type_name -> kpipe.v2.Spans
-	10, // 26: kpipe.v2.SinkOpenResponse.resume:type_name -> kpipe.v2.Position
-	9,  // 27: kpipe.v2.SinkRequest.batch:type_name -> kpipe.v2.Envelope
-	13, // 28: kpipe.v2.SinkRequest.metadata:type_name -> kpipe.v2.Metadata
-	31, // 29: kpipe.v2.SinkEvent.released:type_name -> kpipe.v2.BatchRefs
-	31, // 30: kpipe.v2.SinkEvent.acked:type_name -> kpipe.v2.BatchRefs
-	14, // 31: kpipe.v2.SinkEvent.error:type_name -> kpipe.v2.PartitionError
-	15, // 32: kpipe.v2.SinkEvent.metrics:type_name -> kpipe.v2.Metrics
-	16, // 33: kpipe.v2.SinkEvent.spans:type_name -> kpipe.v2.Spans
-	34, // 34: kpipe.v2.ListBackupsResponse.backups:type_name -> kpipe.v2.BackupSummary
-	13, // 35: kpipe.v2.ReadMetadataResponse.metadata:type_name -> kpipe.v2.Metadata
-	39, // 36: kpipe.v2.ListPartitionsResponse.partitions:type_name -> kpipe.v2.PartitionRef
-	2,  // 37: kpipe.v2.Plugin.Spec:input_type -> kpipe.v2.SpecRequest
-	4,  // 38: kpipe.v2.Plugin.Configure:input_type -> kpipe.v2.ConfigureRequest
-	7,  // 39: kpipe.v2.Plugin.Teardown:input_type -> kpipe.v2.TeardownRequest
-	18, // 40: kpipe.v2.Source.Open:input_type -> kpipe.v2.SourceOpenRequest
-	20, // 41: kpipe.v2.Source.Run:input_type -> kpipe.v2.SourceRequest
-	23, // 42: kpipe.v2.Transform.Open:input_type -> kpipe.v2.TransformOpenRequest
-	25, // 43: kpipe.v2.Transform.Run:input_type -> kpipe.v2.TransformRequest
-	28, // 44: kpipe.v2.Sink.Open:input_type -> kpipe.v2.SinkOpenRequest
-	30, // 45: kpipe.v2.Sink.Run:input_type -> kpipe.v2.SinkRequest
-	33, // 46: kpipe.v2.Storage.ListBackups:input_type -> kpipe.v2.ListBackupsRequest
-	36, // 47: kpipe.v2.Storage.ReadMetadata:input_type -> kpipe.v2.ReadMetadataRequest
-	38, // 48: kpipe.v2.Storage.ListPartitions:input_type -> kpipe.v2.ListPartitionsRequest
-	41, // 49: kpipe.v2.Storage.ReadManifest:input_type -> kpipe.v2.ReadManifestRequest
-	43, // 50: kpipe.v2.Storage.ReadRange:input_type -> kpipe.v2.ReadRangeRequest
-	3,  // 51: kpipe.v2.Plugin.Spec:output_type -> kpipe.v2.SpecResponse
-	6,  // 52: kpipe.v2.Plugin.Configure:output_type -> kpipe.v2.ConfigureResponse
-	8,  // 53: kpipe.v2.Plugin.Teardown:output_type -> kpipe.v2.TeardownResponse
-	19, // 54: kpipe.v2.Source.Open:output_type -> kpipe.v2.SourceOpenResponse
-	22, // 55: kpipe.v2.Source.Run:output_type -> kpipe.v2.SourceEvent
-	24, // 56: kpipe.v2.Transform.Open:output_type -> kpipe.v2.TransformOpenResponse
-	27, // 57: kpipe.v2.Transform.Run:output_type -> kpipe.v2.TransformEvent
-	29, // 58: kpipe.v2.Sink.Open:output_type -> kpipe.v2.SinkOpenResponse
-	32, // 59: kpipe.v2.Sink.Run:output_type -> kpipe.v2.SinkEvent
-	35, // 60: kpipe.v2.Storage.ListBackups:output_type -> kpipe.v2.ListBackupsResponse
-	37, // 61: kpipe.v2.Storage.ReadMetadata:output_type -> kpipe.v2.ReadMetadataResponse
-	40, // 62: kpipe.v2.Storage.ListPartitions:output_type -> kpipe.v2.ListPartitionsResponse
-	42, // 63: kpipe.v2.Storage.ReadManifest:output_type -> kpipe.v2.ReadManifestResponse
-	44, // 64: kpipe.v2.Storage.ReadRange:output_type -> kpipe.v2.ReadRangeResponse
-	51, // [51:65] is the sub-list for method output_type
-	37, // [37:51] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	48, // 8: kpipe.v2.Metrics.counters:type_name -> kpipe.v2.Metrics.CountersEntry
+	16, // 9: kpipe.v2.Metrics.partitions:type_name -> kpipe.v2.PartitionMetric
+	10, // 10: kpipe.v2.SourceOpenRequest.resume:type_name -> kpipe.v2.Position
+	18, // 11: kpipe.v2.SourceRequest.credit:type_name -> kpipe.v2.Credit
+	11, // 12: kpipe.v2.SourceRequest.acked:type_name -> kpipe.v2.PositionList
+	9,  // 13: kpipe.v2.SourceEvent.batch:type_name -> kpipe.v2.Envelope
+	13, // 14: kpipe.v2.SourceEvent.metadata:type_name -> kpipe.v2.Metadata
+	14, // 15: kpipe.v2.SourceEvent.error:type_name -> kpipe.v2.PartitionError
+	15, // 16: kpipe.v2.SourceEvent.metrics:type_name -> kpipe.v2.Metrics
+	22, // 17: kpipe.v2.SourceEvent.end:type_name -> kpipe.v2.End
+	17, // 18: kpipe.v2.SourceEvent.spans:type_name -> kpipe.v2.Spans
+	9,  // 19: kpipe.v2.TransformRequest.batch:type_name -> kpipe.v2.Envelope
+	13, // 20: kpipe.v2.TransformRequest.metadata:type_name -> kpipe.v2.Metadata
+	9,  // 21: kpipe.v2.TransformResult.outputs:type_name -> kpipe.v2.Envelope
+	27, // 22: kpipe.v2.TransformEvent.result:type_name -> kpipe.v2.TransformResult
+	13, // 23: kpipe.v2.TransformEvent.metadata:type_name -> kpipe.v2.Metadata
+	14, // 24: kpipe.v2.TransformEvent.error:type_name -> kpipe.v2.PartitionError
+	15, // 25: kpipe.v2.TransformEvent.metrics:type_name -> kpipe.v2.Metrics
+	17, // 26: kpipe.v2.TransformEvent.spans:type_name -> kpipe.v2.Spans
+	10, // 27: kpipe.v2.SinkOpenResponse.resume:type_name -> kpipe.v2.Position
+	9,  // 28: kpipe.v2.SinkRequest.batch:type_name -> kpipe.v2.Envelope
+	13, // 29: kpipe.v2.SinkRequest.metadata:type_name -> kpipe.v2.Metadata
+	32, // 30: kpipe.v2.SinkEvent.released:type_name -> kpipe.v2.BatchRefs
+	32, // 31: kpipe.v2.SinkEvent.acked:type_name -> kpipe.v2.BatchRefs
+	14, // 32: kpipe.v2.SinkEvent.error:type_name -> kpipe.v2.PartitionError
+	15, // 33: kpipe.v2.SinkEvent.metrics:type_name -> kpipe.v2.Metrics
+	17, // 34: kpipe.v2.SinkEvent.spans:type_name -> kpipe.v2.Spans
+	35, // 35: kpipe.v2.ListBackupsResponse.backups:type_name -> kpipe.v2.BackupSummary
+	13, // 36: kpipe.v2.ReadMetadataResponse.metadata:type_name -> kpipe.v2.Metadata
+	40, // 37: kpipe.v2.ListPartitionsResponse.partitions:type_name -> kpipe.v2.PartitionRef
+	2,  // 38: kpipe.v2.Plugin.Spec:input_type -> kpipe.v2.SpecRequest
+	4,  // 39: kpipe.v2.Plugin.Configure:input_type -> kpipe.v2.ConfigureRequest
+	7,  // 40: kpipe.v2.Plugin.Teardown:input_type -> kpipe.v2.TeardownRequest
+	19, // 41: kpipe.v2.Source.Open:input_type -> kpipe.v2.SourceOpenRequest
+	21, // 42: kpipe.v2.Source.Run:input_type -> kpipe.v2.SourceRequest
+	24, // 43: kpipe.v2.Transform.Open:input_type -> kpipe.v2.TransformOpenRequest
+	26, // 44: kpipe.v2.Transform.Run:input_type -> kpipe.v2.TransformRequest
+	29, // 45: kpipe.v2.Sink.Open:input_type -> kpipe.v2.SinkOpenRequest
+	31, // 46: kpipe.v2.Sink.Run:input_type -> kpipe.v2.SinkRequest
+	34, // 47: kpipe.v2.Storage.ListBackups:input_type -> kpipe.v2.ListBackupsRequest
+	37, // 48: kpipe.v2.Storage.ReadMetadata:input_type -> kpipe.v2.ReadMetadataRequest
+	39, // 49: kpipe.v2.Storage.ListPartitions:input_type -> kpipe.v2.ListPartitionsRequest
+	42, // 50: kpipe.v2.Storage.ReadManifest:input_type -> kpipe.v2.ReadManifestRequest
+	44, // 51: kpipe.v2.Storage.ReadRange:input_type -> kpipe.v2.ReadRangeRequest
+	3,  // 52: kpipe.v2.Plugin.Spec:output_type -> kpipe.v2.SpecResponse
+	6,  // 53: kpipe.v2.Plugin.Configure:output_type -> kpipe.v2.ConfigureResponse
+	8,  // 54: kpipe.v2.Plugin.Teardown:output_type -> kpipe.v2.TeardownResponse
+	20, // 55: kpipe.v2.Source.Open:output_type -> kpipe.v2.SourceOpenResponse
+	23, // 56: kpipe.v2.Source.Run:output_type -> kpipe.v2.SourceEvent
+	25, // 57: kpipe.v2.Transform.Open:output_type -> kpipe.v2.TransformOpenResponse
+	28, // 58: kpipe.v2.Transform.Run:output_type -> kpipe.v2.TransformEvent
+	30, // 59: kpipe.v2.Sink.Open:output_type -> kpipe.v2.SinkOpenResponse
+	33, // 60: kpipe.v2.Sink.Run:output_type -> kpipe.v2.SinkEvent
+	36, // 61: kpipe.v2.Storage.ListBackups:output_type -> kpipe.v2.ListBackupsResponse
+	38, // 62: kpipe.v2.Storage.ReadMetadata:output_type -> kpipe.v2.ReadMetadataResponse
+	41, // 63: kpipe.v2.Storage.ListPartitions:output_type -> kpipe.v2.ListPartitionsResponse
+	43, // 64: kpipe.v2.Storage.ReadManifest:output_type -> kpipe.v2.ReadManifestResponse
+	45, // 65: kpipe.v2.Storage.ReadRange:output_type -> kpipe.v2.ReadRangeResponse
+	52, // [52:66] is the sub-list for method output_type
+	38, // [38:52] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_kpipe_v2_plugin_proto_init() }
@@ -3431,11 +3519,11 @@ func file_kpipe_v2_plugin_proto_init() {
 	if File_kpipe_v2_plugin_proto != nil {
 		return
 	}
-	file_kpipe_v2_plugin_proto_msgTypes[19].OneofWrappers = []any{
+	file_kpipe_v2_plugin_proto_msgTypes[20].OneofWrappers = []any{
 		(*SourceRequest_Credit)(nil),
 		(*SourceRequest_Acked)(nil),
 	}
-	file_kpipe_v2_plugin_proto_msgTypes[21].OneofWrappers = []any{
+	file_kpipe_v2_plugin_proto_msgTypes[22].OneofWrappers = []any{
 		(*SourceEvent_Batch)(nil),
 		(*SourceEvent_Metadata)(nil),
 		(*SourceEvent_Error)(nil),
@@ -3443,22 +3531,22 @@ func file_kpipe_v2_plugin_proto_init() {
 		(*SourceEvent_End)(nil),
 		(*SourceEvent_Spans)(nil),
 	}
-	file_kpipe_v2_plugin_proto_msgTypes[24].OneofWrappers = []any{
+	file_kpipe_v2_plugin_proto_msgTypes[25].OneofWrappers = []any{
 		(*TransformRequest_Batch)(nil),
 		(*TransformRequest_Metadata)(nil),
 	}
-	file_kpipe_v2_plugin_proto_msgTypes[26].OneofWrappers = []any{
+	file_kpipe_v2_plugin_proto_msgTypes[27].OneofWrappers = []any{
 		(*TransformEvent_Result)(nil),
 		(*TransformEvent_Metadata)(nil),
 		(*TransformEvent_Error)(nil),
 		(*TransformEvent_Metrics)(nil),
 		(*TransformEvent_Spans)(nil),
 	}
-	file_kpipe_v2_plugin_proto_msgTypes[29].OneofWrappers = []any{
+	file_kpipe_v2_plugin_proto_msgTypes[30].OneofWrappers = []any{
 		(*SinkRequest_Batch)(nil),
 		(*SinkRequest_Metadata)(nil),
 	}
-	file_kpipe_v2_plugin_proto_msgTypes[31].OneofWrappers = []any{
+	file_kpipe_v2_plugin_proto_msgTypes[32].OneofWrappers = []any{
 		(*SinkEvent_Released)(nil),
 		(*SinkEvent_Acked)(nil),
 		(*SinkEvent_Error)(nil),
@@ -3471,7 +3559,7 @@ func file_kpipe_v2_plugin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kpipe_v2_plugin_proto_rawDesc), len(file_kpipe_v2_plugin_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   47,
+			NumMessages:   48,
 			NumExtensions: 0,
 			NumServices:   5,
 		},
