@@ -100,21 +100,45 @@ func producerOpts(codec kgo.CompressionCodec) []kgo.Opt {
 	}
 }
 
-// createTopic creates a topic with the broker's replication factor.
+// createTopic creates a topic with the broker's replication factor, and
+// waits until the metadata shows a leader for each of its partitions (a
+// broker just started answers produce requests for a new topic with
+// UNKNOWN_TOPIC_OR_PARTITION until then).
 func createTopic(ctx context.Context, bootstrap, topic string, partitions int32, configs map[string]*string) error {
 	cl, err := kgo.NewClient(kgo.SeedBrokers(bootstrap))
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
-	resp, err := kadm.NewClient(cl).CreateTopic(ctx, partitions, -1, configs, topic)
+	adm := kadm.NewClient(cl)
+	resp, err := adm.CreateTopic(ctx, partitions, -1, configs, topic)
 	if err == nil {
 		err = resp.Err
 	}
 	if err != nil {
 		return fmt.Errorf("create topic %s: %w", topic, err)
 	}
-	return nil
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(50 * time.Millisecond) {
+		td, err := adm.ListTopics(ctx, topic)
+		if err != nil {
+			return fmt.Errorf("create topic %s: %w", topic, err)
+		}
+		if d := td[topic]; d.Err == nil && len(d.Partitions) == int(partitions) && allLed(d.Partitions) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("create topic %s: its partitions have no leader a minute after it was created", topic)
+		}
+	}
+}
+
+func allLed(ps kadm.PartitionDetails) bool {
+	for _, p := range ps {
+		if p.Err != nil || p.Leader < 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // pooledRecord is a record and the memory of its key, value and header,
