@@ -119,7 +119,12 @@ them, whole or for a time window, to any Kafka cluster.
 
 Exit codes: 0 success; 1 the run failed; 2 bad input (flags, pipeline file,
 plugin parameters, missing plugin); 3 stopped by SIGINT/SIGTERM after saving
-the checkpoint (run again to resume).`,
+the checkpoint (run again to resume).
+
+Telemetry: --metrics-addr serves Prometheus metrics; with
+OTEL_EXPORTER_OTLP_ENDPOINT set, metrics and traces (a span per run, per
+partition, and per batch in each plugin process) go out with OTLP, as the
+standard OTEL_* environment variables say.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
