@@ -95,4 +95,3 @@ func TestBrokenBlobStoresFail(t *testing.T) {
 		})
 	}
 }
-
