@@ -98,6 +98,14 @@ func checkPutGet(ctx context.Context, s storage.BlobStore) error {
 			return err
 		}
 	}
+	// A size not known beforehand: all the reader gives.
+	streamed := payload(7, 100000)
+	if err := s.Put(ctx, "pg/streamed", bytes.NewReader(streamed), -1, storage.PutOptions{}); err != nil {
+		return fmt.Errorf("put of unknown size: %w", err)
+	}
+	if err := wantObject(ctx, s, "pg/streamed", streamed); err != nil {
+		return err
+	}
 	// Replacing an object replaces it whole.
 	if err := put(ctx, s, "pg/obj-4096", []byte("short"), false); err != nil {
 		return fmt.Errorf("replace: %w", err)

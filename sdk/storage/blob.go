@@ -15,11 +15,13 @@ import (
 // object is written whole and read by byte ranges. Methods may be called
 // from many goroutines at once.
 type BlobStore interface {
-	// Put stores the size bytes r yields under key, atomically: a reader
-	// sees the whole object or none of it (or, when replacing one, the
-	// whole old object), never a part, and a Put that fails leaves nothing
-	// behind. With IfAbsent, Put fails with ErrExists when key exists: of
-	// two Puts racing on one key, exactly one succeeds.
+	// Put stores the bytes r yields under key: size of them, or all of
+	// them up to EOF when size is negative (a segment streamed while it is
+	// made). It is atomic: a reader sees the whole object or none of it
+	// (or, when replacing one, the whole old object), never a part, and a
+	// Put that fails, or whose reader fails, leaves nothing behind. With
+	// IfAbsent, Put fails with ErrExists when key exists: of two Puts
+	// racing on one key, exactly one succeeds.
 	Put(ctx context.Context, key string, r io.Reader, size int64, opts PutOptions) error
 	// Get reads length bytes of the object key from offset on; a negative
 	// length reads to the end, and a range that reaches past the end stops

@@ -72,8 +72,12 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64, op
 		return fmt.Errorf("put %s: %w", key, err)
 	}
 	defer os.Remove(tmp.Name()) // after a link, or a failure
-	n, err := io.Copy(tmp, io.LimitReader(r, size+1))
-	if err == nil && n != size {
+	src := r
+	if size >= 0 {
+		src = io.LimitReader(r, size+1)
+	}
+	n, err := io.Copy(tmp, src)
+	if err == nil && size >= 0 && n != size {
 		err = fmt.Errorf("the reader gave %d bytes, not the %d announced", n, size)
 	}
 	if err == nil {
