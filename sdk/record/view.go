@@ -86,6 +86,17 @@ func (v *View) Headers(i int) []Header {
 	return hs
 }
 
+// RecordBytes is the size of record i as Kafka counts it against a
+// record limit, near enough: key, value, and each header's key and value.
+func (v *View) RecordBytes(i int) int64 {
+	n := int64(len(v.Key(i)) + len(v.Value(i)))
+	start, end := v.headers.ValueOffsets(i)
+	for k := int(start); k < int(end); k++ {
+		n += int64(len(v.hKey.Value(k)) + len(nullable(v.hValue, k)))
+	}
+	return n
+}
+
 // Bounds returns the count and the min/max offset and timestamp of the
 // records in the view.
 func (v *View) Bounds() Bounds {

@@ -1,0 +1,189 @@
+package storage
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/kpipe/kpipe/sdk/record"
+)
+
+// Format 3 of a backup, as objects of a BlobStore. Under the backup's id:
+//
+//	<id>/backup.json                              Info, written once
+//	<id>/lease/<epoch>                            a writer's lease (Lease)
+//	<id>/metadata/<version>                       the topics' metadata, a new object per change
+//	<id>/topics/<topic>/<partition>/segments/<base offset>-<epoch>
+//	                                              a segment: an Arrow IPC stream of frames
+//	<id>/topics/<topic>/<partition>/entries/<seq>  the commit of one segment, gap or fence (Entry)
+//	<id>/topics/<topic>/<partition>/snapshots/<seq>
+//	                                              every entry up to seq (Snapshot)
+//
+// Numbers in keys are zero-padded to 20 digits, so that key order is number
+// order. No object is ever appended to or rewritten, but for a lease's
+// renewal: a segment counts once the entry that names it exists, and an
+// entry is created only if absent, so of two writers exactly one commits
+// each seq.
+const (
+	FormatName    = "kpipe-backup"
+	FormatVersion = 3
+)
+
+// Info is backup.json: what the backup is.
+type Info struct {
+	Format    string    `json:"format"`
+	Version   int       `json:"version"`
+	BackupID  string    `json:"backup_id"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// Entry kinds.
+const (
+	// KindSegment commits a segment.
+	KindSegment = "segment"
+	// KindGap records offsets that will never be in the backup (deleted
+	// by retention before they were read, say).
+	KindGap = "gap"
+	// KindFence marks where a writer that took the lease over began: the
+	// writer before it can commit nothing after it.
+	KindFence = "fence"
+)
+
+// Entry is one commit of a partition.
+type Entry struct {
+	Seq   int64  `json:"seq"`
+	Kind  string `json:"kind"`
+	Epoch int64  `json:"epoch"`
+	// TopicID is the incarnation of the topic the records come from (as
+	// Kafka prints it); empty when unknown.
+	TopicID string `json:"topic_id,omitempty"`
+	// A segment's: its object, size, CRC-32C, codec and bounds.
+	Segment      string `json:"segment,omitempty"`
+	Size         int64  `json:"size,omitempty"`
+	Checksum     string `json:"checksum,omitempty"`
+	Compression  string `json:"compression,omitempty"`
+	Records      int64  `json:"records,omitempty"`
+	MinOffset    int64  `json:"min_offset"`
+	MaxOffset    int64  `json:"max_offset"`
+	MinTimestamp int64  `json:"min_timestamp,omitempty"`
+	MaxTimestamp int64  `json:"max_timestamp,omitempty"`
+	// NextOffset is the partition's position after the entry: for a gap,
+	// past the offsets it skips.
+	NextOffset int64 `json:"next_offset"`
+	// Batches indexes the segment's record batches.
+	Batches []BatchIndex `json:"batches,omitempty"`
+	// Reason says why a gap's offsets are missing.
+	Reason    string    `json:"reason,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// BatchIndex describes one record batch of a segment, so that a reader can
+// read and verify it alone.
+type BatchIndex struct {
+	// Start and Length are its byte range in the segment.
+	Start, Length int64
+	Records       int64
+	MinOffset     int64
+	MaxOffset     int64
+	MinTimestamp  int64
+	MaxTimestamp  int64
+	// MaxRecordBytes is the size of its largest record (key, value and
+	// headers); 0 when unknown.
+	MaxRecordBytes int64
+	// CRC is the CRC-32C of its bytes.
+	CRC uint32
+}
+
+// MarshalJSON writes a batch index compactly, as an array in the order of
+// the fields.
+func (b BatchIndex) MarshalJSON() ([]byte, error) {
+	return json.Marshal([9]int64{b.Start, b.Length, b.Records, b.MinOffset, b.MaxOffset, b.MinTimestamp, b.MaxTimestamp, b.MaxRecordBytes, int64(b.CRC)})
+}
+
+// UnmarshalJSON reads what MarshalJSON writes.
+func (b *BatchIndex) UnmarshalJSON(data []byte) error {
+	var a [9]int64
+	if err := json.Unmarshal(data, &a); err != nil {
+		return fmt.Errorf("batch index: %w", err)
+	}
+	if a[8] < 0 || a[8] > 1<<32-1 {
+		return fmt.Errorf("batch index: CRC %d out of range", a[8])
+	}
+	*b = BatchIndex{a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], uint32(a[8])}
+	return nil
+}
+
+// Bounds returns the batch's count and bounds.
+func (b BatchIndex) Bounds() record.Bounds {
+	return record.Bounds{Count: b.Records, MinOffset: b.MinOffset, MaxOffset: b.MaxOffset, MinTimestamp: b.MinTimestamp, MaxTimestamp: b.MaxTimestamp}
+}
+
+// Snapshot is every entry of a partition up to Seq, fences left out.
+type Snapshot struct {
+	Seq     int64   `json:"seq"`
+	Entries []Entry `json:"entries"`
+}
+
+// Lease is a writer's claim on a backup. Epochs grow by one with each
+// writer; the writer of the highest epoch holds the backup.
+type Lease struct {
+	Epoch int64  `json:"epoch"`
+	Host  string `json:"host"`
+	Pid   int    `json:"pid"`
+	// Since is when the writer took the lease; Renewed when it last said
+	// it is alive, which it does every TTL/3 until it ends.
+	Since   time.Time     `json:"since"`
+	Renewed time.Time     `json:"renewed"`
+	TTL     time.Duration `json:"ttl"`
+	// Released says the writer ended and let the lease go.
+	Released bool `json:"released,omitempty"`
+}
+
+// num renders a number for a key: zero-padded, so that key order is number
+// order.
+func num(n int64) string { return fmt.Sprintf("%020d", n) }
+
+// parseNum reads the number at the end of a key.
+func parseNum(key string) (int64, error) {
+	name := key[strings.LastIndex(key, "/")+1:]
+	if i := strings.IndexByte(name, '-'); i >= 0 {
+		name = name[:i]
+	}
+	return strconv.ParseInt(name, 10, 64)
+}
+
+// Keys names the objects of one backup.
+type Keys struct{ ID string }
+
+func (k Keys) Info() string                  { return k.ID + "/backup.json" }
+func (k Keys) LeasePrefix() string           { return k.ID + "/lease/" }
+func (k Keys) Lease(epoch int64) string      { return k.LeasePrefix() + num(epoch) }
+func (k Keys) MetadataPrefix() string        { return k.ID + "/metadata/" }
+func (k Keys) Metadata(version int64) string { return k.MetadataPrefix() + num(version) }
+
+// Partition is the prefix of one topic-partition's objects.
+func (k Keys) Partition(topic string, partition int32) string {
+	return fmt.Sprintf("%s/topics/%s/%d/", k.ID, topicKey(topic), partition)
+}
+
+// EntriesPrefix, Entry, SnapshotsPrefix, Snapshot and Segment name the
+// objects of a partition, under its prefix p.
+func EntriesPrefix(p string) string          { return p + "entries/" }
+func EntryKey(p string, seq int64) string    { return EntriesPrefix(p) + num(seq) }
+func SnapshotsPrefix(p string) string        { return p + "snapshots/" }
+func SnapshotKey(p string, seq int64) string { return SnapshotsPrefix(p) + num(seq) }
+func SegmentKey(p string, base, epoch int64) string {
+	return fmt.Sprintf("%ssegments/%s-%d", p, num(base), epoch)
+}
+
+// topicKey is a topic name as a key part: Kafka's names ([a-zA-Z0-9._-])
+// as they are, but for a leading dot, which stores may reserve.
+func topicKey(topic string) string {
+	if strings.HasPrefix(topic, ".") {
+		return "%2E" + url.PathEscape(topic[1:])
+	}
+	return url.PathEscape(topic)
+}

@@ -1,0 +1,259 @@
+package storage
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"sync/atomic"
+
+	"github.com/kpipe/kpipe/sdk"
+)
+
+// ErrBackupNotFound is returned for a backup id the store does not hold.
+var ErrBackupNotFound = errors.New("backup not found")
+
+func readInfo(ctx context.Context, store BlobStore, keys Keys) (Info, error) {
+	var info Info
+	data, err := readObject(ctx, store, keys.Info())
+	if errors.Is(err, ErrNotFound) {
+		return info, fmt.Errorf("%w: the storage holds no backup %q (no %s)", ErrBackupNotFound, keys.ID, keys.Info())
+	}
+	if err != nil {
+		return info, fmt.Errorf("backup %q: %w", keys.ID, err)
+	}
+	if err := json.Unmarshal(data, &info); err != nil {
+		return info, fmt.Errorf("backup %q: %s is corrupt: %v", keys.ID, keys.Info(), err)
+	}
+	switch {
+	case info.Format != FormatName:
+		return info, fmt.Errorf("backup %q: %s says format %q, not %q: this is not a kpipe backup", keys.ID, keys.Info(), info.Format, FormatName)
+	case info.Version < FormatVersion:
+		return info, fmt.Errorf("backup %q is of format version %d, which this kpipe does not read (it reads version %d): back it up again into a new backup id", keys.ID, info.Version, FormatVersion)
+	case info.Version > FormatVersion:
+		return info, fmt.Errorf("backup %q is of format version %d, newer than this kpipe reads (version %d): use the kpipe that wrote it", keys.ID, info.Version, FormatVersion)
+	}
+	return info, nil
+}
+
+// Backup reads one backup of a store. Opening it and reading a partition's
+// manifest cost a few requests each, however many segments there are.
+type Backup struct {
+	store BlobStore
+	keys  Keys
+	Info  Info
+
+	bytesRead atomic.Int64
+}
+
+// OpenBackup opens the backup id for reading.
+func OpenBackup(ctx context.Context, store BlobStore, id string) (*Backup, error) {
+	if err := CheckID(id); err != nil {
+		return nil, err
+	}
+	b := &Backup{store: store, keys: Keys{ID: id}}
+	info, err := readInfo(ctx, store, b.keys)
+	if err != nil {
+		return nil, err
+	}
+	b.Info = info
+	return b, nil
+}
+
+// ID is the backup's id.
+func (b *Backup) ID() string { return b.keys.ID }
+
+// BytesRead is how many bytes of segments this Backup has read.
+func (b *Backup) BytesRead() int64 { return b.bytesRead.Load() }
+
+// Metadata returns the topics' metadata as last stored.
+func (b *Backup) Metadata(ctx context.Context) (sdk.Metadata, error) {
+	m, _, err := b.metadata(ctx)
+	return m, err
+}
+
+func (b *Backup) metadata(ctx context.Context) (sdk.Metadata, int64, error) {
+	objs, err := ListAll(ctx, b.store, b.keys.MetadataPrefix(), "")
+	if err != nil || len(objs) == 0 {
+		return sdk.Metadata{}, 0, err
+	}
+	last := objs[len(objs)-1].Key
+	version, err := parseNum(last)
+	if err != nil {
+		return sdk.Metadata{}, 0, fmt.Errorf("backup %q: metadata object %s: %w", b.keys.ID, last, err)
+	}
+	data, err := readObject(ctx, b.store, last)
+	if err != nil {
+		return sdk.Metadata{}, 0, fmt.Errorf("backup %q: %w", b.keys.ID, err)
+	}
+	var m sdk.Metadata
+	if err := json.Unmarshal(data, &m); err != nil {
+		return sdk.Metadata{}, 0, fmt.Errorf("backup %q: %s is corrupt: %v", b.keys.ID, last, err)
+	}
+	return m, version, nil
+}
+
+// Manifest is what a backup holds of one topic-partition: its committed
+// segments and gaps, in order.
+type Manifest struct {
+	Topic     string
+	Partition int32
+	Entries   []Entry
+	// LastSeq is the seq of the last entry (fences included); -1 for none.
+	LastSeq int64
+
+	sinceSnapshot int
+}
+
+// NextOffset is the position after the last entry; -1 when there is none.
+func (m Manifest) NextOffset() int64 {
+	if len(m.Entries) == 0 {
+		return -1
+	}
+	return m.Entries[len(m.Entries)-1].NextOffset
+}
+
+// Records is how many records the segments hold.
+func (m Manifest) Records() int64 {
+	var n int64
+	for _, e := range m.Entries {
+		n += e.Records
+	}
+	return n
+}
+
+// Manifest reads a partition's manifest: its newest snapshot and the
+// entries after it.
+func (b *Backup) Manifest(ctx context.Context, topic string, partition int32) (Manifest, error) {
+	m := Manifest{Topic: topic, Partition: partition, LastSeq: -1}
+	prefix := b.keys.Partition(topic, partition)
+	where := fmt.Sprintf("backup %q, %s/%d", b.keys.ID, topic, partition)
+	snaps, err := ListAll(ctx, b.store, SnapshotsPrefix(prefix), "")
+	if err != nil {
+		return m, fmt.Errorf("%s: %w", where, err)
+	}
+	after := ""
+	// The newest snapshot, or the one before if the newest went away
+	// (a writer removes old ones).
+	for i := len(snaps) - 1; i >= 0; i-- {
+		data, err := readObject(ctx, b.store, snaps[i].Key)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return m, fmt.Errorf("%s: %w", where, err)
+		}
+		var s Snapshot
+		if err := json.Unmarshal(data, &s); err != nil {
+			return m, fmt.Errorf("%s: snapshot %s is corrupt: %v", where, snaps[i].Key, err)
+		}
+		m.Entries, m.LastSeq, after = s.Entries, s.Seq, EntryKey(prefix, s.Seq)
+		break
+	}
+	objs, err := ListAll(ctx, b.store, EntriesPrefix(prefix), after)
+	if err != nil {
+		return m, fmt.Errorf("%s: %w", where, err)
+	}
+	for _, o := range objs {
+		seq, err := parseNum(o.Key)
+		if err != nil {
+			return m, fmt.Errorf("%s: entry object %s: %w", where, o.Key, err)
+		}
+		if seq != m.LastSeq+1 {
+			return m, fmt.Errorf("%s: entry %d is missing (the entries go from %d to %d): the manifest is damaged", where, m.LastSeq+1, m.LastSeq, seq)
+		}
+		data, err := readObject(ctx, b.store, o.Key)
+		if err != nil {
+			return m, fmt.Errorf("%s: %w", where, err)
+		}
+		var e Entry
+		if err := json.Unmarshal(data, &e); err != nil || e.Seq != seq {
+			return m, fmt.Errorf("%s: entry %s is corrupt (seq %d, %v)", where, o.Key, e.Seq, err)
+		}
+		if e.Kind != KindFence {
+			m.Entries = append(m.Entries, e)
+		}
+		m.LastSeq = seq
+		m.sinceSnapshot++
+	}
+	return m, nil
+}
+
+// BatchReader reads chosen record batches of one segment, in order, each
+// checked against its CRC-32C. Adjacent batches are read with one request.
+type BatchReader struct {
+	b       *Backup
+	ctx     context.Context
+	key     string
+	batches []BatchIndex
+	next    int
+	r       io.ReadCloser
+	runEnd  int // batches before it come from r
+	buf     []byte
+}
+
+// Batches reads the batches of a segment entry that which lists (indexes
+// into e.Batches, ascending); all of them when which is nil.
+func (b *Backup) Batches(ctx context.Context, topic string, partition int32, e Entry, which []int) *BatchReader {
+	sel := e.Batches
+	if which != nil {
+		sel = make([]BatchIndex, len(which))
+		for i, w := range which {
+			sel[i] = e.Batches[w]
+		}
+	}
+	return &BatchReader{b: b, ctx: ctx, key: b.keys.Partition(topic, partition) + e.Segment, batches: sel}
+}
+
+// Next returns the next batch's frame, valid until the next call, and its
+// index; io.EOF after the last.
+func (r *BatchReader) Next() ([]byte, BatchIndex, error) {
+	if r.next >= len(r.batches) {
+		r.Close()
+		return nil, BatchIndex{}, io.EOF
+	}
+	bi := r.batches[r.next]
+	if r.r == nil {
+		end := r.next + 1
+		for end < len(r.batches) && r.batches[end].Start == r.batches[end-1].Start+r.batches[end-1].Length {
+			end++
+		}
+		last := r.batches[end-1]
+		rc, err := r.b.store.Get(r.ctx, r.key, bi.Start, last.Start+last.Length-bi.Start)
+		if errors.Is(err, ErrNotFound) {
+			return nil, bi, fmt.Errorf("segment %s is missing", r.key)
+		}
+		if err != nil {
+			return nil, bi, fmt.Errorf("segment %s: %w", r.key, err)
+		}
+		r.r, r.runEnd = rc, end
+	}
+	if cap(r.buf) < int(bi.Length) {
+		r.buf = make([]byte, bi.Length)
+	}
+	frame := r.buf[:bi.Length]
+	n, err := io.ReadFull(r.r, frame)
+	r.b.bytesRead.Add(int64(n))
+	if err != nil {
+		return nil, bi, fmt.Errorf("segment %s: batch at byte %d: %d of %d bytes, then %v: the segment is cut short", r.key, bi.Start, n, bi.Length, err)
+	}
+	if sum := crc32.Checksum(frame, castagnoli); sum != bi.CRC {
+		return nil, bi, fmt.Errorf("segment %s: batch at byte %d: checksum %s, the index says %s", r.key, bi.Start, FormatChecksum(sum), FormatChecksum(bi.CRC))
+	}
+	r.next++
+	if r.next == r.runEnd {
+		r.r.Close()
+		r.r = nil
+	}
+	return frame, bi, nil
+}
+
+// Close ends reading early.
+func (r *BatchReader) Close() {
+	if r.r != nil {
+		r.r.Close()
+		r.r = nil
+	}
+}
