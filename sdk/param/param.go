@@ -114,13 +114,36 @@ func typeName(t reflect.Type) (string, bool) {
 
 type field struct {
 	Param
-	index int
+	value reflect.Value // the struct field, settable
 }
 
-func fields(cfg any) ([]field, reflect.Value, error) {
+// Multi is several configuration structs taken as one: the plugin's
+// parameters are all of theirs (a storage plugin's, say: its store's and
+// the SDK's). No two may share a name.
+type Multi []any
+
+func fields(cfg any) ([]field, error) {
+	if m, ok := cfg.(Multi); ok {
+		var all []field
+		seen := map[string]bool{}
+		for _, c := range m {
+			fs, err := fields(c)
+			if err != nil {
+				return nil, err
+			}
+			for _, f := range fs {
+				if seen[f.Name] {
+					return nil, fmt.Errorf("param: parameter %q is declared twice", f.Name)
+				}
+				seen[f.Name] = true
+			}
+			all = append(all, fs...)
+		}
+		return all, nil
+	}
 	v := reflect.ValueOf(cfg)
 	if v.Kind() != reflect.Pointer || v.Elem().Kind() != reflect.Struct {
-		return nil, reflect.Value{}, fmt.Errorf("param: config must be a pointer to a struct, got %T", cfg)
+		return nil, fmt.Errorf("param: config must be a pointer to a struct, got %T", cfg)
 	}
 	v = v.Elem()
 	t := v.Type()
@@ -133,7 +156,7 @@ func fields(cfg any) ([]field, reflect.Value, error) {
 		}
 		tn, ok := typeName(sf.Type)
 		if !ok {
-			return nil, reflect.Value{}, fmt.Errorf("param: field %s has unsupported type %s", sf.Name, sf.Type)
+			return nil, fmt.Errorf("param: field %s has unsupported type %s", sf.Name, sf.Type)
 		}
 		fs = append(fs, field{Param: Param{
 			Name:        name,
@@ -141,14 +164,14 @@ func fields(cfg any) ([]field, reflect.Value, error) {
 			Required:    sf.Tag.Get("required") == "true",
 			Default:     sf.Tag.Get("default"),
 			Description: sf.Tag.Get("help"),
-		}, index: i})
+		}, value: v.Field(i)})
 	}
-	return fs, v, nil
+	return fs, nil
 }
 
 // Describe returns the parameters of the configuration struct cfg points to.
 func Describe(cfg any) ([]Param, error) {
-	fs, _, err := fields(cfg)
+	fs, err := fields(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -180,7 +203,7 @@ func Decode(cfg any, paramsJSON []byte) error {
 		}
 		return nil
 	}
-	fs, v, err := fields(cfg)
+	fs, err := fields(cfg)
 	if err != nil {
 		return err
 	}
@@ -200,7 +223,7 @@ func Decode(cfg any, paramsJSON []byte) error {
 		errs = append(errs, Errorf(name, "unknown parameter; known parameters: %s", strings.Join(known, ", ")))
 	}
 	for _, f := range fs {
-		fv := v.Field(f.index)
+		fv := f.value
 		msg, present := raw[f.Name]
 		if present && string(msg) == "null" {
 			present = false

@@ -329,3 +329,34 @@ func TestCheckTimeWindow(t *testing.T) {
 		}
 	}
 }
+
+type storeParams struct {
+	Path string `param:"path" required:"true" help:"folder"`
+}
+
+type sdkParams struct {
+	BackupID string `param:"backup_id" required:"true" help:"backup"`
+	Level    int    `param:"level" default:"3" help:"level"`
+}
+
+// TestMultiTakesTheParametersOfEveryStruct: a Multi describes and decodes
+// the parameters of all its structs as one list.
+func TestMultiTakesTheParametersOfEveryStruct(t *testing.T) {
+	var a storeParams
+	var b sdkParams
+	ps, err := Describe(Multi{&a, &b})
+	if err != nil || len(ps) != 3 || ps[0].Name != "path" || ps[1].Name != "backup_id" || ps[2].Name != "level" {
+		t.Fatalf("Describe: %+v, %v", ps, err)
+	}
+	if err := Decode(Multi{&a, &b}, []byte(`{"path":"/b","backup_id":"x"}`)); err != nil || a.Path != "/b" || b.BackupID != "x" || b.Level != 3 {
+		t.Fatalf("Decode: %v; got %+v %+v", err, a, b)
+	}
+	err = Decode(Multi{&a, &b}, []byte(`{"backup_id":"x","pth":"/b"}`))
+	want := `parameter "pth": unknown parameter; known parameters: path, backup_id, level; parameter "path": missing required parameter (string): folder`
+	if err == nil || err.Error() != want {
+		t.Fatalf("Decode with a typo: %v, want %s", err, want)
+	}
+	if _, err := Describe(Multi{&a, &storeParams{}}); err == nil || err.Error() != `param: parameter "path" is declared twice` {
+		t.Fatalf("a name twice: %v", err)
+	}
+}
