@@ -30,7 +30,6 @@ import (
 	"github.com/kpipe/kpipe/internal/testkit"
 	"github.com/kpipe/kpipe/pipelines"
 	"github.com/kpipe/kpipe/sdk/record"
-	"github.com/kpipe/kpipe/sdk/segment"
 )
 
 // fidelityRecords returns, for each of 3 partitions, records that exercise
@@ -205,25 +204,30 @@ func TestBackupRestoreRoundTripIsByteExact(t *testing.T) {
 	if sum.Restored != int64(len(inWindow)) || sum.Skipped != int64(len(want)-len(inWindow)) {
 		t.Fatalf("summary %+v, want restored %d skipped %d", sum, len(inWindow), len(want)-len(inWindow))
 	}
-	// The fs source read exactly the segments that overlap the window, each
-	// once, whole: their manifest sizes add up to the bytes it read.
-	parts, err := segment.Backup{Root: root, ID: "b1"}.Partitions()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var overlapping, overlapBytes, all int64
-	for _, p := range parts {
+	// The fs source read exactly the record batches that overlap the
+	// window, each once: their indexed sizes add up to the bytes it read.
+	win := record.Window{Start: start, End: end}
+	var overlapping, overlapBytes, all, batches, readBatches int64
+	for _, p := range testkit.Manifests(t, root, "b1") {
 		for _, e := range p.Entries {
 			all++
-			if e.Overlaps(start, end) {
+			n := int64(0)
+			for _, bi := range e.Batches {
+				batches++
+				if win.Overlaps(bi.MinTimestamp, bi.MaxTimestamp) {
+					n++
+					overlapBytes += bi.Length
+				}
+			}
+			if n > 0 {
 				overlapping++
-				overlapBytes += e.Size
+				readBatches += n
 			}
 		}
 	}
 	m := rep.Plugins[0].Metrics
-	if m["segments_read"] != overlapping || m["bytes_read"] != overlapBytes || m["segments_pruned"] != all-overlapping {
-		t.Fatalf("fs source metrics %v; want %d segments read (%d bytes), %d pruned", m, overlapping, overlapBytes, all-overlapping)
+	if m["segments_read"] != overlapping || m["bytes_read"] != overlapBytes || m["segments_pruned"] != all-overlapping || m["batches_pruned"] != batches-readBatches {
+		t.Fatalf("fs source metrics %v; want %d segments read (%d bytes), %d pruned, %d batches pruned", m, overlapping, overlapBytes, all-overlapping, batches-readBatches)
 	}
 	if overlapping == 0 || overlapping == all {
 		t.Fatalf("%d of %d segments overlap the window: the test proves nothing", overlapping, all)
@@ -231,7 +235,7 @@ func TestBackupRestoreRoundTripIsByteExact(t *testing.T) {
 	// And the process itself read no more than that (plus manifests and
 	// its control messages): nothing was read twice.
 	if got := sourceRead.Load(); got < overlapBytes || got > overlapBytes+64<<10 {
-		t.Fatalf("the fs source process read %d bytes, the overlapping segments hold %d", got, overlapBytes)
+		t.Fatalf("the fs source process read %d bytes, the overlapping batches hold %d", got, overlapBytes)
 	}
 }
 
@@ -373,9 +377,8 @@ func TestKafkaTopicsByGlobAndNoTopicCreation(t *testing.T) {
 	}
 	root := t.TempDir()
 	run(t, pipelines.Backup("backup", pipelines.BackupOptions{BootstrapServers: []string{addr}, Topics: []string{prefix + "-*"}, Path: root, BackupID: "g"}), options(t))
-	parts, err := segment.Backup{Root: root, ID: "g"}.Partitions()
-	if err != nil || len(parts) != 2 || parts[0].Topic != prefix+"-a" || parts[1].Topic != prefix+"-b" {
-		t.Fatalf("backup holds %+v (%v), want %s-a and %s-b", parts, err, prefix, prefix)
+	if parts := testkit.Manifests(t, root, "g"); len(parts) != 2 || parts[0].Topic != prefix+"-a" || parts[1].Topic != prefix+"-b" || parts[0].Records() != 1 {
+		t.Fatalf("backup holds %+v, want %s-a and %s-b", parts, prefix, prefix)
 	}
 
 	rp := pipelines.Restore("restore", pipelines.RestoreOptions{Path: root, BackupID: "g", BootstrapServers: []string{addr},
@@ -383,7 +386,7 @@ func TestKafkaTopicsByGlobAndNoTopicCreation(t *testing.T) {
 	setParam(&rp.Sink, "create_topics", false)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	_, err = engine.Run(ctx, rp, options(t))
+	_, err := engine.Run(ctx, rp, options(t))
 	want := `target topic "` + prefix + `-missing" does not exist; create it or set create_topics = true`
 	if err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("restore into a missing topic: %v, want an error containing %q", err, want)
@@ -481,13 +484,11 @@ func TestADamagedPartitionLetsTheOthersRestore(t *testing.T) {
 	bp := pipelines.Backup("backup", pipelines.BackupOptions{BootstrapServers: []string{addr}, Topics: []string{src}, Path: root, BackupID: "d"})
 	setParam(&bp.Sink, "segment_max_records", 10)
 	run(t, bp, options(t))
-	b := segment.Backup{Root: root, ID: "d"}
-	parts, err := b.Partitions()
-	if err != nil || len(parts) != 3 || len(parts[1].Entries) != 3 || parts[1].Entries[1].MinOffset != 10 {
-		t.Fatalf("backup partitions %+v (%v), want 3 of 3 segments of 10", parts, err)
+	parts := testkit.Manifests(t, root, "d")
+	if len(parts) != 3 || len(parts[1].Entries) != 3 || parts[1].Entries[1].MinOffset != 10 {
+		t.Fatalf("backup partitions %+v, want 3 of 3 segments of 10", parts)
 	}
-	gone := filepath.Join(b.PartitionDir(src, 1), parts[1].Entries[1].File)
-	if err := os.Remove(gone); err != nil {
+	if err := os.Remove(testkit.SegmentFile(root, "d", src, 1, parts[1].Entries[1])); err != nil {
 		t.Fatal(err)
 	}
 
@@ -498,7 +499,7 @@ func TestADamagedPartitionLetsTheOthersRestore(t *testing.T) {
 	opts.Logger, opts.Launcher.(*host.Host).Logger = log, log
 	rep, err, spans := traced(t, pipelines.Restore("restore", pipelines.RestoreOptions{Path: root, BackupID: "d", BootstrapServers: []string{addr},
 		TimeWindowStart: -1, TimeWindowEnd: -1, TopicMapping: map[string]string{src: dst}}), opts)
-	cause := "open segment: open " + gone + ": no such file or directory"
+	cause := fmt.Sprintf("segment d/topics/%s/1/%s is missing", src, parts[1].Entries[1].Segment)
 	want := fmt.Sprintf(`pipeline "restore": 1 partition(s) failed, the others finished: %s/1 at offset 10: %s (BACKUP_DAMAGED)`, src, cause)
 	if err == nil || err.Error() != want {
 		t.Fatalf("restore: %v, want %q", err, want)

@@ -42,7 +42,7 @@ print()
 print("== what happened")
 print(f"backed up:                 {backup['records_out']} records in {segs['segments_written']} segments ({segs['bytes_written']} bytes on disk)")
 print(f"restored (time window):    {restore['records_out']} records to the -pitr topic, which now holds {pitr}")
-print(f"skipped outside window:    {skipped} ({m.get('segments_pruned', 0)} of {segs['segments_written']} segments skipped unread, the rest cut from the segments that straddle the window)")
+print(f"skipped outside window:    {skipped} ({m.get('segments_pruned', 0)} of {segs['segments_written']} segments and {m.get('batches_pruned', 0)} record batches skipped unread, the rest cut from the batches that straddle the window)")
 print(f"expected in window:        {want}; the restore verb restored {verb}")
 ok = restore["records_out"] == want == pitr == verb and backup["records_out"] == restore["records_out"] + skipped
 print("result:                    " + ("OK" if ok else "MISMATCH"))

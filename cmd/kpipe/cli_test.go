@@ -65,11 +65,11 @@ func TestBadInputExitsTwoWithAClearError(t *testing.T) {
 	}, {
 		name: "missing required parameter",
 		hcl:  "pipeline \"p\" {\n  source \"fs\" {\n    path = \"b\"\n    backup_id = \"x\"\n  }\n  sink \"fs\" {\n    path = \"b\"\n  }\n}\n",
-		want: "kpipe: pipeline \"p\" has invalid parameters:\n  FILE:6,3-12: sink \"fs\": parameter \"backup_id\": missing required parameter (string): name of the backup under path; a run resumes a backup of the same id",
+		want: "kpipe: pipeline \"p\" has invalid parameters:\n  FILE:6,3-12: sink \"fs\": parameter \"backup_id\": missing required parameter (string): name of the backup in the storage; a run resumes a backup of the same id",
 	}, {
 		name: "unknown parameter",
 		hcl:  "pipeline \"p\" {\n  source \"fs\" {\n    path = \"b\"\n    backup_id = \"x\"\n    window = 5\n  }\n  sink \"fs\" {\n    path = \"b\"\n    backup_id = \"y\"\n  }\n}\n",
-		want: "kpipe: pipeline \"p\" has invalid parameters:\n  FILE:5,5-11: source \"fs\": parameter \"window\": unknown parameter; known parameters: path, backup_id, topics, partitions, time_window_start, time_window_end, verify_checksums",
+		want: "kpipe: pipeline \"p\" has invalid parameters:\n  FILE:5,5-11: source \"fs\": parameter \"window\": unknown parameter; known parameters: path, backup_id, topics, partitions, time_window_start, time_window_end",
 	}, {
 		name: "epoch seconds in a time window",
 		hcl:  "pipeline \"p\" {\n  source \"fs\" {\n    path = \"b\"\n    backup_id = \"x\"\n  }\n  transform \"filter\" {\n    time_window_start = 1731236400\n  }\n  sink \"fs\" {\n    path = \"b\"\n    backup_id = \"y\"\n  }\n}\n",

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -23,7 +24,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kpipe/kpipe/internal/testkit"
-	"github.com/kpipe/kpipe/sdk/segment"
+	"github.com/kpipe/kpipe/plugins/fs/blob"
+	"github.com/kpipe/kpipe/sdk/storage"
 )
 
 func seedPartitions(t *testing.T, addr, topic string, partitions int32, per int, ts int64) {
@@ -51,9 +53,8 @@ func TestRestoreVerbSelectsRemapsAndReports(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("backup: exit %d: %s", code, stderr)
 	}
-	parts, err := segment.Backup{Root: path, ID: "b"}.Partitions()
-	if err != nil || len(parts) != 3 || parts[0].Entries[0].Compression != "lz4" {
-		t.Fatalf("backup partitions %+v, %v; want 3 partitions of lz4 segments", parts, err)
+	if parts := testkit.Manifests(t, path, "b"); len(parts) != 3 || parts[0].Entries[0].Compression != "lz4" {
+		t.Fatalf("backup partitions %+v; want 3 partitions of lz4 segments", parts)
 	}
 	dst := testkit.Topic(t, "dst")
 	code, stdout, stderr := kpipe(t, "restore", "--format", "json", "--bootstrap-servers", addr, "--path", path, "--backup-id", "b",
@@ -101,7 +102,7 @@ func TestContinuousBackupStopsCleanlyOnSIGTERM(t *testing.T) {
 	ts := time.Now().Add(-time.Hour).UnixMilli()
 	seedPartitions(t, addr, topic, 2, 300, ts)
 	path, state := t.TempDir(), t.TempDir()
-	backup := segment.Backup{Root: path, ID: "c"}
+	backup := backupAt{path, "c"}
 	args := []string{"--plugin-dir", testkit.PluginDir(t), "backup", "--bootstrap-servers", addr, "--topics", topic,
 		"--path", path, "--backup-id", "c", "--state-dir", state}
 	cmd := exec.Command(testkit.KpipeBinary(t), append(args, "--continuous")...)
@@ -145,10 +146,32 @@ func TestContinuousBackupStopsCleanlyOnSIGTERM(t *testing.T) {
 	}
 }
 
-func held(t *testing.T, b segment.Backup) int64 {
-	n, err := b.Records()
+// backupAt names a backup under an fs path.
+type backupAt struct{ path, id string }
+
+// held is how many records a backup holds; 0 before it exists.
+func held(t *testing.T, b backupAt) int64 {
+	ctx := context.Background()
+	bk, err := storage.OpenBackup(ctx, blob.New(b.path), b.id)
+	if errors.Is(err, storage.ErrBackupNotFound) {
+		return 0
+	}
 	if err != nil {
 		t.Fatal(err)
+	}
+	m, err := bk.Metadata(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	for _, tm := range m.Topics {
+		for p := range tm.Partitions {
+			man, err := bk.Manifest(ctx, tm.Name, p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n += man.Records()
+		}
 	}
 	return n
 }
@@ -194,8 +217,8 @@ func TestExamplePipelinesRunAgainstABroker(t *testing.T) {
 	if got := len(testkit.ConsumeAll(t, addr, topic+"-pitr")); got != 400 {
 		t.Fatalf("%s-pitr holds %d records, want 400", topic, got)
 	}
-	if parts, err := (segment.Backup{Root: filepath.Join(dir, ".kpipe", "backups"), ID: "ex"}).Partitions(); err != nil || len(parts) != 2 {
-		t.Fatalf("backup under the example's path: %v, %v", parts, err)
+	if parts := testkit.Manifests(t, filepath.Join(dir, ".kpipe", "backups"), "ex"); len(parts) != 2 {
+		t.Fatalf("backup under the example's path: %v", parts)
 	}
 }
 
@@ -438,16 +461,14 @@ func TestRestoreWithAMissingSegment(t *testing.T) {
 	if code, _, stderr := kpipe(t, "backup", "--bootstrap-servers", addr, "--topics", src, "--path", path, "--backup-id", "b"); code != 0 {
 		t.Fatalf("backup: exit %d: %s", code, stderr)
 	}
-	b := segment.Backup{Root: path, ID: "b"}
-	parts, err := b.Partitions()
-	if err != nil || len(parts) != 3 {
-		t.Fatalf("backup partitions %+v, %v", parts, err)
+	parts := testkit.Manifests(t, path, "b")
+	if len(parts) != 3 {
+		t.Fatalf("backup partitions %+v", parts)
 	}
-	gone := filepath.Join(b.PartitionDir(src, 1), parts[1].Entries[0].File)
-	if err := os.Remove(gone); err != nil {
+	if err := os.Remove(testkit.SegmentFile(path, "b", src, 1, parts[1].Entries[0])); err != nil {
 		t.Fatal(err)
 	}
-	failure := src + "/1 at offset 0: open segment: open " + gone + ": no such file or directory (BACKUP_DAMAGED"
+	failure := src + "/1 at offset 0: segment b/topics/" + src + "/1/" + parts[1].Entries[0].Segment + " is missing (BACKUP_DAMAGED"
 
 	dst := testkit.Topic(t, "dst")
 	code, stdout, stderr := kpipe(t, "restore", "--bootstrap-servers", addr, "--path", path, "--backup-id", "b", "--topic-mapping", src+"="+dst)

@@ -19,6 +19,9 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kpipe/kpipe/plugins/fs/blob"
+	"github.com/kpipe/kpipe/sdk/storage"
 )
 
 // Root is the repository root.
@@ -219,4 +222,41 @@ func ConsumeAll(t testing.TB, addr, topic string) []*kgo.Record {
 		out = append(out, byPart[p]...)
 	}
 	return out
+}
+
+// Backup opens a backup under root (an fs plugin's path) for reading.
+func Backup(t testing.TB, root, id string) *storage.Backup {
+	t.Helper()
+	b, err := storage.OpenBackup(context.Background(), blob.New(root), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// Manifests reads the manifest of every partition of a backup's topics.
+func Manifests(t testing.TB, root, id string) []storage.Manifest {
+	t.Helper()
+	ctx := context.Background()
+	b := Backup(t, root, id)
+	m, err := b.Metadata(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []storage.Manifest
+	for _, tm := range m.Topics {
+		for p := range tm.Partitions {
+			man, err := b.Manifest(ctx, tm.Name, p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, man)
+		}
+	}
+	return out
+}
+
+// SegmentFile is the file of a segment entry of a backup under root.
+func SegmentFile(root, id, topic string, partition int32, e storage.Entry) string {
+	return filepath.Join(root, filepath.FromSlash(storage.Keys{ID: id}.Partition(topic, partition)+e.Segment))
 }

@@ -1,9 +1,33 @@
-// Command kpipe-plugin-fs is kpipe's local file system storage: as a sink it
-// writes a backup as Arrow segments with a manifest (see package
-// sdk/segment); as a source it reads a backup back in offset order per
-// partition, skipping segments that cannot hold records of a time window.
+// Command kpipe-plugin-fs is kpipe's local file system storage: backups as
+// objects under a folder (package plugins/fs/blob), written and read by the
+// SDK's segment store (package sdk/storage). As a sink it writes a backup;
+// as a source it reads one back in offset order per partition, reading only
+// the record batches a time window can use.
 package main
 
-import "github.com/kpipe/kpipe/sdk"
+import (
+	"context"
 
-func main() { sdk.Serve(NewSink, NewSource) }
+	"github.com/kpipe/kpipe/plugins/fs/blob"
+	"github.com/kpipe/kpipe/sdk"
+	"github.com/kpipe/kpipe/sdk/storage"
+)
+
+type config struct {
+	Path string `param:"path" required:"true" help:"folder that holds backups"`
+}
+
+// fs is the plugin: a folder of objects.
+type fs struct{ cfg config }
+
+func (p *fs) Spec() sdk.Spec {
+	return sdk.Spec{Name: "fs", Version: sdk.Version, Summary: "backups as Arrow segments on a local file system", Config: &p.cfg}
+}
+
+func (p *fs) Configure(context.Context) error { return nil }
+
+func (p *fs) Open(context.Context) (storage.BlobStore, error) { return blob.New(p.cfg.Path), nil }
+
+func (p *fs) Location() string { return p.cfg.Path }
+
+func main() { storage.Serve(func() storage.Plugin { return &fs{} }) }

@@ -15,6 +15,11 @@ import (
 // DefaultLeaseTTL is how long a writer's lease lasts past its last renewal.
 const DefaultLeaseTTL = 30 * time.Second
 
+// holderGrace is how long a writer waits for a live holder on its own host
+// to end before it is refused: a plugin whose host was killed exits within
+// it.
+const holderGrace = time.Second
+
 // HeldError says another writer holds a backup.
 type HeldError struct {
 	BackupID string
@@ -64,11 +69,28 @@ func (o *LeaseOptions) defaults() {
 		o.Pid = os.Getpid()
 	}
 	if o.Alive == nil {
-		o.Alive = func(pid int) bool {
-			err := syscall.Kill(pid, 0)
-			return err == nil || errors.Is(err, syscall.EPERM)
+		o.Alive = alive
+	}
+}
+
+// alive says whether process pid of this host runs: signal 0 reaches it and
+// it is not a zombie (a killed process its parent has not reaped yet).
+func alive(pid int) bool {
+	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
+		return false
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true // no /proc: signal 0 is all we know
+	}
+	// The state follows the command name, which is in parentheses.
+	if i := bytes.LastIndexByte(stat, ')'); i >= 0 && i+2 < len(stat) {
+		switch stat[i+2] {
+		case 'Z', 'X':
+			return false
 		}
 	}
+	return true
 }
 
 // lease is a writer's hold on a backup.
@@ -103,6 +125,13 @@ func acquireLease(ctx context.Context, store BlobStore, keys Keys, o LeaseOption
 		held, err := readLease(ctx, store, keys.Lease(last))
 		if err != nil {
 			return nil, fmt.Errorf("backup %q: %w", keys.ID, err)
+		}
+		if !held.Released && held.Host == o.Host && o.Alive(held.Pid) {
+			// A writer whose host was just killed ends within a moment:
+			// give it that moment.
+			for deadline := time.Now().Add(holderGrace); o.Alive(held.Pid) && time.Now().Before(deadline); {
+				time.Sleep(50 * time.Millisecond)
+			}
 		}
 		now := time.Now()
 		switch {

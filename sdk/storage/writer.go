@@ -52,10 +52,11 @@ type Writer struct {
 	metaVersion int64
 }
 
-// CheckID checks a backup id: a name without slashes or a leading dot.
+// CheckID checks a backup id: a name without slashes that does not start
+// with a dot or an underscore (names the store keeps for itself).
 func CheckID(id string) error {
-	if id == "" || strings.ContainsAny(id, "/\\") || strings.HasPrefix(id, ".") {
-		return fmt.Errorf("%q is not a valid backup id: use a name without slashes that does not start with a dot, such as \"daily-2024-11-10\"", id)
+	if id == "" || strings.ContainsAny(id, "/\\") || strings.HasPrefix(id, ".") || strings.HasPrefix(id, "_") {
+		return fmt.Errorf("%q is not a valid backup id: use a name without slashes that starts with a letter or digit, such as \"daily-2024-11-10\"", id)
 	}
 	return nil
 }
@@ -77,6 +78,9 @@ func OpenWriter(ctx context.Context, store BlobStore, id string, o WriterOptions
 		data, _ := json.MarshalIndent(info, "", "  ")
 		if err := store.Put(ctx, keys.Info(), bytes.NewReader(data), int64(len(data)), PutOptions{IfAbsent: true}); err != nil && !errors.Is(err, ErrExists) {
 			return nil, fmt.Errorf("backup %q: create: %w", id, err)
+		}
+		if err := store.Put(ctx, registry+id, bytes.NewReader(nil), 0, PutOptions{IfAbsent: true}); err != nil && !errors.Is(err, ErrExists) {
+			return nil, fmt.Errorf("backup %q: register: %w", id, err)
 		}
 		if _, err := readInfo(ctx, store, keys); err != nil {
 			return nil, err
@@ -196,6 +200,21 @@ func (w *Writer) WriteMetadata(ctx context.Context, m sdk.Metadata) error {
 	w.meta, w.metaVersion = merged, version
 	w.mu.Unlock()
 	return nil
+}
+
+// AddPartition makes sure the metadata lists the partition: a topic it
+// does not know is added with partition+1 partitions, a known topic with
+// fewer grows. So every partition that holds data is in the metadata, which
+// readers go by.
+func (w *Writer) AddPartition(ctx context.Context, topic string, partition int32) error {
+	w.mu.Lock()
+	t, ok := w.meta.Topic(topic)
+	w.mu.Unlock()
+	if ok && t.Partitions > partition {
+		return nil
+	}
+	t.Name, t.Partitions = topic, partition+1
+	return w.WriteMetadata(ctx, sdk.Metadata{Topics: []sdk.TopicMetadata{t}})
 }
 
 // Close lets the lease go.

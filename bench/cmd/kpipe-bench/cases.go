@@ -111,16 +111,26 @@ func (r *runner) sourceBackups(ctx context.Context, src task, segmentRecords int
 	return jobs, segments, nil
 }
 
-// countSegmentFiles counts the data files of a backup (all but manifests).
+// countSegmentFiles counts the data files of a backup: kpipe's are the files
+// of its segments folders; the reference tool's, all but its JSON manifests.
 func countSegmentFiles(dir string) int64 {
-	var n int64
+	var segments, data int64
 	_ = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err == nil && d.Type().IsRegular() && filepath.Ext(path) != ".json" && filepath.Ext(path) != ".jsonl" {
-			n++
+		if err != nil || !d.Type().IsRegular() {
+			return nil
+		}
+		if filepath.Base(filepath.Dir(path)) == "segments" {
+			segments++
+		}
+		if ext := filepath.Ext(path); ext != ".json" && ext != ".jsonl" {
+			data++
 		}
 		return nil
 	})
-	return n
+	if segments > 0 {
+		return segments
+	}
+	return data
 }
 
 // restoreCase times a full restore into a new topic: kpipe and the

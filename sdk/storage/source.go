@@ -1,4 +1,4 @@
-package main
+package storage
 
 import (
 	"context"
@@ -11,63 +11,58 @@ import (
 	"github.com/kpipe/kpipe/sdk"
 	"github.com/kpipe/kpipe/sdk/param"
 	"github.com/kpipe/kpipe/sdk/record"
-	"github.com/kpipe/kpipe/sdk/segment"
 )
 
 type sourceConfig struct {
-	Path            string   `param:"path" required:"true" help:"folder that holds backups"`
 	BackupID        string   `param:"backup_id" required:"true" help:"name of the backup to read"`
 	Topics          []string `param:"topics" help:"topic names or globs to read; all topics of the backup when empty"`
 	Partitions      []int32  `param:"partitions" help:"partition numbers to read; all when empty"`
-	TimeWindowStart int64    `param:"time_window_start" default:"-1" help:"read only records with timestamp >= this, epoch milliseconds; segments whose records all lie before it are skipped unread (-1: no bound)"`
-	TimeWindowEnd   int64    `param:"time_window_end" default:"-1" help:"read only records with timestamp <= this, epoch milliseconds; segments whose records all lie after it are skipped unread (-1: no bound)"`
-	VerifyChecksums bool     `param:"verify_checksums" default:"true" help:"check each segment's size and CRC-32C against the manifest before reading it"`
+	TimeWindowStart int64    `param:"time_window_start" default:"-1" help:"read only records with timestamp >= this, epoch milliseconds; record batches whose records all lie before it are not read (-1: no bound)"`
+	TimeWindowEnd   int64    `param:"time_window_end" default:"-1" help:"read only records with timestamp <= this, epoch milliseconds; record batches whose records all lie after it are not read (-1: no bound)"`
 }
 
-// work is one segment to read.
+// work is one entry of a partition to read: the batches of a segment that
+// can hold wanted records, or a gap to move past.
 type work struct {
-	dir   string
-	entry segment.Entry
 	topic string
 	part  int32
-	from  int64 // skip records below this offset (resume)
+	entry Entry
+	which []int // the segment's batches to read
+	from  int64 // skip records below this offset (resume); -1 for none
 }
 
 // Source reads a backup back as batches, partition by partition, each in
-// offset order. It reads every segment it needs once, from start to end,
-// checking its checksum as it goes, and passes its frames on as they are
-// stored; it decodes only a frame that a time window bound or a resume
+// offset order. From each segment it reads only the record batches that a
+// time window and a resume position leave (their byte ranges, adjacent ones
+// at once), checking each against its CRC-32C, and passes their frames on
+// as stored; it decodes only a batch that a window bound or the resume
 // position cuts.
 type Source struct {
 	sdk.UnimplementedSource
-	storage
-	cfg    sourceConfig
-	backup segment.Backup
-	queue  []work
-	cur    *segment.Reader
-	curW   work
-	meta   *sdk.Metadata // sent with the first Read
-	next   int64         // position after the last batch of the current segment
-	pool   *record.Pool  // frames handed to the SDK until sent
+	*service
+	cfg   sourceConfig
+	b     *Backup
+	queue []work
+	cur   *BatchReader
+	curW  work
+	meta  *sdk.Metadata // sent with the first Read
+	next  int64         // position after the last batch of the current entry
+	pool  *record.Pool  // frames handed to the SDK until sent
 
-	segmentsRead, segmentsPruned, recordsPruned, recordsRead, bytesRead atomic.Int64
+	segmentsRead, segmentsPruned, batchesPruned, recordsPruned, recordsRead atomic.Int64
 }
 
-// NewSource returns the fs source.
-func NewSource() sdk.Source {
-	s := &Source{}
-	s.storage = storage{root: &s.cfg.Path}
-	return s
+// NewSource returns the source of a storage plugin.
+func NewSource(p Plugin) *Source {
+	return &Source{service: &service{plugin: p}}
 }
 
-func (s *Source) Spec() sdk.Spec {
-	return sdk.Spec{Name: "fs", Version: sdk.Version, Summary: "backups as Arrow segments on a local file system", Config: &s.cfg}
-}
+func (s *Source) Spec() sdk.Spec { return s.spec(&s.cfg) }
 
-func (s *Source) Configure(context.Context) error {
-	var errs param.Errors
-	if err := checkBackupID(s.cfg.BackupID); err != nil {
-		errs = append(errs, err)
+func (s *Source) Configure(ctx context.Context) error {
+	errs := param.AsErrors(s.plugin.Configure(ctx))
+	if err := CheckID(s.cfg.BackupID); err != nil {
+		errs = append(errs, param.Errorf("backup_id", "%v", err))
 	}
 	errs = append(errs, param.CheckTimeWindow(s.cfg.TimeWindowStart, s.cfg.TimeWindowEnd)...)
 	for _, g := range s.cfg.Topics {
@@ -100,24 +95,23 @@ func (s *Source) wantedTopic(topic string) bool {
 	return false
 }
 
-// window is the source's time window.
 func (s *Source) window() record.Window {
 	return record.Window{Start: s.cfg.TimeWindowStart, End: s.cfg.TimeWindowEnd}
 }
 
-// Open plans the segments to read: wanted partitions, segments that can hold
-// records of the time window, and only what lies at or after resume.
-func (s *Source) Open(_ context.Context, o sdk.SourceOptions) error {
+// Open plans what to read: the wanted partitions' entries at or after the
+// resume positions, and of each segment the batches that can hold records
+// of the time window.
+func (s *Source) Open(ctx context.Context, o sdk.SourceOptions) error {
 	s.pool = record.NewPoolWithLimit(o.InFlightBytes / 4)
-	s.backup = segment.Backup{Root: s.cfg.Path, ID: s.cfg.BackupID}
-	if _, err := s.backup.ReadInfo(); err != nil {
-		return err
-	}
-	parts, err := s.backup.Partitions()
+	store, err := s.open(ctx)
 	if err != nil {
 		return err
 	}
-	meta, err := readMetadata(s.backup, parts)
+	if s.b, err = OpenBackup(ctx, store, s.cfg.BackupID); err != nil {
+		return fmt.Errorf("%s: %w", s.plugin.Location(), err)
+	}
+	meta, err := s.b.Metadata(ctx)
 	if err != nil {
 		return err
 	}
@@ -129,37 +123,51 @@ func (s *Source) Open(_ context.Context, o sdk.SourceOptions) error {
 	}
 	from := map[string]int64{}
 	for _, p := range o.Resume {
-		from[key(p.Topic, p.Partition)] = p.NextOffset
+		from[fmt.Sprintf("%s/%d", p.Topic, p.Partition)] = p.NextOffset
 	}
 	win := s.window()
-	for _, p := range parts {
-		if !s.wanted(p.Topic, p.Partition) {
-			continue
-		}
-		start, resumed := from[key(p.Topic, p.Partition)]
-		dir := s.backup.PartitionDir(p.Topic, p.Partition)
-		for _, e := range p.Entries {
-			if resumed && e.NextOffset <= start {
+	for _, t := range s.meta.Topics {
+		for p := range t.Partitions {
+			if !s.wanted(t.Name, p) {
 				continue
 			}
-			if !win.Overlaps(e.MinTimestamp, e.MaxTimestamp) {
-				s.segmentsPruned.Add(1)
-				s.recordsPruned.Add(e.Records)
-				continue
+			m, err := s.b.Manifest(ctx, t.Name, p)
+			if err != nil {
+				return err
 			}
-			w := work{dir: dir, entry: e, topic: p.Topic, part: p.Partition, from: -1}
-			if resumed {
-				w.from = start
+			start, resumed := from[fmt.Sprintf("%s/%d", t.Name, p)]
+			if !resumed {
+				start = -1
 			}
-			s.queue = append(s.queue, w)
+			for _, e := range m.Entries {
+				if e.NextOffset <= start {
+					continue
+				}
+				w := work{topic: t.Name, part: p, entry: e, from: start}
+				if e.Kind == KindSegment {
+					for i, bi := range e.Batches {
+						switch {
+						case bi.MaxOffset < start:
+						case !win.Overlaps(bi.MinTimestamp, bi.MaxTimestamp):
+							s.batchesPruned.Add(1)
+							s.recordsPruned.Add(bi.Records)
+						default:
+							w.which = append(w.which, i)
+						}
+					}
+					if len(w.which) == 0 {
+						s.segmentsPruned.Add(1)
+					}
+				}
+				s.queue = append(s.queue, w)
+			}
 		}
 	}
 	return nil
 }
 
-// Read returns the next batch: one frame of a segment as stored, or, at a
-// segment's end, a batch that only moves the position past it. Batches
-// wholly outside the time window are skipped.
+// Read returns the next batch: one record batch of a segment as stored,
+// or, at an entry's end, a batch that only moves the position past it.
 func (s *Source) Read(ctx context.Context) (sdk.Batch, error) {
 	if s.meta != nil {
 		m := s.meta
@@ -175,29 +183,31 @@ func (s *Source) Read(ctx context.Context) (sdk.Batch, error) {
 				return sdk.Batch{}, io.EOF
 			}
 			s.curW, s.queue = s.queue[0], s.queue[1:]
-			r, err := segment.OpenVerified(s.curW.dir, s.curW.entry, s.cfg.VerifyChecksums)
-			if err != nil {
-				return sdk.Batch{}, s.partitionFailed(s.curW.entry.MinOffset, err)
+			s.next = -1
+			if len(s.curW.which) == 0 {
+				// A gap, or a segment with nothing wanted: move past it.
+				return s.moveTo(s.curW.entry.NextOffset), nil
 			}
-			s.cur, s.next = r, -1
+			s.cur = s.b.Batches(ctx, s.curW.topic, s.curW.part, s.curW.entry, s.curW.which)
 			s.segmentsRead.Add(1)
 		}
-		frame, err := s.cur.NextFrame()
+		frame, bi, err := s.cur.Next()
 		if err == io.EOF {
-			s.closeSegment()
+			s.cur = nil
 			if end := s.curW.entry.NextOffset; end > s.next {
-				// The segment's position lies past its last record
-				// (transaction markers, say): move there.
-				return sdk.Batch{Envelope: sdk.Envelope{Topic: s.curW.topic, Partition: s.curW.part, NextOffset: end}}, nil
+				// The entry's position lies past its last record read
+				// (transaction markers, batches out of the window): move
+				// there.
+				return s.moveTo(end), nil
 			}
 			continue
 		}
 		if err != nil {
-			return sdk.Batch{}, s.partitionFailed(max(s.next, s.curW.entry.MinOffset), err)
+			return sdk.Batch{}, s.partitionFailed(max(s.next, bi.MinOffset), err)
 		}
-		b, ok, err := s.batch(frame)
+		b, ok, err := s.batch(frame, bi)
 		if err != nil {
-			return sdk.Batch{}, s.partitionFailed(max(s.next, s.curW.entry.MinOffset), fmt.Errorf("segment %s: %w", s.curW.entry.File, err))
+			return sdk.Batch{}, s.partitionFailed(max(s.next, bi.MinOffset), fmt.Errorf("segment %s: %w", s.curW.entry.Segment, err))
 		}
 		if ok {
 			s.recordsRead.Add(b.Count)
@@ -206,14 +216,19 @@ func (s *Source) Read(ctx context.Context) (sdk.Batch, error) {
 	}
 }
 
-// partitionFailed stops reading the current partition after err: its
-// segment is closed and its other segments are dropped from the queue, so
-// that the other partitions go on (sdk.PartitionSource). offset is where
-// the partition stopped.
+// moveTo is a batch that only moves the current partition's position.
+func (s *Source) moveTo(next int64) sdk.Batch {
+	return sdk.Batch{Envelope: sdk.Envelope{Topic: s.curW.topic, Partition: s.curW.part, NextOffset: next}}
+}
+
+// partitionFailed stops reading the current partition after err: its other
+// entries are dropped from the queue, so that the other partitions go on
+// (sdk.PartitionSource). offset is where the partition stopped.
 func (s *Source) partitionFailed(offset int64, err error) error {
 	topic, part := s.curW.topic, s.curW.part
 	if s.cur != nil {
-		s.closeSegment()
+		s.cur.Close()
+		s.cur = nil
 	}
 	s.queue = slices.DeleteFunc(s.queue, func(w work) bool { return w.topic == topic && w.part == part })
 	return &sdk.PartitionError{Topic: topic, Partition: part, Offset: offset, Code: "BACKUP_DAMAGED", Err: err}
@@ -224,29 +239,22 @@ func (s *Source) partitionFailed(offset int64, err error) error {
 // resume.
 func (s *Source) ResumePartition(context.Context, string, int32) error { return nil }
 
-func (s *Source) closeSegment() {
-	s.bytesRead.Add(s.cur.BytesRead())
-	s.cur.Close()
-	s.cur = nil
-}
-
 // batch turns a frame into a batch; ok is false for a frame with nothing to
-// send (outside the window, or below the resume position). A frame passes
-// as stored unless a time window bound or the resume position falls inside
-// it: then it is cut to the records that remain.
-func (s *Source) batch(frame []byte) (sdk.Batch, bool, error) {
+// send (below the resume position, or outside the window). A frame passes
+// as stored unless a window bound or the resume position falls inside it:
+// then it is cut to the records that remain.
+func (s *Source) batch(frame []byte, bi BatchIndex) (sdk.Batch, bool, error) {
 	bounds, err := record.FrameBounds(frame)
 	if err != nil {
 		return sdk.Batch{}, false, err
+	}
+	if bounds != bi.Bounds() {
+		return sdk.Batch{}, false, fmt.Errorf("batch at byte %d holds %+v, its index says %+v", bi.Start, bounds, bi.Bounds())
 	}
 	env := sdk.Envelope{Topic: s.curW.topic, Partition: s.curW.part, NextOffset: bounds.MaxOffset + 1}
 	s.next = env.NextOffset
 	from, win := s.curW.from, s.window()
 	if from >= 0 && bounds.MaxOffset < from {
-		return sdk.Batch{}, false, nil
-	}
-	if !win.Overlaps(bounds.MinTimestamp, bounds.MaxTimestamp) {
-		s.recordsPruned.Add(bounds.Count)
 		return sdk.Batch{}, false, nil
 	}
 	if (from >= 0 && bounds.MinOffset < from) || !win.Covers(bounds.MinTimestamp, bounds.MaxTimestamp) {
@@ -295,18 +303,24 @@ func (s *Source) cut(frame []byte, env sdk.Envelope, from int64, win record.Wind
 }
 
 func (s *Source) Metrics() map[string]int64 {
+	var read int64
+	if s.b != nil {
+		read = s.b.BytesRead()
+	}
 	return map[string]int64{
 		"segments_read":   s.segmentsRead.Load(),
 		"segments_pruned": s.segmentsPruned.Load(),
+		"batches_pruned":  s.batchesPruned.Load(),
 		"records_pruned":  s.recordsPruned.Load(),
 		"records_read":    s.recordsRead.Load(),
-		"bytes_read":      s.bytesRead.Load(),
+		"bytes_read":      read,
 	}
 }
 
 func (s *Source) Teardown(context.Context) error {
 	if s.cur != nil {
-		s.closeSegment()
+		s.cur.Close()
+		s.cur = nil
 	}
 	return nil
 }

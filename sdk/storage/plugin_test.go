@@ -1,8 +1,9 @@
-package main
+package storage_test
 
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -13,10 +14,27 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kpipe/kpipe/internal/testkit"
+	"github.com/kpipe/kpipe/plugins/fs/blob"
 	"github.com/kpipe/kpipe/sdk"
 	"github.com/kpipe/kpipe/sdk/param"
 	"github.com/kpipe/kpipe/sdk/record"
+	"github.com/kpipe/kpipe/sdk/storage"
 )
+
+// folder is a storage plugin over a folder, as the fs plugin is.
+type folder struct {
+	cfg struct {
+		Path string `param:"path" required:"true" help:"folder"`
+	}
+}
+
+func (f *folder) Spec() sdk.Spec {
+	return sdk.Spec{Name: "folder", Version: sdk.Version, Summary: "test", Config: &f.cfg}
+}
+func (f *folder) Configure(context.Context) error                 { return nil }
+func (f *folder) Open(context.Context) (storage.BlobStore, error) { return blob.New(f.cfg.Path), nil }
+func (f *folder) Location() string                                { return f.cfg.Path }
 
 func configure(t *testing.T, p interface {
 	Spec() sdk.Spec
@@ -52,9 +70,9 @@ func batch(t *testing.T, topic string, partition int32, from, n int64) sdk.Batch
 }
 
 // openSink configures and opens a sink; acks returns the seqs acked so far.
-func openSink(t *testing.T, params map[string]any) (s *Sink, acks func() []uint64, err error) {
+func openSink(t *testing.T, params map[string]any) (s *storage.Sink, acks func() []uint64, err error) {
 	t.Helper()
-	s = NewSink().(*Sink)
+	s = storage.NewSink(&folder{})
 	if err := configure(t, s, params); err != nil {
 		t.Fatal(err)
 	}
@@ -71,27 +89,38 @@ func openSink(t *testing.T, params map[string]any) (s *Sink, acks func() []uint6
 	return s, acks, err
 }
 
-func TestSecondWriterOfABackupWaitsThenFails(t *testing.T) {
-	params := map[string]any{"path": t.TempDir(), "backup_id": "b", "lock_timeout": "200ms"}
-	first, _, err := openSink(t, params)
-	if err != nil {
+// openSource configures and opens a source.
+func openSource(t *testing.T, params map[string]any, resume ...sdk.Position) *storage.Source {
+	t.Helper()
+	src := storage.NewSource(&folder{})
+	if err := configure(t, src, params); err != nil {
 		t.Fatal(err)
 	}
-	_, _, err = openSink(t, params)
-	want := `backup "b" under ` + params["path"].(string) + ` is being written by another process; wait for it to finish (lock_timeout is 200ms)`
-	if err == nil || err.Error() != want {
-		t.Fatalf("second writer: %v, want %q", err, want)
+	if err := src.Open(context.Background(), sdk.SourceOptions{Resume: resume}); err != nil {
+		t.Fatal(err)
 	}
-	first.Teardown(context.Background())
-	second, _, err := openSink(t, params)
-	if err != nil {
-		t.Fatalf("after the first writer ended: %v", err)
+	return src
+}
+
+// readAll reads src to its end.
+func readAll(t *testing.T, src *storage.Source) []sdk.Batch {
+	t.Helper()
+	var out []sdk.Batch
+	for {
+		b, err := src.Read(context.Background())
+		if err == io.EOF {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, b)
 	}
-	second.Teardown(context.Background())
 }
 
 func TestSinkSkipsWhatIsAlreadyStoredAndSplitsAtSegmentMaxRecords(t *testing.T) {
-	params := map[string]any{"path": t.TempDir(), "backup_id": "b", "segment_max_records": 30}
+	path := t.TempDir()
+	params := map[string]any{"path": path, "backup_id": "b", "segment_max_records": 30}
 	ctx := context.Background()
 	s, acked, err := openSink(t, params)
 	if err != nil {
@@ -130,17 +159,23 @@ func TestSinkSkipsWhatIsAlreadyStoredAndSplitsAtSegmentMaxRecords(t *testing.T) 
 		t.Fatalf("metrics %v acks %v; want 10 written, 10 skipped, seq 7 acked", m, got)
 	}
 	s.Teardown(ctx)
-	parts, _ := s.backup.Partitions()
+	// A partition nobody announced is in the metadata all the same.
+	parts := testkit.Manifests(t, path, "b")
+	if len(parts) != 1 || parts[0].Topic != "t" {
+		t.Fatalf("partitions %+v, want t/0", parts)
+	}
 	var sizes []int64
 	for _, e := range parts[0].Entries {
 		sizes = append(sizes, e.Records)
 	}
-	if len(sizes) != 3 || sizes[0] != 30 || sizes[1] != 20 || sizes[2] != 10 {
+	if !slices.Equal(sizes, []int64{30, 20, 10}) {
 		t.Fatalf("segments of %v records, want [30 20 10]", sizes)
 	}
 }
 
-func TestSourceRefusesACorruptSegmentUnlessChecksumsAreOff(t *testing.T) {
+// TestSourceRefusesACorruptBatch flips a byte of a segment: reading it
+// fails for that partition, naming the segment and both checksums.
+func TestSourceRefusesACorruptBatch(t *testing.T) {
 	path := t.TempDir()
 	ctx := context.Background()
 	s, _, err := openSink(t, map[string]any{"path": path, "backup_id": "b"})
@@ -152,57 +187,24 @@ func TestSourceRefusesACorruptSegmentUnlessChecksumsAreOff(t *testing.T) {
 	}
 	s.Flush(ctx)
 	s.Teardown(ctx)
-	files, _ := filepath.Glob(filepath.Join(path, "b", "topics", "t", "0", "*.arrows"))
-	data, _ := os.ReadFile(files[0])
-	data[len(data)/2] ^= 0xff
-	os.WriteFile(files[0], data, 0o644)
+	e := testkit.Manifests(t, path, "b")[0].Entries[0]
+	file := testkit.SegmentFile(path, "b", "t", 0, e)
+	data, _ := os.ReadFile(file)
+	data[e.Batches[0].Start+e.Batches[0].Length/2] ^= 0xff
+	os.WriteFile(file, data, 0o644)
 
-	read := func(verify bool) error {
-		src := NewSource().(*Source)
-		if err := configure(t, src, map[string]any{"path": path, "backup_id": "b", "verify_checksums": verify}); err != nil {
-			t.Fatal(err)
-		}
-		if err := src.Open(ctx, sdk.SourceOptions{}); err != nil {
-			return err
-		}
-		defer src.Teardown(ctx)
-		for {
-			if _, err := src.Read(ctx); err != nil {
-				if err == io.EOF {
-					return nil
-				}
-				return err
-			}
-		}
-	}
-	err = read(true)
-	if err == nil || !strings.Contains(err.Error(), "checksum crc32c:") || !strings.Contains(err.Error(), "manifest says crc32c:") {
-		t.Fatalf("with verify_checksums: %v, want a checksum mismatch", err)
-	}
-	// Without the check the flipped byte goes unnoticed or fails decoding;
-	// either way it is not the checksum error.
-	if err := read(false); err != nil && strings.Contains(err.Error(), "manifest says") {
-		t.Fatalf("without verify_checksums the checksum was still checked: %v", err)
+	src := openSource(t, map[string]any{"path": path, "backup_id": "b"})
+	src.Read(ctx) // metadata
+	_, err = src.Read(ctx)
+	var pe *sdk.PartitionError
+	want := fmt.Sprintf("segment b/topics/t/0/%s: batch at byte %d: checksum crc32c:", e.Segment, e.Batches[0].Start)
+	if !errors.As(err, &pe) || pe.Partition != 0 || pe.Offset != 0 || pe.Code != "BACKUP_DAMAGED" ||
+		!strings.HasPrefix(pe.Err.Error(), want) || !strings.HasSuffix(pe.Err.Error(), ", the index says "+storage.FormatChecksum(e.Batches[0].CRC)) {
+		t.Fatalf("reading a corrupt batch: %v, want a BACKUP_DAMAGED error starting %q", err, want)
 	}
 }
 
-// readAll reads src to its end.
-func readAll(t *testing.T, src *Source) []sdk.Batch {
-	t.Helper()
-	var out []sdk.Batch
-	for {
-		b, err := src.Read(context.Background())
-		if err == io.EOF {
-			return out
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, b)
-	}
-}
-
-func TestSourceSkipsSegmentsOutsideTheWindowAndResumes(t *testing.T) {
+func TestSourceReadsOnlyWhatTheWindowAndTheResumePositionNeed(t *testing.T) {
 	path := t.TempDir()
 	ctx := context.Background()
 	s, _, _ := openSink(t, map[string]any{"path": path, "backup_id": "b", "segment_max_records": 10})
@@ -215,16 +217,10 @@ func TestSourceSkipsSegmentsOutsideTheWindowAndResumes(t *testing.T) {
 	s.Flush(ctx)
 	s.Teardown(ctx)
 	base := int64(1_731_236_400_000)
-	src := NewSource().(*Source)
-	err := configure(t, src, map[string]any{"path": path, "backup_id": "b", "topics": []string{"t*"}, "partitions": []int{1},
-		"time_window_start": base + 25, "time_window_end": base + 54})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := src.Open(ctx, sdk.SourceOptions{Resume: []sdk.Position{{Topic: "t", Partition: 1, NextOffset: 33}}}); err != nil {
-		t.Fatal(err)
-	}
+	src := openSource(t, map[string]any{"path": path, "backup_id": "b", "topics": []string{"t*"}, "partitions": []int{1},
+		"time_window_start": base + 25, "time_window_end": base + 54}, sdk.Position{Topic: "t", Partition: 1, NextOffset: 33})
 	var offsets []int64
+	var next int64
 	for _, b := range readAll(t, src) {
 		if b.Metadata != nil {
 			if len(b.Metadata.Topics) != 1 || b.Metadata.Topics[0].Name != "t" || b.Metadata.Topics[0].Partitions != 2 {
@@ -232,25 +228,22 @@ func TestSourceSkipsSegmentsOutsideTheWindowAndResumes(t *testing.T) {
 			}
 			continue
 		}
-		offsets = append(offsets, b.MinOffset, b.MaxOffset)
+		next = b.NextOffset
+		if b.Count > 0 {
+			offsets = append(offsets, b.MinOffset, b.MaxOffset)
+		}
 	}
 	// Segments of partition 1: [0-9] ... [90-99]. Window 25..54 needs
 	// segments 20-29 .. 50-59; resume at 33 cuts 20-29 and 30-32, the
-	// window's end cuts 55-59.
-	want := []int64{33, 39, 40, 49, 50, 54}
-	if len(offsets) != len(want) {
-		t.Fatalf("read batches %v, want %v", offsets, want)
-	}
-	for i := range want {
-		if offsets[i] != want[i] {
-			t.Fatalf("read batches %v, want %v", offsets, want)
-		}
+	// window's end cuts 55-59; the position still moves to the end.
+	if want := []int64{33, 39, 40, 49, 50, 54}; !slices.Equal(offsets, want) || next != 100 {
+		t.Fatalf("read batches %v up to %d, want %v up to 100", offsets, next, want)
 	}
 	m := src.Metrics()
 	// Segments 0-29 lie before the resume position (not pruned, just done);
 	// 60-99 lie after the window: 4 segments pruned, and 55-59 cut.
-	if m["segments_pruned"] != 4 || m["records_pruned"] != 45 || m["segments_read"] != 3 || m["records_read"] != 22 {
-		t.Fatalf("metrics %v, want 4 segments and 5 more records (45) pruned, 3 read (22 records)", m)
+	if m["segments_pruned"] != 4 || m["batches_pruned"] != 4 || m["records_pruned"] != 45 || m["segments_read"] != 3 || m["records_read"] != 22 {
+		t.Fatalf("metrics %v, want 4 segments (4 batches) and 5 more records (45) pruned, 3 read (22 records)", m)
 	}
 }
 
@@ -284,13 +277,7 @@ func TestSourceCutsFramesToTheWindow(t *testing.T) {
 	s.Flush(ctx)
 	s.Teardown(ctx)
 
-	src := NewSource().(*Source)
-	if err := configure(t, src, map[string]any{"path": path, "backup_id": "b", "time_window_start": base + 3, "time_window_end": base + 6}); err != nil {
-		t.Fatal(err)
-	}
-	if err := src.Open(ctx, sdk.SourceOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	src := openSource(t, map[string]any{"path": path, "backup_id": "b", "time_window_start": base + 3, "time_window_end": base + 6})
 	var got []string
 	var next int64
 	for _, b := range readAll(t, src) {
@@ -323,7 +310,8 @@ func TestSourceCutsFramesToTheWindow(t *testing.T) {
 }
 
 func TestSinkCommitsASegmentOnceItReachesSegmentMaxBytes(t *testing.T) {
-	params := map[string]any{"path": t.TempDir(), "backup_id": "b", "segment_max_bytes": 1, "compression": "none"}
+	path := t.TempDir()
+	params := map[string]any{"path": path, "backup_id": "b", "segment_max_bytes": 1, "compression": "none"}
 	ctx := context.Background()
 	s, acked, err := openSink(t, params)
 	if err != nil {
@@ -346,20 +334,20 @@ func TestSinkCommitsASegmentOnceItReachesSegmentMaxBytes(t *testing.T) {
 		t.Fatalf("acked %v without a flush, want seqs 1, 2, 3", got)
 	}
 	s.Teardown(ctx)
-	parts, _ := s.backup.Partitions()
+	parts := testkit.Manifests(t, path, "b")
 	if len(parts) != 1 || len(parts[0].Entries) != 3 || parts[0].Entries[2].MinOffset != 20 {
 		t.Fatalf("segments %+v, want 3 of 10 records each", parts)
 	}
 }
 
 // TestSinkNeverOverwritesABackupItCannotRead opens a sink on a backup whose
-// backup.json is torn, then on one of another format version: both fail
-// with the reason, and backup.json is left as it was.
+// backup.json is torn, then on one of format version 2: both fail with the
+// reason, and backup.json is left as it was.
 func TestSinkNeverOverwritesABackupItCannotRead(t *testing.T) {
 	for _, c := range []struct{ name, info, want string }{
-		{"torn", `{"format":`, `backup "b": backup.json: unexpected end of JSON input`},
-		{"version 1", `{"format":"kpipe-backup","version":1,"backup_id":"b"}`,
-			`backup "b": backup.json says format "kpipe-backup" version 1; this kpipe reads "kpipe-backup" version 2: use the kpipe that wrote it, or back up into a new backup id`},
+		{"torn", `{"format":`, `backup "b": b/backup.json is corrupt: unexpected end of JSON input`},
+		{"version 2", `{"format":"kpipe-backup","version":2,"backup_id":"b"}`,
+			`backup "b" is of format version 2, which this kpipe does not read (it reads version 3): back it up again into a new backup id`},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			path := t.TempDir()
@@ -371,8 +359,8 @@ func TestSinkNeverOverwritesABackupItCannotRead(t *testing.T) {
 				t.Fatal(err)
 			}
 			s, _, err := openSink(t, map[string]any{"path": path, "backup_id": "b"})
-			if err == nil || err.Error() != c.want {
-				t.Fatalf("Open: %v, want %q", err, c.want)
+			if want := path + ": " + c.want; err == nil || err.Error() != want {
+				t.Fatalf("Open: %v, want %q", err, want)
 			}
 			s.Teardown(context.Background())
 			if data, _ := os.ReadFile(file); string(data) != c.info {

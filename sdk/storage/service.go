@@ -1,0 +1,152 @@
+package storage
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"path"
+	"strings"
+	"sync"
+
+	"github.com/kpipe/kpipe/sdk"
+	"github.com/kpipe/kpipe/sdk/param"
+)
+
+// registry holds an empty object per backup, so that listing the backups
+// of a store costs a request per thousand backups, not one per object.
+const registry = "_backups/"
+
+// service is the read-only storage service (sdk.StorageReader) over a
+// plugin's store, which the sink and the source both serve; it opens the
+// store once.
+type service struct {
+	plugin Plugin
+	mu     sync.Mutex
+	store  BlobStore
+}
+
+// open returns the plugin's store, opening it the first time.
+func (s *service) open(ctx context.Context) (BlobStore, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.store == nil {
+		st, err := s.plugin.Open(ctx)
+		if err != nil {
+			return nil, err
+		}
+		s.store = st
+	}
+	return s.store, nil
+}
+
+// spec is the plugin's spec with the parameters of cfg (the sink's or the
+// source's) beside the store's.
+func (s *service) spec(cfg any) sdk.Spec {
+	spec := s.plugin.Spec()
+	spec.Config = param.Multi{spec.Config, cfg}
+	return spec
+}
+
+func (s *service) backup(ctx context.Context, id string) (*Backup, error) {
+	store, err := s.open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return OpenBackup(ctx, store, id)
+}
+
+// ListBackups lists the backups of the store, with their backup.json.
+func (s *service) ListBackups(ctx context.Context) ([]sdk.BackupSummary, error) {
+	store, err := s.open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	objs, err := ListAll(ctx, store, registry, "")
+	if err != nil {
+		return nil, fmt.Errorf("list backups in %s: %w", s.plugin.Location(), err)
+	}
+	var out []sdk.BackupSummary
+	for _, o := range objs {
+		id := strings.TrimPrefix(o.Key, registry)
+		info, err := readObject(ctx, store, Keys{ID: id}.Info())
+		if err != nil {
+			continue // registered, never finished creating
+		}
+		out = append(out, sdk.BackupSummary{ID: id, Info: info})
+	}
+	return out, nil
+}
+
+// ReadMetadata returns backup.json and the topics' metadata.
+func (s *service) ReadMetadata(ctx context.Context, id string) ([]byte, sdk.Metadata, error) {
+	b, err := s.backup(ctx, id)
+	if err != nil {
+		return nil, sdk.Metadata{}, err
+	}
+	info, err := json.Marshal(b.Info)
+	if err != nil {
+		return nil, sdk.Metadata{}, err
+	}
+	m, err := b.Metadata(ctx)
+	return info, m, err
+}
+
+// ListPartitions lists every partition of the backup's topics, those with
+// nothing stored included.
+func (s *service) ListPartitions(ctx context.Context, id string) ([]sdk.TopicPartition, error) {
+	b, err := s.backup(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	m, err := b.Metadata(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []sdk.TopicPartition
+	for _, t := range m.Topics {
+		for p := range t.Partitions {
+			out = append(out, sdk.TopicPartition{Topic: t.Name, Partition: p})
+		}
+	}
+	return out, nil
+}
+
+// ReadManifest returns a partition's committed entries, one JSON object
+// each (type Entry).
+func (s *service) ReadManifest(ctx context.Context, id, topic string, partition int32) ([][]byte, error) {
+	b, err := s.backup(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	m, err := b.Manifest(ctx, topic, partition)
+	if err != nil {
+		return nil, err
+	}
+	out := make([][]byte, len(m.Entries))
+	for i, e := range m.Entries {
+		if out[i], err = json.Marshal(e); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// ReadRange reads part of an object of a backup, named by its key below the
+// backup (such as topics/orders/0/segments/00000000000000000000-1).
+func (s *service) ReadRange(ctx context.Context, id, object string, offset, length int64) (io.ReadCloser, error) {
+	if err := CheckID(id); err != nil {
+		return nil, err
+	}
+	if object == "" || path.Clean(object) != object || strings.HasPrefix(object, "/") || strings.HasPrefix(object, "..") {
+		return nil, fmt.Errorf("object %q is not a path within backup %q", object, id)
+	}
+	if offset < 0 {
+		return nil, fmt.Errorf("read %s: negative offset %d", object, offset)
+	}
+	store, err := s.open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return store.Get(ctx, id+"/"+object, offset, length)
+}
