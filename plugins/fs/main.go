@@ -7,9 +7,11 @@ package main
 
 import (
 	"context"
+	"strings"
 
 	"github.com/kpipe/kpipe/plugins/fs/blob"
 	"github.com/kpipe/kpipe/sdk"
+	"github.com/kpipe/kpipe/sdk/param"
 	"github.com/kpipe/kpipe/sdk/storage"
 )
 
@@ -24,7 +26,12 @@ func (p *fs) Spec() sdk.Spec {
 	return sdk.Spec{Name: "fs", Version: sdk.Version, Summary: "backups as Arrow segments on a local file system", Config: &p.cfg}
 }
 
-func (p *fs) Configure(context.Context) error { return nil }
+func (p *fs) Configure(context.Context) error {
+	if scheme, _, ok := strings.Cut(p.cfg.Path, "://"); ok && !strings.ContainsRune(scheme, '/') {
+		return param.Errorf("path", "%q is a URL; the fs plugin keeps backups in a folder: give its path", p.cfg.Path)
+	}
+	return nil
+}
 
 func (p *fs) Open(context.Context) (storage.BlobStore, error) { return blob.New(p.cfg.Path), nil }
 

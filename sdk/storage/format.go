@@ -75,6 +75,9 @@ type Entry struct {
 	NextOffset int64 `json:"next_offset"`
 	// Batches indexes the segment's record batches.
 	Batches []BatchIndex `json:"batches,omitempty"`
+	// Encryption names how each batch's bytes are encrypted; empty when
+	// they are not. This kpipe writes none and refuses to read any.
+	Encryption string `json:"encryption,omitempty"`
 	// Reason says why a gap's offsets are missing.
 	Reason    string    `json:"reason,omitempty"`
 	CreatedAt time.Time `json:"created_at"`

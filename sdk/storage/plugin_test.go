@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -369,3 +370,179 @@ func TestSinkNeverOverwritesABackupItCannotRead(t *testing.T) {
 		})
 	}
 }
+
+// TestASegmentWithoutEntryIsIgnoredAndReported: a crash between a segment
+// and its entry leaves a segment no entry names: the next writer reports it
+// and the source never reads it.
+func TestASegmentWithoutEntryIsIgnoredAndReported(t *testing.T) {
+	path := t.TempDir()
+	ctx := context.Background()
+	s, _, err := openSink(t, map[string]any{"path": path, "backup_id": "b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Write(ctx, batch(t, "t", 0, 0, 10))
+	s.Flush(ctx)
+	s.Teardown(ctx)
+	// The crash: a whole segment of offsets 10-19, and no entry.
+	orphan := batch(t, "t", 0, 10, 10)
+	key := storage.SegmentKey(storage.Keys{ID: "b"}.Partition("t", 0), 10, 1)
+	if err := blob.New(path).Put(ctx, key, strings.NewReader(string(orphan.Arrow)), int64(len(orphan.Arrow)), storage.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s, _, err = openSink(t, map[string]any{"path": path, "backup_id": "b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pos, _ := s.DurablePositions(ctx); len(pos) != 1 || pos[0].NextOffset != 10 {
+		t.Fatalf("positions %v, want t/0@10: the orphan does not count", pos)
+	}
+	if m := s.Metrics(); m["orphan_segments"] != 1 {
+		t.Fatalf("metrics %v, want 1 orphan segment reported", m)
+	}
+	s.Teardown(ctx)
+	var read int64
+	for _, b := range readAll(t, openSource(t, map[string]any{"path": path, "backup_id": "b"})) {
+		read += b.Count
+	}
+	if read != 10 {
+		t.Fatalf("the source read %d records, want the 10 committed", read)
+	}
+}
+
+// TestAnEncryptedSegmentIsRefused: an entry that says its batches are
+// encrypted in a way this kpipe does not know is not read as plain data.
+func TestAnEncryptedSegmentIsRefused(t *testing.T) {
+	ctx := context.Background()
+	store := blob.New(t.TempDir())
+	w, err := storage.OpenWriter(ctx, store, "b", storage.WriterOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeSegments(t, w, "t", 1, 1, 1, 10, 0)
+	w.Close(ctx)
+	b, _ := storage.OpenBackup(ctx, store, "b")
+	m, _ := b.Manifest(ctx, "t", 0)
+	e := m.Entries[0]
+	e.Encryption = "aes-256-gcm"
+	_, _, err = b.Batches(ctx, "t", 0, e, nil).Next()
+	want := fmt.Sprintf(`segment b/topics/t/0/%s is encrypted with "aes-256-gcm", which this kpipe cannot decrypt`, e.Segment)
+	if err == nil || err.Error() != want {
+		t.Fatalf("reading an encrypted segment: %v, want %q", err, want)
+	}
+}
+
+// counted is the folder plugin over a counting store.
+type counted struct {
+	folder
+	store *counting
+}
+
+func (c *counted) Open(context.Context) (storage.BlobStore, error) { return c.store, nil }
+
+// TestANarrowWindowReadsOnlyItsBatches: a PITR restore of 1% of the time of
+// a backup of 8 partitions × 25 segments whose timestamps interleave (every
+// partition spans the whole time, so at least 8 segments overlap any
+// window) reads at most 3% of the backup's bytes, counted by the store, and
+// restores exactly the records of the window.
+func TestANarrowWindowReadsOnlyItsBatches(t *testing.T) {
+	ctx := context.Background()
+	path := t.TempDir()
+	const partitions, segments, batches, per = 8, 25, 10, 200
+	const perPartition = segments * batches * per
+	base := int64(1_700_000_000_000)
+	ts := func(p int32, off int64) int64 { return base + off*partitions + int64(p) } // partitions interleave
+	rng := rand.New(rand.NewPCG(7, 8))
+	w, err := storage.OpenWriter(ctx, blob.New(path), "b", storage.WriterOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.WriteMetadata(ctx, meta("t", partitions))
+	for p := range int32(partitions) {
+		pw, _ := w.Partition(ctx, "t", p)
+		for s := range int64(segments) {
+			seg := pw.NewSegment(ctx, record.Zstd)
+			for b := range int64(batches) {
+				bld := record.NewBuilder(nil)
+				for i := range int64(per) {
+					off := (s*batches+b)*per + i
+					v := make([]byte, 64)
+					for j := range v {
+						v[j] = byte(rng.Uint32())
+					}
+					bld.AppendFields(off, ts(p, off), record.CreateTime, nil, v)
+				}
+				bounds := bld.Bounds()
+				rec := bld.NewRecord()
+				if err := seg.Write(rec, bounds, bounds.MaxOffset+1); err != nil {
+					t.Fatal(err)
+				}
+				rec.Release()
+				bld.Release()
+			}
+			if _, err := seg.Commit(""); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	w.Close(ctx)
+	var total int64
+	all, _ := storage.ListAll(ctx, blob.New(path), "", "")
+	for _, o := range all {
+		total += o.Size
+	}
+
+	span := ts(partitions-1, perPartition-1) - base
+	start := base + span/2 + 3
+	end := start + (span+1)/100 - 1
+	store := &counting{BlobStore: blob.New(path)}
+	src := storage.NewSource(&counted{store: store})
+	if err := configure(t, src, map[string]any{"path": path, "backup_id": "b", "time_window_start": start, "time_window_end": end}); err != nil {
+		t.Fatal(err)
+	}
+	if err := src.Open(ctx, sdk.SourceOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	got := map[int32][]int64{}
+	for _, b := range readAll(t, src) {
+		if b.Count == 0 {
+			continue
+		}
+		var v *record.View
+		var err error
+		if b.Record != nil {
+			v, err = record.NewView(b.Record)
+		} else {
+			v, err = record.DecodeView(b.Arrow)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range v.Len() {
+			got[b.Partition] = append(got[b.Partition], v.Offset(i))
+		}
+	}
+	var n int
+	for p := range int32(partitions) {
+		var want []int64
+		for off := range int64(perPartition) {
+			if x := ts(p, off); x >= start && x <= end {
+				want = append(want, off)
+			}
+		}
+		if !slices.Equal(got[p], want) {
+			t.Fatalf("partition %d: restored %d records (%v...), want the %d of the window (%v...)", p, len(got[p]), head(got[p]), len(want), head(want))
+		}
+		n += len(want)
+	}
+	read := store.bytes.Load()
+	t.Logf("window of %d of %d records: read %d of %d bytes (%.2f%%) in %d requests", n, partitions*perPartition, read, total, 100*float64(read)/float64(total), store.reads())
+	if n != partitions*perPartition/100 {
+		t.Fatalf("the window holds %d records, want 1%% (%d)", n, partitions*perPartition/100)
+	}
+	if read*100 > total*3 {
+		t.Fatalf("a 1%% window read %d of the backup's %d bytes (%.2f%%), want at most 3%%", read, total, 100*float64(read)/float64(total))
+	}
+}
+
+func head(xs []int64) []int64 { return xs[:min(len(xs), 5)] }

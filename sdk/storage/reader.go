@@ -192,11 +192,16 @@ type BatchReader struct {
 	r       io.ReadCloser
 	runEnd  int // batches before it come from r
 	buf     []byte
+	err     error // a reader that cannot read at all
 }
 
 // Batches reads the batches of a segment entry that which lists (indexes
 // into e.Batches, ascending); all of them when which is nil.
 func (b *Backup) Batches(ctx context.Context, topic string, partition int32, e Entry, which []int) *BatchReader {
+	key := b.keys.Partition(topic, partition) + e.Segment
+	if e.Encryption != "" {
+		return &BatchReader{err: fmt.Errorf("segment %s is encrypted with %q, which this kpipe cannot decrypt", key, e.Encryption)}
+	}
 	sel := e.Batches
 	if which != nil {
 		sel = make([]BatchIndex, len(which))
@@ -204,12 +209,15 @@ func (b *Backup) Batches(ctx context.Context, topic string, partition int32, e E
 			sel[i] = e.Batches[w]
 		}
 	}
-	return &BatchReader{b: b, ctx: ctx, key: b.keys.Partition(topic, partition) + e.Segment, batches: sel}
+	return &BatchReader{b: b, ctx: ctx, key: key, batches: sel}
 }
 
 // Next returns the next batch's frame, valid until the next call, and its
 // index; io.EOF after the last.
 func (r *BatchReader) Next() ([]byte, BatchIndex, error) {
+	if r.err != nil {
+		return nil, BatchIndex{}, r.err
+	}
 	if r.next >= len(r.batches) {
 		r.Close()
 		return nil, BatchIndex{}, io.EOF

@@ -44,7 +44,7 @@ type Sink struct {
 	err   error // the first write or commit failure; later calls return it
 	wg    sync.WaitGroup
 
-	records, segments, bytes, skipped atomic.Int64
+	records, segments, bytes, skipped, orphans atomic.Int64
 }
 
 // NewSink returns the sink of a storage plugin.
@@ -87,7 +87,12 @@ func (s *Sink) Open(ctx context.Context, ack sdk.Acker) error {
 	if err != nil {
 		return err
 	}
-	if s.w, err = OpenWriter(ctx, store, s.cfg.BackupID, WriterOptions{Lease: LeaseOptions{TTL: s.cfg.LeaseTTL}}); err != nil {
+	opts := WriterOptions{Lease: LeaseOptions{TTL: s.cfg.LeaseTTL}, Orphans: func(topic string, partition int32, keys []string) {
+		s.orphans.Add(int64(len(keys)))
+		sdk.Logger().Warn("segments no entry names: a crash or a writer that lost its lease left them; they are not part of the backup",
+			"topic", topic, "partition", partition, "segments", len(keys), "first", keys[0])
+	}}
+	if s.w, err = OpenWriter(ctx, store, s.cfg.BackupID, opts); err != nil {
 		return fmt.Errorf("%s: %w", s.plugin.Location(), err)
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -190,6 +195,7 @@ func (s *Sink) Metrics() map[string]int64 {
 		"segments_written":               s.segments.Load(),
 		"bytes_written":                  s.bytes.Load(),
 		"records_skipped_already_stored": s.skipped.Load(),
+		"orphan_segments":                s.orphans.Load(),
 	}
 }
 

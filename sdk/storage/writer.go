@@ -34,6 +34,11 @@ type WriterOptions struct {
 	// SnapshotEvery is how many entries a partition gets between two
 	// snapshots; DefaultSnapshotEvery when 0.
 	SnapshotEvery int
+	// Orphans, when set, hears of the segments of a partition that no entry
+	// names (left by a crash between a segment and its entry, or by a
+	// writer that lost its lease), as the partition is opened: they are
+	// never read, and stay for an operator to look at.
+	Orphans func(topic string, partition int32, keys []string)
 }
 
 // Writer writes one backup. It holds the backup's lease from OpenWriter to
@@ -154,6 +159,11 @@ func (w *Writer) Partition(ctx context.Context, topic string, partition int32) (
 	if err != nil {
 		return nil, err
 	}
+	if w.opts.Orphans != nil {
+		if err := w.findOrphans(ctx, m); err != nil {
+			return nil, err
+		}
+	}
 	pw = &PartitionWriter{w: w, prefix: w.keys.Partition(topic, partition), topic: topic, partition: partition,
 		seq: m.LastSeq, next: m.NextOffset(), entries: m.Entries, sinceSnapshot: m.sinceSnapshot}
 	w.mu.Lock()
@@ -163,6 +173,30 @@ func (w *Writer) Partition(ctx context.Context, topic string, partition int32) (
 	}
 	w.parts[k] = pw
 	return pw, nil
+}
+
+// findOrphans lists a partition's segments and reports those no entry
+// names.
+func (w *Writer) findOrphans(ctx context.Context, m Manifest) error {
+	prefix := w.keys.Partition(m.Topic, m.Partition)
+	objs, err := ListAll(ctx, w.store, prefix+"segments/", "")
+	if err != nil {
+		return fmt.Errorf("backup %q, %s/%d: %w", w.keys.ID, m.Topic, m.Partition, err)
+	}
+	named := map[string]bool{}
+	for _, e := range m.Entries {
+		named[prefix+e.Segment] = true
+	}
+	var orphans []string
+	for _, o := range objs {
+		if !named[o.Key] {
+			orphans = append(orphans, o.Key)
+		}
+	}
+	if len(orphans) > 0 {
+		w.opts.Orphans(m.Topic, m.Partition, orphans)
+	}
+	return nil
 }
 
 // WriteMetadata stores the topics' metadata as a new version: the topics
