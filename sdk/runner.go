@@ -1067,10 +1067,22 @@ func (r *SinkRunner) endSpans() {
 
 func (r *SinkRunner) write(ctx context.Context, in <-chan Input, frames *frameQueue, em *emitter) error {
 	ms, _ := r.sink.(MetadataSink)
+	var failures <-chan error
+	if fs, ok := r.sink.(FailingSink); ok {
+		failures = fs.Failed()
+	}
 	for {
-		inp, ok, err := next(ctx, in)
+		var inp Input
+		var ok bool
+		select {
+		case inp, ok = <-in:
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-failures:
+			return r.fail(err, em)
+		}
 		if !ok {
-			return err
+			return nil
 		}
 		if inp.Metadata != nil {
 			if ms != nil {

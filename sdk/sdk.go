@@ -428,6 +428,13 @@ type FrameStore interface {
 	Codec() record.Codec
 }
 
+// FailingSink is implemented by sinks that can fail between calls (a
+// commit made in the background, a lease lost): Failed yields the error
+// once, and the run ends with it at once instead of at the next Write.
+type FailingSink interface {
+	Failed() <-chan error
+}
+
 // MetadataSink is implemented by sinks that use or store metadata.
 type MetadataSink interface {
 	WriteMetadata(ctx context.Context, m Metadata) error

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -259,4 +260,26 @@ func Manifests(t testing.TB, root, id string) []storage.Manifest {
 // SegmentFile is the file of a segment entry of a backup under root.
 func SegmentFile(root, id, topic string, partition int32, e storage.Entry) string {
 	return filepath.Join(root, filepath.FromSlash(storage.Keys{ID: id}.Partition(topic, partition)+e.Segment))
+}
+
+// Children lists the processes whose parent is pid.
+func Children(pid int) []int {
+	var out []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces, so split after ")".
+		fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+		if len(fields) > 1 && fields[1] == strconv.Itoa(pid) {
+			out = append(out, child)
+		}
+	}
+	return out
 }

@@ -103,7 +103,8 @@ type lease struct {
 	fence bool
 
 	mu     sync.Mutex
-	fenced error // set once a higher epoch is seen
+	fenced error         // set once a higher epoch is seen
+	lostCh chan struct{} // closed then
 	stop   chan struct{}
 	done   chan struct{}
 }
@@ -115,7 +116,7 @@ func acquireLease(ctx context.Context, store BlobStore, keys Keys, o LeaseOption
 	if err != nil {
 		return nil, fmt.Errorf("backup %q: read its lease: %w", keys.ID, err)
 	}
-	l := &lease{store: store, keys: keys, stop: make(chan struct{}), done: make(chan struct{})}
+	l := &lease{store: store, keys: keys, lostCh: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{})}
 	epoch := int64(1)
 	if len(objs) > 0 {
 		last, err := parseNum(objs[len(objs)-1].Key)
@@ -219,6 +220,7 @@ func (l *lease) lost(ctx context.Context) error {
 	l.mu.Lock()
 	if l.fenced == nil {
 		l.fenced = err
+		close(l.lostCh)
 	}
 	l.mu.Unlock()
 	return err

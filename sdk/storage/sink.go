@@ -39,17 +39,18 @@ type Sink struct {
 	ack    sdk.Acker
 	pool   *record.Pool // batches decoded to be cut live only until written
 
-	mu    sync.Mutex
-	parts map[string]*partWriter
-	err   error // the first write or commit failure; later calls return it
-	wg    sync.WaitGroup
+	mu       sync.Mutex
+	parts    map[string]*partWriter
+	err      error      // the first write or commit failure; later calls return it
+	failedCh chan error // yields err once
+	wg       sync.WaitGroup
 
 	records, segments, bytes, skipped, orphans atomic.Int64
 }
 
 // NewSink returns the sink of a storage plugin.
 func NewSink(p Plugin) *Sink {
-	return &Sink{service: &service{plugin: p}}
+	return &Sink{service: &service{plugin: p}, failedCh: make(chan error, 1)}
 }
 
 func (s *Sink) Spec() sdk.Spec { return s.spec(&s.cfg) }
@@ -97,8 +98,19 @@ func (s *Sink) Open(ctx context.Context, ack sdk.Acker) error {
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.parts = map[string]*partWriter{}
+	go func() { // a lease lost between commits ends the run at once
+		select {
+		case <-s.w.Lost():
+			s.fail(s.w.Err())
+		case <-s.ctx.Done():
+		}
+	}()
 	return nil
 }
+
+// Failed yields the sink's first failure, which may come between writes
+// (a commit in the background, the lease lost): sdk.FailingSink.
+func (s *Sink) Failed() <-chan error { return s.failedCh }
 
 // Codec is the codec segments store: sources encode batches in it, so the
 // sink writes their frames as they come.
@@ -121,6 +133,7 @@ func (s *Sink) fail(err error) {
 	defer s.mu.Unlock()
 	if s.err == nil {
 		s.err = err
+		s.failedCh <- err
 	}
 }
 

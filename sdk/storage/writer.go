@@ -81,11 +81,13 @@ func OpenWriter(ctx context.Context, store BlobStore, id string, o WriterOptions
 	if _, err := readInfo(ctx, store, keys); errors.Is(err, ErrBackupNotFound) {
 		info := Info{Format: FormatName, Version: FormatVersion, BackupID: id, CreatedAt: time.Now().UTC()}
 		data, _ := json.MarshalIndent(info, "", "  ")
-		if err := store.Put(ctx, keys.Info(), bytes.NewReader(data), int64(len(data)), PutOptions{IfAbsent: true}); err != nil && !errors.Is(err, ErrExists) {
-			return nil, fmt.Errorf("backup %q: create: %w", id, err)
-		}
+		// Registered first: a crash between the two leaves a registered id
+		// without a backup, which listing skips, never a backup nobody lists.
 		if err := store.Put(ctx, registry+id, bytes.NewReader(nil), 0, PutOptions{IfAbsent: true}); err != nil && !errors.Is(err, ErrExists) {
 			return nil, fmt.Errorf("backup %q: register: %w", id, err)
+		}
+		if err := store.Put(ctx, keys.Info(), bytes.NewReader(data), int64(len(data)), PutOptions{IfAbsent: true}); err != nil && !errors.Is(err, ErrExists) {
+			return nil, fmt.Errorf("backup %q: create: %w", id, err)
 		}
 		if _, err := readInfo(ctx, store, keys); err != nil {
 			return nil, err
@@ -120,6 +122,16 @@ func OpenWriter(ctx context.Context, store BlobStore, id string, o WriterOptions
 		}
 	}
 	return w, nil
+}
+
+// Lost is closed once the writer has lost its lease (Err says to whom).
+func (w *Writer) Lost() <-chan struct{} { return w.lease.lostCh }
+
+// Err is why the writer commits nothing more, once Lost is closed.
+func (w *Writer) Err() error {
+	w.lease.mu.Lock()
+	defer w.lease.mu.Unlock()
+	return w.lease.fenced
 }
 
 // Epoch is the writer's lease epoch.
@@ -282,6 +294,15 @@ func (pw *PartitionWriter) commit(ctx context.Context, e Entry) (Entry, error) {
 	if err := pw.w.lease.check(ctx); err != nil {
 		return Entry{}, err
 	}
+	e, err := pw.put(ctx, e)
+	if errors.Is(err, ErrExists) {
+		return Entry{}, pw.w.lease.lost(ctx)
+	}
+	return e, err
+}
+
+// put creates entry e at the next seq, or fails with ErrExists.
+func (pw *PartitionWriter) put(ctx context.Context, e Entry) (Entry, error) {
 	e.Seq, e.Epoch, e.CreatedAt = pw.seq+1, pw.w.Epoch(), time.Now().UTC()
 	data, err := json.Marshal(e)
 	if err != nil {
@@ -289,7 +310,7 @@ func (pw *PartitionWriter) commit(ctx context.Context, e Entry) (Entry, error) {
 	}
 	if err := pw.w.store.Put(ctx, EntryKey(pw.prefix, e.Seq), bytes.NewReader(data), int64(len(data)), PutOptions{IfAbsent: true}); err != nil {
 		if errors.Is(err, ErrExists) {
-			return Entry{}, pw.w.lease.lost(ctx)
+			return Entry{}, err
 		}
 		return Entry{}, fmt.Errorf("commit %s/%d: %w", pw.topic, pw.partition, err)
 	}
@@ -329,24 +350,20 @@ func (pw *PartitionWriter) snapshot(ctx context.Context) {
 }
 
 // fence commits a fence entry: the writer before, whose lease expired, can
-// commit nothing after it.
+// commit nothing after it. Should that writer commit at the very seq
+// meanwhile, its entry stands and the fence goes after it.
 func (pw *PartitionWriter) fence(ctx context.Context) error {
-	_, err := pw.commit(ctx, Entry{Kind: KindFence, MinOffset: -1, MaxOffset: -1, NextOffset: pw.next})
-	var fe *FencedError
-	if errors.As(err, &fe) {
-		// The writer before committed at that very seq: read on and fence
-		// after it.
-		m, merr := (&Backup{store: pw.w.store, keys: pw.w.keys}).Manifest(ctx, pw.topic, pw.partition)
-		if merr != nil {
-			return merr
+	for {
+		_, err := pw.put(ctx, Entry{Kind: KindFence, MinOffset: -1, MaxOffset: -1, NextOffset: pw.next})
+		if !errors.Is(err, ErrExists) {
+			return err
 		}
-		pw.w.lease.mu.Lock()
-		pw.w.lease.fenced = nil
-		pw.w.lease.mu.Unlock()
+		m, err := (&Backup{store: pw.w.store, keys: pw.w.keys}).Manifest(ctx, pw.topic, pw.partition)
+		if err != nil {
+			return err
+		}
 		pw.seq, pw.next, pw.entries = m.LastSeq, m.NextOffset(), m.Entries
-		_, err = pw.commit(ctx, Entry{Kind: KindFence, MinOffset: -1, MaxOffset: -1, NextOffset: pw.next})
 	}
-	return err
 }
 
 // Gap records that the offsets [from, to) will never be in the backup, and
