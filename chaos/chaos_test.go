@@ -24,51 +24,13 @@ import (
 	"github.com/kpipe/kpipe/sdk/record"
 )
 
-// durable counts the records the backup's manifests list, checking on the
-// way that each partition's segments are contiguous and intact (every
-// batch read and checked against its CRC).
-func durable(t *testing.T, root string) int64 {
-	t.Helper()
-	if _, err := os.Stat(filepath.Join(root, "chaos", "backup.json")); err != nil {
-		return 0 // killed before the backup was made
-	}
-	ctx := context.Background()
-	b := testkit.Backup(t, root, "chaos")
-	var n int64
-	for _, p := range testkit.Manifests(t, root, "chaos") {
-		next := int64(0)
-		for _, e := range p.Entries {
-			if e.MinOffset != next {
-				t.Fatalf("%s/%d: segment %s starts at %d, want %d (a gap or an overlap)", p.Topic, p.Partition, e.Segment, e.MinOffset, next)
-			}
-			r := b.Batches(ctx, p.Topic, p.Partition, e, nil)
-			for {
-				if _, _, err := r.Next(); err == io.EOF {
-					break
-				} else if err != nil {
-					t.Fatal(err)
-				}
-			}
-			next = e.NextOffset
-		}
-		n += p.Records()
-	}
-	return n
-}
+// durable counts the records of the backup, checking on the way that each
+// partition's segments are contiguous and intact.
+func durable(t *testing.T, root string) int64 { return testkit.CheckBackup(t, root, "chaos") }
 
 // progress counts the records the backup's manifests list, without reading
-// the segments: cheap enough to poll. 0 before the backup exists.
-func progress(t *testing.T, root string) int64 {
-	t.Helper()
-	if _, err := os.Stat(filepath.Join(root, "chaos", "backup.json")); err != nil {
-		return 0
-	}
-	var n int64
-	for _, p := range testkit.Manifests(t, root, "chaos") {
-		n += p.Records()
-	}
-	return n
-}
+// the segments: cheap enough to poll.
+func progress(t *testing.T, root string) int64 { return testkit.Records(t, root, "chaos") }
 
 func TestBackupSurvivesSIGKILL(t *testing.T) {
 	addr := testkit.Kafka(t)

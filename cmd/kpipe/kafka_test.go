@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -24,8 +23,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kpipe/kpipe/internal/testkit"
-	"github.com/kpipe/kpipe/plugins/fs/blob"
-	"github.com/kpipe/kpipe/sdk/storage"
 )
 
 func seedPartitions(t *testing.T, addr, topic string, partitions int32, per int, ts int64) {
@@ -150,31 +147,7 @@ func TestContinuousBackupStopsCleanlyOnSIGTERM(t *testing.T) {
 type backupAt struct{ path, id string }
 
 // held is how many records a backup holds; 0 before it exists.
-func held(t *testing.T, b backupAt) int64 {
-	ctx := context.Background()
-	bk, err := storage.OpenBackup(ctx, blob.New(b.path), b.id)
-	if errors.Is(err, storage.ErrBackupNotFound) {
-		return 0
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := bk.Metadata(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var n int64
-	for _, tm := range m.Topics {
-		for p := range tm.Partitions {
-			man, err := bk.Manifest(ctx, tm.Name, p)
-			if err != nil {
-				t.Fatal(err)
-			}
-			n += man.Records()
-		}
-	}
-	return n
-}
+func held(t *testing.T, b backupAt) int64 { return testkit.Records(t, b.path, b.id) }
 
 // TestExamplePipelinesRunAgainstABroker runs pipelines.example.hcl as the
 // README and the demo do: a backup, then a PITR restore of a window.

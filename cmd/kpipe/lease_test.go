@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"io"
 	"os"
@@ -40,33 +39,6 @@ func backupFile(t *testing.T, addr, topic, path string, continuous bool) string 
 		t.Fatal(err)
 	}
 	return file
-}
-
-// checkBackup checks that the backup's partitions hold contiguous segments
-// whose every batch reads back (CRC-32C checked), and returns its records.
-func checkBackup(t *testing.T, path string) int64 {
-	t.Helper()
-	b := testkit.Backup(t, path, "one")
-	var n int64
-	for _, p := range testkit.Manifests(t, path, "one") {
-		next := int64(0)
-		for _, e := range p.Entries {
-			if e.MinOffset != next {
-				t.Fatalf("%s/%d: segment %s starts at %d, want %d", p.Topic, p.Partition, e.Segment, e.MinOffset, next)
-			}
-			r := b.Batches(context.Background(), p.Topic, p.Partition, e, nil)
-			for {
-				if _, _, err := r.Next(); err == io.EOF {
-					break
-				} else if err != nil {
-					t.Fatal(err)
-				}
-			}
-			next = e.NextOffset
-		}
-		n += p.Records()
-	}
-	return n
 }
 
 // TestOneWriterPerBackup: while a backup runs, a second one on the same id
@@ -138,7 +110,7 @@ func TestOneWriterPerBackup(t *testing.T) {
 			}
 		}
 	}
-	if n := checkBackup(t, path); n != 7000 {
+	if n := testkit.CheckBackup(t, path, "one"); n != 7000 {
 		t.Fatalf("the backup holds %d records, want 7000", n)
 	}
 	dst := testkit.Topic(t, "dst")
@@ -184,7 +156,7 @@ func TestAKilledBackupsLeaseIsTakenAtOnce(t *testing.T) {
 	if took := time.Since(t0); took > 10*time.Second {
 		t.Errorf("the run after a SIGKILL took %s", took)
 	}
-	if n := checkBackup(t, path); n != 4000 {
+	if n := testkit.CheckBackup(t, path, "one"); n != 4000 {
 		t.Fatalf("the backup holds %d records, want 4000", n)
 	}
 }

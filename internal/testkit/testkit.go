@@ -6,7 +6,9 @@ package testkit
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -282,4 +284,50 @@ func Children(pid int) []int {
 		}
 	}
 	return out
+}
+
+// Records is how many records a backup under root holds, by its
+// manifests; 0 before the backup exists.
+func Records(t testing.TB, root, id string) int64 {
+	t.Helper()
+	if _, err := storage.OpenBackup(context.Background(), blob.New(root), id); errors.Is(err, storage.ErrBackupNotFound) {
+		return 0
+	}
+	var n int64
+	for _, p := range Manifests(t, root, id) {
+		n += p.Records()
+	}
+	return n
+}
+
+// CheckBackup checks that each partition of a backup under root holds
+// contiguous segments from offset 0 whose every batch reads back (its
+// CRC-32C checked), and returns how many records it holds; 0 before the
+// backup exists.
+func CheckBackup(t testing.TB, root, id string) int64 {
+	t.Helper()
+	if Records(t, root, id) == 0 {
+		return 0
+	}
+	b := Backup(t, root, id)
+	var n int64
+	for _, p := range Manifests(t, root, id) {
+		next := int64(0)
+		for _, e := range p.Entries {
+			if e.MinOffset != next {
+				t.Fatalf("%s/%d: segment %s starts at %d, want %d (a gap or an overlap)", p.Topic, p.Partition, e.Segment, e.MinOffset, next)
+			}
+			r := b.Batches(context.Background(), p.Topic, p.Partition, e, nil)
+			for {
+				if _, _, err := r.Next(); err == io.EOF {
+					break
+				} else if err != nil {
+					t.Fatal(err)
+				}
+			}
+			next = e.NextOffset
+		}
+		n += p.Records()
+	}
+	return n
 }
