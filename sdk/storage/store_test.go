@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -298,10 +299,17 @@ func TestAWriterThatLostItsLeaseCommitsNothing(t *testing.T) {
 
 // TestOpeningCostsRequestsPerPartition: opening a backup for reading or
 // writing costs a few requests per partition, however many segments.
+// KPIPE_STORAGE_SCALE=PARTITIONSxSEGMENTS (such as 1000x50) measures
+// another size.
 func TestOpeningCostsRequestsPerPartition(t *testing.T) {
 	ctx := context.Background()
 	store := &counting{BlobStore: blob.New(t.TempDir())}
-	const partitions, segments = 20, 50
+	partitions, segments := int32(20), 50
+	if scale := os.Getenv("KPIPE_STORAGE_SCALE"); scale != "" {
+		if _, err := fmt.Sscanf(scale, "%dx%d", &partitions, &segments); err != nil {
+			t.Fatalf("KPIPE_STORAGE_SCALE=%q: want PARTITIONSxSEGMENTS, such as 1000x50", scale)
+		}
+	}
 	w, err := storage.OpenWriter(ctx, store, "b", storage.WriterOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -322,7 +330,7 @@ func TestOpeningCostsRequestsPerPartition(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for p := range int32(partitions) {
+	for p := range partitions {
 		if _, err := b.Manifest(ctx, "t", p); err != nil {
 			t.Fatal(err)
 		}
