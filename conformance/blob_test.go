@@ -14,8 +14,10 @@ import (
 	"github.com/kpipe/kpipe/sdk/storage"
 )
 
-func TestFSBlobStoreConforms(t *testing.T) {
-	conformance.RunBlobStore(t, func(t *testing.T) storage.BlobStore { return blob.New(t.TempDir()) })
+
+// TestFSStoreConformsAsAStoragePlugin proves the fs plugin's store.
+func TestFSStoreConformsAsAStoragePlugin(t *testing.T) {
+	conformance.RunStorage(t, func(t *testing.T) storage.BlobStore { return blob.New(t.TempDir()) })
 }
 
 // nonAtomic writes objects in place, as they come.

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/kpipe/kpipe/core/plugin"
 	"github.com/kpipe/kpipe/sdk"
 	"github.com/kpipe/kpipe/sdk/param"
 	"github.com/kpipe/kpipe/sdk/record"
@@ -109,16 +110,21 @@ func RunPair(t *testing.T, pr Pair) {
 	t.Run("source_spec", func(t *testing.T) { CheckSpec(t, pr.Source) })
 	t.Run("sink_required", func(t *testing.T) { CheckRequired(t, pr.Sink) })
 	t.Run("source_required", func(t *testing.T) { CheckRequired(t, pr.Source) })
-	t.Run("round_trip_and_resume", func(t *testing.T) { checkRoundTrip(t, pr) })
+	t.Run("round_trip_and_resume", func(t *testing.T) {
+		checkRoundTrip(t, pr, func(t *testing.T) plugin.Instance { return configured(t, pr.Sink) },
+			func(t *testing.T) plugin.Instance { return configured(t, pr.Source) })
+	})
 }
 
-func checkRoundTrip(t *testing.T, pr Pair) {
+// checkRoundTrip writes the fixture through sinks and reads it back through
+// sources, each configured anew by the functions given.
+func checkRoundTrip(t *testing.T, pr Pair, sink, source func(t *testing.T) plugin.Instance) {
 	fixture := Fixture(pr.Partitions, pr.PerPartition, pr.BaseTimestamp)
 	batches, err := Batches(pr.Topic, fixture, 40)
 	if err != nil {
 		t.Fatal(err)
 	}
-	open, acked, err := WriteAll(configured(t, pr.Sink), batches)
+	open, acked, err := WriteAll(sink(t), batches)
 	if err != nil {
 		t.Fatalf("write: %v", err)
 	}
@@ -136,7 +142,7 @@ func checkRoundTrip(t *testing.T, pr Pair) {
 
 	read := func(resume []sdk.Position) map[int32][]record.Record {
 		t.Helper()
-		got, err := ReadAll(configured(t, pr.Source), resume, record.Zstd)
+		got, err := ReadAll(source(t), resume, record.Zstd)
 		if err != nil {
 			t.Fatalf("read: %v", err)
 		}
@@ -184,7 +190,7 @@ func checkRoundTrip(t *testing.T, pr Pair) {
 	}
 	// A sink that tracks positions reports them after a re-open, and stores
 	// nothing twice when the same batches come again.
-	open, acked, err = WriteAll(configured(t, pr.Sink), batches)
+	open, acked, err = WriteAll(sink(t), batches)
 	if err != nil {
 		t.Fatalf("second write: %v", err)
 	}

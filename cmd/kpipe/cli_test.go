@@ -116,6 +116,14 @@ func TestBadInputExitsTwoWithAClearError(t *testing.T) {
 		args: []string{"plugins", "list", "--format", "yaml"},
 		want: `kpipe: --format "yaml": use text or json`,
 	}, {
+		name: "a URL as the fs path",
+		args: []string{"backup", "--bootstrap-servers", "h:1", "--topics", "t", "--path", "s3://bucket/prefix", "--backup-id", "x"},
+		want: "kpipe: pipeline \"backup\" has invalid parameters:\n  sink \"fs\": parameter \"path\": \"s3://bucket/prefix\" is a URL; the fs plugin keeps backups in a folder: give its path",
+	}, {
+		name: "a backup id the store keeps for itself",
+		args: []string{"backup", "--bootstrap-servers", "h:1", "--topics", "t", "--path", "b", "--backup-id", "_backups"},
+		want: "kpipe: pipeline \"backup\" has invalid parameters:\n  sink \"fs\": parameter \"backup_id\": \"_backups\" is not a valid backup id: use a name without slashes that starts with a letter or digit, such as \"daily-2024-11-10\"",
+	}, {
 		name: "malformed topic mapping",
 		args: []string{"restore", "--path", "b", "--backup-id", "x", "--bootstrap-servers", "h:1", "--topic-mapping", "orders"},
 		want: `kpipe: --topic-mapping "orders": write SOURCE=TARGET`,
