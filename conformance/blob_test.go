@@ -14,7 +14,6 @@ import (
 	"github.com/kpipe/kpipe/sdk/storage"
 )
 
-
 // TestFSStoreConformsAsAStoragePlugin proves the fs plugin's store.
 func TestFSStoreConformsAsAStoragePlugin(t *testing.T) {
 	conformance.RunStorage(t, func(t *testing.T) storage.BlobStore { return blob.New(t.TempDir()) })
