@@ -11,7 +11,7 @@ import (
 )
 
 // BlobStore is a flat namespace of objects named by keys: "/"-separated
-// paths such as "b1/topics/orders/0/entries/00000000000000000042". An
+// paths such as "b1/topics/orders/0/entry-00000000000000000042". An
 // object is written whole and read by byte ranges. Methods may be called
 // from many goroutines at once.
 type BlobStore interface {

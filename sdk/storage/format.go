@@ -16,11 +16,10 @@ import (
 //	<id>/backup.json                              Info, written once
 //	<id>/lease/<epoch>                            a writer's lease (Lease)
 //	<id>/metadata/<version>                       the topics' metadata, a new object per change
-//	<id>/topics/<topic>/<partition>/segments/<base offset>-<epoch>
+//	<id>/topics/<topic>/<partition>/segment-<base offset>-<epoch>
 //	                                              a segment: an Arrow IPC stream of frames
-//	<id>/topics/<topic>/<partition>/entries/<seq>  the commit of one segment, gap or fence (Entry)
-//	<id>/topics/<topic>/<partition>/snapshots/<seq>
-//	                                              every entry up to seq (Snapshot)
+//	<id>/topics/<topic>/<partition>/entry-<seq>    the commit of one segment, gap or fence (Entry)
+//	<id>/topics/<topic>/<partition>/snapshot-<seq> every entry up to seq (Snapshot)
 //
 // Numbers in keys are zero-padded to 20 digits, so that key order is number
 // order. No object is ever appended to or rewritten, but for a lease's
@@ -149,9 +148,13 @@ type Lease struct {
 // order.
 func num(n int64) string { return fmt.Sprintf("%020d", n) }
 
-// parseNum reads the number at the end of a key.
+// parseNum reads the number a key's last part starts with, after its kind
+// ("entry-", "segment-" and so on) if it has one.
 func parseNum(key string) (int64, error) {
 	name := key[strings.LastIndex(key, "/")+1:]
+	if name != "" && (name[0] < '0' || name[0] > '9') {
+		_, name, _ = strings.Cut(name, "-")
+	}
 	if i := strings.IndexByte(name, '-'); i >= 0 {
 		name = name[:i]
 	}
@@ -172,14 +175,17 @@ func (k Keys) Partition(topic string, partition int32) string {
 	return fmt.Sprintf("%s/topics/%s/%d/", k.ID, topicKey(topic), partition)
 }
 
-// EntriesPrefix, Entry, SnapshotsPrefix, Snapshot and Segment name the
-// objects of a partition, under its prefix p.
-func EntriesPrefix(p string) string          { return p + "entries/" }
+// EntriesPrefix, EntryKey, SnapshotsPrefix, SnapshotKey, SegmentsPrefix
+// and SegmentKey name the objects of a partition, under its prefix p. They
+// share one level (one folder on a file system: fewer folders to create
+// and sync).
+func EntriesPrefix(p string) string          { return p + "entry-" }
 func EntryKey(p string, seq int64) string    { return EntriesPrefix(p) + num(seq) }
-func SnapshotsPrefix(p string) string        { return p + "snapshots/" }
+func SnapshotsPrefix(p string) string        { return p + "snapshot-" }
 func SnapshotKey(p string, seq int64) string { return SnapshotsPrefix(p) + num(seq) }
+func SegmentsPrefix(p string) string         { return p + "segment-" }
 func SegmentKey(p string, base, epoch int64) string {
-	return fmt.Sprintf("%ssegments/%s-%d", p, num(base), epoch)
+	return fmt.Sprintf("%s%s-%d", SegmentsPrefix(p), num(base), epoch)
 }
 
 // topicKey is a topic name as a key part: Kafka's names ([a-zA-Z0-9._-])

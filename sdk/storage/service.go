@@ -133,7 +133,7 @@ func (s *service) ReadManifest(ctx context.Context, id, topic string, partition 
 }
 
 // ReadRange reads part of an object of a backup, named by its key below the
-// backup (such as topics/orders/0/segments/00000000000000000000-1).
+// backup (such as topics/orders/0/segment-00000000000000000000-1).
 func (s *service) ReadRange(ctx context.Context, id, object string, offset, length int64) (io.ReadCloser, error) {
 	if err := CheckID(id); err != nil {
 		return nil, err

@@ -191,7 +191,7 @@ func (w *Writer) Partition(ctx context.Context, topic string, partition int32) (
 // names.
 func (w *Writer) findOrphans(ctx context.Context, m Manifest) error {
 	prefix := w.keys.Partition(m.Topic, m.Partition)
-	objs, err := ListAll(ctx, w.store, prefix+"segments/", "")
+	objs, err := ListAll(ctx, w.store, SegmentsPrefix(prefix), "")
 	if err != nil {
 		return fmt.Errorf("backup %q, %s/%d: %w", w.keys.ID, m.Topic, m.Partition, err)
 	}

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/kpipe/kpipe/bench"
 )
@@ -111,15 +112,15 @@ func (r *runner) sourceBackups(ctx context.Context, src task, segmentRecords int
 	return jobs, segments, nil
 }
 
-// countSegmentFiles counts the data files of a backup: kpipe's are the files
-// of its segments folders; the reference tool's, all but its JSON manifests.
+// countSegmentFiles counts the data files of a backup: kpipe's are its
+// segment-* files; the reference tool's, all but its JSON manifests.
 func countSegmentFiles(dir string) int64 {
 	var segments, data int64
 	_ = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil || !d.Type().IsRegular() {
 			return nil
 		}
-		if filepath.Base(filepath.Dir(path)) == "segments" {
+		if strings.HasPrefix(filepath.Base(path), "segment-") {
 			segments++
 		}
 		if ext := filepath.Ext(path); ext != ".json" && ext != ".jsonl" {
