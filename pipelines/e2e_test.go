@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -222,6 +223,34 @@ func TestBackupRestoreRoundTripIsByteExact(t *testing.T) {
 			if n > 0 {
 				overlapping++
 				readBatches += n
+			}
+		}
+	}
+	// Each batch's index names its largest record, as the kafka source
+	// measured it while building the batch.
+	bk := testkit.Backup(t, root, "b1")
+	for _, p := range testkit.Manifests(t, root, "b1") {
+		for _, e := range p.Entries {
+			r := bk.Batches(context.Background(), p.Topic, p.Partition, e, nil)
+			for {
+				f, bi, err := r.Next()
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				v, err := record.DecodeView(f)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var largest int64
+				for i := range v.Len() {
+					largest = max(largest, v.RecordBytes(i))
+				}
+				if bi.MaxRecordBytes != largest || largest == 0 {
+					t.Fatalf("%s/%d: a batch's index says its largest record has %d bytes, it has %d", p.Topic, p.Partition, bi.MaxRecordBytes, largest)
+				}
 			}
 		}
 	}

@@ -106,6 +106,11 @@ type Envelope struct {
 	Size       int64
 	FrameBytes int64
 
+	// MaxRecordBytes is the size of the batch's largest record (key, value
+	// and headers, as record.View.RecordBytes counts it); 0 when unknown.
+	// NewBatch fills it.
+	MaxRecordBytes int64
+
 	// Traceparent and Tracestate are the batch's W3C trace context. A
 	// transform's outputs inherit their input's unless they set their own.
 	Traceparent string
@@ -185,7 +190,7 @@ func (b Batch) FreeFrame() {
 // after the batch; pass -1 to use the highest offset plus one.
 func NewBatch(topic string, partition int32, b *record.Builder, nextOffset int64) (Batch, error) {
 	bounds := b.Bounds()
-	env := Envelope{Topic: topic, Partition: partition, NextOffset: nextOffset}
+	env := Envelope{Topic: topic, Partition: partition, NextOffset: nextOffset, MaxRecordBytes: b.LargestRecord()}
 	env.SetBounds(bounds)
 	if nextOffset < 0 {
 		env.NextOffset = bounds.MaxOffset + 1

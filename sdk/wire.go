@@ -78,6 +78,7 @@ func EnvelopeToProto(e Envelope) *pb.Envelope {
 		Count: e.Count, MinOffset: e.MinOffset, MaxOffset: e.MaxOffset,
 		MinTimestamp: e.MinTimestamp, MaxTimestamp: e.MaxTimestamp, NextOffset: e.NextOffset,
 		Size: e.Size, FrameBytes: e.FrameBytes, Traceparent: e.Traceparent, Tracestate: e.Tracestate,
+		MaxRecordBytes: e.MaxRecordBytes,
 	}
 	if e.TopicID != (TopicID{}) {
 		p.TopicId = append([]byte(nil), e.TopicID[:]...)
@@ -92,6 +93,7 @@ func EnvelopeFromProto(p *pb.Envelope) Envelope {
 		Count: p.GetCount(), MinOffset: p.GetMinOffset(), MaxOffset: p.GetMaxOffset(),
 		MinTimestamp: p.GetMinTimestamp(), MaxTimestamp: p.GetMaxTimestamp(), NextOffset: p.GetNextOffset(),
 		Size: p.GetSize(), FrameBytes: p.GetFrameBytes(), Traceparent: p.GetTraceparent(), Tracestate: p.GetTracestate(),
+		MaxRecordBytes: p.GetMaxRecordBytes(),
 	}
 	copy(e.TopicID[:], p.GetTopicId())
 	return e

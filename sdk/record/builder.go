@@ -44,6 +44,8 @@ type Builder struct {
 	hValue  *array.BinaryBuilder
 	bounds  Bounds
 	bytes   int64
+	cur     int64 // size of the record being appended
+	largest int64 // size of the largest record so far
 }
 
 // NewBuilder returns a Builder that allocates from mem (nil for the default).
@@ -116,6 +118,8 @@ func (b *Builder) AppendFields(offset, ts int64, tsType TimestampType, key, valu
 	b.headers.Append(true)
 	b.bounds.add(offset, ts)
 	b.bytes += int64(len(key) + len(value) + 17)
+	b.cur = int64(len(key) + len(value))
+	b.largest = max(b.largest, b.cur)
 }
 
 // AppendHeader adds a header to the record appended last.
@@ -124,7 +128,13 @@ func (b *Builder) AppendHeader(key string, value []byte) {
 	b.hKey.Append(key)
 	appendNullable(b.hValue, value)
 	b.bytes += int64(len(key) + len(value))
+	b.cur += int64(len(key) + len(value))
+	b.largest = max(b.largest, b.cur)
 }
+
+// LargestRecord is the size of the largest record appended since the last
+// NewRecord, as View.RecordBytes counts it.
+func (b *Builder) LargestRecord() int64 { return b.largest }
 
 func appendNullable(b *array.BinaryBuilder, v []byte) {
 	if v == nil {
@@ -147,7 +157,7 @@ func (b *Builder) Bounds() Bounds { return b.bounds }
 // the Builder. The caller must Release the result.
 func (b *Builder) NewRecord() arrow.RecordBatch {
 	b.bounds = Bounds{}
-	b.bytes = 0
+	b.bytes, b.cur, b.largest = 0, 0, 0
 	return b.rb.NewRecordBatch()
 }
 

@@ -303,7 +303,7 @@ func (pw *partWriter) write(b sdk.Batch) error {
 		return pw.cut(b)
 	}
 	pw.open()
-	if err := pw.seg.WriteFrame(b.Arrow, b.Bounds(), b.NextOffset, 0); err != nil {
+	if err := pw.seg.WriteFrame(b.Arrow, b.Bounds(), b.NextOffset, b.MaxRecordBytes); err != nil {
 		return err
 	}
 	pw.ids = append(pw.ids, b.ID())

@@ -261,6 +261,7 @@ func (s *Source) batch(frame []byte, bi BatchIndex) (sdk.Batch, bool, error) {
 		return s.cut(frame, env, from, win)
 	}
 	env.SetBounds(bounds)
+	env.MaxRecordBytes = bi.MaxRecordBytes
 	buf := s.pool.Allocate(len(frame))
 	copy(buf, frame)
 	return sdk.Batch{Envelope: env, Arrow: buf}.WithRelease(func() { s.pool.Free(buf) }), true, nil

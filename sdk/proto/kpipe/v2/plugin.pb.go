@@ -591,10 +591,13 @@ type Envelope struct {
 	// The length of the batch's frame on the data plane.
 	FrameBytes int64 `protobuf:"varint,13,opt,name=frame_bytes,json=frameBytes,proto3" json:"frame_bytes,omitempty"`
 	// W3C trace context of the batch (traceparent and tracestate headers).
-	Traceparent   string `protobuf:"bytes,14,opt,name=traceparent,proto3" json:"traceparent,omitempty"`
-	Tracestate    string `protobuf:"bytes,15,opt,name=tracestate,proto3" json:"tracestate,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Traceparent string `protobuf:"bytes,14,opt,name=traceparent,proto3" json:"traceparent,omitempty"`
+	Tracestate  string `protobuf:"bytes,15,opt,name=tracestate,proto3" json:"tracestate,omitempty"`
+	// The size of the batch's largest record (key, value and headers); 0
+	// when unknown.
+	MaxRecordBytes int64 `protobuf:"varint,16,opt,name=max_record_bytes,json=maxRecordBytes,proto3" json:"max_record_bytes,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Envelope) Reset() {
@@ -730,6 +733,13 @@ func (x *Envelope) GetTracestate() string {
 		return x.Tracestate
 	}
 	return ""
+}
+
+func (x *Envelope) GetMaxRecordBytes() int64 {
+	if x != nil {
+		return x.MaxRecordBytes
+	}
+	return 0
 }
 
 // Position is a resume position: the next offset to read of a topic-partition.
@@ -3165,7 +3175,7 @@ const file_kpipe_v2_plugin_proto_rawDesc = "" +
 	"\ametrics\x18\x01 \x03(\v2'.kpipe.v2.TeardownResponse.MetricsEntryR\ametrics\x1a:\n" +
 	"\fMetricsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\xb5\x03\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\xdf\x03\n" +
 	"\bEnvelope\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x12\n" +
 	"\x04part\x18\x02 \x01(\rR\x04part\x12\x14\n" +
@@ -3188,7 +3198,8 @@ const file_kpipe_v2_plugin_proto_rawDesc = "" +
 	"\vtraceparent\x18\x0e \x01(\tR\vtraceparent\x12\x1e\n" +
 	"\n" +
 	"tracestate\x18\x0f \x01(\tR\n" +
-	"tracestate\"z\n" +
+	"tracestate\x12(\n" +
+	"\x10max_record_bytes\x18\x10 \x01(\x03R\x0emaxRecordBytes\"z\n" +
 	"\bPosition\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x1f\n" +
