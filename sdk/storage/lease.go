@@ -196,13 +196,19 @@ func (l *lease) renew(every time.Duration) {
 	}
 }
 
-// check returns a *FencedError once another writer holds a higher epoch.
-func (l *lease) check(ctx context.Context) error {
+// err is the *FencedError once the writer is known to have lost the
+// lease: seen by renew, or by a commit that found its seq taken.
+func (l *lease) err() error {
 	l.mu.Lock()
-	fenced := l.fenced
-	l.mu.Unlock()
-	if fenced != nil {
-		return fenced
+	defer l.mu.Unlock()
+	return l.fenced
+}
+
+// check asks the store whether another writer holds a higher epoch, and
+// returns a *FencedError if so.
+func (l *lease) check(ctx context.Context) error {
+	if err := l.err(); err != nil {
+		return err
 	}
 	next := l.keys.Lease(l.cur.Epoch + 1)
 	if _, err := l.store.Stat(ctx, next); errors.Is(err, ErrNotFound) {

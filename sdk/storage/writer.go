@@ -128,11 +128,7 @@ func OpenWriter(ctx context.Context, store BlobStore, id string, o WriterOptions
 func (w *Writer) Lost() <-chan struct{} { return w.lease.lostCh }
 
 // Err is why the writer commits nothing more, once Lost is closed.
-func (w *Writer) Err() error {
-	w.lease.mu.Lock()
-	defer w.lease.mu.Unlock()
-	return w.lease.fenced
-}
+func (w *Writer) Err() error { return w.lease.err() }
 
 // Epoch is the writer's lease epoch.
 func (w *Writer) Epoch() int64 { return w.lease.cur.Epoch }
@@ -214,7 +210,7 @@ func (w *Writer) findOrphans(ctx context.Context, m Manifest) error {
 // WriteMetadata stores the topics' metadata as a new version: the topics
 // of m replace those of the same name, the others stay.
 func (w *Writer) WriteMetadata(ctx context.Context, m sdk.Metadata) error {
-	if err := w.lease.check(ctx); err != nil {
+	if err := w.lease.check(ctx); err != nil { // rare: worth asking the store
 		return err
 	}
 	w.mu.Lock()
@@ -290,8 +286,10 @@ func (pw *PartitionWriter) NewSegment(ctx context.Context, codec record.Codec) *
 
 // commit creates entry e at the next seq; an entry already there means
 // another writer took the backup over.
+// The lease is not asked of the store first: the entry's create-if-absent
+// is the fence, and renew watches the lease.
 func (pw *PartitionWriter) commit(ctx context.Context, e Entry) (Entry, error) {
-	if err := pw.w.lease.check(ctx); err != nil {
+	if err := pw.w.lease.err(); err != nil {
 		return Entry{}, err
 	}
 	e, err := pw.put(ctx, e)
