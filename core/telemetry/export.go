@@ -44,8 +44,7 @@ type Exporter struct {
 //     often (60s by default), besides a last export at Close;
 //   - traces with OTLP when OTEL_EXPORTER_OTLP_ENDPOINT or
 //     OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set, unless
-//     OTEL_TRACES_EXPORTER is none; OTEL_TRACES_SAMPLER and the
-//     OTEL_BSP_* settings apply.
+//     OTEL_TRACES_EXPORTER is none; OTEL_TRACES_SAMPLER applies.
 //
 // The OTLP protocol is http/protobuf (the default) or grpc, from
 // OTEL_EXPORTER_OTLP[_METRICS|_TRACES]_PROTOCOL; the exporters read the

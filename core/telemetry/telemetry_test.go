@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
 	"github.com/kpipe/kpipe/sdk"
 )
 
@@ -93,5 +95,25 @@ func TestOTLPSignalsFollowTheEnvironment(t *testing.T) {
 	if _, err := Start(context.Background(), "", slog.New(slog.DiscardHandler)); err == nil ||
 		err.Error() != `OTLP traces exporter for http://127.0.0.1:1: OTEL_EXPORTER_OTLP_TRACES_PROTOCOL "thrift": use http/protobuf or grpc` {
 		t.Errorf("an unknown traces protocol: %v", err)
+	}
+}
+
+// TestTracesHonourTheSampler: OTEL_TRACES_SAMPLER=always_off exports no
+// span; the default exports every one.
+func TestTracesHonourTheSampler(t *testing.T) {
+	for _, c := range []struct {
+		sampler string
+		want    int
+	}{{"", 1}, {"always_off", 0}} {
+		t.Setenv("OTEL_TRACES_SAMPLER", c.sampler)
+		exp := tracetest.NewInMemoryExporter()
+		tr := NewTraces(exp)
+		_, span := tr.Tracer().Start(context.Background(), "kpipe.run")
+		span.End()
+		tr.ForceFlush(context.Background())
+		if got := len(exp.GetSpans()); got != c.want {
+			t.Errorf("OTEL_TRACES_SAMPLER=%q: %d spans exported, want %d", c.sampler, got, c.want)
+		}
+		tr.Shutdown(context.Background())
 	}
 }
