@@ -1,12 +1,14 @@
 # kpipe: Kafka backup, restore and point-in-time recovery as plugin pipelines.
 SHELL := /bin/bash
 GO ?= go
-PLUGINS := kafka fs filter remap
+PLUGINS := kafka fs s3 filter remap
 # Tests run against their own broker on this port, so they never touch the
 # one `make kafka-up` / `make demo` start on 9092.
 TEST_KAFKA_PORT ?= 19092
+# ... and their own S3 server on this one (`make s3-up` uses 9000).
+TEST_S3_PORT ?= 19000
 
-.PHONY: all build test test-short demo bench kafka-up kafka-down proto fmt vet deps clean
+.PHONY: all build test test-short demo bench kafka-up kafka-down s3-up s3-down proto fmt vet deps clean
 
 all: build
 
@@ -19,13 +21,15 @@ build: ## build bin/kpipe and bin/plugins/kpipe-plugin-* (static)
 	$(GO) build -o bin/kpipe ./cmd/kpipe
 	@for p in $(PLUGINS); do $(GO) build -o bin/plugins/kpipe-plugin-$$p ./plugins/$$p || exit 1; done
 
-test: deps build ## every test, against a real Kafka broker started here
+test: deps build ## every test, against a real Kafka broker and a real S3 server started here
 	@scripts/pyarrow.sh >/dev/null
 	@KAFKA_PORT=$(TEST_KAFKA_PORT) scripts/kafka.sh up >/dev/null
+	@S3_PORT=$(TEST_S3_PORT) scripts/s3.sh up >/dev/null
 	@set -o pipefail; KPIPE_PYARROW_PYTHON=$$(scripts/pyarrow.sh) \
-	  KPIPE_TEST_BOOTSTRAP=127.0.0.1:$(TEST_KAFKA_PORT) KPIPE_PLUGIN_DIR=$(CURDIR)/bin/plugins \
+	  KPIPE_TEST_BOOTSTRAP=127.0.0.1:$(TEST_KAFKA_PORT) KPIPE_TEST_S3=http://127.0.0.1:$(TEST_S3_PORT) \
+	  KPIPE_PLUGIN_DIR=$(CURDIR)/bin/plugins \
 	  $(GO) test -race -count=1 -timeout 20m ./... ; rc=$$?; \
-	  KAFKA_PORT=$(TEST_KAFKA_PORT) scripts/kafka.sh down; exit $$rc
+	  KAFKA_PORT=$(TEST_KAFKA_PORT) scripts/kafka.sh down; S3_PORT=$(TEST_S3_PORT) scripts/s3.sh down; exit $$rc
 
 test-short: build ## the tests that need no broker
 	$(GO) test -short -count=1 ./...
@@ -52,6 +56,12 @@ kafka-up: deps ## start the local broker on 127.0.0.1:9092 (KAFKA_PORT to change
 
 kafka-down: ## stop the local broker
 	@scripts/kafka.sh down
+
+s3-up: ## start the local S3 server on http://127.0.0.1:9000 (S3_PORT to change), bucket kpipe, keys kpipe / kpipe-secret
+	@scripts/s3.sh up
+
+s3-down: ## stop the local S3 server
+	@scripts/s3.sh down
 
 proto: ## regenerate sdk/proto from plugin.proto
 	@bash scripts/proto.sh

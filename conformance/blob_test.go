@@ -96,3 +96,29 @@ func TestBrokenBlobStoresFail(t *testing.T) {
 		})
 	}
 }
+
+// TestAStoreThatIgnoresIfAbsentGetsNoBackup: opening a backup probes the
+// store's create-if-absent; a store that ignores it is refused with a
+// message that says so, and nothing of the backup is written.
+func TestAStoreThatIgnoresIfAbsentGetsNoBackup(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	fs := blob.New(t.TempDir())
+	_, err := storage.OpenWriter(ctx, ignoresIfAbsent{fs}, "b1", storage.WriterOptions{})
+	if err != storage.ErrIgnoresIfAbsent {
+		t.Fatalf("open a backup on a store that ignores create-if-absent: %v, want ErrIgnoresIfAbsent", err)
+	}
+	const want = "the store ignores create-if-absent (on S3, the condition If-None-Match: *): a second create of one object succeeded, so two writers of one backup could overwrite each other's commits; kpipe writes no backup there: use a store, or a version of it, that honours conditional writes"
+	if err.Error() != want {
+		t.Fatalf("message:\n%s\nwant:\n%s", err, want)
+	}
+	if objs, err := storage.ListAll(ctx, fs, "", ""); err != nil || len(objs) != 0 {
+		t.Fatalf("the refused store holds %v (%v), want nothing", objs, err)
+	}
+	// The same store done right takes the backup.
+	w, err := storage.OpenWriter(ctx, fs, "b1", storage.WriterOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Close(ctx)
+}

@@ -17,6 +17,10 @@ import (
 // of a store costs a request per thousand backups, not one per object.
 const registry = "_backups/"
 
+// probes holds the objects that prove a store honours create-if-absent,
+// each deleted after its proof.
+const probes = "_probes/"
+
 // service is the read-only storage service (sdk.StorageReader) over a
 // plugin's store, which the sink and the source both serve; it opens the
 // store once.

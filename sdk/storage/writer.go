@@ -3,6 +3,8 @@ package storage
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -77,6 +79,9 @@ func OpenWriter(ctx context.Context, store BlobStore, id string, o WriterOptions
 	if o.SnapshotEvery <= 0 {
 		o.SnapshotEvery = DefaultSnapshotEvery
 	}
+	if err := checkIfAbsent(ctx, store); err != nil {
+		return nil, err
+	}
 	keys := Keys{ID: id}
 	if _, err := readInfo(ctx, store, keys); errors.Is(err, ErrBackupNotFound) {
 		info := Info{Format: FormatName, Version: FormatVersion, BackupID: id, CreatedAt: time.Now().UTC()}
@@ -122,6 +127,32 @@ func OpenWriter(ctx context.Context, store BlobStore, id string, o WriterOptions
 		}
 	}
 	return w, nil
+}
+
+// ErrIgnoresIfAbsent is why a store that does not honour create-if-absent
+// gets no backup.
+var ErrIgnoresIfAbsent = errors.New("the store ignores create-if-absent (on S3, the condition If-None-Match: *): a second create of one object succeeded, so two writers of one backup could overwrite each other's commits; kpipe writes no backup there: use a store, or a version of it, that honours conditional writes")
+
+// checkIfAbsent creates a probe object twice, create-if-absent, and fails
+// with ErrIgnoresIfAbsent unless the second create fails: the one-writer
+// rule and every commit rest on it.
+func checkIfAbsent(ctx context.Context, store BlobStore) error {
+	var r [8]byte
+	rand.Read(r[:])
+	key := probes + hex.EncodeToString(r[:])
+	put := func() error { return store.Put(ctx, key, bytes.NewReader(r[:]), int64(len(r)), PutOptions{IfAbsent: true}) }
+	if err := put(); err != nil {
+		return fmt.Errorf("probe create-if-absent: %w", err)
+	}
+	err := put()
+	store.Delete(context.WithoutCancel(ctx), key)
+	switch {
+	case err == nil:
+		return ErrIgnoresIfAbsent
+	case !errors.Is(err, ErrExists):
+		return fmt.Errorf("probe create-if-absent: %w", err)
+	}
+	return nil
 }
 
 // Lost is closed once the writer has lost its lease (Err says to whom).

@@ -1,0 +1,168 @@
+package blob
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/aws/smithy-go"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
+)
+
+// retrier runs a store's requests. A request that fails for a passing
+// reason (see transient) is tried again after a backoff, 100 ms doubling up
+// to 5 s, for as long as the store has been failing for less than
+// maxOutage. The outage is the store's, not a request's: it starts at the
+// first such failure of any request, ends at the next success of any, is
+// told to warn when it starts and every so often while it lasts, and is
+// what fails the requests once it lasts longer than maxOutage.
+type retrier struct {
+	store     string // names the store in messages
+	maxOutage time.Duration
+	warn      func(msg string, args ...any)
+	every     time.Duration
+
+	requests, retries *atomic.Int64
+
+	mu       sync.Mutex
+	since    time.Time // the outage's start; zero when there is none
+	lastWarn time.Time
+	lastErr  error
+}
+
+func (r *retrier) do(ctx context.Context, what string, op func(ctx context.Context) error) error {
+	backoff := 100 * time.Millisecond
+	for {
+		r.requests.Add(1)
+		err := op(ctx)
+		if err == nil || !transient(err) || ctx.Err() != nil {
+			if err == nil || !transient(err) {
+				r.reached()
+			}
+			return err
+		}
+		if over := r.failed(what, err); over != nil {
+			return over
+		}
+		r.retries.Add(1)
+		wait := backoff/2 + rand.N(backoff/2+1)
+		backoff = min(2*backoff, 5*time.Second)
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return fmt.Errorf("%w (after %v)", ctx.Err(), err)
+		}
+	}
+}
+
+// failed records a passing failure; it returns the error to fail with once
+// the outage has lasted longer than maxOutage.
+func (r *retrier) failed(what string, err error) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := time.Now()
+	r.lastErr = err
+	if r.since.IsZero() {
+		r.since = now
+		r.lastWarn = now
+		r.say("storage unreachable or failing; retrying", "store", r.store, "request", what, "error", err.Error(), "max_storage_outage", r.maxOutage.String())
+	}
+	lasted := now.Sub(r.since)
+	if lasted >= r.maxOutage {
+		return &OutageError{Store: r.store, Lasted: lasted.Round(time.Second), MaxOutage: r.maxOutage, Err: err}
+	}
+	if now.Sub(r.lastWarn) >= r.every {
+		r.lastWarn = now
+		r.say("storage still unreachable or failing; retrying", "store", r.store, "for", lasted.Round(time.Second).String(),
+			"request", what, "error", err.Error(), "max_storage_outage", r.maxOutage.String())
+	}
+	return nil
+}
+
+// reached ends an outage, if there is one.
+func (r *retrier) reached() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.since.IsZero() {
+		r.say("storage reachable again", "store", r.store, "after", time.Since(r.since).Round(time.Millisecond).String())
+		r.since = time.Time{}
+	}
+}
+
+func (r *retrier) say(msg string, args ...any) {
+	if r.warn != nil {
+		r.warn(msg, args...)
+	}
+}
+
+// OutageError fails a request once the store has failed for longer than
+// the outage budget.
+type OutageError struct {
+	Store     string
+	Lasted    time.Duration
+	MaxOutage time.Duration
+	Err       error // the last failure
+}
+
+func (e *OutageError) Error() string {
+	return fmt.Sprintf("storage %s unreachable or failing for %s, longer than max_storage_outage (%s): %v; what was committed before is intact, and the next run resumes after it",
+		e.Store, e.Lasted, e.MaxOutage, e.Err)
+}
+
+func (e *OutageError) Unwrap() error { return e.Err }
+
+// transient says whether err may pass if the request is tried again: the
+// request never got an answer (a refused or broken connection, a timeout),
+// or the answer was throttling, a server error or a conflicting concurrent
+// conditional write.
+func transient(err error) bool {
+	if errors.Is(err, context.Canceled) {
+		return false
+	}
+	var send *smithyhttp.RequestSendError
+	if errors.As(err, &send) {
+		return true
+	}
+	switch st := status(err); {
+	case st == http.StatusRequestTimeout, st == http.StatusTooManyRequests, st >= 500:
+		return true
+	case st == http.StatusConflict:
+		return code(err) == "ConditionalRequestConflict" || code(err) == "OperationAborted"
+	case st == 0:
+		// No answer and not a send error: a body cut short, a deadline.
+		return errors.Is(err, context.DeadlineExceeded) || isTimeout(err)
+	}
+	return false
+}
+
+func isTimeout(err error) bool {
+	var t interface{ Timeout() bool }
+	return errors.As(err, &t) && t.Timeout()
+}
+
+// status is the HTTP status of the answer err carries, or 0.
+func status(err error) int {
+	var re *smithyhttp.ResponseError
+	if errors.As(err, &re) {
+		return re.HTTPStatusCode()
+	}
+	return 0
+}
+
+// code is the S3 error code of err, or "".
+func code(err error) string {
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		return ae.ErrorCode()
+	}
+	return ""
+}
+
+func isNotFound(err error) bool { return err != nil && status(err) == http.StatusNotFound && code(err) != "NoSuchBucket" }
+
+func isPreconditionFailed(err error) bool { return status(err) == http.StatusPreconditionFailed }
