@@ -1,21 +1,67 @@
 // Package pipelines turns the Kafka backup and restore verbs of the CLI into
-// pipeline graphs for the engine: a backup is kafka → fs, a restore is
-// fs → [remap] → kafka.
+// pipeline graphs for the engine: a backup is kafka → storage, a restore is
+// storage → [remap] → kafka, where the storage is the fs plugin for a folder
+// and the s3 plugin for an s3:// URL.
 package pipelines
 
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	"github.com/kpipe/kpipe/core/config"
 	"github.com/kpipe/kpipe/core/engine"
 )
 
+// StoreOptions are settings of the storage beside its path.
+type StoreOptions struct {
+	// S3 settings, for an s3:// path (see the s3 plugin's parameters).
+	S3Endpoint       string
+	S3Region         string
+	S3ForcePathStyle bool
+	S3Profile        string
+	// The key of encryption at rest: a file, or an environment variable
+	// (see the storage plugins' encryption_key_file and encryption_key_env).
+	EncryptionKeyFile string
+	EncryptionKeyEnv  string
+}
+
+// IsS3 says whether path names a bucket rather than a folder.
+func IsS3(path string) bool { return strings.HasPrefix(path, "s3://") }
+
+// storageStage is the storage plugin for path, with its parameters and
+// those of extra.
+func storageStage(path string, o StoreOptions, extra map[string]any) config.Stage {
+	params := map[string]any{"path": path}
+	name := "fs"
+	if IsS3(path) {
+		name = "s3"
+		for k, v := range map[string]string{"endpoint": o.S3Endpoint, "region": o.S3Region, "profile": o.S3Profile} {
+			if v != "" {
+				params[k] = v
+			}
+		}
+		if o.S3ForcePathStyle {
+			params["force_path_style"] = true
+		}
+	}
+	for k, v := range map[string]string{"encryption_key_file": o.EncryptionKeyFile, "encryption_key_env": o.EncryptionKeyEnv} {
+		if v != "" {
+			params[k] = v
+		}
+	}
+	for k, v := range extra {
+		params[k] = v
+	}
+	return stage(name, params)
+}
+
 // BackupOptions describe a backup.
 type BackupOptions struct {
 	BootstrapServers []string
 	Topics           []string
-	Path             string
+	Path             string // a folder, or s3://BUCKET/PREFIX
+	Store            StoreOptions
 	BackupID         string
 	Compression      string // empty: the fs sink's default (zstd)
 	Continuous       bool
@@ -23,7 +69,8 @@ type BackupOptions struct {
 
 // RestoreOptions describe a restore, whole or for a time window.
 type RestoreOptions struct {
-	Path             string
+	Path             string // a folder, or s3://BUCKET/PREFIX
+	Store            StoreOptions
 	BackupID         string
 	BootstrapServers []string
 	Topics           []string // backup topics to restore; all when empty
@@ -51,14 +98,14 @@ func stage(plugin string, params map[string]any) config.Stage {
 // Backup returns the pipeline of a backup.
 func Backup(name string, o BackupOptions) config.Pipeline {
 	src := map[string]any{"bootstrap_servers": o.BootstrapServers, "topics": o.Topics, "continuous": o.Continuous}
-	sink := map[string]any{"path": o.Path, "backup_id": o.BackupID}
+	sink := map[string]any{"backup_id": o.BackupID}
 	if o.Compression != "" {
 		sink["compression"] = o.Compression
 	}
-	return config.Pipeline{Name: name, Source: stage("kafka", src), Sink: stage("fs", sink)}
+	return config.Pipeline{Name: name, Source: stage("kafka", src), Sink: storageStage(o.Path, o.Store, sink)}
 }
 
-// Restore returns the pipeline of a restore. The fs source reads only the
+// Restore returns the pipeline of a restore. The storage source reads only the
 // chosen topics and partitions and the records of the time window: it skips
 // segments and batches outside the window unread and cuts those that
 // straddle a bound. The backup's topic metadata flows
@@ -66,7 +113,7 @@ func Backup(name string, o BackupOptions) config.Pipeline {
 // target topic with as many partitions as it needs.
 func Restore(name string, o RestoreOptions) config.Pipeline {
 	src := map[string]any{
-		"path": o.Path, "backup_id": o.BackupID,
+		"backup_id":         o.BackupID,
 		"time_window_start": o.TimeWindowStart, "time_window_end": o.TimeWindowEnd,
 	}
 	if len(o.Topics) > 0 {
@@ -75,7 +122,7 @@ func Restore(name string, o RestoreOptions) config.Pipeline {
 	if len(o.Partitions) > 0 {
 		src["partitions"] = o.Partitions
 	}
-	p := config.Pipeline{Name: name, Source: stage("fs", src)}
+	p := config.Pipeline{Name: name, Source: storageStage(o.Path, o.Store, src)}
 	if len(o.TopicMapping) > 0 || len(o.PartitionMapping) > 0 {
 		remap := map[string]any{}
 		if len(o.TopicMapping) > 0 {

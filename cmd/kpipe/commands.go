@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/kpipe/kpipe/core/config"
 	"github.com/kpipe/kpipe/core/engine"
@@ -185,6 +186,29 @@ says it finished does nothing; --fresh runs it again from the start.`,
 	return cmd
 }
 
+// storeFlags declares the flags of the storage --path names.
+func storeFlags(f *pflag.FlagSet, o *pipelines.StoreOptions) {
+	f.StringVar(&o.S3Endpoint, "s3-endpoint", "", "for an s3:// path: URL of an S3-compatible store, such as http://127.0.0.1:9000 (default: AWS, or AWS_ENDPOINT_URL_S3)")
+	f.StringVar(&o.S3Region, "s3-region", "", "for an s3:// path: region of the bucket (default: AWS_REGION or the AWS config, else us-east-1)")
+	f.BoolVar(&o.S3ForcePathStyle, "s3-force-path-style", false, "for an s3:// path: address the bucket in the URL path, as most S3-compatible stores want")
+	f.StringVar(&o.EncryptionKeyFile, "encryption-key-file", "", "file holding the 256-bit key of encryption at rest, as 64 hex digits or base64 (make one with: openssl rand -hex 32); a backup is encrypted from its first run or never, and its restores need the key")
+	f.StringVar(&o.EncryptionKeyEnv, "encryption-key-env", "", "name of an environment variable holding the key of encryption at rest, instead of --encryption-key-file")
+	f.StringVar(&o.S3Profile, "s3-profile", "", "for an s3:// path: profile of the shared AWS config and credentials files (default: AWS_PROFILE or default); credentials come from the standard AWS chain")
+}
+
+// checkStore refuses S3 flags beside a path that is not an s3:// URL.
+func checkStore(cmd *cobra.Command, path string) error {
+	if pipelines.IsS3(path) {
+		return nil
+	}
+	for _, name := range []string{"s3-endpoint", "s3-region", "s3-force-path-style", "s3-profile"} {
+		if cmd.Flags().Changed(name) {
+			return badInput("--%s applies to an s3:// --path only; --path %q is a folder", name, path)
+		}
+	}
+	return nil
+}
+
 func printReports(w io.Writer, format string, reports []*engine.Report) error {
 	if format == "json" {
 		return writeJSON(w, map[string]any{"pipelines": reports})
@@ -346,9 +370,9 @@ func newBackupCmd(g *globals) *cobra.Command {
 	var b pipelines.BackupOptions
 	cmd := &cobra.Command{
 		Use:   "backup",
-		Short: "Back up Kafka topics to Arrow segments on a file system",
+		Short: "Back up Kafka topics to Arrow segments in a folder or an S3 bucket",
 		Long: `Back up Kafka topics (names or globs, all partitions) into a backup id under
---path, as the pipeline kafka → fs. Without --continuous it stops at the end
+--path, as the pipeline kafka → fs (a folder) or kafka → s3 (s3://BUCKET/PREFIX). Without --continuous it stops at the end
 offsets taken at start. Running it again with the same --backup-id resumes:
 it continues after what the backup durably holds.`,
 		Args: cobra.NoArgs,
@@ -357,6 +381,9 @@ it continues after what the backup durably holds.`,
 				"--bootstrap-servers": len(b.BootstrapServers) > 0, "--topics": len(b.Topics) > 0,
 				"--path": b.Path != "", "--backup-id": b.BackupID != "",
 			}); err != nil {
+				return err
+			}
+			if err := checkStore(cmd, b.Path); err != nil {
 				return err
 			}
 			h := g.host("")
@@ -376,7 +403,8 @@ it continues after what the backup durably holds.`,
 	f := cmd.Flags()
 	f.StringSliceVar(&b.BootstrapServers, "bootstrap-servers", nil, "Kafka brokers, host:port, comma separated (required)")
 	f.StringSliceVar(&b.Topics, "topics", nil, "topic names or globs, comma separated (required)")
-	f.StringVar(&b.Path, "path", "", "folder that holds backups (required)")
+	f.StringVar(&b.Path, "path", "", "where backups are kept: a folder, or s3://BUCKET/PREFIX (required)")
+	storeFlags(f, &b.Store)
 	f.StringVar(&b.BackupID, "backup-id", "", "name of this backup under --path (required)")
 	f.StringVar(&b.Compression, "compression", "zstd", "segment compression: zstd, lz4 or none")
 	f.BoolVar(&b.Continuous, "continuous", false, "keep backing up new records until stopped")
@@ -400,7 +428,8 @@ func newRestoreCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "restore",
 		Short: "Restore a backup to Kafka, whole or for a time window (PITR)",
-		Long: `Restore a backup to a Kafka cluster as the pipeline fs → [remap] → kafka.
+		Long: `Restore a backup to a Kafka cluster as the pipeline fs → [remap] → kafka
+(s3 → [remap] → kafka for an s3:// --path).
 A time window keeps the records whose timestamp t satisfies start <= t <= end
 (both bounds inclusive, epoch milliseconds); segments that cannot hold such
 records are skipped unread. Missing target topics are
@@ -411,6 +440,9 @@ created with as many partitions as the restore needs.`,
 				"--bootstrap-servers": len(r.BootstrapServers) > 0,
 				"--path":              r.Path != "", "--backup-id": r.BackupID != "",
 			}); err != nil {
+				return err
+			}
+			if err := checkStore(cmd, r.Path); err != nil {
 				return err
 			}
 			for _, b := range []struct {
@@ -454,7 +486,8 @@ created with as many partitions as the restore needs.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&r.Path, "path", "", "folder that holds backups (required)")
+	f.StringVar(&r.Path, "path", "", "where backups are kept: a folder, or s3://BUCKET/PREFIX (required)")
+	storeFlags(f, &r.Store)
 	f.StringVar(&r.BackupID, "backup-id", "", "backup to restore (required)")
 	f.StringSliceVar(&r.BootstrapServers, "bootstrap-servers", nil, "target Kafka brokers, host:port, comma separated (required)")
 	f.StringSliceVar(&r.Topics, "topics", nil, "backup topics (names or globs) to restore; all when empty")

@@ -37,6 +37,15 @@ type Info struct {
 	Version   int       `json:"version"`
 	BackupID  string    `json:"backup_id"`
 	CreatedAt time.Time `json:"created_at"`
+	// Encryption is set when the backup's segments are encrypted at rest:
+	// from its first run on, with one key.
+	Encryption *Encryption `json:"encryption,omitempty"`
+}
+
+// Encryption names the cipher and the key of an encrypted backup.
+type Encryption struct {
+	Cipher string `json:"cipher"`
+	KeyID  string `json:"key_id"`
 }
 
 // Entry kinds.
@@ -74,9 +83,10 @@ type Entry struct {
 	NextOffset int64 `json:"next_offset"`
 	// Batches indexes the segment's record batches.
 	Batches []BatchIndex `json:"batches,omitempty"`
-	// Encryption names how each batch's bytes are encrypted; empty when
-	// they are not. This kpipe writes none and refuses to read any.
+	// Encryption names how each batch's bytes are encrypted (Cipher), and
+	// KeyID with which key; both empty when they are not.
 	Encryption string `json:"encryption,omitempty"`
+	KeyID      string `json:"key_id,omitempty"`
 	// Reason says why a gap's offsets are missing.
 	Reason    string    `json:"reason,omitempty"`
 	CreatedAt time.Time `json:"created_at"`

@@ -424,9 +424,9 @@ func TestAnEncryptedSegmentIsRefused(t *testing.T) {
 	b, _ := storage.OpenBackup(ctx, store, "b")
 	m, _ := b.Manifest(ctx, "t", 0)
 	e := m.Entries[0]
-	e.Encryption = "aes-256-gcm"
+	e.Encryption = "chacha20-poly1305"
 	_, _, err = b.Batches(ctx, "t", 0, e, nil).Next()
-	want := fmt.Sprintf(`segment b/topics/t/0/%s is encrypted with "aes-256-gcm", which this kpipe cannot decrypt`, e.Segment)
+	want := fmt.Sprintf(`segment b/topics/t/0/%s is encrypted with "chacha20-poly1305", which this kpipe cannot decrypt`, e.Segment)
 	if err == nil || err.Error() != want {
 		t.Fatalf("reading an encrypted segment: %v, want %q", err, want)
 	}

@@ -44,6 +44,7 @@ type Backup struct {
 	store BlobStore
 	keys  Keys
 	Info  Info
+	key   *Key // decrypts the segments of an encrypted backup
 
 	bytesRead atomic.Int64
 }
@@ -61,6 +62,20 @@ func OpenBackup(ctx context.Context, store BlobStore, id string) (*Backup, error
 	b.Info = info
 	return b, nil
 }
+
+// UseKey sets the key that decrypts the backup's segments. It fails, with
+// a message that says which, when the backup is encrypted with another
+// key; a backup that is not encrypted needs none and ignores it.
+func (b *Backup) UseKey(k *Key) error {
+	if err := checkKey(b.Info, k, false); err != nil {
+		return err
+	}
+	b.key = k
+	return nil
+}
+
+// Encrypted says whether the backup's segments are encrypted.
+func (b *Backup) Encrypted() bool { return b.Info.Encryption != nil }
 
 // ID is the backup's id.
 func (b *Backup) ID() string { return b.keys.ID }
@@ -193,14 +208,29 @@ type BatchReader struct {
 	runEnd  int // batches before it come from r
 	buf     []byte
 	err     error // a reader that cannot read at all
+
+	topic     string
+	partition int32
+	segment   string
+	crypt     *Key // set for an encrypted segment
+	plain     []byte
 }
 
 // Batches reads the batches of a segment entry that which lists (indexes
 // into e.Batches, ascending); all of them when which is nil.
 func (b *Backup) Batches(ctx context.Context, topic string, partition int32, e Entry, which []int) *BatchReader {
 	key := b.keys.Partition(topic, partition) + e.Segment
-	if e.Encryption != "" {
+	var k *Key
+	switch {
+	case e.Encryption == "":
+	case e.Encryption != Cipher:
 		return &BatchReader{err: fmt.Errorf("segment %s is encrypted with %q, which this kpipe cannot decrypt", key, e.Encryption)}
+	case b.key == nil:
+		return &BatchReader{err: fmt.Errorf("segment %s is encrypted (key %s): give its key with encryption_key_file or encryption_key_env", key, e.KeyID)}
+	case b.key.ID != e.KeyID:
+		return &BatchReader{err: fmt.Errorf("segment %s is encrypted with key %s, and the key given is %s: wrong key", key, e.KeyID, b.key.ID)}
+	default:
+		k = b.key
 	}
 	sel := e.Batches
 	if which != nil {
@@ -209,7 +239,7 @@ func (b *Backup) Batches(ctx context.Context, topic string, partition int32, e E
 			sel[i] = e.Batches[w]
 		}
 	}
-	return &BatchReader{b: b, ctx: ctx, key: key, batches: sel}
+	return &BatchReader{b: b, ctx: ctx, key: key, batches: sel, topic: topic, partition: partition, segment: e.Segment, crypt: k}
 }
 
 // Next returns the next batch's frame, valid until the next call, and its
@@ -249,6 +279,12 @@ func (r *BatchReader) Next() ([]byte, BatchIndex, error) {
 	}
 	if sum := crc32.Checksum(frame, castagnoli); sum != bi.CRC {
 		return nil, bi, fmt.Errorf("segment %s: batch at byte %d: checksum %s, the index says %s", r.key, bi.Start, FormatChecksum(sum), FormatChecksum(bi.CRC))
+	}
+	if r.crypt != nil {
+		if r.plain, err = r.crypt.open(r.plain[:0], frame, batchAD(r.topic, r.partition, r.segment, bi.Start)); err != nil {
+			return nil, bi, fmt.Errorf("segment %s: batch at byte %d: cannot decrypt it (%v): the key is not the one it was sealed with, or its bytes were altered", r.key, bi.Start, err)
+		}
+		frame = r.plain
 	}
 	r.next++
 	if r.next == r.runEnd {

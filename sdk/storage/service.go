@@ -26,6 +26,8 @@ const probes = "_probes/"
 // store once.
 type service struct {
 	plugin Plugin
+	keySrc KeySource
+	key    *Key // from keySrc, once configured
 	mu     sync.Mutex
 	store  BlobStore
 }
@@ -44,12 +46,41 @@ func (s *service) open(ctx context.Context) (BlobStore, error) {
 	return s.store, nil
 }
 
+// MeteredStore is a BlobStore that counts what it does (requests, bytes):
+// the sink and the source report its counters beside their own.
+type MeteredStore interface {
+	Metrics() map[string]int64
+}
+
+// withStoreMetrics adds the store's counters, if it keeps any, to m.
+func (s *service) withStoreMetrics(m map[string]int64) map[string]int64 {
+	s.mu.Lock()
+	ms, ok := s.store.(MeteredStore)
+	s.mu.Unlock()
+	if ok {
+		for k, v := range ms.Metrics() {
+			m[k] = v
+		}
+	}
+	return m
+}
+
 // spec is the plugin's spec with the parameters of cfg (the sink's or the
-// source's) beside the store's.
+// source's) and of encryption beside the store's.
 func (s *service) spec(cfg any) sdk.Spec {
 	spec := s.plugin.Spec()
-	spec.Config = param.Multi{spec.Config, cfg}
+	spec.Config = param.Multi{spec.Config, cfg, &s.keySrc}
 	return spec
+}
+
+// configure checks the store's parameters and loads the key.
+func (s *service) configure(ctx context.Context) param.Errors {
+	errs := param.AsErrors(s.plugin.Configure(ctx))
+	var err error
+	if s.key, err = s.keySrc.Load(); err != nil {
+		errs = append(errs, param.AsErrors(err)...)
+	}
+	return errs
 }
 
 func (s *service) backup(ctx context.Context, id string) (*Backup, error) {

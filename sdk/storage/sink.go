@@ -56,7 +56,7 @@ func NewSink(p Plugin) *Sink {
 func (s *Sink) Spec() sdk.Spec { return s.spec(&s.cfg) }
 
 func (s *Sink) Configure(ctx context.Context) error {
-	errs := param.AsErrors(s.plugin.Configure(ctx))
+	errs := s.configure(ctx)
 	var err error
 	if s.codec, err = record.ParseCodec(s.cfg.Compression); err != nil {
 		errs = append(errs, param.Errorf("compression", "%v", err))
@@ -88,7 +88,7 @@ func (s *Sink) Open(ctx context.Context, ack sdk.Acker) error {
 	if err != nil {
 		return err
 	}
-	opts := WriterOptions{Lease: LeaseOptions{TTL: s.cfg.LeaseTTL}, Orphans: func(topic string, partition int32, keys []string) {
+	opts := WriterOptions{Lease: LeaseOptions{TTL: s.cfg.LeaseTTL}, Key: s.key, Orphans: func(topic string, partition int32, keys []string) {
 		s.orphans.Add(int64(len(keys)))
 		sdk.Logger().Warn("segments no entry names: a crash or a writer that lost its lease left them; they are not part of the backup",
 			"topic", topic, "partition", partition, "segments", len(keys), "first", keys[0])
@@ -203,13 +203,13 @@ func (s *Sink) Flush(ctx context.Context) error {
 }
 
 func (s *Sink) Metrics() map[string]int64 {
-	return map[string]int64{
+	return s.withStoreMetrics(map[string]int64{
 		"records_written":                s.records.Load(),
 		"segments_written":               s.segments.Load(),
 		"bytes_written":                  s.bytes.Load(),
 		"records_skipped_already_stored": s.skipped.Load(),
 		"orphan_segments":                s.orphans.Load(),
-	}
+	})
 }
 
 // Teardown stops the writers (a segment still open was never acked and is

@@ -60,7 +60,7 @@ func NewSource(p Plugin) *Source {
 func (s *Source) Spec() sdk.Spec { return s.spec(&s.cfg) }
 
 func (s *Source) Configure(ctx context.Context) error {
-	errs := param.AsErrors(s.plugin.Configure(ctx))
+	errs := s.configure(ctx)
 	if err := CheckID(s.cfg.BackupID); err != nil {
 		errs = append(errs, param.Errorf("backup_id", "%v", err))
 	}
@@ -109,6 +109,9 @@ func (s *Source) Open(ctx context.Context, o sdk.SourceOptions) error {
 		return err
 	}
 	if s.b, err = OpenBackup(ctx, store, s.cfg.BackupID); err != nil {
+		return fmt.Errorf("%s: %w", s.plugin.Location(), err)
+	}
+	if err := s.b.UseKey(s.key); err != nil {
 		return fmt.Errorf("%s: %w", s.plugin.Location(), err)
 	}
 	meta, err := s.b.Metadata(ctx)
@@ -308,14 +311,14 @@ func (s *Source) Metrics() map[string]int64 {
 	if s.b != nil {
 		read = s.b.BytesRead()
 	}
-	return map[string]int64{
+	return s.withStoreMetrics(map[string]int64{
 		"segments_read":   s.segmentsRead.Load(),
 		"segments_pruned": s.segmentsPruned.Load(),
 		"batches_pruned":  s.batchesPruned.Load(),
 		"records_pruned":  s.recordsPruned.Load(),
 		"records_read":    s.recordsRead.Load(),
 		"bytes_read":      read,
-	}
+	})
 }
 
 func (s *Source) Teardown(context.Context) error {

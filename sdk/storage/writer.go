@@ -41,6 +41,9 @@ type WriterOptions struct {
 	// writer that lost its lease), as the partition is opened: they are
 	// never read, and stay for an operator to look at.
 	Orphans func(topic string, partition int32, keys []string)
+	// Key, when set, encrypts the segments (see crypt.go). A backup is
+	// encrypted from its first run, or never.
+	Key *Key
 }
 
 // Writer writes one backup. It holds the backup's lease from OpenWriter to
@@ -83,9 +86,13 @@ func OpenWriter(ctx context.Context, store BlobStore, id string, o WriterOptions
 		return nil, err
 	}
 	keys := Keys{ID: id}
-	if _, err := readInfo(ctx, store, keys); errors.Is(err, ErrBackupNotFound) {
-		info := Info{Format: FormatName, Version: FormatVersion, BackupID: id, CreatedAt: time.Now().UTC()}
-		data, _ := json.MarshalIndent(info, "", "  ")
+	info, err := readInfo(ctx, store, keys)
+	if errors.Is(err, ErrBackupNotFound) {
+		created := Info{Format: FormatName, Version: FormatVersion, BackupID: id, CreatedAt: time.Now().UTC()}
+		if o.Key != nil {
+			created.Encryption = &Encryption{Cipher: Cipher, KeyID: o.Key.ID}
+		}
+		data, _ := json.MarshalIndent(created, "", "  ")
 		// Registered first: a crash between the two leaves a registered id
 		// without a backup, which listing skips, never a backup nobody lists.
 		if err := store.Put(ctx, registry+id, bytes.NewReader(nil), 0, PutOptions{IfAbsent: true}); err != nil && !errors.Is(err, ErrExists) {
@@ -94,11 +101,13 @@ func OpenWriter(ctx context.Context, store BlobStore, id string, o WriterOptions
 		if err := store.Put(ctx, keys.Info(), bytes.NewReader(data), int64(len(data)), PutOptions{IfAbsent: true}); err != nil && !errors.Is(err, ErrExists) {
 			return nil, fmt.Errorf("backup %q: create: %w", id, err)
 		}
-		if _, err := readInfo(ctx, store, keys); err != nil {
-			return nil, err
-		}
-	} else if err != nil {
+		info, err = readInfo(ctx, store, keys) // another writer may have created it first
+	}
+	if err != nil {
 		return nil, err // never write into what cannot be read
+	}
+	if err := checkKey(info, o.Key, true); err != nil {
+		return nil, err
 	}
 	l, err := acquireLease(ctx, store, keys, o.Lease)
 	if err != nil {
@@ -409,6 +418,7 @@ type Segment struct {
 	codec   record.Codec
 	enc     *record.Encoder
 	scratch []byte
+	sealed  []byte // the last frame, encrypted
 	started time.Time
 
 	key   string
@@ -482,6 +492,10 @@ func (s *Segment) WriteFrame(frame []byte, b record.Bounds, nextOffset, maxRecor
 		}
 	}
 	start := s.size
+	if k := s.pw.w.opts.Key; k != nil {
+		s.sealed = k.seal(s.sealed[:0], frame, batchAD(s.pw.topic, s.pw.partition, s.name(), start))
+		frame = s.sealed
+	}
 	if err := s.write(frame); err != nil {
 		return err
 	}
@@ -539,10 +553,16 @@ func (s *Segment) Commit(topicID string) (Entry, error) {
 	}
 	e := s.entry
 	e.Kind, e.TopicID = KindSegment, topicID
-	e.Segment = strings.TrimPrefix(s.key, s.pw.prefix)
+	e.Segment = s.name()
 	e.Size, e.Checksum, e.Compression = s.size, FormatChecksum(s.crc), string(s.codec)
+	if k := s.pw.w.opts.Key; k != nil {
+		e.Encryption, e.KeyID = Cipher, k.ID
+	}
 	return s.pw.commit(s.ctx, e)
 }
+
+// name is the segment's key relative to its partition.
+func (s *Segment) name() string { return strings.TrimPrefix(s.key, s.pw.prefix) }
 
 // Abort drops the segment: its object is never made.
 func (s *Segment) Abort() {
