@@ -149,7 +149,9 @@ func checkIfAbsent(ctx context.Context, store BlobStore) error {
 	var r [8]byte
 	rand.Read(r[:])
 	key := probes + hex.EncodeToString(r[:])
-	put := func() error { return store.Put(ctx, key, bytes.NewReader(r[:]), int64(len(r)), PutOptions{IfAbsent: true}) }
+	put := func() error {
+		return store.Put(ctx, key, bytes.NewReader(r[:]), int64(len(r)), PutOptions{IfAbsent: true})
+	}
 	if err := put(); err != nil {
 		return fmt.Errorf("probe create-if-absent: %w", err)
 	}

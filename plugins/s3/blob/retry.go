@@ -163,6 +163,8 @@ func code(err error) string {
 	return ""
 }
 
-func isNotFound(err error) bool { return err != nil && status(err) == http.StatusNotFound && code(err) != "NoSuchBucket" }
+func isNotFound(err error) bool {
+	return err != nil && status(err) == http.StatusNotFound && code(err) != "NoSuchBucket"
+}
 
 func isPreconditionFailed(err error) bool { return status(err) == http.StatusPreconditionFailed }

@@ -126,9 +126,9 @@ func New(ctx context.Context, o Options) (*Store, error) {
 // Metrics are the store's request and byte counts.
 func (s *Store) Metrics() map[string]int64 {
 	return map[string]int64{
-		"s3_requests":       s.requests.Load(),
-		"s3_retries":        s.retries.Load(),
-		"s3_bytes_uploaded": s.bytesUp.Load(),
+		"s3_requests":         s.requests.Load(),
+		"s3_retries":          s.retries.Load(),
+		"s3_bytes_uploaded":   s.bytesUp.Load(),
 		"s3_bytes_downloaded": s.bytesDown.Load(),
 	}
 }
