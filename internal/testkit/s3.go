@@ -2,6 +2,7 @@ package testkit
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -10,6 +11,11 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	fsblob "github.com/kpipe/kpipe/plugins/fs/blob"
+	s3blob "github.com/kpipe/kpipe/plugins/s3/blob"
+	"github.com/kpipe/kpipe/sdk/storage"
 )
 
 // TestS3Port is the S3 server's port of tests when KPIPE_TEST_S3 is unset.
@@ -32,8 +38,10 @@ var (
 )
 
 // S3 returns the tests' S3 server: KPIPE_TEST_S3 (its endpoint URL) when
-// set, else one started with scripts/s3.sh on TestS3Port. Under -short the
-// test is skipped.
+// set, else one started with scripts/s3.sh on TestS3Port. It sets the
+// standard AWS variables (keys, region, endpoint) in this process, so that
+// the plugin processes tests start reach the server through the standard
+// credential chain. Under -short the test is skipped.
 func S3(t testing.TB) S3Server {
 	t.Helper()
 	if testing.Short() {
@@ -43,13 +51,17 @@ func S3(t testing.TB) S3Server {
 		s3Srv = S3Server{Bucket: "kpipe", AccessKey: "kpipe", SecretKey: "kpipe-secret", Region: "us-east-1"}
 		if ep := os.Getenv("KPIPE_TEST_S3"); ep != "" {
 			s3Srv.Endpoint = ep
-			return
+		} else {
+			s3Err = withLock("s3", func() error {
+				out, err := runScript("s3.sh", []string{"S3_PORT=" + TestS3Port}, "up")
+				s3Srv.Endpoint = out
+				return err
+			})
 		}
-		s3Err = withLock("s3", func() error {
-			out, err := runScript("s3.sh", []string{"S3_PORT=" + TestS3Port}, "up")
-			s3Srv.Endpoint = out
-			return err
-		})
+		for k, v := range map[string]string{"AWS_ACCESS_KEY_ID": s3Srv.AccessKey, "AWS_SECRET_ACCESS_KEY": s3Srv.SecretKey,
+			"AWS_REGION": s3Srv.Region, "AWS_ENDPOINT_URL_S3": s3Srv.Endpoint} {
+			os.Setenv(k, v)
+		}
 	})
 	if s3Err != nil {
 		t.Fatal(s3Err)
@@ -74,6 +86,30 @@ func runScript(name string, env []string, args ...string) (string, error) {
 func (s S3Server) Prefix(t testing.TB) string {
 	name := strings.NewReplacer("/", "-", " ", "-").Replace(t.Name())
 	return fmt.Sprintf("test/%s-%08x", name, rand.Uint32())
+}
+
+// Path returns an s3:// URL of a prefix of the test bucket no other test
+// uses.
+func (s S3Server) Path(t testing.TB) string { return "s3://" + s.Bucket + "/" + s.Prefix(t) }
+
+// Store opens the store of a storage path, as the storage plugins do: an
+// s3:// URL on the test S3 server, else a folder.
+func Store(t testing.TB, path string) storage.BlobStore {
+	t.Helper()
+	if !strings.HasPrefix(path, "s3://") {
+		return fsblob.New(path)
+	}
+	srv := S3(t)
+	bucket, prefix, err := s3blob.ParseURL(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := s3blob.New(context.Background(), s3blob.Options{Bucket: bucket, Prefix: prefix, Endpoint: srv.Endpoint, Region: srv.Region,
+		PathStyle: true, AccessKeyID: srv.AccessKey, SecretAccessKey: srv.SecretKey, PartSize: s3blob.MinPartSize, MaxOutage: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
 }
 
 // Params are the s3 plugin's parameters for prefix of the test bucket.

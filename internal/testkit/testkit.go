@@ -23,7 +23,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/kpipe/kpipe/plugins/fs/blob"
 	"github.com/kpipe/kpipe/sdk/storage"
 )
 
@@ -227,10 +226,11 @@ func ConsumeAll(t testing.TB, addr, topic string) []*kgo.Record {
 	return out
 }
 
-// Backup opens a backup under root (an fs plugin's path) for reading.
+// Backup opens a backup under root (a storage plugin's path: a folder, or
+// an s3:// URL of the test S3 server) for reading.
 func Backup(t testing.TB, root, id string) *storage.Backup {
 	t.Helper()
-	b, err := storage.OpenBackup(context.Background(), blob.New(root), id)
+	b, err := storage.OpenBackup(context.Background(), Store(t, root), id)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -290,7 +290,7 @@ func Children(pid int) []int {
 // manifests; 0 before the backup exists.
 func Records(t testing.TB, root, id string) int64 {
 	t.Helper()
-	if _, err := storage.OpenBackup(context.Background(), blob.New(root), id); errors.Is(err, storage.ErrBackupNotFound) {
+	if _, err := storage.OpenBackup(context.Background(), Store(t, root), id); errors.Is(err, storage.ErrBackupNotFound) {
 		return 0
 	}
 	var n int64
