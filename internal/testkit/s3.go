@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -99,7 +100,12 @@ func Store(t testing.TB, path string) storage.BlobStore {
 	if !strings.HasPrefix(path, "s3://") {
 		return fsblob.New(path)
 	}
-	srv := S3(t)
+	return S3(t).Store(t, path)
+}
+
+// Store opens the store of an s3:// path on this server.
+func (srv S3Server) Store(t testing.TB, path string) storage.BlobStore {
+	t.Helper()
 	bucket, prefix, err := s3blob.ParseURL(path)
 	if err != nil {
 		t.Fatal(err)
@@ -117,5 +123,47 @@ func (s S3Server) Params(prefix string) map[string]any {
 	return map[string]any{
 		"bucket": s.Bucket, "prefix": prefix, "endpoint": s.Endpoint, "region": s.Region, "force_path_style": true,
 		"access_key_id": s.AccessKey, "secret_access_key": s.SecretKey,
+	}
+}
+
+// StartS3 starts an S3 server of the test's own on a free port, with the
+// credentials and bucket of the shared one, and stops it when the test
+// ends: for tests that stop and start it.
+func StartS3(t testing.TB) *S3Instance {
+	t.Helper()
+	S3(t) // builds the server binary if need be
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	in := &S3Instance{env: []string{fmt.Sprintf("S3_PORT=%d", port), "S3_STATE_DIR=" + t.TempDir()}}
+	in.S3Server = S3Server{Endpoint: fmt.Sprintf("http://127.0.0.1:%d", port), Bucket: "kpipe", AccessKey: "kpipe", SecretKey: "kpipe-secret", Region: "us-east-1"}
+	in.Up(t)
+	t.Cleanup(func() { runScript("s3.sh", in.env, "down") })
+	return in
+}
+
+// S3Instance is an S3 server a test started, stops and starts again; its
+// data stays across.
+type S3Instance struct {
+	S3Server
+	env []string
+}
+
+// Up starts the server and waits until it serves.
+func (in *S3Instance) Up(t testing.TB) {
+	t.Helper()
+	if _, err := runScript("s3.sh", in.env, "up"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Down stops the server.
+func (in *S3Instance) Down(t testing.TB) {
+	t.Helper()
+	if _, err := runScript("s3.sh", in.env, "down"); err != nil {
+		t.Fatal(err)
 	}
 }

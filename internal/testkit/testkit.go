@@ -228,9 +228,12 @@ func ConsumeAll(t testing.TB, addr, topic string) []*kgo.Record {
 
 // Backup opens a backup under root (a storage plugin's path: a folder, or
 // an s3:// URL of the test S3 server) for reading.
-func Backup(t testing.TB, root, id string) *storage.Backup {
+func Backup(t testing.TB, root, id string) *storage.Backup { return BackupIn(t, Store(t, root), id) }
+
+// BackupIn opens a backup of store for reading.
+func BackupIn(t testing.TB, store storage.BlobStore, id string) *storage.Backup {
 	t.Helper()
-	b, err := storage.OpenBackup(context.Background(), Store(t, root), id)
+	b, err := storage.OpenBackup(context.Background(), store, id)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -238,10 +241,13 @@ func Backup(t testing.TB, root, id string) *storage.Backup {
 }
 
 // Manifests reads the manifest of every partition of a backup's topics.
-func Manifests(t testing.TB, root, id string) []storage.Manifest {
+func Manifests(t testing.TB, root, id string) []storage.Manifest { return ManifestsIn(t, Store(t, root), id) }
+
+// ManifestsIn is Manifests of a backup of store.
+func ManifestsIn(t testing.TB, store storage.BlobStore, id string) []storage.Manifest {
 	t.Helper()
 	ctx := context.Background()
-	b := Backup(t, root, id)
+	b := BackupIn(t, store, id)
 	m, err := b.Metadata(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -288,13 +294,16 @@ func Children(pid int) []int {
 
 // Records is how many records a backup under root holds, by its
 // manifests; 0 before the backup exists.
-func Records(t testing.TB, root, id string) int64 {
+func Records(t testing.TB, root, id string) int64 { return RecordsIn(t, Store(t, root), id) }
+
+// RecordsIn is Records of a backup of store.
+func RecordsIn(t testing.TB, store storage.BlobStore, id string) int64 {
 	t.Helper()
-	if _, err := storage.OpenBackup(context.Background(), Store(t, root), id); errors.Is(err, storage.ErrBackupNotFound) {
+	if _, err := storage.OpenBackup(context.Background(), store, id); errors.Is(err, storage.ErrBackupNotFound) {
 		return 0
 	}
 	var n int64
-	for _, p := range Manifests(t, root, id) {
+	for _, p := range ManifestsIn(t, store, id) {
 		n += p.Records()
 	}
 	return n
@@ -304,14 +313,17 @@ func Records(t testing.TB, root, id string) int64 {
 // contiguous segments from offset 0 whose every batch reads back (its
 // CRC-32C checked), and returns how many records it holds; 0 before the
 // backup exists.
-func CheckBackup(t testing.TB, root, id string) int64 {
+func CheckBackup(t testing.TB, root, id string) int64 { return CheckBackupIn(t, Store(t, root), id) }
+
+// CheckBackupIn is CheckBackup of a backup of store.
+func CheckBackupIn(t testing.TB, store storage.BlobStore, id string) int64 {
 	t.Helper()
-	if Records(t, root, id) == 0 {
+	if RecordsIn(t, store, id) == 0 {
 		return 0
 	}
-	b := Backup(t, root, id)
+	b := BackupIn(t, store, id)
 	var n int64
-	for _, p := range Manifests(t, root, id) {
+	for _, p := range ManifestsIn(t, store, id) {
 		next := int64(0)
 		for _, e := range p.Entries {
 			if e.MinOffset != next {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -70,7 +71,7 @@ func (r *retrier) failed(what string, err error) error {
 	if r.since.IsZero() {
 		r.since = now
 		r.lastWarn = now
-		r.say("storage unreachable or failing; retrying", "store", r.store, "request", what, "error", err.Error(), "max_storage_outage", r.maxOutage.String())
+		r.say("storage unreachable or failing; retrying", "store", r.store, "request", what, "error", brief(err), "max_storage_outage", r.maxOutage.String())
 	}
 	lasted := now.Sub(r.since)
 	if lasted >= r.maxOutage {
@@ -79,7 +80,7 @@ func (r *retrier) failed(what string, err error) error {
 	if now.Sub(r.lastWarn) >= r.every {
 		r.lastWarn = now
 		r.say("storage still unreachable or failing; retrying", "store", r.store, "for", lasted.Round(time.Second).String(),
-			"request", what, "error", err.Error(), "max_storage_outage", r.maxOutage.String())
+			"request", what, "error", brief(err), "max_storage_outage", r.maxOutage.String())
 	}
 	return nil
 }
@@ -110,11 +111,24 @@ type OutageError struct {
 }
 
 func (e *OutageError) Error() string {
-	return fmt.Sprintf("storage %s unreachable or failing for %s, longer than max_storage_outage (%s): %v; what was committed before is intact, and the next run resumes after it",
-		e.Store, e.Lasted, e.MaxOutage, e.Err)
+	return fmt.Sprintf("storage %s unreachable or failing for %s, longer than max_storage_outage (%s): %s; what was committed before is intact, and the next run resumes after it",
+		e.Store, e.Lasted, e.MaxOutage, brief(e.Err))
 }
 
 func (e *OutageError) Unwrap() error { return e.Err }
+
+// brief is what went wrong in err, without the layers of the SDK: the
+// network error, or the store's answer.
+func brief(err error) string {
+	var op *net.OpError
+	if errors.As(err, &op) {
+		return op.Error()
+	}
+	if st := status(err); st != 0 {
+		return fmt.Sprintf("HTTP %d %s", st, code(err))
+	}
+	return err.Error()
+}
 
 // transient says whether err may pass if the request is tried again: the
 // request never got an answer (a refused or broken connection, a timeout),

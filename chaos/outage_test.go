@@ -1,0 +1,177 @@
+package chaos_test
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kpipe/kpipe/internal/testkit"
+)
+
+// outageBackup is a backup of a seeded topic into an S3 server of the
+// test's own, which the test stops and starts.
+type outageBackup struct {
+	s3    *testkit.S3Instance
+	path  string
+	file  string
+	state string
+	total int64
+}
+
+func newOutageBackup(t *testing.T, maxOutage string) *outageBackup {
+	addr := testkit.Kafka(t)
+	s3 := testkit.StartS3(t)
+	const partitions, perPartition = 3, 30_000
+	topic := testkit.Topic(t, "outage")
+	testkit.CreateTopic(t, addr, topic, partitions)
+	now := time.Now().Add(-time.Hour).UnixMilli()
+	var recs []*kgo.Record
+	for p := range int32(partitions) {
+		for i := range perPartition {
+			recs = append(recs, &kgo.Record{Topic: topic, Partition: p, Key: []byte(strconv.Itoa(i)),
+				Value: bytes.Repeat([]byte{byte(i)}, 300), Timestamp: time.UnixMilli(now + int64(i))})
+		}
+	}
+	testkit.Produce(t, addr, recs)
+	dir := t.TempDir()
+	o := &outageBackup{s3: s3, path: "s3://kpipe/outage", file: filepath.Join(dir, "backup.hcl"), state: filepath.Join(dir, "state"), total: int64(len(recs))}
+	hcl := fmt.Sprintf(`pipeline "backup" {
+  source "kafka" {
+    bootstrap_servers = [%q]
+    topics            = [%q]
+  }
+  sink "s3" {
+    path                = %q
+    endpoint            = %q
+    force_path_style    = true
+    access_key_id       = %q
+    secret_access_key   = %q
+    backup_id           = "outage"
+    segment_max_records = 500
+    flush_interval      = "50ms"
+    max_storage_outage  = %q
+  }
+}
+`, addr, topic, o.path, s3.Endpoint, s3.AccessKey, s3.SecretKey, maxOutage)
+	if err := os.WriteFile(o.file, []byte(hcl), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return o
+}
+
+// start starts the backup; its stderr collects in out.
+func (o *outageBackup) start(t *testing.T, out *syncBuffer) *exec.Cmd {
+	cmd := exec.Command(testkit.KpipeBinary(t), "run", o.file, "--plugin-dir", testkit.PluginDir(t), "--state-dir", o.state, "--in-flight-bytes", "1MiB")
+	cmd.Stderr = out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd
+}
+
+// held is how many records the backup's manifests list.
+func (o *outageBackup) held(t *testing.T) int64 {
+	return testkit.RecordsIn(t, o.s3.Store(t, o.path), "outage")
+}
+
+// stopMidway waits until the backup holds some but not all records, then
+// stops the server.
+func (o *outageBackup) stopMidway(t *testing.T, cmd *exec.Cmd, out *syncBuffer) int64 {
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(5 * time.Millisecond) {
+		n := o.held(t)
+		if n >= o.total/10 {
+			if n == o.total {
+				t.Fatalf("the backup finished before the outage: the test proves nothing")
+			}
+			o.s3.Down(t)
+			return n
+		}
+		if time.Now().After(deadline) || cmd.ProcessState != nil {
+			t.Fatalf("the backup holds %d of %d records after a minute: %s", n, o.total, out)
+		}
+	}
+}
+
+// checkExactlyOnce checks that the backup holds every source offset once.
+func (o *outageBackup) checkExactlyOnce(t *testing.T) {
+	if n := testkit.CheckBackupIn(t, o.s3.Store(t, o.path), "outage"); n != o.total {
+		t.Fatalf("the backup holds %d records, want %d", n, o.total)
+	}
+}
+
+// TestABackupRidesOutAnS3Outage stops the S3 server for 20 seconds in the
+// middle of a backup: the backup warns (naming the store) when the outage
+// starts and every 10 seconds while it lasts, retries, and completes once
+// the server is back, with every source offset in it exactly once.
+func TestABackupRidesOutAnS3Outage(t *testing.T) {
+	o := newOutageBackup(t, "5m")
+	var out syncBuffer
+	cmd := o.start(t, &out)
+	before := o.stopMidway(t, cmd, &out)
+	time.Sleep(20 * time.Second)
+	o.s3.Up(t)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("the backup failed after a 20s outage: %v\n%s", err, out.String())
+	}
+	o.checkExactlyOnce(t)
+	log := out.String()
+	store := "store=s3://kpipe/outage"
+	warned, still := strings.Count(log, "storage unreachable or failing; retrying"), strings.Count(log, "storage still unreachable or failing; retrying")
+	if warned != 1 || still < 1 || still > 2 || !strings.Contains(log, store) || !strings.Contains(log, "storage reachable again") {
+		t.Fatalf("stderr has %d first warnings and %d repeats (want 1 and 1 or 2, naming %s, then reachable again):\n%s", warned, still, store, log)
+	}
+	t.Logf("%d of %d records were durable when the server stopped", before, o.total)
+}
+
+// TestAnS3OutageLongerThanTheBudgetFails: a backup whose store stays away
+// longer than max_storage_outage exits 1 saying so, what it committed
+// stays, and the next run, with the store back, resumes and completes.
+func TestAnS3OutageLongerThanTheBudgetFails(t *testing.T) {
+	o := newOutageBackup(t, "4s")
+	var out syncBuffer
+	cmd := o.start(t, &out)
+	o.stopMidway(t, cmd, &out)
+	t0 := time.Now()
+	err := cmd.Wait()
+	took := time.Since(t0)
+	ee, ok := err.(*exec.ExitError)
+	want := "storage s3://kpipe/outage unreachable or failing for 4s, longer than max_storage_outage (4s): "
+	if !ok || ee.ExitCode() != 1 || !strings.Contains(out.String(), want) || took > 20*time.Second {
+		t.Fatalf("a backup whose store stayed away: %v after %s, want exit 1 within 20s saying %q:\n%s", err, took, want, out.String())
+	}
+	o.s3.Up(t)
+	durable := o.held(t)
+	var again syncBuffer
+	if err := o.start(t, &again).Wait(); err != nil {
+		t.Fatalf("the run after the outage: %v\n%s", err, again.String())
+	}
+	o.checkExactlyOnce(t)
+	t.Logf("%d of %d records were durable when the run failed; the next run completed the backup", durable, o.total)
+}
+
+// syncBuffer is a bytes.Buffer that a process and the test share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
