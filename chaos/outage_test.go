@@ -144,7 +144,7 @@ func TestAnS3OutageLongerThanTheBudgetFails(t *testing.T) {
 	err := cmd.Wait()
 	took := time.Since(t0)
 	ee, ok := err.(*exec.ExitError)
-	want := "storage s3://kpipe/outage unreachable or failing for 4s, longer than max_storage_outage (4s): "
+	want := "storage s3://kpipe/outage unreachable or failing for longer than max_storage_outage (4s): dial tcp 127.0.0.1:"
 	if !ok || ee.ExitCode() != 1 || !strings.Contains(out.String(), want) || took > 20*time.Second {
 		t.Fatalf("a backup whose store stayed away: %v after %s, want exit 1 within 20s saying %q:\n%s", err, took, want, out.String())
 	}

@@ -4,8 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
-	"net"
+	"net/url"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -111,8 +112,8 @@ type OutageError struct {
 }
 
 func (e *OutageError) Error() string {
-	return fmt.Sprintf("storage %s unreachable or failing for %s, longer than max_storage_outage (%s): %s; what was committed before is intact, and the next run resumes after it",
-		e.Store, e.Lasted, e.MaxOutage, brief(e.Err))
+	return fmt.Sprintf("storage %s unreachable or failing for longer than max_storage_outage (%s): %s; what was committed before is intact, and the next run resumes after it",
+		e.Store, e.MaxOutage, brief(e.Err))
 }
 
 func (e *OutageError) Unwrap() error { return e.Err }
@@ -120,9 +121,12 @@ func (e *OutageError) Unwrap() error { return e.Err }
 // brief is what went wrong in err, without the layers of the SDK: the
 // network error, or the store's answer.
 func brief(err error) string {
-	var op *net.OpError
-	if errors.As(err, &op) {
-		return op.Error()
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		if errors.Is(ue.Err, io.EOF) || errors.Is(ue.Err, io.ErrUnexpectedEOF) {
+			return "the connection closed before the answer (EOF)"
+		}
+		return ue.Err.Error()
 	}
 	if st := status(err); st != 0 {
 		return fmt.Sprintf("HTTP %d %s", st, code(err))
