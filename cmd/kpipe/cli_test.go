@@ -69,7 +69,7 @@ func TestBadInputExitsTwoWithAClearError(t *testing.T) {
 	}, {
 		name: "unknown parameter",
 		hcl:  "pipeline \"p\" {\n  source \"fs\" {\n    path = \"b\"\n    backup_id = \"x\"\n    window = 5\n  }\n  sink \"fs\" {\n    path = \"b\"\n    backup_id = \"y\"\n  }\n}\n",
-		want: "kpipe: pipeline \"p\" has invalid parameters:\n  FILE:5,5-11: source \"fs\": parameter \"window\": unknown parameter; known parameters: path, backup_id, topics, partitions, time_window_start, time_window_end",
+		want: "kpipe: pipeline \"p\" has invalid parameters:\n  FILE:5,5-11: source \"fs\": parameter \"window\": unknown parameter; known parameters: path, backup_id, topics, partitions, time_window_start, time_window_end, encryption_key_file, encryption_key_env",
 	}, {
 		name: "epoch seconds in a time window",
 		hcl:  "pipeline \"p\" {\n  source \"fs\" {\n    path = \"b\"\n    backup_id = \"x\"\n  }\n  transform \"filter\" {\n    time_window_start = 1731236400\n  }\n  sink \"fs\" {\n    path = \"b\"\n    backup_id = \"y\"\n  }\n}\n",
@@ -81,7 +81,7 @@ func TestBadInputExitsTwoWithAClearError(t *testing.T) {
 	}, {
 		name: "plugin binary that does not exist",
 		hcl:  "pipeline \"p\" {\n  source \"nosuch\" {}\n  sink \"fs\" {}\n}\n",
-		want: "kpipe: FILE:2,3-18: pipeline \"p\": source: plugin not found: \"nosuch\": no executable PLUGINS/kpipe-plugin-nosuch (plugins found there: filter, fs, kafka, remap); build it with `make build` or point --plugin-dir at the folder that holds it",
+		want: "kpipe: FILE:2,3-18: pipeline \"p\": source: plugin not found: \"nosuch\": no executable PLUGINS/kpipe-plugin-nosuch (plugins found there: filter, fs, kafka, remap, s3); build it with `make build` or point --plugin-dir at the folder that holds it",
 	}, {
 		name: "restore with epoch seconds",
 		args: []string{"restore", "--path", "b", "--backup-id", "x", "--bootstrap-servers", "127.0.0.1:1", "--time-window-end", "1731250800"},
@@ -117,8 +117,24 @@ func TestBadInputExitsTwoWithAClearError(t *testing.T) {
 		want: `kpipe: --format "yaml": use text or json`,
 	}, {
 		name: "a URL as the fs path",
-		args: []string{"backup", "--bootstrap-servers", "h:1", "--topics", "t", "--path", "s3://bucket/prefix", "--backup-id", "x"},
-		want: "kpipe: pipeline \"backup\" has invalid parameters:\n  sink \"fs\": parameter \"path\": \"s3://bucket/prefix\" is a URL; the fs plugin keeps backups in a folder: give its path",
+		args: []string{"backup", "--bootstrap-servers", "h:1", "--topics", "t", "--path", "gs://bucket/prefix", "--backup-id", "x"},
+		want: "kpipe: pipeline \"backup\" has invalid parameters:\n  sink \"fs\": parameter \"path\": \"gs://bucket/prefix\" is a URL; the fs plugin keeps backups in a folder: give its path",
+	}, {
+		name: "an s3 URL without a bucket",
+		args: []string{"restore", "--bootstrap-servers", "h:1", "--path", "s3://", "--backup-id", "x"},
+		want: "kpipe: pipeline \"restore\" has invalid parameters:\n  source \"s3\": parameter \"path\": \"s3://\" names no bucket: write s3://BUCKET/PREFIX",
+	}, {
+		name: "S3 flags beside a folder",
+		args: []string{"backup", "--bootstrap-servers", "h:1", "--topics", "t", "--path", "b", "--backup-id", "x", "--s3-endpoint", "http://127.0.0.1:9000"},
+		want: `kpipe: --s3-endpoint applies to an s3:// --path only; --path "b" is a folder`,
+	}, {
+		name: "a key file that does not exist",
+		args: []string{"backup", "--bootstrap-servers", "h:1", "--topics", "t", "--path", "b", "--backup-id", "x", "--encryption-key-file", "/nonexistent/key"},
+		want: "kpipe: pipeline \"backup\" has invalid parameters:\n  sink \"fs\": parameter \"encryption_key_file\": open /nonexistent/key: no such file or directory",
+	}, {
+		name: "an s3 part size below the least S3 takes",
+		hcl:  "pipeline \"p\" {\n  source \"kafka\" {\n    bootstrap_servers = [\"h:1\"]\n    topics = [\"t\"]\n  }\n  sink \"s3\" {\n    bucket = \"b\"\n    backup_id = \"x\"\n    part_size = 1048576\n  }\n}\n",
+		want: "kpipe: pipeline \"p\" has invalid parameters:\n  FILE:9,5-14: sink \"s3\": parameter \"part_size\": must be at least 5242880 (5 MiB, the least S3 takes), got 1048576",
 	}, {
 		name: "a backup id the store keeps for itself",
 		args: []string{"backup", "--bootstrap-servers", "h:1", "--topics", "t", "--path", "b", "--backup-id", "_backups"},

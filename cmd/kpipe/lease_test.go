@@ -17,7 +17,9 @@ import (
 	"github.com/kpipe/kpipe/internal/testkit"
 )
 
-// backupFile writes a backup pipeline file with a short lease.
+// backupFile writes a backup pipeline file with a short lease, into path:
+// a folder (the fs plugin) or an s3:// URL of the test server (the s3
+// plugin, which finds the server through the standard AWS variables).
 func backupFile(t *testing.T, addr, topic, path string, continuous bool) string {
 	t.Helper()
 	file := filepath.Join(t.TempDir(), "backup.hcl")
@@ -27,18 +29,60 @@ func backupFile(t *testing.T, addr, topic, path string, continuous bool) string 
     topics            = [%q]
     continuous        = %t
   }
-  sink "fs" {
+  sink %q {
     path           = %q
     backup_id      = "one"
     lease_ttl      = "2s"
     flush_interval = "50ms"
   }
 }
-`, addr, topic, continuous, path)
+`, addr, topic, continuous, sinkFor(path), path)
 	if err := os.WriteFile(file, []byte(hcl), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return file
+}
+
+func sinkFor(path string) string {
+	if strings.HasPrefix(path, "s3://") {
+		return "s3"
+	}
+	return "fs"
+}
+
+// TestTwoBackupsAtOnceOnS3: while a backup to S3 runs, a second one on the
+// same backup id, started with kpipe backup --path s3://..., is refused
+// within 2 seconds naming the first's process.
+func TestTwoBackupsAtOnceOnS3(t *testing.T) {
+	addr := testkit.Kafka(t)
+	srv := testkit.S3(t)
+	topic := testkit.Topic(t, "s3lease")
+	seedPartitions(t, addr, topic, 2, 3000, time.Now().Add(-time.Hour).UnixMilli())
+	path := srv.Path(t)
+	first := exec.Command(testkit.KpipeBinary(t), "--plugin-dir", testkit.PluginDir(t), "run", backupFile(t, addr, topic, path, true), "--state-dir", t.TempDir())
+	var firstErr bytes.Buffer
+	first.Stdout, first.Stderr = io.Discard, &firstErr
+	if err := first.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer first.Process.Kill()
+	for deadline := time.Now().Add(30 * time.Second); testkit.Records(t, path, "one") < 6000; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the first backup holds %d of 6000 records after 30s: %s", testkit.Records(t, path, "one"), firstErr.String())
+		}
+	}
+	plugins := testkit.Children(first.Process.Pid)
+	t0 := time.Now()
+	code, _, stderr := kpipe(t, "backup", "--bootstrap-servers", addr, "--topics", topic, "--path", path, "--backup-id", "one",
+		"--s3-endpoint", srv.Endpoint, "--s3-force-path-style", "--s3-region", srv.Region)
+	took := time.Since(t0)
+	named := false
+	for _, pid := range plugins {
+		named = named || strings.Contains(stderr, fmt.Sprintf(`%s: backup "one" is being written by pid %d on host `, path, pid))
+	}
+	if code != 1 || !named || took > 2*time.Second {
+		t.Fatalf("a second backup to S3 while the first runs: exit %d after %s, stderr %q; want exit 1 within 2s naming one of %v", code, took, errorText(stderr), plugins)
+	}
 }
 
 // TestOneWriterPerBackup: while a backup runs, a second one on the same id
