@@ -18,6 +18,20 @@ func TestFSStorageConforms(t *testing.T) {
 	})
 }
 
+// TestS3StorageConforms runs the s3 plugin's processes against the real S3
+// server.
+func TestS3StorageConforms(t *testing.T) {
+	srv := testkit.S3(t)
+	dir := testkit.PluginDir(t)
+	params := srv.Params(srv.Prefix(t))
+	params["backup_id"] = "conformance"
+	conformance.RunPair(t, conformance.Pair{
+		Sink:   conformance.Plugin{Dir: dir, Name: "s3", Params: params},
+		Source: conformance.Plugin{Dir: dir, Name: "s3", Params: params},
+		Topic:  "orders",
+	})
+}
+
 func TestKafkaConforms(t *testing.T) {
 	addr := testkit.Kafka(t)
 	dir := testkit.PluginDir(t)

@@ -1,8 +1,13 @@
 package blob_test
 
 import (
+	"bytes"
 	"context"
+	"errors"
+	"io"
+	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/kpipe/kpipe/conformance"
@@ -32,4 +37,79 @@ func newStore(t *testing.T, srv testkit.S3Server, tune func(*blob.Options)) *blo
 func TestS3StoreConforms(t *testing.T) {
 	srv := testkit.S3(t)
 	conformance.RunStorage(t, func(t *testing.T) storage.BlobStore { return newStore(t, srv, nil) })
+}
+
+// TestLargeObjectsGoUpInPartsAndStayCreateIfAbsent: an object larger than
+// a part, of a size not known beforehand, goes up as a multipart upload
+// (one request to start, one per part, one to complete, counted in the
+// store's metrics) and reads back exactly; a second create of it fails with
+// ErrExists and leaves the first; a multipart upload whose reader fails
+// leaves no object.
+func TestLargeObjectsGoUpInPartsAndStayCreateIfAbsent(t *testing.T) {
+	srv := testkit.S3(t)
+	s := newStore(t, srv, nil)
+	ctx := context.Background()
+	data := make([]byte, 2*blob.MinPartSize+12345)
+	for i := range data {
+		data[i] = byte(i * 31 / 7)
+	}
+	if err := s.Put(ctx, "big", bytes.NewReader(data), -1, storage.PutOptions{IfAbsent: true}); err != nil {
+		t.Fatal(err)
+	}
+	m := s.Metrics()
+	if m["s3_requests"] != 5 || m["s3_bytes_uploaded"] != int64(len(data)) || m["s3_retries"] != 0 {
+		t.Fatalf("metrics after a put of 3 parts: %v; want 5 requests, %d bytes uploaded, no retry", m, len(data))
+	}
+	err := s.Put(ctx, "big", bytes.NewReader(data[:blob.MinPartSize+1]), -1, storage.PutOptions{IfAbsent: true})
+	if !errors.Is(err, storage.ErrExists) {
+		t.Fatalf("a second multipart create of one key: %v, want ErrExists", err)
+	}
+	r, err := s.Get(ctx, "big", 0, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(r)
+	r.Close()
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read back %d bytes (%v), want the first put's %d", len(got), err, len(data))
+	}
+	if m := s.Metrics(); m["s3_bytes_downloaded"] != int64(len(data)) {
+		t.Fatalf("metrics after reading it: %v; want %d bytes downloaded", m, len(data))
+	}
+	failing := io.MultiReader(bytes.NewReader(data[:blob.MinPartSize+100]), iotest.ErrReader(errors.New("the source broke")))
+	if err := s.Put(ctx, "broken", failing, -1, storage.PutOptions{}); err == nil || !strings.Contains(err.Error(), "the source broke") {
+		t.Fatalf("a multipart put whose reader fails: %v", err)
+	}
+	if _, err := s.Stat(ctx, "broken"); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("after a failed multipart put, stat says %v; want ErrNotFound", err)
+	}
+}
+
+// TestAnUnreachableStoreFailsAfterTheOutageBudget: requests to a port
+// nobody listens on are retried, warned about, and fail once the store has
+// been unreachable for longer than MaxOutage, naming it.
+func TestAnUnreachableStoreFailsAfterTheOutageBudget(t *testing.T) {
+	var warnings []string
+	s := newStore(t, testkit.S3Server{Endpoint: "http://127.0.0.1:1", Bucket: "nowhere", AccessKey: "k", SecretKey: "secretkey", Region: "us-east-1"}, func(o *blob.Options) {
+		o.MaxOutage = 1500 * time.Millisecond
+		o.WarnEvery = 500 * time.Millisecond
+		o.Warn = func(msg string, args ...any) { warnings = append(warnings, msg) }
+	})
+	t0 := time.Now()
+	_, err := s.Stat(context.Background(), "x")
+	took := time.Since(t0)
+	var oe *blob.OutageError
+	if !errors.As(err, &oe) || took < 1500*time.Millisecond || took > 8*time.Second {
+		t.Fatalf("stat on an unreachable store: %v after %s; want an OutageError after 1.5s", err, took)
+	}
+	want := "stat x: storage s3://nowhere/" + strings.TrimPrefix(oe.Store, "s3://nowhere/") + " unreachable or failing for longer than max_storage_outage (1.5s): dial tcp 127.0.0.1:1: connect: connection refused; what was committed before is intact, and the next run resumes after it"
+	if err.Error() != want || !strings.HasPrefix(oe.Store, "s3://nowhere/test/") {
+		t.Fatalf("error:\n%s\nwant:\n%s", err, want)
+	}
+	if len(warnings) < 2 || warnings[0] != "storage unreachable or failing; retrying" || warnings[1] != "storage still unreachable or failing; retrying" {
+		t.Fatalf("warnings %q: want the first, then repeats", warnings)
+	}
+	if m := s.Metrics(); m["s3_retries"] < 2 || m["s3_requests"] != m["s3_retries"]+1 {
+		t.Fatalf("metrics %v: want every attempt counted, the retries among them", m)
+	}
 }
