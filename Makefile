@@ -42,14 +42,15 @@ demo: deps build ## start a broker, seed, back up, restore a time window, print 
 # BENCH_FLAGS="--only backup/fresh --runs 3".
 PEER ?= $(wildcard ../shared/peer/kafka-backup)
 BENCH_FLAGS ?=
-bench: deps build ## kpipe vs the reference tool vs bare franz-go: backup, restore, PITR (bench/RESULTS.md)
+bench: deps build ## kpipe (fs and s3) vs the reference tool vs bare franz-go: backup, restore, PITR (bench/RESULTS.md)
 	$(GO) build -o bin/kpipe-bench ./bench/cmd/kpipe-bench
 	@KAFKA_PORT=$(TEST_KAFKA_PORT) scripts/kafka.sh up >/dev/null
-	@bin/kpipe-bench --bootstrap 127.0.0.1:$(TEST_KAFKA_PORT) --peer "$(PEER)" \
+	@S3_PORT=$(TEST_S3_PORT) scripts/s3.sh up >/dev/null
+	@bin/kpipe-bench --bootstrap 127.0.0.1:$(TEST_KAFKA_PORT) --peer "$(PEER)" --s3 http://127.0.0.1:$(TEST_S3_PORT) \
 	  --kpipe bin/kpipe --plugin-dir bin/plugins --out bench/RESULTS.md \
 	  --kafka-version "$$(sed -n 's/^readonly KAFKA_VERSION=\([^ ]*\).*/\1/p' scripts/kafka.sh)" \
 	  $(BENCH_FLAGS) ; rc=$$?; \
-	  KAFKA_PORT=$(TEST_KAFKA_PORT) scripts/kafka.sh down; exit $$rc
+	  KAFKA_PORT=$(TEST_KAFKA_PORT) scripts/kafka.sh down; S3_PORT=$(TEST_S3_PORT) scripts/s3.sh down; exit $$rc
 
 kafka-up: deps ## start the local broker on 127.0.0.1:9092 (KAFKA_PORT to change)
 	@scripts/kafka.sh up

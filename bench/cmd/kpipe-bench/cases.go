@@ -67,6 +67,10 @@ func (r *runner) backup(ctx context.Context, t tool, job task, round int) (run, 
 	}
 	x := newRun(t.name(), round, m.usage)
 	x.Records, x.Segments, x.Report = m.outcome.records, m.outcome.segments, m.outcome.report
+	if t.name() == toolKpipeS3 {
+		x.OutBytes = x.Report["bytes_written"] // the objects are on the server
+		return x, nil
+	}
 	x.OutBytes, err = diskUsage(job.dir)
 	return x, err
 }
@@ -90,7 +94,7 @@ func diskUsage(dir string) (int64, error) {
 func (r *runner) sourceBackups(ctx context.Context, src task, segmentRecords int64) (map[string]task, map[string]int64, error) {
 	jobs, segments := map[string]task{}, map[string]int64{}
 	for _, t := range r.tools {
-		if t.name() == toolCeiling {
+		if t.name() == toolCeiling || (t.name() == toolKpipeS3 && segmentRecords > 0) {
 			continue
 		}
 		job, err := r.backupTask(src, t.name(), segmentRecords)
@@ -180,7 +184,7 @@ func (r *runner) pitrCases(ctx context.Context, src task) error {
 	for round := 1; round <= r.cfg.runs; round++ {
 		for i, c := range cases {
 			for _, t := range r.tools {
-				if t.name() == toolCeiling {
+				if t.name() == toolCeiling || t.name() == toolKpipeS3 {
 					continue
 				}
 				if err := r.restoreRun(ctx, c, t, backups[t.name()], src, windows[i], round); err != nil {
@@ -214,7 +218,7 @@ func (r *runner) restoreRun(ctx context.Context, c *caseResult, t tool, backup, 
 	}
 	defer os.RemoveAll(scratch)
 	job.scratch = scratch
-	if job.dir != "" {
+	if job.dir != "" && t.name() != toolKpipeS3 {
 		if err := bench.EvictCache(job.dir); err != nil {
 			return err
 		}

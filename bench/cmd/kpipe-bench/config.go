@@ -18,6 +18,7 @@ import (
 type config struct {
 	bootstrap    string
 	peer         string // the reference tool's binary; empty to skip it
+	s3           string // endpoint of an S3 server for kpipe's s3 rows; empty to skip them
 	peerNote     string // why the reference tool is skipped
 	records      int64
 	runs         int
@@ -41,6 +42,7 @@ func parseConfig(args []string) (config, error) {
 	fs := flag.NewFlagSet("kpipe-bench", flag.ContinueOnError)
 	fs.StringVar(&c.bootstrap, "bootstrap", "127.0.0.1:19092", "Kafka broker host:port")
 	fs.StringVar(&c.peer, "peer", "", "the reference tool's binary (OSO kafka-backup); its rows are skipped when empty or missing")
+	fs.StringVar(&c.s3, "s3", "", "endpoint URL of an S3 server (bucket kpipe, keys kpipe / kpipe-secret, as scripts/s3.sh makes it) for kpipe's backup and restore rows on S3; empty skips them")
 	fs.Int64Var(&c.records, "records", 200_000, "records per topic")
 	fs.IntVar(&c.runs, "runs", 5, "rounds: each tool runs once per round, in turn")
 	fs.StringVar(&c.out, "out", "bench/RESULTS.md", "markdown report to write (empty: none)")

@@ -62,6 +62,10 @@ func (r *runner) markdown() string {
 	fmt.Fprintf(&b, "- kpipe: %s\n- Reference: %s\n- Ceiling: `kpipe-bench ceiling-backup` / `ceiling-restore` (%s)\n\n", m.Kpipe, m.Reference, m.Go)
 	b.WriteString("## Time, CPU and memory (medians)\n\n")
 	b.WriteString(r.mainTable().String())
+	if r.cfg.s3 != "" {
+		fmt.Fprintf(&b, "\n## kpipe with its backups on S3 (medians)\n\nThe same backups and restores by kpipe into a bucket of the local S3 server (`scripts/s3.sh`, the MinIO server, at %s) beside kpipe on the local disk and the ceiling, which writes to the local disk.\n\n", r.cfg.s3)
+		b.WriteString(r.s3Table().String())
+	}
 	if t := r.pitrTable(); len(t.rows) > 0 {
 		b.WriteString("\n## Point-in-time restores: what was read (medians)\n\n")
 		b.WriteString(t.String())
@@ -122,6 +126,24 @@ func (r *runner) mainTable() table {
 	for _, c := range r.results {
 		t.add(c.Name, triple(c, wall, "%.2f"), triple(c, cpu, "%.2f"), triple(c, rss, "%.0f"),
 			pair(c, toolRef), pair(c, toolCeiling), num(c.median(toolKpipe, hostIOMiB), "%.1f"))
+	}
+	return t
+}
+
+// s3Table sets kpipe with its backups on the S3 server beside kpipe on the
+// local disk and the ceiling, case by case.
+func (r *runner) s3Table() table {
+	t := table{head: []string{"case", "wall s: fs / s3", "CPU-s: fs / s3", "peak RSS MiB: fs / s3", "s3÷fs: wall / CPU", "s3÷ceiling: wall / CPU"}}
+	two := func(c *caseResult, figure func(run) float64, format string) string {
+		return num(c.median(toolKpipe, figure), format) + " / " + num(c.median(toolKpipeS3, figure), format)
+	}
+	for _, c := range r.results {
+		if c.Kind != kindBackup && c.Kind != kindRestore {
+			continue
+		}
+		t.add(c.Name, two(c, wall, "%.2f"), two(c, cpu, "%.2f"), two(c, rss, "%.0f"),
+			num(c.ratio(toolKpipeS3, toolKpipe, wall), "%.2f")+" / "+num(c.ratio(toolKpipeS3, toolKpipe, cpu), "%.2f"),
+			num(c.ratio(toolKpipeS3, toolCeiling, wall), "%.2f")+" / "+num(c.ratio(toolKpipeS3, toolCeiling, cpu), "%.2f"))
 	}
 	return t
 }
@@ -234,4 +256,7 @@ const legend = `## Legend
   sockets and pipes included (kpipe's plugins talk over local sockets, so its figure counts its
   batches more than once).
 - **Backups on disk**: the size of the files a backup run wrote.
+- **kpipe with its backups on S3**: ` + "`kpipe backup|restore --path s3://kpipe/bench/...`" + ` against the
+  local S3 server; its CPU-s and RSS are kpipe's alone (the server is another process, not counted),
+  and the server's own page cache is not dropped before a restore.
 `

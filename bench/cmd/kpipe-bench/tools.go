@@ -18,6 +18,7 @@ import (
 // Tool names, as the report shows them.
 const (
 	toolKpipe   = "kpipe"
+	toolKpipeS3 = "kpipe-s3"
 	toolRef     = "reference"
 	toolCeiling = "ceiling"
 )
@@ -192,6 +193,41 @@ func readKpipeRestore(stdout, _ []byte) (outcome, error) {
 		o.segments = n
 	}
 	return o, nil
+}
+
+// kpipeS3Tool runs bin/kpipe with its backups in a bucket of an S3 server:
+// the path of a task (a folder) names a prefix of the bucket instead, and
+// credentials come from the AWS variables kpipe-bench sets.
+type kpipeS3Tool struct {
+	kpipeTool
+	endpoint, bucket string
+}
+
+func (k kpipeS3Tool) name() string { return toolKpipeS3 }
+
+// onS3 is t with its backups under a prefix of the bucket named after its
+// folder, which is unique to the run.
+func (k kpipeS3Tool) onS3(t task) task {
+	t.dir = fmt.Sprintf("s3://%s/bench/%s", k.bucket, filepath.Base(filepath.Dir(t.dir)))
+	return t
+}
+
+func (k kpipeS3Tool) flags(p prepared) prepared {
+	p.cmd.Args = append(p.cmd.Args, "--s3-endpoint", k.endpoint, "--s3-force-path-style")
+	return p
+}
+
+func (k kpipeS3Tool) backup(t task) (prepared, error) {
+	if t.segmentRecords > 0 {
+		return prepared{}, fmt.Errorf("%s: backups of many segments are not benchmarked", toolKpipeS3)
+	}
+	p, err := k.kpipeTool.backup(k.onS3(t))
+	return k.flags(p), err
+}
+
+func (k kpipeS3Tool) restore(t task) (prepared, error) {
+	p, err := k.kpipeTool.restore(k.onS3(t))
+	return k.flags(p), err
 }
 
 // refTool runs the reference tool, OSO kafka-backup, with the settings of

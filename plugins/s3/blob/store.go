@@ -69,7 +69,7 @@ type Store struct {
 	prefix   string // "" or ending in "/"
 	partSize int64
 	retry    *retrier
-	bufs     sync.Pool // *bytes.Buffer, for parts
+	bufs     sync.Pool // *[]byte of partSize: the part being uploaded
 
 	requests, retries, bytesUp, bytesDown atomic.Int64
 }
@@ -119,7 +119,6 @@ func New(ctx context.Context, o Options) (*Store, error) {
 	if s.retry.every <= 0 {
 		s.retry.every = 10 * time.Second
 	}
-	s.bufs.New = func() any { return new(bytes.Buffer) }
 	return s, nil
 }
 
@@ -136,28 +135,31 @@ func (s *Store) Metrics() map[string]int64 {
 func (s *Store) key(k string) *string { return aws.String(s.prefix + k) }
 
 // Put uploads r under key: in one request when it fits in a part, else as
-// a multipart upload, which S3 makes visible only when it completes.
+// a multipart upload, which S3 makes visible only when it completes. It
+// holds one part in memory, in a buffer of the store's pool.
 func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64, opts storage.PutOptions) error {
-	first := s.bufs.Get().(*bytes.Buffer)
-	defer s.putBuf(first)
-	n, err := first.ReadFrom(io.LimitReader(r, s.partSize))
-	if err != nil {
-		return fmt.Errorf("put %s: read: %w", key, err)
-	}
-	if n < s.partSize {
-		if size >= 0 && n != size {
+	buf := s.buf()
+	defer s.bufs.Put(buf)
+	n, err := io.ReadFull(r, *buf)
+	switch {
+	case err == io.EOF || err == io.ErrUnexpectedEOF:
+		if size >= 0 && int64(n) != size {
 			return fmt.Errorf("put %s: the reader gave %d bytes, want %d", key, n, size)
 		}
-		return s.putOne(ctx, key, first.Bytes(), opts)
+		return s.putOne(ctx, key, (*buf)[:n], opts)
+	case err != nil:
+		return fmt.Errorf("put %s: read: %w", key, err)
 	}
-	return s.putParts(ctx, key, first, r, size, opts)
+	return s.putParts(ctx, key, *buf, r, size, opts)
 }
 
-func (s *Store) putBuf(b *bytes.Buffer) {
-	if b.Cap() <= int(s.partSize)+bytes.MinRead {
-		b.Reset()
-		s.bufs.Put(b)
+// buf returns a buffer of one part from the pool.
+func (s *Store) buf() *[]byte {
+	if b, ok := s.bufs.Get().(*[]byte); ok {
+		return b
 	}
+	b := make([]byte, s.partSize)
+	return &b
 }
 
 func ifNoneMatch(opts storage.PutOptions) *string {
@@ -202,7 +204,7 @@ func (s *Store) ours(ctx context.Context, key, etag string) bool {
 
 // putParts uploads first and the rest of r as a multipart upload, one part
 // at a time, and aborts it if anything fails.
-func (s *Store) putParts(ctx context.Context, key string, first *bytes.Buffer, r io.Reader, size int64, opts storage.PutOptions) (err error) {
+func (s *Store) putParts(ctx context.Context, key string, first []byte, r io.Reader, size int64, opts storage.PutOptions) (err error) {
 	var id *string
 	if err := s.retry.do(ctx, "put "+key, func(ctx context.Context) error {
 		out, err := s.client.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: &s.bucket, Key: s.key(key)})
@@ -225,13 +227,10 @@ func (s *Store) putParts(ctx context.Context, key string, first *bytes.Buffer, r
 		}
 	}()
 	var parts []types.CompletedPart
-	var sums []byte // the parts' MD5s, for the ETag of the whole
+	var sums []byte // the parts' MD5s, from their ETags: for the ETag of the whole
 	total := int64(0)
-	buf := first
-	next := s.bufs.Get().(*bytes.Buffer)
-	defer s.putBuf(next)
-	for buf.Len() > 0 {
-		data := buf.Bytes()
+	data := first
+	for len(data) > 0 {
 		num := int32(len(parts) + 1)
 		var etag *string
 		if err := s.retry.do(ctx, "put "+key, func(ctx context.Context) error {
@@ -249,13 +248,13 @@ func (s *Store) putParts(ctx context.Context, key string, first *bytes.Buffer, r
 		s.bytesUp.Add(int64(len(data)))
 		total += int64(len(data))
 		parts = append(parts, types.CompletedPart{ETag: etag, PartNumber: aws.Int32(num)})
-		sum := md5.Sum(data)
-		sums = append(sums, sum[:]...)
-		buf, next = next, buf
-		buf.Reset()
-		if _, err := buf.ReadFrom(io.LimitReader(r, s.partSize)); err != nil {
+		sum, _ := hex.DecodeString(strings.Trim(aws.ToString(etag), `"`))
+		sums = append(sums, sum...)
+		n, err := io.ReadFull(r, first) // the part is up: its buffer takes the next
+		if err != nil && err != io.EOF && err != io.ErrUnexpectedEOF {
 			return fmt.Errorf("put %s: read: %w", key, err)
 		}
+		data = first[:n]
 	}
 	if size >= 0 && total != size {
 		return fmt.Errorf("put %s: the reader gave %d bytes, want %d", key, total, size)
