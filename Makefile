@@ -34,13 +34,15 @@ test: deps build ## every test, against a real Kafka broker and a real S3 server
 test-short: build ## the tests that need no broker
 	$(GO) test -short -count=1 ./...
 
-demo: deps build ## start a broker, seed, back up, restore a time window, print counts
-	@bash scripts/demo.sh
+demo: deps build ## start a broker, seed, back up, restore a time window, print counts (STORAGE=s3: into a local S3 server, encrypted)
+	@STORAGE=$(STORAGE) bash scripts/demo.sh
 
 # The reference tool `make bench` compares kpipe with (OSO kafka-backup), when
 # present; empty skips its rows. BENCH_FLAGS adds kpipe-bench flags, e.g.
 # BENCH_FLAGS="--only backup/fresh --runs 3".
 PEER ?= $(wildcard ../shared/peer/kafka-backup)
+# Where `make demo` keeps its backup: fs (a folder) or s3 (scripts/s3.sh).
+STORAGE ?= fs
 BENCH_FLAGS ?=
 bench: deps build ## kpipe (fs and s3) vs the reference tool vs bare franz-go: backup, restore, PITR (bench/RESULTS.md)
 	$(GO) build -o bin/kpipe-bench ./bench/cmd/kpipe-bench

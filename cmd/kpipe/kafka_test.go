@@ -150,18 +150,42 @@ type backupAt struct{ path, id string }
 func held(t *testing.T, b backupAt) int64 { return testkit.Records(t, b.path, b.id) }
 
 // TestExamplePipelinesRunAgainstABroker runs pipelines.example.hcl as the
-// README and the demo do: a backup, then a PITR restore of a window.
+// README and the demo do: a backup, then a PITR restore of a window; and
+// pipelines.s3.example.hcl the same way, into the test S3 server,
+// encrypted.
 func TestExamplePipelinesRunAgainstABroker(t *testing.T) {
+	t.Run("fs", func(t *testing.T) {
+		dir := runExample(t, "pipelines.example.hcl", nil)
+		if parts := testkit.Manifests(t, filepath.Join(dir, ".kpipe", "backups"), "ex"); len(parts) != 2 {
+			t.Fatalf("backup under the example's path: %v", parts)
+		}
+	})
+	t.Run("s3", func(t *testing.T) {
+		srv := testkit.S3(t)
+		path := srv.Path(t)
+		key := filepath.Join(t.TempDir(), "key")
+		os.WriteFile(key, []byte(strings.Repeat("c3", 32)), 0o600)
+		runExample(t, "pipelines.s3.example.hcl", []string{"KPIPE_S3_PATH=" + path, "KPIPE_S3_ENDPOINT=" + srv.Endpoint, "KPIPE_KEY_FILE=" + key})
+		parts := testkit.Manifests(t, path, "ex")
+		if len(parts) != 2 || parts[0].Entries[0].Encryption != "aes-256-gcm" {
+			t.Fatalf("backup under the example's path: %v, want 2 partitions of encrypted segments", parts)
+		}
+	})
+}
+
+// runExample runs an example pipeline file from a folder of its own, with
+// env added, on 2000 records, and checks its report; it returns the folder.
+func runExample(t *testing.T, name string, env []string) string {
 	addr := testkit.Kafka(t)
 	topic := testkit.Topic(t, "example")
 	ts := time.Now().Add(-time.Hour).UnixMilli()
 	seedPartitions(t, addr, topic, 2, 1000, ts) // timestamps ts+0 .. ts+999
-	example, err := os.ReadFile(filepath.Join(testkit.Root(), "pipelines.example.hcl"))
+	example, err := os.ReadFile(filepath.Join(testkit.Root(), name))
 	if err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	file := filepath.Join(dir, "pipelines.example.hcl")
+	file := filepath.Join(dir, name)
 	if err := os.WriteFile(file, example, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -169,6 +193,7 @@ func TestExamplePipelinesRunAgainstABroker(t *testing.T) {
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "KPIPE_BOOTSTRAP="+addr, "KPIPE_TOPIC="+topic, "KPIPE_BACKUP_ID=ex",
 		fmt.Sprintf("KPIPE_WINDOW_START=%d", ts+100), fmt.Sprintf("KPIPE_WINDOW_END=%d", ts+299))
+	cmd.Env = append(cmd.Env, env...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
@@ -190,9 +215,7 @@ func TestExamplePipelinesRunAgainstABroker(t *testing.T) {
 	if got := len(testkit.ConsumeAll(t, addr, topic+"-pitr")); got != 400 {
 		t.Fatalf("%s-pitr holds %d records, want 400", topic, got)
 	}
-	if parts := testkit.Manifests(t, filepath.Join(dir, ".kpipe", "backups"), "ex"); len(parts) != 2 {
-		t.Fatalf("backup under the example's path: %v", parts)
-	}
+	return dir
 }
 
 // TestPluginCPUProfiles runs a backup with KPIPE_PLUGIN_CPUPROFILE set: each

@@ -439,12 +439,14 @@ func unwrapAll(err error) error {
 // HCL snippet of the README.
 func TestExampleFilesParse(t *testing.T) {
 	root := filepath.Join("..", "..")
-	f, err := Load(filepath.Join(root, "pipelines.example.hcl"))
-	if err != nil {
-		t.Fatalf("pipelines.example.hcl: %v", err)
-	}
-	if len(f.Pipelines) == 0 {
-		t.Errorf("pipelines.example.hcl has no pipeline")
+	for _, name := range []string{"pipelines.example.hcl", "pipelines.s3.example.hcl"} {
+		f, err := Load(filepath.Join(root, name))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if len(f.Pipelines) == 0 {
+			t.Errorf("%s has no pipeline", name)
+		}
 	}
 	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
 	if err != nil {
