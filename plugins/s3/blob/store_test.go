@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -111,5 +113,36 @@ func TestAnUnreachableStoreFailsAfterTheOutageBudget(t *testing.T) {
 	}
 	if m := s.Metrics(); m["s3_retries"] < 2 || m["s3_requests"] != m["s3_retries"]+1 {
 		t.Fatalf("metrics %v: want every attempt counted, the retries among them", m)
+	}
+}
+
+// TestCredentialsComeFromTheStandardChain: without static keys, the store
+// signs with the keys of the environment, or of a profile of the shared
+// credentials file when one is named; a profile whose secret is wrong is
+// refused at once, not retried.
+func TestCredentialsComeFromTheStandardChain(t *testing.T) {
+	srv := testkit.S3(t)
+	ctx := context.Background()
+	noKeys := func(o *blob.Options) { o.AccessKeyID, o.SecretAccessKey = "", "" }
+	t.Setenv("AWS_ACCESS_KEY_ID", srv.AccessKey)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", srv.SecretKey)
+	if _, _, err := newStore(t, srv, noKeys).List(ctx, "", "", ""); err != nil {
+		t.Fatalf("keys from the environment: %v", err)
+	}
+	file := filepath.Join(t.TempDir(), "credentials")
+	os.WriteFile(file, []byte("[backups]\naws_access_key_id = "+srv.AccessKey+"\naws_secret_access_key = "+srv.SecretKey+
+		"\n[wrong]\naws_access_key_id = "+srv.AccessKey+"\naws_secret_access_key = not-the-secret\n"), 0o600)
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", file)
+	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "none"))
+	t.Setenv("AWS_ACCESS_KEY_ID", "")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "")
+	if _, _, err := newStore(t, srv, func(o *blob.Options) { noKeys(o); o.Profile = "backups" }).List(ctx, "", "", ""); err != nil {
+		t.Fatalf("keys from profile backups: %v", err)
+	}
+	s := newStore(t, srv, func(o *blob.Options) { noKeys(o); o.Profile = "wrong" })
+	t0 := time.Now()
+	_, _, err := s.List(ctx, "", "", "")
+	if err == nil || !strings.Contains(err.Error(), "StatusCode: 403") || time.Since(t0) > 2*time.Second || s.Metrics()["s3_retries"] != 0 {
+		t.Fatalf("a wrong secret: %v after %s (%v); want a 403 at once", err, time.Since(t0), s.Metrics())
 	}
 }
