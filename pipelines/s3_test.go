@@ -177,4 +177,3 @@ func TestEncryptedBackupOnS3RoundTripsAndHoldsNoPlaintext(t *testing.T) {
 		t.Fatalf("the window pruned no segment: %v", m)
 	}
 }
-

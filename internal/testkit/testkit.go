@@ -241,7 +241,9 @@ func BackupIn(t testing.TB, store storage.BlobStore, id string) *storage.Backup 
 }
 
 // Manifests reads the manifest of every partition of a backup's topics.
-func Manifests(t testing.TB, root, id string) []storage.Manifest { return ManifestsIn(t, Store(t, root), id) }
+func Manifests(t testing.TB, root, id string) []storage.Manifest {
+	return ManifestsIn(t, Store(t, root), id)
+}
 
 // ManifestsIn is Manifests of a backup of store.
 func ManifestsIn(t testing.TB, store storage.BlobStore, id string) []storage.Manifest {
