@@ -216,7 +216,8 @@ func checkPluginList(t *testing.T, stdout string) {
 		"filter  0.2.0    transform    keeps records by time window, partition and CEL expression\n" +
 		"fs      0.2.0    sink,source  backups as Arrow segments on a local file system\n" +
 		"kafka   0.2.0    source,sink  Apache Kafka topics (franz-go)\n" +
-		"remap   0.2.0    transform    renames topics and moves partitions\n"
+		"remap   0.2.0    transform    renames topics and moves partitions\n" +
+		"s3      0.2.0    sink,source  backups as Arrow segments in S3 or an S3-compatible object store\n"
 	if stdout != want {
 		t.Fatalf("got:\n%s\nwant:\n%s", stdout, want)
 	}
