@@ -124,6 +124,10 @@ func TestBadInputExitsTwoWithAClearError(t *testing.T) {
 		args: []string{"restore", "--bootstrap-servers", "h:1", "--path", "s3://", "--backup-id", "x"},
 		want: "kpipe: pipeline \"restore\" has invalid parameters:\n  source \"s3\": parameter \"path\": \"s3://\" names no bucket: write s3://BUCKET/PREFIX",
 	}, {
+		name: "an S3 endpoint that is no URL",
+		args: []string{"backup", "--bootstrap-servers", "h:1", "--topics", "t", "--path", "s3://b/p", "--backup-id", "x", "--s3-endpoint", "127.0.0.1:9000"},
+		want: "kpipe: pipeline \"backup\" has invalid parameters:\n  sink \"s3\": parameter \"endpoint\": \"127.0.0.1:9000\" is not a URL of a server: write http://HOST:PORT or https://HOST",
+	}, {
 		name: "S3 flags beside a folder",
 		args: []string{"backup", "--bootstrap-servers", "h:1", "--topics", "t", "--path", "b", "--backup-id", "x", "--s3-endpoint", "http://127.0.0.1:9000"},
 		want: `kpipe: --s3-endpoint applies to an s3:// --path only; --path "b" is a folder`,

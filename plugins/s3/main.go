@@ -6,6 +6,8 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"net/url"
 	"time"
 
 	"github.com/kpipe/kpipe/plugins/s3/blob"
@@ -49,6 +51,11 @@ func (p *s3) Configure(context.Context) error {
 	} else if p.cfg.Bucket == "" {
 		errs = append(errs, param.Errorf("bucket", "is required: name the bucket, or give path = \"s3://BUCKET/PREFIX\""))
 	}
+	if e := p.cfg.Endpoint; e != "" {
+		if u, err := url.Parse(e); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, param.Errorf("endpoint", "%q is not a URL of a server: write http://HOST:PORT or https://HOST", e))
+		}
+	}
 	if p.cfg.PartSize < blob.MinPartSize {
 		errs = append(errs, param.Errorf("part_size", "must be at least %d (5 MiB, the least S3 takes), got %d", blob.MinPartSize, p.cfg.PartSize))
 	}
@@ -64,12 +71,20 @@ func (p *s3) Configure(context.Context) error {
 	return nil
 }
 
+// Open opens the store and checks that its bucket is there.
 func (p *s3) Open(ctx context.Context) (storage.BlobStore, error) {
-	return blob.New(ctx, blob.Options{
+	st, err := blob.New(ctx, blob.Options{
 		Bucket: p.cfg.Bucket, Prefix: p.cfg.Prefix, Endpoint: p.cfg.Endpoint, Region: p.cfg.Region, PathStyle: p.cfg.ForcePathStyle,
 		Profile: p.cfg.Profile, AccessKeyID: p.cfg.AccessKeyID, SecretAccessKey: p.cfg.SecretAccessKey, SessionToken: p.cfg.SessionToken,
 		PartSize: p.cfg.PartSize, MaxOutage: p.cfg.MaxOutage, Warn: sdk.Logger().Warn,
 	})
+	if err != nil {
+		return nil, err
+	}
+	if err := st.CheckBucket(ctx); err != nil {
+		return nil, fmt.Errorf("%s: %w", p.Location(), err)
+	}
+	return st, nil
 }
 
 func (p *s3) Location() string { return blob.URL(p.cfg.Bucket, p.cfg.Prefix) }

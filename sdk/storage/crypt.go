@@ -23,8 +23,10 @@ import (
 //	stored batch = nonce (12 random bytes) || ciphertext || tag (16 bytes)
 //
 // The additional data binds a batch to its place, so that batches cannot be
-// swapped between segments or positions unnoticed: "<topic>/<partition>/
-// <segment>@<start byte>". The batch index, entries, snapshots, metadata
+// swapped between backups, segments or positions unnoticed: "<backup id>/
+// <topic>/<partition>/<segment>@<start byte>". A segment entry without
+// encryption in an encrypted backup is refused, so that an altered
+// manifest cannot pass plaintext off as the backup's. The batch index, entries, snapshots, metadata
 // and backup.json stay in the clear: listing a backup and checking that its
 // objects are whole need no key, reading its records does. The CRC-32C of
 // the index is that of the stored (sealed) bytes.
@@ -108,8 +110,8 @@ func (s KeySource) Load() (*Key, error) {
 }
 
 // batchAD is the additional data of the batch at start of a segment.
-func batchAD(topic string, partition int32, segment string, start int64) []byte {
-	return []byte(topic + "/" + strconv.Itoa(int(partition)) + "/" + segment + "@" + strconv.FormatInt(start, 10))
+func batchAD(backupID, topic string, partition int32, segment string, start int64) []byte {
+	return []byte(backupID + "/" + topic + "/" + strconv.Itoa(int(partition)) + "/" + segment + "@" + strconv.FormatInt(start, 10))
 }
 
 // seal appends the sealed frame to dst.

@@ -184,6 +184,13 @@ func TestAnEncryptedBackupReadsBackAndHoldsNoPlaintext(t *testing.T) {
 		}
 	}
 
+	// An entry altered to say its segment is not encrypted is refused.
+	plain := e
+	plain.Encryption, plain.KeyID = "", ""
+	if _, _, err := b.Batches(ctx, "t", 0, plain, nil).Next(); err == nil || err.Error() != fmt.Sprintf("segment b/topics/t/0/%s is not encrypted, but the backup is: its entry was altered", e.Segment) {
+		t.Fatalf("reading an entry altered to plaintext: %v", err)
+	}
+
 	// A batch whose bytes were altered (and its CRC made to match) does not
 	// decrypt.
 	name := filepath.Join(sealedDir, "b", "topics", "t", "0", e.Segment)

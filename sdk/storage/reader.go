@@ -222,6 +222,8 @@ func (b *Backup) Batches(ctx context.Context, topic string, partition int32, e E
 	key := b.keys.Partition(topic, partition) + e.Segment
 	var k *Key
 	switch {
+	case e.Encryption == "" && b.Info.Encryption != nil:
+		return &BatchReader{err: fmt.Errorf("segment %s is not encrypted, but the backup is: its entry was altered", key)}
 	case e.Encryption == "":
 	case e.Encryption != Cipher:
 		return &BatchReader{err: fmt.Errorf("segment %s is encrypted with %q, which this kpipe cannot decrypt", key, e.Encryption)}
@@ -281,7 +283,7 @@ func (r *BatchReader) Next() ([]byte, BatchIndex, error) {
 		return nil, bi, fmt.Errorf("segment %s: batch at byte %d: checksum %s, the index says %s", r.key, bi.Start, FormatChecksum(sum), FormatChecksum(bi.CRC))
 	}
 	if r.crypt != nil {
-		if r.plain, err = r.crypt.open(r.plain[:0], frame, batchAD(r.topic, r.partition, r.segment, bi.Start)); err != nil {
+		if r.plain, err = r.crypt.open(r.plain[:0], frame, batchAD(r.b.keys.ID, r.topic, r.partition, r.segment, bi.Start)); err != nil {
 			return nil, bi, fmt.Errorf("segment %s: batch at byte %d: cannot decrypt it (%v): the key is not the one it was sealed with, or its bytes were altered", r.key, bi.Start, err)
 		}
 		frame = r.plain

@@ -146,17 +146,21 @@ var ErrIgnoresIfAbsent = errors.New("the store ignores create-if-absent (on S3, 
 // with ErrIgnoresIfAbsent unless the second create fails: the one-writer
 // rule and every commit rest on it.
 func checkIfAbsent(ctx context.Context, store BlobStore) error {
-	var r [8]byte
+	var r [16]byte
 	rand.Read(r[:])
-	key := probes + hex.EncodeToString(r[:])
-	put := func() error {
-		return store.Put(ctx, key, bytes.NewReader(r[:]), int64(len(r)), PutOptions{IfAbsent: true})
+	key := probes + hex.EncodeToString(r[:8])
+	// Two different contents: a store that retries a create whose answer
+	// was lost may accept the very bytes it holds as its own.
+	put := func(data []byte) error {
+		return store.Put(ctx, key, bytes.NewReader(data), int64(len(data)), PutOptions{IfAbsent: true})
 	}
-	if err := put(); err != nil {
+	if err := put(r[:8]); err != nil {
 		return fmt.Errorf("probe create-if-absent: %w", err)
 	}
-	err := put()
-	store.Delete(context.WithoutCancel(ctx), key)
+	err := put(r[8:])
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	store.Delete(dctx, key)
 	switch {
 	case err == nil:
 		return ErrIgnoresIfAbsent
@@ -495,7 +499,7 @@ func (s *Segment) WriteFrame(frame []byte, b record.Bounds, nextOffset, maxRecor
 	}
 	start := s.size
 	if k := s.pw.w.opts.Key; k != nil {
-		s.sealed = k.seal(s.sealed[:0], frame, batchAD(s.pw.topic, s.pw.partition, s.name(), start))
+		s.sealed = k.seal(s.sealed[:0], frame, batchAD(s.pw.w.keys.ID, s.pw.topic, s.pw.partition, s.name(), start))
 		frame = s.sealed
 	}
 	if err := s.write(frame); err != nil {

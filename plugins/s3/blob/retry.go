@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/url"
 	"sync"
@@ -18,11 +19,13 @@ import (
 
 // retrier runs a store's requests. A request that fails for a passing
 // reason (see transient) is tried again after a backoff, 100 ms doubling up
-// to 5 s, for as long as the store has been failing for less than
-// maxOutage. The outage is the store's, not a request's: it starts at the
-// first such failure of any request, ends at the next success of any, is
-// told to warn when it starts and every so often while it lasts, and is
-// what fails the requests once it lasts longer than maxOutage.
+// to 5 s, for as long as the store, and the request itself, have been
+// failing for less than maxOutage. The outage is the store's: it starts at
+// the first such failure of any request, ends at the next success of any
+// (or after staleOutage without a failure), is told to warn when it starts
+// and every so often while it lasts, and fails the requests once it lasts
+// longer than maxOutage; a request that keeps failing while others pass
+// fails after maxOutage of its own.
 type retrier struct {
 	store     string // names the store in messages
 	maxOutage time.Duration
@@ -33,12 +36,14 @@ type retrier struct {
 
 	mu       sync.Mutex
 	since    time.Time // the outage's start; zero when there is none
+	lastFail time.Time
 	lastWarn time.Time
 	lastErr  error
 }
 
 func (r *retrier) do(ctx context.Context, what string, op func(ctx context.Context) error) error {
 	backoff := 100 * time.Millisecond
+	start := time.Now()
 	for {
 		r.requests.Add(1)
 		err := op(ctx)
@@ -48,7 +53,7 @@ func (r *retrier) do(ctx context.Context, what string, op func(ctx context.Conte
 			}
 			return err
 		}
-		if over := r.failed(what, err); over != nil {
+		if over := r.failed(what, err, start); over != nil {
 			return over
 		}
 		r.retries.Add(1)
@@ -62,21 +67,25 @@ func (r *retrier) do(ctx context.Context, what string, op func(ctx context.Conte
 	}
 }
 
-// failed records a passing failure; it returns the error to fail with once
-// the outage has lasted longer than maxOutage.
-func (r *retrier) failed(what string, err error) error {
+// failed records a passing failure of a request that began at start; it
+// returns the error to fail with once the outage, or that request, has
+// lasted longer than maxOutage.
+func (r *retrier) failed(what string, err error, start time.Time) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := time.Now()
-	r.lastErr = err
+	if !r.since.IsZero() && now.Sub(r.lastFail) > staleOutage {
+		r.since = time.Time{} // nothing failed for a while: that outage ended unseen
+	}
+	r.lastFail = now
 	if r.since.IsZero() {
 		r.since = now
 		r.lastWarn = now
 		r.say("storage unreachable or failing; retrying", "store", r.store, "request", what, "error", brief(err), "max_storage_outage", r.maxOutage.String())
 	}
 	lasted := now.Sub(r.since)
-	if lasted >= r.maxOutage {
-		return &OutageError{Store: r.store, Lasted: lasted.Round(time.Second), MaxOutage: r.maxOutage, Err: err}
+	if now.Sub(r.since) >= r.maxOutage || now.Sub(start) >= r.maxOutage {
+		return &OutageError{Store: r.store, MaxOutage: r.maxOutage, Err: err}
 	}
 	if now.Sub(r.lastWarn) >= r.every {
 		r.lastWarn = now
@@ -85,6 +94,10 @@ func (r *retrier) failed(what string, err error) error {
 	}
 	return nil
 }
+
+// staleOutage is how long without a failure ends an outage that no success
+// ended (its requests gave up): a request that backs off waits 5 s at most.
+const staleOutage = 15 * time.Second
 
 // reached ends an outage, if there is one.
 func (r *retrier) reached() {
@@ -106,7 +119,6 @@ func (r *retrier) say(msg string, args ...any) {
 // the outage budget.
 type OutageError struct {
 	Store     string
-	Lasted    time.Duration
 	MaxOutage time.Duration
 	Err       error // the last failure
 }
@@ -143,19 +155,23 @@ func transient(err error) bool {
 		return false
 	}
 	var send *smithyhttp.RequestSendError
-	if errors.As(err, &send) {
-		return true
+	var op *net.OpError
+	if errors.As(err, &send) || errors.As(err, &op) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, context.DeadlineExceeded) {
+		return true // no answer, or one cut short: whatever its status said
 	}
 	switch st := status(err); {
-	case st == http.StatusRequestTimeout, st == http.StatusTooManyRequests, st >= 500:
+	case st == http.StatusRequestTimeout, st == http.StatusTooManyRequests:
 		return true
+	case st == http.StatusNotImplemented:
+		return false // a feature the store lacks (a condition, say): it will not pass
+	case st >= 500:
+		return true
+	case st == http.StatusBadRequest:
+		return code(err) == "RequestTimeout" // S3's: the body came too slowly
 	case st == http.StatusConflict:
 		return code(err) == "ConditionalRequestConflict" || code(err) == "OperationAborted"
-	case st == 0:
-		// No answer and not a send error: a body cut short, a deadline.
-		return errors.Is(err, context.DeadlineExceeded) || isTimeout(err)
 	}
-	return false
+	return isTimeout(err)
 }
 
 func isTimeout(err error) bool {

@@ -9,7 +9,7 @@ package blob
 import (
 	"bytes"
 	"context"
-	"crypto/md5"
+	"crypto/rand"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -31,6 +32,14 @@ import (
 // MinPartSize is the smallest part S3 takes in a multipart upload (but the
 // last).
 const MinPartSize = 5 << 20
+
+// ResponseTimeout is how long a request waits for the answer's headers once
+// it is sent.
+const ResponseTimeout = time.Minute
+
+// tokenKey is the user metadata that marks an object created if absent
+// with a token of its own writer (see ours).
+const tokenKey = "kpipe-write"
 
 // Options say which bucket and how to reach it.
 type Options struct {
@@ -85,6 +94,11 @@ func New(ctx context.Context, o Options) (*Store, error) {
 		// and segments carry CRCs of their own.
 		awsconfig.WithRequestChecksumCalculation(aws.RequestChecksumCalculationWhenRequired),
 		awsconfig.WithResponseChecksumValidation(aws.ResponseChecksumValidationWhenRequired),
+		// A server that takes a request and then stalls fails it, so that
+		// the retrier sees a failure and the outage budget runs.
+		awsconfig.WithHTTPClient(awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
+			tr.ResponseHeaderTimeout = ResponseTimeout
+		})),
 	}
 	if o.Profile != "" {
 		loads = append(loads, awsconfig.WithSharedConfigProfile(o.Profile))
@@ -122,6 +136,24 @@ func New(ctx context.Context, o Options) (*Store, error) {
 	return s, nil
 }
 
+// CheckBucket fails, saying so, when the bucket does not exist or the
+// credentials may not use it.
+func (s *Store) CheckBucket(ctx context.Context) error {
+	err := s.retry.do(ctx, "head bucket "+s.bucket, func(ctx context.Context) error {
+		_, err := s.client.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: &s.bucket})
+		return err
+	})
+	switch st := status(err); {
+	case err == nil:
+		return nil
+	case st == http.StatusNotFound:
+		return fmt.Errorf("bucket %q does not exist: create it, or name another", s.bucket)
+	case st == http.StatusForbidden || st == http.StatusUnauthorized:
+		return fmt.Errorf("bucket %q: access denied (HTTP %d): check the credentials and their permissions on it", s.bucket, st)
+	}
+	return fmt.Errorf("bucket %q: %w", s.bucket, err)
+}
+
 // Metrics are the store's request and byte counts.
 func (s *Store) Metrics() map[string]int64 {
 	return map[string]int64{
@@ -136,7 +168,10 @@ func (s *Store) key(k string) *string { return aws.String(s.prefix + k) }
 
 // Put uploads r under key: in one request when it fits in a part, else as
 // a multipart upload, which S3 makes visible only when it completes. It
-// holds one part in memory, in a buffer of the store's pool.
+// holds one part in memory, in a buffer of the store's pool. (After a
+// request that failed with an early answer, Go's HTTP transport may still be
+// sending its body when the buffer is reused; what it then sends belongs to
+// a request already answered, and is never stored.)
 func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64, opts storage.PutOptions) error {
 	buf := s.buf()
 	defer s.bufs.Put(buf)
@@ -169,13 +204,25 @@ func ifNoneMatch(opts storage.PutOptions) *string {
 	return nil
 }
 
+// writeToken returns the metadata that marks a create-if-absent as this
+// writer's, or nil for a plain put.
+func writeToken(opts storage.PutOptions) map[string]string {
+	if !opts.IfAbsent {
+		return nil
+	}
+	var b [12]byte
+	rand.Read(b[:])
+	return map[string]string{tokenKey: hex.EncodeToString(b[:])}
+}
+
 func (s *Store) putOne(ctx context.Context, key string, data []byte, opts storage.PutOptions) error {
+	token := writeToken(opts)
 	attempts := 0
 	err := s.retry.do(ctx, "put "+key, func(ctx context.Context) error {
 		attempts++
 		_, err := s.client.PutObject(ctx, &s3.PutObjectInput{
 			Bucket: &s.bucket, Key: s.key(key), Body: bytes.NewReader(data), ContentLength: aws.Int64(int64(len(data))),
-			IfNoneMatch: ifNoneMatch(opts),
+			IfNoneMatch: ifNoneMatch(opts), Metadata: token,
 		})
 		return err
 	})
@@ -184,30 +231,38 @@ func (s *Store) putOne(ctx context.Context, key string, data []byte, opts storag
 		return nil
 	}
 	if isPreconditionFailed(err) {
-		sum := md5.Sum(data)
-		if attempts > 1 && s.ours(ctx, key, hex.EncodeToString(sum[:])) {
-			// An earlier attempt created it and its answer was lost.
-			s.bytesUp.Add(int64(len(data)))
-			return nil
+		if attempts > 1 {
+			// An earlier attempt may have created it, its answer lost.
+			if ok, herr := s.ours(ctx, key, token); herr != nil {
+				return fmt.Errorf("put %s: %w", key, herr)
+			} else if ok {
+				s.bytesUp.Add(int64(len(data)))
+				return nil
+			}
 		}
 		return fmt.Errorf("put %s: %w", key, storage.ErrExists)
 	}
 	return fmt.Errorf("put %s: %w", key, err)
 }
 
-// ours says whether key holds an object whose ETag is etag: the object a
-// retried conditional write made before its answer was lost.
-func (s *Store) ours(ctx context.Context, key, etag string) bool {
+// ours says whether key holds the object this writer created with token:
+// what a retried conditional write finds when the answer to an earlier
+// attempt was lost on its way.
+func (s *Store) ours(ctx context.Context, key string, token map[string]string) (bool, error) {
 	out, err := s.head(ctx, key)
-	return err == nil && strings.Trim(aws.ToString(out.ETag), `"`) == etag
+	if err != nil {
+		return false, err
+	}
+	return out.Metadata[tokenKey] == token[tokenKey], nil
 }
 
 // putParts uploads first and the rest of r as a multipart upload, one part
 // at a time, and aborts it if anything fails.
 func (s *Store) putParts(ctx context.Context, key string, first []byte, r io.Reader, size int64, opts storage.PutOptions) (err error) {
 	var id *string
+	token := writeToken(storage.PutOptions{IfAbsent: true}) // even for a replace: NoSuchUpload on a retry is ambiguous
 	if err := s.retry.do(ctx, "put "+key, func(ctx context.Context) error {
-		out, err := s.client.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: &s.bucket, Key: s.key(key)})
+		out, err := s.client.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: &s.bucket, Key: s.key(key), Metadata: token})
 		if err == nil {
 			id = out.UploadId
 		}
@@ -227,7 +282,6 @@ func (s *Store) putParts(ctx context.Context, key string, first []byte, r io.Rea
 		}
 	}()
 	var parts []types.CompletedPart
-	var sums []byte // the parts' MD5s, from their ETags: for the ETag of the whole
 	total := int64(0)
 	data := first
 	for len(data) > 0 {
@@ -248,8 +302,6 @@ func (s *Store) putParts(ctx context.Context, key string, first []byte, r io.Rea
 		s.bytesUp.Add(int64(len(data)))
 		total += int64(len(data))
 		parts = append(parts, types.CompletedPart{ETag: etag, PartNumber: aws.Int32(num)})
-		sum, _ := hex.DecodeString(strings.Trim(aws.ToString(etag), `"`))
-		sums = append(sums, sum...)
 		n, err := io.ReadFull(r, first) // the part is up: its buffer takes the next
 		if err != nil && err != io.EOF && err != io.ErrUnexpectedEOF {
 			return fmt.Errorf("put %s: read: %w", key, err)
@@ -259,8 +311,6 @@ func (s *Store) putParts(ctx context.Context, key string, first []byte, r io.Rea
 	if size >= 0 && total != size {
 		return fmt.Errorf("put %s: the reader gave %d bytes, want %d", key, total, size)
 	}
-	whole := md5.Sum(sums)
-	etag := fmt.Sprintf("%s-%d", hex.EncodeToString(whole[:]), len(parts))
 	attempts := 0
 	err = s.retry.do(ctx, "put "+key, func(ctx context.Context) error {
 		attempts++
@@ -270,12 +320,18 @@ func (s *Store) putParts(ctx context.Context, key string, first []byte, r io.Rea
 		})
 		return err
 	})
-	switch {
-	case err == nil:
+	if err == nil {
 		return nil
-	case attempts > 1 && (isPreconditionFailed(err) || code(err) == "NoSuchUpload") && s.ours(ctx, key, etag):
-		return nil // an earlier attempt completed it and its answer was lost
-	case isPreconditionFailed(err):
+	}
+	if attempts > 1 && (isPreconditionFailed(err) || code(err) == "NoSuchUpload") {
+		// An earlier attempt may have completed it, its answer lost.
+		if ok, herr := s.ours(ctx, key, token); herr != nil {
+			return fmt.Errorf("put %s: %w", key, herr)
+		} else if ok {
+			return nil
+		}
+	}
+	if isPreconditionFailed(err) {
 		return fmt.Errorf("put %s: %w", key, storage.ErrExists)
 	}
 	return fmt.Errorf("put %s: complete the multipart upload: %w", key, err)
@@ -301,6 +357,10 @@ func (s *Store) Get(ctx context.Context, key string, offset, length int64) (io.R
 	return b, nil
 }
 
+// maxBreaks is how many times in a row a body's connection may break
+// before a byte comes through.
+const maxBreaks = 8
+
 // body is the body of a ranged GET that reopens the rest of its range when
 // the connection breaks.
 type body struct {
@@ -310,6 +370,8 @@ type body struct {
 	off, end int64
 	rc       io.ReadCloser
 	eof      bool
+	etag     *string // of the first answer: a resumed read must find the same object
+	breaks   int     // connections broken in a row without a byte read
 }
 
 func (b *body) open() error {
@@ -321,9 +383,10 @@ func (b *body) open() error {
 		rng = aws.String(fmt.Sprintf("bytes=%d-", b.off))
 	}
 	err := b.s.retry.do(b.ctx, "get "+b.key, func(ctx context.Context) error {
-		out, err := b.s.client.GetObject(ctx, &s3.GetObjectInput{Bucket: &b.s.bucket, Key: b.s.key(b.key), Range: rng})
+		out, err := b.s.client.GetObject(ctx, &s3.GetObjectInput{Bucket: &b.s.bucket, Key: b.s.key(b.key), Range: rng, IfMatch: b.etag})
 		if err == nil {
 			b.rc = out.Body
+			b.etag = out.ETag
 		}
 		return err
 	})
@@ -347,6 +410,9 @@ func (b *body) Read(p []byte) (int, error) {
 		n, err := b.rc.Read(p)
 		b.off += int64(n)
 		b.s.bytesDown.Add(int64(n))
+		if n > 0 {
+			b.breaks = 0
+		}
 		switch {
 		case err == nil || n > 0 && err != io.EOF:
 			return n, nil
@@ -356,12 +422,21 @@ func (b *body) Read(p []byte) (int, error) {
 		case b.ctx.Err() != nil:
 			return n, b.ctx.Err()
 		}
-		// The connection broke: read the rest of the range anew.
+		// The connection broke: read the rest of the range anew, after a
+		// pause that grows while connections keep breaking at once.
 		b.rc.Close()
 		b.rc = nil
 		if b.end >= 0 && b.off >= b.end {
 			b.eof = true
 			return 0, io.EOF
+		}
+		if b.breaks++; b.breaks > maxBreaks {
+			return 0, fmt.Errorf("get %s: the connection broke %d times in a row at byte %d: %w", b.key, b.breaks, b.off, err)
+		}
+		select {
+		case <-time.After(time.Duration(b.breaks) * 200 * time.Millisecond):
+		case <-b.ctx.Done():
+			return 0, b.ctx.Err()
 		}
 		if oerr := b.open(); oerr != nil {
 			return 0, fmt.Errorf("get %s: %v; reading again from byte %d: %w", b.key, err, b.off, oerr)

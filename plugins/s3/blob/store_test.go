@@ -146,3 +146,17 @@ func TestCredentialsComeFromTheStandardChain(t *testing.T) {
 		t.Fatalf("a wrong secret: %v after %s (%v); want a 403 at once", err, time.Since(t0), s.Metrics())
 	}
 }
+
+// TestAMissingBucketIsNamed: opening a store on a bucket that does not
+// exist says so, at once.
+func TestAMissingBucketIsNamed(t *testing.T) {
+	srv := testkit.S3(t)
+	srv.Bucket = "no-such-bucket"
+	err := newStore(t, srv, nil).CheckBucket(context.Background())
+	if err == nil || err.Error() != `bucket "no-such-bucket" does not exist: create it, or name another` {
+		t.Fatalf("a missing bucket: %v", err)
+	}
+	if err := newStore(t, testkit.S3(t), nil).CheckBucket(context.Background()); err != nil {
+		t.Fatalf("the test bucket: %v", err)
+	}
+}
