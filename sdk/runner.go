@@ -379,7 +379,7 @@ func (r *SourceRunner) Run(ctx context.Context, ctl <-chan SourceControl, emit f
 		if b.Metadata != nil {
 			p.push(&job{meta: b.Metadata})
 		}
-		if b.Topic == "" && b.Record == nil && b.Arrow == nil {
+		if b.Topic == "" && b.Record == nil && b.Arrow == nil && !b.IsGap() {
 			continue // metadata only
 		}
 		seq++
@@ -433,6 +433,8 @@ func sizeOf(b *Batch) (int64, error) {
 		return info.Size, nil
 	case b.Count != 0:
 		return 0, fmt.Errorf("the envelope counts %d records, but the batch holds none", b.Count)
+	case b.IsGap() && b.NextOffset <= b.MinOffset:
+		return 0, fmt.Errorf("a gap from offset %d to %d is empty", b.MinOffset, b.NextOffset)
 	}
 	return 0, nil
 }
@@ -752,6 +754,14 @@ func (r *TransformRunner) Run(ctx context.Context, in <-chan Input, emit func(Ev
 			continue
 		}
 		env := *inp.Batch
+		if env.IsGap() {
+			// A gap has no frame and no records to transform: it goes on
+			// as it is, so that the sink records it.
+			if err := em.send(Event{Result: &Result{Seq: env.Seq, Part: env.Part, Outputs: []Envelope{env}}}); err != nil {
+				return err
+			}
+			continue
+		}
 		f, err := frames.take(ctx, env.ID())
 		if err != nil {
 			return err
@@ -1093,9 +1103,12 @@ func (r *SinkRunner) write(ctx context.Context, in <-chan Input, frames *frameQu
 			continue
 		}
 		env := *inp.Batch
-		f, err := frames.take(ctx, env.ID())
-		if err != nil {
-			return err
+		var f link.Frame
+		if !env.IsGap() {
+			var err error
+			if f, err = frames.take(ctx, env.ID()); err != nil {
+				return err
+			}
 		}
 		id := env.ID()
 		bctx, span := r.tr.start(withPartition(ctx, env.Topic, env.Partition), "kpipe.sink.write", env.Traceparent, env.Tracestate,
@@ -1114,7 +1127,10 @@ func (r *SinkRunner) write(ctx context.Context, in <-chan Input, frames *frameQu
 			r.mu.Unlock()
 			failed(span, err)
 			span.End()
-			return r.fail(fmt.Errorf("write %s/%d: %w", env.Topic, env.Partition, err), em)
+			if asPartitionError(err) == nil {
+				err = fmt.Errorf("write %s/%d: %w", env.Topic, env.Partition, err)
+			} // else it names its partition, which may be another one's
+			return r.fail(err, em)
 		}
 		span.AddEvent("written")
 	}

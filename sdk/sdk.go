@@ -115,7 +115,27 @@ type Envelope struct {
 	// transform's outputs inherit their input's unless they set their own.
 	Traceparent string
 	Tracestate  string
+
+	// Gap, when set, makes the batch a gap: the offsets [MinOffset,
+	// NextOffset) of the partition will never be read (the cluster deleted
+	// them before the source got to them), and Gap says why. A gap has
+	// Count 0 and no records; transforms pass it on as it is, and the sink
+	// records it (see NewGap).
+	Gap string
 }
+
+// NewGap returns a gap of the offsets [from, to) of a topic-partition.
+func NewGap(topic string, id TopicID, partition int32, from, to int64, reason string) Batch {
+	return Batch{Envelope: Envelope{Topic: topic, TopicID: id, Partition: partition,
+		MinOffset: from, MaxOffset: to - 1, NextOffset: to, Gap: reason}}
+}
+
+// GapDeleted is the reason of a gap whose records the cluster deleted
+// (retention, DeleteRecords) before the source read them.
+const GapDeleted = "deleted before they were read (retention or DeleteRecords)"
+
+// IsGap says the envelope is a gap rather than records.
+func (e Envelope) IsGap() bool { return e.Gap != "" }
 
 // ID is the batch's name on the data plane.
 func (e Envelope) ID() BatchID { return BatchID{Seq: e.Seq, Part: e.Part} }

@@ -7,9 +7,11 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/signal"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -88,6 +90,7 @@ func Serve(constructors ...any) {
 	impl := byKind[chosen]()
 	register := func(s *grpc.Server) { Register(s, impl, kinds, links, id) }
 	go exitWithParent()
+	ignoreStopSignals()
 	lean.Release()
 	startProfile(chosen)
 	plugin.Serve(&plugin.ServeConfig{
@@ -423,6 +426,21 @@ func (l *socketLinks) Link(ctx context.Context, role link.Role) (net.Conn, error
 	f := l.got[role]
 	delete(l.got, role)
 	return link.Conn(f)
+}
+
+// ignoreStopSignals keeps the plugin running on SIGINT and SIGTERM. Those
+// reach the whole process group at once (a terminal's Ctrl-C, systemd,
+// timeout(1)); the host stops on them gracefully, and needs its plugins
+// alive to make what was read durable. The host ends them when it is
+// done, and exitWithParent when the host is gone.
+func ignoreStopSignals() {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		for sig := range ch {
+			logger.Debug("stop signal left to the host", "signal", sig)
+		}
+	}()
 }
 
 // exitWithParent ends the plugin when the host process is gone (killed with

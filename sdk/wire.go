@@ -78,7 +78,7 @@ func EnvelopeToProto(e Envelope) *pb.Envelope {
 		Count: e.Count, MinOffset: e.MinOffset, MaxOffset: e.MaxOffset,
 		MinTimestamp: e.MinTimestamp, MaxTimestamp: e.MaxTimestamp, NextOffset: e.NextOffset,
 		Size: e.Size, FrameBytes: e.FrameBytes, Traceparent: e.Traceparent, Tracestate: e.Tracestate,
-		MaxRecordBytes: e.MaxRecordBytes,
+		MaxRecordBytes: e.MaxRecordBytes, Gap: e.Gap,
 	}
 	if e.TopicID != (TopicID{}) {
 		p.TopicId = append([]byte(nil), e.TopicID[:]...)
@@ -93,7 +93,7 @@ func EnvelopeFromProto(p *pb.Envelope) Envelope {
 		Count: p.GetCount(), MinOffset: p.GetMinOffset(), MaxOffset: p.GetMaxOffset(),
 		MinTimestamp: p.GetMinTimestamp(), MaxTimestamp: p.GetMaxTimestamp(), NextOffset: p.GetNextOffset(),
 		Size: p.GetSize(), FrameBytes: p.GetFrameBytes(), Traceparent: p.GetTraceparent(), Tracestate: p.GetTracestate(),
-		MaxRecordBytes: p.GetMaxRecordBytes(),
+		MaxRecordBytes: p.GetMaxRecordBytes(), Gap: p.GetGap(),
 	}
 	copy(e.TopicID[:], p.GetTopicId())
 	return e

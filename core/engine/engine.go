@@ -587,7 +587,7 @@ func (r *run) readSource(ctx context.Context, s *stage, next chan<- sdk.Input) {
 			if rec := r.opts.Recorder; rec != nil {
 				rec.Moved(r.name, "source", e.Topic, e.Partition, e.Count, e.FrameBytes)
 			}
-			if e.Count == 0 {
+			if e.Count == 0 && !e.IsGap() { // a position only: settled here
 				r.expand(s, e.Seq, 0)
 				continue
 			}

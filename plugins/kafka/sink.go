@@ -221,6 +221,10 @@ func (s *Sink) Write(ctx context.Context, b sdk.Batch) error {
 	if err := s.failed(); err != nil {
 		return err
 	}
+	if b.IsGap() {
+		s.ack(b.ID()) // nothing to produce
+		return nil
+	}
 	if err := s.ensure(ctx, b.Topic, b.Partition); err != nil {
 		return err
 	}

@@ -67,7 +67,7 @@ type Source struct {
 	meta    *sdk.Metadata // sent with the first Read
 	sizer   *fetchSizer
 
-	records, batches atomic.Int64
+	records, batches, gaps atomic.Int64
 	lag              atomic.Int64                          // records behind, summed over partitions
 	lags             atomic.Pointer[[]sdk.PartitionMetric] // records behind, per partition
 }
@@ -190,6 +190,13 @@ func (s *Source) Open(ctx context.Context, o sdk.SourceOptions) error {
 		}
 		s.meta.Topics = append(s.meta.Topics, tm)
 	}
+	starts, err := s.adm.ListStartOffsets(actx, topics...)
+	if err == nil {
+		err = starts.Error()
+	}
+	if err != nil {
+		return fmt.Errorf("list start offsets: %w", err)
+	}
 	from := map[string]int64{}
 	for _, p := range o.Resume {
 		from[key(p.Topic, p.Partition)] = p.NextOffset
@@ -204,6 +211,10 @@ func (s *Source) Open(ctx context.Context, o sdk.SourceOptions) error {
 			off = kgo.NewOffset().At(n)
 		}
 		s.parts[key(lo.Topic, lo.Partition)] = st
+		if so, ok := starts.Lookup(lo.Topic, lo.Partition); ok && so.Offset > st.next {
+			s.skipTo(st, so.Offset)
+			off = kgo.NewOffset().At(st.next)
+		}
 		if !s.cfg.Continuous && st.next >= st.end {
 			st.done = true
 			return
@@ -286,6 +297,11 @@ func (s *Source) Read(ctx context.Context) (sdk.Batch, error) {
 				return
 			}
 			st.hwm = max(st.hwm, fp.HighWatermark)
+			if fp.LogStartOffset > st.next {
+				// The cluster deleted records before they were read; the
+				// client went on from the log's new start.
+				s.skipTo(st, fp.LogStartOffset)
+			}
 			b, err := s.toBatch(st, fp.Records)
 			if err != nil {
 				berr = err
@@ -322,6 +338,16 @@ func (s *Source) Read(ctx context.Context) (sdk.Batch, error) {
 	s.records.Add(b.Count)
 	s.batches.Add(1)
 	return b, nil
+}
+
+// skipTo moves a partition past offsets the cluster deleted before they
+// were read, and queues the gap that records them.
+func (s *Source) skipTo(st *partState, start int64) {
+	s.pending = append(s.pending, sdk.NewGap(st.topic, st.id, st.partition, st.next, start, sdk.GapDeleted))
+	s.gaps.Add(1)
+	sdk.Logger().Warn("records deleted by the cluster before they were read (retention or DeleteRecords): skipping them",
+		"topic", st.topic, "partition", st.partition, "from", st.next, "to", start-1)
+	st.next = start
 }
 
 // partitionError types a fetch error of one partition.
@@ -370,6 +396,9 @@ func (s *Source) toBatch(st *partState, recs []*kgo.Record) (sdk.Batch, error) {
 			continue
 		}
 		if !s.cfg.Continuous && r.Offset >= st.end {
+			// Past the snapshot: every offset below its end that still
+			// exists was read (those missing were compacted away).
+			next = max(next, st.end)
 			break
 		}
 		next = r.Offset + 1
@@ -391,7 +420,7 @@ func (s *Source) toBatch(st *partState, recs []*kgo.Record) (sdk.Batch, error) {
 }
 
 func (s *Source) Metrics() map[string]int64 {
-	m := map[string]int64{"records_read": s.records.Load(), "batches_read": s.batches.Load(), "lag_records": s.lag.Load()}
+	m := map[string]int64{"records_read": s.records.Load(), "batches_read": s.batches.Load(), "lag_records": s.lag.Load(), "gaps": s.gaps.Load()}
 	if s.sizer != nil {
 		m["fetch_max_bytes"] = int64(s.sizer.current.Load())
 	}

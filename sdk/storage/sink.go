@@ -45,7 +45,7 @@ type Sink struct {
 	failedCh chan error // yields err once
 	wg       sync.WaitGroup
 
-	records, segments, bytes, skipped, orphans atomic.Int64
+	records, segments, bytes, skipped, orphans, gaps atomic.Int64
 }
 
 // NewSink returns the sink of a storage plugin.
@@ -209,6 +209,7 @@ func (s *Sink) Metrics() map[string]int64 {
 		"bytes_written":                  s.bytes.Load(),
 		"records_skipped_already_stored": s.skipped.Load(),
 		"orphan_segments":                s.orphans.Load(),
+		"gaps_recorded":                  s.gaps.Load(),
 	})
 }
 
@@ -296,6 +297,9 @@ func (pw *partWriter) write(b sdk.Batch) error {
 	if id := b.TopicID.String(); id != "" {
 		pw.topicID = id
 	}
+	if b.IsGap() {
+		return pw.gap(b)
+	}
 	next := pw.p.NextOffset()
 	stored := next >= 0 && b.MinOffset < next
 	room := s.cfg.SegmentMaxRecords <= 0 || b.Count <= s.cfg.SegmentMaxRecords-pw.records()
@@ -309,6 +313,28 @@ func (pw *partWriter) write(b sdk.Batch) error {
 	pw.ids = append(pw.ids, b.ID())
 	s.records.Add(b.Count)
 	return pw.maybeCommit()
+}
+
+// gap commits the open segment, then records the gap's offsets that the
+// backup does not hold yet, and acks it.
+func (pw *partWriter) gap(b sdk.Batch) error {
+	if err := pw.commit(); err != nil {
+		return err
+	}
+	from := b.MinOffset
+	if next := pw.p.NextOffset(); next > from {
+		from = next
+	}
+	if from < b.NextOffset {
+		if _, err := pw.p.Gap(pw.sink.ctx, from, b.NextOffset, b.Gap, pw.topicID); err != nil {
+			return err
+		}
+		sdk.Logger().Warn("offsets deleted by the cluster before they were read: recorded as a gap",
+			"topic", b.Topic, "partition", b.Partition, "from", from, "to", b.NextOffset-1, "reason", b.Gap)
+		pw.sink.gaps.Add(1)
+	}
+	pw.sink.ack(b.ID())
+	return nil
 }
 
 // records is the number of records in the open segment.

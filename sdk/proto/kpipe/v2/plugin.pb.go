@@ -596,8 +596,12 @@ type Envelope struct {
 	// The size of the batch's largest record (key, value and headers); 0
 	// when unknown.
 	MaxRecordBytes int64 `protobuf:"varint,16,opt,name=max_record_bytes,json=maxRecordBytes,proto3" json:"max_record_bytes,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Set on a gap: offsets [min_offset, next_offset) of the partition will
+	// never be read (the cluster deleted them first), and this says why. A
+	// gap has count 0 and no frame; it goes to the sink, which records it.
+	Gap           string `protobuf:"bytes,17,opt,name=gap,proto3" json:"gap,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Envelope) Reset() {
@@ -740,6 +744,13 @@ func (x *Envelope) GetMaxRecordBytes() int64 {
 		return x.MaxRecordBytes
 	}
 	return 0
+}
+
+func (x *Envelope) GetGap() string {
+	if x != nil {
+		return x.Gap
+	}
+	return ""
 }
 
 // Position is a resume position: the next offset to read of a topic-partition.
@@ -3175,7 +3186,7 @@ const file_kpipe_v2_plugin_proto_rawDesc = "" +
 	"\ametrics\x18\x01 \x03(\v2'.kpipe.v2.TeardownResponse.MetricsEntryR\ametrics\x1a:\n" +
 	"\fMetricsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\xdf\x03\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\xf1\x03\n" +
 	"\bEnvelope\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x12\n" +
 	"\x04part\x18\x02 \x01(\rR\x04part\x12\x14\n" +
@@ -3199,7 +3210,8 @@ const file_kpipe_v2_plugin_proto_rawDesc = "" +
 	"\n" +
 	"tracestate\x18\x0f \x01(\tR\n" +
 	"tracestate\x12(\n" +
-	"\x10max_record_bytes\x18\x10 \x01(\x03R\x0emaxRecordBytes\"z\n" +
+	"\x10max_record_bytes\x18\x10 \x01(\x03R\x0emaxRecordBytes\x12\x10\n" +
+	"\x03gap\x18\x11 \x01(\tR\x03gap\"z\n" +
 	"\bPosition\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x1f\n" +
