@@ -68,8 +68,8 @@ type Source struct {
 	sizer   *fetchSizer
 
 	records, batches, gaps atomic.Int64
-	lag              atomic.Int64                          // records behind, summed over partitions
-	lags             atomic.Pointer[[]sdk.PartitionMetric] // records behind, per partition
+	lag                    atomic.Int64                          // records behind, summed over partitions
+	lags                   atomic.Pointer[[]sdk.PartitionMetric] // records behind, per partition
 }
 
 // NewSource returns the kafka source.
