@@ -243,13 +243,19 @@ type TopicMetadata struct {
 	// Configs holds the topic configs that differ from the broker's
 	// defaults.
 	Configs map[string]string `json:"configs,omitempty"`
+	// MinInsyncReplicas is the topic's min.insync.replicas in effect, its
+	// own or the broker's; 0 when unknown.
+	MinInsyncReplicas int32 `json:"min_insync_replicas,omitempty"`
 }
 
 // Metadata describes the topics of a run. A source sends it before any data
 // and again, whole, whenever it changes; transforms may rewrite it; the sink
 // stores it.
 type Metadata struct {
-	Topics []TopicMetadata `json:"topics"`
+	// ClusterID is the id of the cluster the topics are on; empty when
+	// unknown.
+	ClusterID string          `json:"cluster_id,omitempty"`
+	Topics    []TopicMetadata `json:"topics"`
 }
 
 // Topic returns the metadata of the topic name, if present.

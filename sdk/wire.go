@@ -119,9 +119,10 @@ func PositionsFromProto(ps []*pb.Position) []Position {
 
 // MetadataToProto converts metadata to its wire form.
 func MetadataToProto(m Metadata) *pb.Metadata {
-	out := &pb.Metadata{}
+	out := &pb.Metadata{ClusterId: m.ClusterID}
 	for _, t := range m.Topics {
-		pt := &pb.TopicMetadata{Name: t.Name, Partitions: t.Partitions, ReplicationFactor: t.ReplicationFactor, Configs: t.Configs}
+		pt := &pb.TopicMetadata{Name: t.Name, Partitions: t.Partitions, ReplicationFactor: t.ReplicationFactor, Configs: t.Configs,
+			MinInsyncReplicas: t.MinInsyncReplicas}
 		if t.ID != (TopicID{}) {
 			pt.TopicId = append([]byte(nil), t.ID[:]...)
 		}
@@ -132,9 +133,10 @@ func MetadataToProto(m Metadata) *pb.Metadata {
 
 // MetadataFromProto converts wire metadata.
 func MetadataFromProto(p *pb.Metadata) Metadata {
-	var m Metadata
+	m := Metadata{ClusterID: p.GetClusterId()}
 	for _, t := range p.GetTopics() {
-		tm := TopicMetadata{Name: t.GetName(), Partitions: t.GetPartitions(), ReplicationFactor: t.GetReplicationFactor(), Configs: t.GetConfigs()}
+		tm := TopicMetadata{Name: t.GetName(), Partitions: t.GetPartitions(), ReplicationFactor: t.GetReplicationFactor(), Configs: t.GetConfigs(),
+			MinInsyncReplicas: t.GetMinInsyncReplicas()}
 		copy(tm.ID[:], t.GetTopicId())
 		m.Topics = append(m.Topics, tm)
 	}

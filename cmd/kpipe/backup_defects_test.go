@@ -177,6 +177,21 @@ func TestEmptyPartitionsEmptyTopicsAndConfigsComeBack(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("backup: exit %d: %s", code, stderr)
 	}
+	meta, err := testkit.Backup(t, path, "b").Metadata(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if meta.ClusterID == "" {
+		t.Errorf("the backup's metadata has no cluster id: %+v", meta)
+	}
+	if len(meta.Topics) != 2 {
+		t.Fatalf("the backup's metadata lists %d topics, want 2: %+v", len(meta.Topics), meta)
+	}
+	for _, tm := range meta.Topics {
+		if tm.ID == (sdk.TopicID{}) || tm.ReplicationFactor != 1 || tm.MinInsyncReplicas != 1 {
+			t.Errorf("topic metadata %+v: want a topic id, replication factor 1 and min.insync.replicas 1", tm)
+		}
+	}
 	dst := testkit.Topic(t, "metadst")
 	code, _, stderr = kpipeWithin(t, 60*time.Second, "restore", "--bootstrap-servers", addr, "--path", path, "--backup-id", "b",
 		"--topic-mapping", used+"="+dst+"-used,"+empty+"="+dst+"-empty")

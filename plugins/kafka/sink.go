@@ -39,8 +39,10 @@ type Sink struct {
 	// producing holds the topics records were produced to.
 	producing map[string]bool
 
-	// planned holds the partitions the metadata asks each topic to have.
+	// planned holds the partitions the metadata asks each topic to have,
+	// configs the configs it sets on a topic it creates.
 	planned map[string]int32
+	configs map[string]map[string]string
 	dec     *record.Decoder
 	pool    *record.Pool
 
@@ -84,7 +86,7 @@ func (s *Sink) Open(ctx context.Context, ack sdk.Acker) error {
 	s.topo = map[string]int{}
 	s.producing = map[string]bool{}
 	s.outstanding = map[sdk.BatchID]*inFlight{}
-	s.planned = map[string]int32{}
+	s.planned, s.configs = map[string]int32{}, map[string]map[string]string{}
 	s.pool = record.NewPoolWithLimit(sdk.InFlightBytes() / 8)
 	s.dec = record.NewDecoder(s.pool)
 	var err error
@@ -133,7 +135,7 @@ func (s *Sink) ensure(ctx context.Context, topic string, partition int32) error 
 			return fmt.Errorf("target topic %q has %d partitions, a batch needs partition %d; add partitions or set create_topics = true", topic, have, partition)
 		}
 		if !exists {
-			resp, err := s.adm.CreateTopic(ctx, int32(want), int16(s.cfg.ReplicationFactor), nil, topic)
+			resp, err := s.adm.CreateTopic(ctx, int32(want), int16(s.cfg.ReplicationFactor), configPtrs(s.configs[topic]), topic)
 			if err == nil {
 				err = resp.Err
 			}
@@ -142,6 +144,9 @@ func (s *Sink) ensure(ctx context.Context, topic string, partition int32) error 
 			}
 			if errors.Is(err, kerr.InvalidReplicationFactor) {
 				return fmt.Errorf("create topic %q: replication_factor %d is more than the cluster's brokers; lower it, or set -1 for the broker default", topic, s.cfg.ReplicationFactor)
+			}
+			if errors.Is(err, kerr.InvalidConfig) || errors.Is(err, kerr.PolicyViolation) {
+				return fmt.Errorf("create topic %q with the backup's topic configs %v: %w; the target cluster refuses one of them", topic, s.configs[topic], err)
 			}
 			if err != nil {
 				return fmt.Errorf("create topic %q: %w", topic, err)
@@ -201,6 +206,9 @@ func (s *Sink) partitions(ctx context.Context, topic string) (int, bool, error) 
 func (s *Sink) WriteMetadata(ctx context.Context, m sdk.Metadata) error {
 	for _, t := range m.Topics {
 		s.planned[t.Name] = max(s.planned[t.Name], t.Partitions)
+		if len(t.Configs) > 0 {
+			s.configs[t.Name] = t.Configs
+		}
 	}
 	if !s.cfg.CreateTopics {
 		return nil
@@ -315,4 +323,16 @@ func (s *Sink) Teardown(context.Context) error {
 		s.dec.Close()
 	}
 	return nil
+}
+
+// configPtrs is a topic's configs as CreateTopic takes them.
+func configPtrs(c map[string]string) map[string]*string {
+	if len(c) == 0 {
+		return nil
+	}
+	out := make(map[string]*string, len(c))
+	for k, v := range c {
+		out[k] = &v
+	}
+	return out
 }

@@ -8,6 +8,7 @@ import (
 	"path"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kpipe/kpipe/sdk"
 	"github.com/kpipe/kpipe/sdk/param"
@@ -161,10 +163,11 @@ func (s *Source) Open(ctx context.Context, o sdk.SourceOptions) error {
 	}
 	actx, cancel := context.WithTimeout(ctx, s.cfg.ConnectTimeout)
 	defer cancel()
-	details, err := s.adm.ListTopics(actx)
+	md, err := s.adm.Metadata(actx)
 	if err != nil {
 		return fmt.Errorf("list topics: %w", err)
 	}
+	details := md.Topics
 	topics, err := matchTopics(s.cfg.Topics, details)
 	if err != nil {
 		return err
@@ -181,14 +184,8 @@ func (s *Source) Open(ctx context.Context, o sdk.SourceOptions) error {
 	if err := ends.Error(); err != nil {
 		return fmt.Errorf("list end offsets: %w", err)
 	}
-	s.meta = &sdk.Metadata{}
-	for _, t := range topics {
-		d := details[t]
-		tm := sdk.TopicMetadata{Name: t, ID: sdk.TopicID(d.ID), Partitions: int32(len(d.Partitions))}
-		if p, ok := d.Partitions[0]; ok {
-			tm.ReplicationFactor = int32(len(p.Replicas))
-		}
-		s.meta.Topics = append(s.meta.Topics, tm)
+	if s.meta, err = s.metadata(actx, md.Cluster, topics, details); err != nil {
+		return err
 	}
 	starts, err := s.adm.ListStartOffsets(actx, topics...)
 	if err == nil {
@@ -229,6 +226,46 @@ func (s *Source) Open(ctx context.Context, o sdk.SourceOptions) error {
 	// positions, join it here.
 	s.cl.AddConsumePartitions(consume)
 	return nil
+}
+
+// metadata describes the topics as a restore needs them: partitions,
+// replication factor and the configs set on each topic.
+func (s *Source) metadata(ctx context.Context, cluster string, topics []string, details kadm.TopicDetails) (*sdk.Metadata, error) {
+	configs, err := s.adm.DescribeTopicConfigs(ctx, topics...)
+	if err != nil {
+		return nil, fmt.Errorf("describe topic configs: %w", err)
+	}
+	m := &sdk.Metadata{ClusterID: cluster}
+	for _, t := range topics {
+		d := details[t]
+		tm := sdk.TopicMetadata{Name: t, ID: sdk.TopicID(d.ID), Partitions: int32(len(d.Partitions))}
+		if p, ok := d.Partitions[0]; ok {
+			tm.ReplicationFactor = int32(len(p.Replicas))
+		}
+		rc, err := configs.On(t, nil)
+		if err == nil {
+			err = rc.Err
+		}
+		if err != nil {
+			return nil, fmt.Errorf("describe configs of topic %q: %w", t, err)
+		}
+		for _, c := range rc.Configs {
+			if c.Key == "min.insync.replicas" {
+				if n, err := strconv.Atoi(c.MaybeValue()); err == nil {
+					tm.MinInsyncReplicas = int32(n)
+				}
+			}
+			if c.Source != kmsg.ConfigSourceDynamicTopicConfig || c.Sensitive || c.Value == nil {
+				continue // a default, or nothing to restore
+			}
+			if tm.Configs == nil {
+				tm.Configs = map[string]string{}
+			}
+			tm.Configs[c.Key] = *c.Value
+		}
+		m.Topics = append(m.Topics, tm)
+	}
+	return m, nil
 }
 
 // updateLag takes the partitions' lag for Metrics and PartitionMetrics.

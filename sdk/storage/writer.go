@@ -267,7 +267,10 @@ func (w *Writer) WriteMetadata(ctx context.Context, m sdk.Metadata) error {
 	for _, t := range m.Topics {
 		byName[t.Name] = t
 	}
-	merged := sdk.Metadata{Topics: make([]sdk.TopicMetadata, 0, len(byName))}
+	merged := sdk.Metadata{ClusterID: w.meta.ClusterID, Topics: make([]sdk.TopicMetadata, 0, len(byName))}
+	if m.ClusterID != "" {
+		merged.ClusterID = m.ClusterID
+	}
 	for _, t := range byName {
 		merged.Topics = append(merged.Topics, t)
 	}

@@ -876,9 +876,12 @@ type TopicMetadata struct {
 	// 0 when unknown.
 	ReplicationFactor int32 `protobuf:"varint,4,opt,name=replication_factor,json=replicationFactor,proto3" json:"replication_factor,omitempty"`
 	// Topic configs that differ from the broker's defaults.
-	Configs       map[string]string `protobuf:"bytes,5,rep,name=configs,proto3" json:"configs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Configs map[string]string `protobuf:"bytes,5,rep,name=configs,proto3" json:"configs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The topic's min.insync.replicas in effect (its own or the broker's);
+	// 0 when unknown.
+	MinInsyncReplicas int32 `protobuf:"varint,6,opt,name=min_insync_replicas,json=minInsyncReplicas,proto3" json:"min_insync_replicas,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *TopicMetadata) Reset() {
@@ -946,12 +949,21 @@ func (x *TopicMetadata) GetConfigs() map[string]string {
 	return nil
 }
 
+func (x *TopicMetadata) GetMinInsyncReplicas() int32 {
+	if x != nil {
+		return x.MinInsyncReplicas
+	}
+	return 0
+}
+
 // Metadata describes the topics of a run. A source sends it before any data
 // and again, whole, whenever it changes (a new topic, a new topic ID, added
 // partitions). Transforms receive it and may rewrite it; the sink stores it.
 type Metadata struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Topics        []*TopicMetadata       `protobuf:"bytes,1,rep,name=topics,proto3" json:"topics,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Topics []*TopicMetadata       `protobuf:"bytes,1,rep,name=topics,proto3" json:"topics,omitempty"`
+	// The id of the cluster the topics are on; empty when unknown.
+	ClusterId     string `protobuf:"bytes,2,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -991,6 +1003,13 @@ func (x *Metadata) GetTopics() []*TopicMetadata {
 		return x.Topics
 	}
 	return nil
+}
+
+func (x *Metadata) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
 }
 
 // PartitionError is a failure of one topic-partition.
@@ -3219,7 +3238,7 @@ const file_kpipe_v2_plugin_proto_rawDesc = "" +
 	"nextOffset\x12\x19\n" +
 	"\btopic_id\x18\x04 \x01(\fR\atopicId\"@\n" +
 	"\fPositionList\x120\n" +
-	"\tpositions\x18\x01 \x03(\v2\x12.kpipe.v2.PositionR\tpositions\"\x89\x02\n" +
+	"\tpositions\x18\x01 \x03(\v2\x12.kpipe.v2.PositionR\tpositions\"\xb9\x02\n" +
 	"\rTopicMetadata\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x19\n" +
 	"\btopic_id\x18\x02 \x01(\fR\atopicId\x12\x1e\n" +
@@ -3227,12 +3246,15 @@ const file_kpipe_v2_plugin_proto_rawDesc = "" +
 	"partitions\x18\x03 \x01(\x05R\n" +
 	"partitions\x12-\n" +
 	"\x12replication_factor\x18\x04 \x01(\x05R\x11replicationFactor\x12>\n" +
-	"\aconfigs\x18\x05 \x03(\v2$.kpipe.v2.TopicMetadata.ConfigsEntryR\aconfigs\x1a:\n" +
+	"\aconfigs\x18\x05 \x03(\v2$.kpipe.v2.TopicMetadata.ConfigsEntryR\aconfigs\x12.\n" +
+	"\x13min_insync_replicas\x18\x06 \x01(\x05R\x11minInsyncReplicas\x1a:\n" +
 	"\fConfigsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\";\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"Z\n" +
 	"\bMetadata\x12/\n" +
-	"\x06topics\x18\x01 \x03(\v2\x17.kpipe.v2.TopicMetadataR\x06topics\"\xa8\x01\n" +
+	"\x06topics\x18\x01 \x03(\v2\x17.kpipe.v2.TopicMetadataR\x06topics\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x02 \x01(\tR\tclusterId\"\xa8\x01\n" +
 	"\x0ePartitionError\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x16\n" +
