@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/kpipe/kpipe/core/config"
 	"github.com/kpipe/kpipe/core/engine"
@@ -65,6 +66,15 @@ type BackupOptions struct {
 	BackupID         string
 	Compression      string // empty: the fs sink's default (zstd)
 	Continuous       bool
+	// SegmentMaxBytes, SegmentMaxRecords and SegmentMaxInterval rotate
+	// segments by size, records and age; 0 leaves the sink's default.
+	SegmentMaxBytes    int64
+	SegmentMaxRecords  int64
+	SegmentMaxInterval time.Duration
+	// MaxBrokerOutage is how long the brokers may stay unreachable mid-run;
+	// 0 leaves the source's default (5m for a snapshot, unbounded when
+	// continuous), negative is unbounded.
+	MaxBrokerOutage time.Duration
 }
 
 // RestoreOptions describe a restore, whole or for a time window.
@@ -98,9 +108,21 @@ func stage(plugin string, params map[string]any) config.Stage {
 // Backup returns the pipeline of a backup.
 func Backup(name string, o BackupOptions) config.Pipeline {
 	src := map[string]any{"bootstrap_servers": o.BootstrapServers, "topics": o.Topics, "continuous": o.Continuous}
+	if o.MaxBrokerOutage != 0 {
+		src["max_broker_outage"] = o.MaxBrokerOutage.String()
+	}
 	sink := map[string]any{"backup_id": o.BackupID}
 	if o.Compression != "" {
 		sink["compression"] = o.Compression
+	}
+	if o.SegmentMaxBytes != 0 {
+		sink["segment_max_bytes"] = o.SegmentMaxBytes
+	}
+	if o.SegmentMaxRecords != 0 {
+		sink["segment_max_records"] = o.SegmentMaxRecords
+	}
+	if o.SegmentMaxInterval != 0 {
+		sink["flush_interval"] = o.SegmentMaxInterval.String()
 	}
 	return config.Pipeline{Name: name, Source: stage("kafka", src), Sink: storageStage(o.Path, o.Store, sink)}
 }
@@ -147,7 +169,7 @@ type RestoreSummary struct {
 
 // Summarize reads a restore's summary from its run report.
 func Summarize(rep *engine.Report) RestoreSummary {
-	s := RestoreSummary{Restored: rep.RecordsOut}
+	s := RestoreSummary{Restored: rep.RecordsDurable}
 	for _, p := range rep.Plugins {
 		s.Skipped += p.Metrics["records_pruned"] + p.Metrics["records_dropped"]
 	}

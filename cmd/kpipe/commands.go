@@ -233,7 +233,7 @@ func printReport(w io.Writer, r *engine.Report) {
 	if r.ResumedFrom != "" {
 		fmt.Fprintf(w, "  resumed from %s positions\n", r.ResumedFrom)
 	}
-	fmt.Fprintf(w, "  records: %d read, %d written, %d dropped by transforms\n", r.RecordsIn, r.RecordsOut, r.RecordsDropped)
+	fmt.Fprintf(w, "  records: %d read, %d written, %d durable, %d dropped by transforms\n", r.RecordsIn, r.RecordsOut, r.RecordsDurable, r.RecordsDropped)
 	fmt.Fprintf(w, "  batches: %d read, %d written (%s), at most %d in flight\n", r.BatchesIn, r.BatchesOut, humanBytes(r.BytesOut), r.MaxInFlight)
 	if r.Retries > 0 {
 		fmt.Fprintf(w, "  retries: %d (retryable partition errors that cleared or failed below)\n", r.Retries)
@@ -408,16 +408,20 @@ it continues after what the backup durably holds.`,
 	f.StringVar(&b.BackupID, "backup-id", "", "name of this backup under --path (required)")
 	f.StringVar(&b.Compression, "compression", "zstd", "segment compression: zstd, lz4 or none")
 	f.BoolVar(&b.Continuous, "continuous", false, "keep backing up new records until stopped")
+	f.DurationVar(&b.MaxBrokerOutage, "max-broker-outage", 0, "how long the brokers may stay unreachable mid-run before the backup fails with exit 1, what was committed intact; a warning names the broker every 10s meanwhile (0: 5m for a snapshot, unbounded with --continuous; negative: unbounded)")
+	f.Int64Var(&b.SegmentMaxBytes, "segment-max-bytes", 0, "commit a segment once it holds this many bytes (0: 64 MiB)")
+	f.Int64Var(&b.SegmentMaxRecords, "segment-max-records", 0, "commit a segment once it holds this many records (0: no limit)")
+	f.DurationVar(&b.SegmentMaxInterval, "segment-max-interval", 0, "commit a segment at the latest this long after its first record, such as 5s (0: 5s); the most a crash makes the next run read again")
 	o.flags(cmd)
 	return cmd
 }
 
 func printBackup(w io.Writer, format string, b pipelines.BackupOptions, rep *engine.Report) {
 	if format == "json" {
-		writeJSON(w, map[string]any{"backup_id": b.BackupID, "path": b.Path, "records_backed_up": rep.RecordsOut, "report": rep})
+		writeJSON(w, map[string]any{"backup_id": b.BackupID, "path": b.Path, "records_backed_up": rep.RecordsDurable, "report": rep})
 		return
 	}
-	fmt.Fprintf(w, "backup %s: %d records backed up to %s\n", b.BackupID, rep.RecordsOut, b.Path)
+	fmt.Fprintf(w, "backup %s: %d records backed up to %s\n", b.BackupID, rep.RecordsDurable, b.Path)
 	printReport(w, rep)
 }
 

@@ -143,8 +143,12 @@ type Report struct {
 	BytesIn         int64                `json:"bytes_in"`
 	BatchesOut      int64                `json:"batches_out"`
 	RecordsOut      int64                `json:"records_out"`
-	BytesOut        int64                `json:"bytes_out"`
-	RecordsDropped  int64                `json:"records_dropped"`
+	// RecordsDurable counts the records the sink made durable (stored,
+	// or acknowledged by the brokers): what a run can be said to have
+	// done. RecordsOut counts those handed to it.
+	RecordsDurable int64 `json:"records_durable"`
+	BytesOut       int64 `json:"bytes_out"`
+	RecordsDropped int64 `json:"records_dropped"`
 	// MaxInFlight and MaxInFlightBytes are the most batches and
 	// decompressed bytes there were at once between the source and the
 	// sink's release: at most Options.Window, and Options.InFlightBytes
@@ -530,6 +534,7 @@ func (r *run) flow(ctx context.Context, src *stage, transforms []*stage, sink *s
 	r.rep.BatchesIn, r.rep.RecordsIn, r.rep.BytesIn = r.batchesIn.Load(), r.recordsIn.Load(), r.bytesIn.Load()
 	r.rep.BatchesOut, r.rep.RecordsOut, r.rep.BytesOut = r.batchesOut.Load(), r.recordsOut.Load(), r.bytesOut.Load()
 	r.rep.RecordsDropped = r.recordsDropped.Load()
+	r.rep.RecordsDurable = r.tracker.durableRecords()
 	r.rep.Retries = r.retries.Load()
 	r.failMu.Lock()
 	r.rep.FailedPartitions = r.failed
@@ -705,6 +710,9 @@ func (r *run) feed(ctx context.Context, s *stage, st plugin.InputStream, q <-cha
 		if in.Metadata != nil && s.kind == plugin.KindSink {
 			// Only the sink's feed writes it; the report is read after.
 			r.rep.Metadata = append(r.rep.Metadata, *in.Metadata)
+		}
+		if in.Batch != nil && s.kind == plugin.KindSink {
+			r.tracker.handed(in.Batch.Seq, in.Batch.Count)
 		}
 		if err := st.Send(in); err != nil {
 			if err == io.EOF {

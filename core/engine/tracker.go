@@ -23,6 +23,8 @@ type entry struct {
 	unacked    int
 	unreleased int
 	done       bool
+	// records counts the records of its outputs handed to the sink.
+	records int64
 }
 
 // tracker follows source batches through transforms to the sink. Credit
@@ -39,6 +41,9 @@ type tracker struct {
 
 	inFlight, inFlightBytes       int64
 	maxInFlight, maxInFlightBytes int64
+	// durable counts the records of the batches the sink made durable
+	// whole.
+	durable int64
 }
 
 func newTracker(resume []sdk.Position) *tracker {
@@ -133,6 +138,7 @@ func (t *tracker) settle(seq uint64, e *entry) freed {
 		f = freed{ok: true, size: e.size}
 	}
 	if e.unacked == 0 {
+		t.durable += e.records
 		delete(t.bySeq, seq)
 		q := t.queues[e.tp]
 		e.unacked = -1 // durable
@@ -144,6 +150,22 @@ func (t *tracker) settle(seq uint64, e *entry) freed {
 		t.queues[e.tp] = q
 	}
 	return f
+}
+
+// handed records that n records of an output of seq go to the sink.
+func (t *tracker) handed(seq uint64, n int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if e, ok := t.bySeq[seq]; ok {
+		e.records += n
+	}
+}
+
+// durableRecords is how many records the sink has made durable.
+func (t *tracker) durableRecords() int64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.durable
 }
 
 // pending is the number of source batches not yet durable.

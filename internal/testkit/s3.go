@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -132,12 +131,7 @@ func (s S3Server) Params(prefix string) map[string]any {
 func StartS3(t testing.TB) *S3Instance {
 	t.Helper()
 	S3(t) // builds the server binary if need be
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
+	port := freePort(t)
 	in := &S3Instance{env: []string{fmt.Sprintf("S3_PORT=%d", port), "S3_STATE_DIR=" + t.TempDir()}}
 	in.S3Server = S3Server{Endpoint: fmt.Sprintf("http://127.0.0.1:%d", port), Bucket: "kpipe", AccessKey: "kpipe", SecretKey: "kpipe-secret", Region: "us-east-1"}
 	in.Up(t)

@@ -29,6 +29,7 @@ type sourceConfig struct {
 	Continuous       bool          `param:"continuous" default:"false" help:"keep reading new records until stopped; when false, stop at the end offsets taken at start"`
 	IsolationLevel   string        `param:"isolation_level" default:"read_committed" help:"read_committed (only committed transactional data) or read_uncommitted"`
 	ConnectTimeout   time.Duration `param:"connect_timeout" default:"30s" help:"how long to wait for the cluster to answer at start"`
+	MaxBrokerOutage  time.Duration `param:"max_broker_outage" default:"0s" help:"how long the brokers may stay unreachable mid-run before the run fails (exit 1, what was committed intact); 0: 5m for a snapshot, unbounded when continuous; negative: unbounded"`
 }
 
 type partState struct {
@@ -68,6 +69,7 @@ type Source struct {
 	pending []sdk.Batch
 	meta    *sdk.Metadata // sent with the first Read
 	sizer   *fetchSizer
+	outage  *outage
 
 	records, batches, gaps atomic.Int64
 	lag                    atomic.Int64                          // records behind, summed over partitions
@@ -142,7 +144,9 @@ func (s *Source) Open(ctx context.Context, o sdk.SourceOptions) error {
 	s.pool = record.NewPoolWithLimit(o.InFlightBytes)
 	s.pools = newFetchPools(s.pool, s.sizer)
 	wire := s.sizer.wire()
+	s.outage = newOutage(s.outageLimit())
 	opts := []kgo.Opt{
+		kgo.WithHooks(s.outage),
 		kgo.KeepControlRecords(),
 		kgo.FetchMaxBytes(wire),
 		kgo.FetchMaxPartitionBytes(partitionShare(wire)),
@@ -228,6 +232,20 @@ func (s *Source) Open(ctx context.Context, o sdk.SourceOptions) error {
 	return nil
 }
 
+// outageLimit is max_broker_outage, its default by mode resolved: 0 for
+// unbounded.
+func (s *Source) outageLimit() time.Duration {
+	switch d := s.cfg.MaxBrokerOutage; {
+	case d < 0:
+		return 0
+	case d > 0:
+		return d
+	case s.cfg.Continuous:
+		return 0
+	}
+	return 5 * time.Minute
+}
+
 // metadata describes the topics as a restore needs them: partitions,
 // replication factor and the configs set on each topic.
 func (s *Source) metadata(ctx context.Context, cluster string, topics []string, details kadm.TopicDetails) (*sdk.Metadata, error) {
@@ -311,14 +329,22 @@ func (s *Source) Read(ctx context.Context) (sdk.Batch, error) {
 		if !s.cfg.Continuous && s.allDone() {
 			return sdk.Batch{}, io.EOF
 		}
-		fetches := s.cl.PollFetches(ctx)
+		// A poll returns at least every second, so that an outage is seen
+		// while the client retries on its own.
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		fetches := s.cl.PollFetches(pctx)
+		cancel()
 		if err := ctx.Err(); err != nil {
+			recycle(fetches)
+			return sdk.Batch{}, err
+		}
+		if err := s.outage.check(); err != nil {
 			recycle(fetches)
 			return sdk.Batch{}, err
 		}
 		var ferr error
 		fetches.EachError(func(t string, p int32, err error) {
-			if !errors.Is(err, context.Canceled) && ferr == nil {
+			if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) && ferr == nil {
 				ferr = s.partitionError(t, p, err)
 			}
 		})

@@ -2,6 +2,7 @@ package storage
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -282,6 +283,11 @@ func (pw *partWriter) do(fn func() error) error {
 		return err
 	}
 	if err := fn(); err != nil {
+		if !errors.As(err, new(*sdk.PartitionError)) {
+			// Named after this partition: the run may end on another
+			// partition's write, which finds the sink failed.
+			err = &sdk.PartitionError{Topic: pw.p.topic, Partition: pw.p.partition, Offset: pw.p.NextOffset(), Err: err}
+		}
 		pw.sink.fail(err)
 		return err
 	}

@@ -60,6 +60,9 @@ type Writer struct {
 	parts       map[string]*PartitionWriter
 	meta        sdk.Metadata
 	metaVersion int64
+	// pending is the Info of a backup this writer creates, until it is
+	// stored.
+	pending *Info
 }
 
 // CheckID checks a backup id: a name without slashes that does not start
@@ -86,28 +89,10 @@ func OpenWriter(ctx context.Context, store BlobStore, id string, o WriterOptions
 		return nil, err
 	}
 	keys := Keys{ID: id}
-	info, err := readInfo(ctx, store, keys)
-	if errors.Is(err, ErrBackupNotFound) {
-		created := Info{Format: FormatName, Version: FormatVersion, BackupID: id, CreatedAt: time.Now().UTC()}
-		if o.Key != nil {
-			created.Encryption = &Encryption{Cipher: Cipher, KeyID: o.Key.ID}
+	if info, err := readInfo(ctx, store, keys); err == nil {
+		if err := checkKey(info, o.Key, true); err != nil {
+			return nil, err // before taking the lease: a quick, clear refusal
 		}
-		data, _ := json.MarshalIndent(created, "", "  ")
-		// Registered first: a crash between the two leaves a registered id
-		// without a backup, which listing skips, never a backup nobody lists.
-		if err := store.Put(ctx, registry+id, bytes.NewReader(nil), 0, PutOptions{IfAbsent: true}); err != nil && !errors.Is(err, ErrExists) {
-			return nil, fmt.Errorf("backup %q: register: %w", id, err)
-		}
-		if err := store.Put(ctx, keys.Info(), bytes.NewReader(data), int64(len(data)), PutOptions{IfAbsent: true}); err != nil && !errors.Is(err, ErrExists) {
-			return nil, fmt.Errorf("backup %q: create: %w", id, err)
-		}
-		info, err = readInfo(ctx, store, keys) // another writer may have created it first
-	}
-	if err != nil {
-		return nil, err // never write into what cannot be read
-	}
-	if err := checkKey(info, o.Key, true); err != nil {
-		return nil, err
 	}
 	l, err := acquireLease(ctx, store, keys, o.Lease)
 	if err != nil {
@@ -117,6 +102,24 @@ func OpenWriter(ctx context.Context, store BlobStore, id string, o WriterOptions
 	fail := func(err error) (*Writer, error) {
 		l.release(context.WithoutCancel(ctx))
 		return nil, err
+	}
+	// Read again under the lease: another writer may have created it.
+	info, err := readInfo(ctx, store, keys)
+	switch {
+	case errors.Is(err, ErrBackupNotFound):
+		// Created with its first commit, or by a Close that ends a run
+		// with nothing to commit: a run that fails first leaves no
+		// backup that looks like one.
+		w.pending = &Info{Format: FormatName, Version: FormatVersion, BackupID: id, CreatedAt: time.Now().UTC()}
+		if o.Key != nil {
+			w.pending.Encryption = &Encryption{Cipher: Cipher, KeyID: o.Key.ID}
+		}
+	case err != nil:
+		return fail(err) // never write into what cannot be read
+	default:
+		if err := checkKey(info, o.Key, true); err != nil {
+			return fail(err)
+		}
 	}
 	b := &Backup{store: store, keys: keys}
 	if w.meta, w.metaVersion, err = b.metadata(ctx); err != nil {
@@ -309,7 +312,37 @@ func (w *Writer) AddPartition(ctx context.Context, topic string, partition int32
 }
 
 // Close lets the lease go.
-func (w *Writer) Close(ctx context.Context) error { return w.lease.release(ctx) }
+func (w *Writer) Close(ctx context.Context) error {
+	if w.lease.err() == nil {
+		if err := w.create(ctx); err != nil {
+			w.lease.release(ctx)
+			return err
+		}
+	}
+	return w.lease.release(ctx)
+}
+
+// create stores the backup's Info, once, if this writer creates the
+// backup. The id is registered first: a crash between the two leaves a
+// registered id without a backup, which listing skips, never a backup
+// nobody lists.
+func (w *Writer) create(ctx context.Context) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.pending == nil {
+		return nil
+	}
+	id := w.keys.ID
+	if err := w.store.Put(ctx, registry+id, bytes.NewReader(nil), 0, PutOptions{IfAbsent: true}); err != nil && !errors.Is(err, ErrExists) {
+		return fmt.Errorf("backup %q: register: %w", id, err)
+	}
+	data, _ := json.MarshalIndent(w.pending, "", "  ")
+	if err := w.store.Put(ctx, w.keys.Info(), bytes.NewReader(data), int64(len(data)), PutOptions{IfAbsent: true}); err != nil && !errors.Is(err, ErrExists) {
+		return fmt.Errorf("backup %q: create: %w", id, err)
+	}
+	w.pending = nil
+	return nil
+}
 
 // PartitionWriter commits the segments of one topic-partition, one at a
 // time, in offset order.
@@ -339,6 +372,9 @@ func (pw *PartitionWriter) NewSegment(ctx context.Context, codec record.Codec) *
 // is the fence, and renew watches the lease.
 func (pw *PartitionWriter) commit(ctx context.Context, e Entry) (Entry, error) {
 	if err := pw.w.lease.err(); err != nil {
+		return Entry{}, err
+	}
+	if err := pw.w.create(ctx); err != nil {
 		return Entry{}, err
 	}
 	e, err := pw.put(ctx, e)
