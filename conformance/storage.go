@@ -153,7 +153,7 @@ func checkOrphan(t *testing.T, store storage.BlobStore) {
 	}
 	w.Close(ctx)
 	// A segment of offsets 10-19 made whole, then the crash: no entry.
-	key := storage.SegmentKey(storage.Keys{ID: "orphan"}.Partition("t", 0), 10, 2)
+	key := storage.SegmentKey(storage.Keys{ID: "orphan"}.Partition("t", 0), 10, 2, "")
 	junk := bytes.Repeat([]byte{1}, 100)
 	if err := store.Put(ctx, key, bytes.NewReader(junk), int64(len(junk)), storage.PutOptions{}); err != nil {
 		t.Fatal(err)

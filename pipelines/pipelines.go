@@ -91,6 +91,9 @@ type RestoreOptions struct {
 	TimeWindowEnd    int64
 	TopicMapping     map[string]string
 	PartitionMapping map[string]int32
+	// TopicIncarnations picks, by topic name, the incarnation (topic ID)
+	// of a topic re-created during the backup; the latest when not listed.
+	TopicIncarnations map[string]string
 }
 
 func stage(plugin string, params map[string]any) config.Stage {
@@ -143,6 +146,9 @@ func Restore(name string, o RestoreOptions) config.Pipeline {
 	}
 	if len(o.Partitions) > 0 {
 		src["partitions"] = o.Partitions
+	}
+	if len(o.TopicIncarnations) > 0 {
+		src["topic_incarnations"] = o.TopicIncarnations
 	}
 	p := config.Pipeline{Name: name, Source: storageStage(o.Path, o.Store, src)}
 	if len(o.TopicMapping) > 0 || len(o.PartitionMapping) > 0 {

@@ -227,6 +227,10 @@ type Position struct {
 	Topic      string
 	Partition  int32
 	NextOffset int64
+	// TopicID is the topic incarnation the position belongs to; zero when
+	// unknown. A position of another incarnation than the topic's current
+	// one does not apply to it: a re-created topic starts over.
+	TopicID TopicID
 }
 
 func (p Position) String() string {

@@ -104,6 +104,9 @@ func PositionsToProto(ps []Position) []*pb.Position {
 	out := make([]*pb.Position, len(ps))
 	for i, p := range ps {
 		out[i] = &pb.Position{Topic: p.Topic, Partition: p.Partition, NextOffset: p.NextOffset}
+		if p.TopicID != (TopicID{}) {
+			out[i].TopicId = append([]byte(nil), p.TopicID[:]...)
+		}
 	}
 	return out
 }
@@ -113,6 +116,7 @@ func PositionsFromProto(ps []*pb.Position) []Position {
 	out := make([]Position, len(ps))
 	for i, p := range ps {
 		out[i] = Position{Topic: p.GetTopic(), Partition: p.GetPartition(), NextOffset: p.GetNextOffset()}
+		copy(out[i].TopicID[:], p.GetTopicId())
 	}
 	return out
 }

@@ -69,7 +69,7 @@ func TestBadInputExitsTwoWithAClearError(t *testing.T) {
 	}, {
 		name: "unknown parameter",
 		hcl:  "pipeline \"p\" {\n  source \"fs\" {\n    path = \"b\"\n    backup_id = \"x\"\n    window = 5\n  }\n  sink \"fs\" {\n    path = \"b\"\n    backup_id = \"y\"\n  }\n}\n",
-		want: "kpipe: pipeline \"p\" has invalid parameters:\n  FILE:5,5-11: source \"fs\": parameter \"window\": unknown parameter; known parameters: path, backup_id, topics, partitions, time_window_start, time_window_end, encryption_key_file, encryption_key_env",
+		want: "kpipe: pipeline \"p\" has invalid parameters:\n  FILE:5,5-11: source \"fs\": parameter \"window\": unknown parameter; known parameters: path, backup_id, topics, partitions, time_window_start, time_window_end, topic_incarnations, encryption_key_file, encryption_key_env",
 	}, {
 		name: "epoch seconds in a time window",
 		hcl:  "pipeline \"p\" {\n  source \"fs\" {\n    path = \"b\"\n    backup_id = \"x\"\n  }\n  transform \"filter\" {\n    time_window_start = 1731236400\n  }\n  sink \"fs\" {\n    path = \"b\"\n    backup_id = \"y\"\n  }\n}\n",

@@ -428,7 +428,7 @@ func printBackup(w io.Writer, format string, b pipelines.BackupOptions, rep *eng
 func newRestoreCmd(g *globals) *cobra.Command {
 	var o runOpts
 	r := pipelines.RestoreOptions{}
-	var topicMap, partMap []string
+	var topicMap, partMap, incarnations []string
 	cmd := &cobra.Command{
 		Use:   "restore",
 		Short: "Restore a backup to Kafka, whole or for a time window (PITR)",
@@ -459,6 +459,9 @@ created with as many partitions as the restore needs.`,
 			}
 			var err error
 			if r.TopicMapping, err = parseMapping("--topic-mapping", topicMap); err != nil {
+				return err
+			}
+			if r.TopicIncarnations, err = parseMapping("--topic-incarnation", incarnations); err != nil {
 				return err
 			}
 			pm, err := parseMapping("--partition-mapping", partMap)
@@ -500,6 +503,7 @@ created with as many partitions as the restore needs.`,
 	f.Int64Var(&r.TimeWindowEnd, "time-window-end", -1, "restore records with timestamp <= this, epoch milliseconds (-1: to the end)")
 	f.StringSliceVar(&topicMap, "topic-mapping", nil, "SOURCE=TARGET topic renames, comma separated")
 	f.StringSliceVar(&partMap, "partition-mapping", nil, "SOURCE=TARGET partition moves, comma separated (several may merge into one)")
+	f.StringSliceVar(&incarnations, "topic-incarnation", nil, "TOPIC=TOPIC_ID: for a topic deleted and re-created during the backup, the incarnation to restore (its topic ID); the latest when not given")
 	o.flags(cmd)
 	return cmd
 }

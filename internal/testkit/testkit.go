@@ -250,13 +250,13 @@ func ManifestsIn(t testing.TB, store storage.BlobStore, id string) []storage.Man
 	t.Helper()
 	ctx := context.Background()
 	b := BackupIn(t, store, id)
-	m, err := b.Metadata(ctx)
+	m, err := b.AllMetadata(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var out []storage.Manifest
 	for _, tm := range m.Topics {
-		for p := range tm.Partitions {
+		for p := range m.Partitions(tm.Name) {
 			man, err := b.Manifest(ctx, tm.Name, p)
 			if err != nil {
 				t.Fatal(err)

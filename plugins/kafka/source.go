@@ -24,12 +24,13 @@ import (
 )
 
 type sourceConfig struct {
-	BootstrapServers []string      `param:"bootstrap_servers" required:"true" help:"Kafka brokers to start from, host:port"`
-	Topics           []string      `param:"topics" required:"true" help:"topic names or globs (such as \"orders-*\"); globs skip internal topics starting with __"`
-	Continuous       bool          `param:"continuous" default:"false" help:"keep reading new records until stopped; when false, stop at the end offsets taken at start"`
-	IsolationLevel   string        `param:"isolation_level" default:"read_committed" help:"read_committed (only committed transactional data) or read_uncommitted"`
-	ConnectTimeout   time.Duration `param:"connect_timeout" default:"30s" help:"how long to wait for the cluster to answer at start"`
-	MaxBrokerOutage  time.Duration `param:"max_broker_outage" default:"0s" help:"how long the brokers may stay unreachable mid-run before the run fails (exit 1, what was committed intact); 0: 5m for a snapshot, unbounded when continuous; negative: unbounded"`
+	BootstrapServers        []string      `param:"bootstrap_servers" required:"true" help:"Kafka brokers to start from, host:port"`
+	Topics                  []string      `param:"topics" required:"true" help:"topic names or globs (such as \"orders-*\"); globs skip internal topics starting with __"`
+	Continuous              bool          `param:"continuous" default:"false" help:"keep reading new records until stopped; when false, stop at the end offsets taken at start"`
+	IsolationLevel          string        `param:"isolation_level" default:"read_committed" help:"read_committed (only committed transactional data) or read_uncommitted"`
+	ConnectTimeout          time.Duration `param:"connect_timeout" default:"30s" help:"how long to wait for the cluster to answer at start"`
+	MetadataRefreshInterval time.Duration `param:"metadata_refresh_interval" default:"5s" help:"when continuous, how often to look for new topics matching topics, partitions added, and topics deleted or re-created (a re-created topic is backed up as a new incarnation)"`
+	MaxBrokerOutage         time.Duration `param:"max_broker_outage" default:"0s" help:"how long the brokers may stay unreachable mid-run before the run fails (exit 1, what was committed intact); 0: 5m for a snapshot, unbounded when continuous; negative: unbounded"`
 }
 
 type partState struct {
@@ -70,6 +71,12 @@ type Source struct {
 	meta    *sdk.Metadata // sent with the first Read
 	sizer   *fetchSizer
 	outage  *outage
+	// topicIDs holds the incarnation followed of each topic, deleted ones
+	// included; refresh looks for changes every MetadataRefreshInterval,
+	// or at once when refreshNow is set.
+	topicIDs    map[string]sdk.TopicID
+	lastRefresh time.Time
+	refreshNow  bool
 
 	records, batches, gaps atomic.Int64
 	lag                    atomic.Int64                          // records behind, summed over partitions
@@ -95,6 +102,9 @@ func (s *Source) Configure(context.Context) error {
 		if _, err := path.Match(t, ""); err != nil {
 			errs = append(errs, param.Errorf("topics", "bad glob %q: %v", t, err))
 		}
+	}
+	if s.cfg.MetadataRefreshInterval <= 0 {
+		errs = append(errs, param.Errorf("metadata_refresh_interval", "must be positive, got %s", s.cfg.MetadataRefreshInterval))
 	}
 	if s.cfg.IsolationLevel != "read_committed" && s.cfg.IsolationLevel != "read_uncommitted" {
 		errs = append(errs, param.Errorf("isolation_level", "%q is not read_committed or read_uncommitted", s.cfg.IsolationLevel))
@@ -198,24 +208,28 @@ func (s *Source) Open(ctx context.Context, o sdk.SourceOptions) error {
 	if err != nil {
 		return fmt.Errorf("list start offsets: %w", err)
 	}
-	from := map[string]int64{}
+	from := map[string]sdk.Position{}
 	for _, p := range o.Resume {
-		from[key(p.Topic, p.Partition)] = p.NextOffset
+		from[key(p.Topic, p.Partition)] = p
 	}
 	s.parts = map[string]*partState{}
+	s.topicIDs = map[string]sdk.TopicID{}
+	for _, t := range topics {
+		s.topicIDs[t] = sdk.TopicID(details[t].ID)
+	}
+	recreated := map[string]sdk.TopicID{}
 	consume := map[string]map[int32]kgo.Offset{}
 	ends.Each(func(lo kadm.ListedOffset) {
-		st := &partState{topic: lo.Topic, id: sdk.TopicID(details[lo.Topic].ID), partition: lo.Partition, next: 0, end: lo.Offset, hwm: lo.Offset}
-		off := kgo.NewOffset().AtStart()
-		if n, ok := from[key(lo.Topic, lo.Partition)]; ok {
-			st.next = n
-			off = kgo.NewOffset().At(n)
+		st := &partState{topic: lo.Topic, id: s.topicIDs[lo.Topic], partition: lo.Partition, next: 0, end: lo.Offset, hwm: lo.Offset}
+		if p, ok := from[key(lo.Topic, lo.Partition)]; ok {
+			if p.TopicID != (sdk.TopicID{}) && st.id != (sdk.TopicID{}) && p.TopicID != st.id {
+				recreated[lo.Topic] = p.TopicID // a position in the incarnation before
+			} else {
+				st.next = p.NextOffset
+			}
 		}
 		s.parts[key(lo.Topic, lo.Partition)] = st
-		if so, ok := starts.Lookup(lo.Topic, lo.Partition); ok && so.Offset > st.next {
-			s.skipTo(st, so.Offset)
-			off = kgo.NewOffset().At(st.next)
-		}
+		off := s.startAt(st, starts)
 		if !s.cfg.Continuous && st.next >= st.end {
 			st.done = true
 			return
@@ -225,6 +239,11 @@ func (s *Source) Open(ctx context.Context, o sdk.SourceOptions) error {
 		}
 		consume[lo.Topic][lo.Partition] = off
 	})
+	for topic, before := range recreated {
+		sdk.Logger().Warn("topic re-created since the last run: backing up its new incarnation from its start, apart from the one before",
+			"topic", topic, "topic_id", s.topicIDs[topic].String(), "topic_id_before", before.String())
+	}
+	s.lastRefresh = time.Now()
 	s.updateLag()
 	// The client consumes nothing until now: the partitions, at their
 	// positions, join it here.
@@ -329,6 +348,14 @@ func (s *Source) Read(ctx context.Context) (sdk.Batch, error) {
 		if !s.cfg.Continuous && s.allDone() {
 			return sdk.Batch{}, io.EOF
 		}
+		if s.cfg.Continuous && (s.refreshNow || time.Since(s.lastRefresh) >= s.cfg.MetadataRefreshInterval) {
+			if err := s.refresh(ctx); err != nil {
+				return sdk.Batch{}, err
+			}
+			if len(s.pending) > 0 {
+				break
+			}
+		}
 		// A poll returns at least every second, so that an outage is seen
 		// while the client retries on its own.
 		pctx, cancel := context.WithTimeout(ctx, time.Second)
@@ -344,7 +371,11 @@ func (s *Source) Read(ctx context.Context) (sdk.Batch, error) {
 		}
 		var ferr error
 		fetches.EachError(func(t string, p int32, err error) {
-			if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) && ferr == nil {
+			switch {
+			case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+			case s.cfg.Continuous && (errors.Is(err, kerr.UnknownTopicID) || errors.Is(err, kerr.UnknownTopicOrPartition)):
+				s.refreshNow = true // deleted, maybe re-created: look
+			case ferr == nil:
 				ferr = s.partitionError(t, p, err)
 			}
 		})
@@ -354,10 +385,13 @@ func (s *Source) Read(ctx context.Context) (sdk.Batch, error) {
 		}
 		var finished map[string][]int32
 		var berr error
-		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
+		eachPartition(fetches, func(topicID sdk.TopicID, fp kgo.FetchTopicPartition) {
 			st := s.parts[key(fp.Topic, fp.Partition)]
 			if st == nil || st.done || berr != nil {
 				return
+			}
+			if topicID != (sdk.TopicID{}) && st.id != (sdk.TopicID{}) && topicID != st.id {
+				return // fetched from an incarnation no longer followed
 			}
 			st.hwm = max(st.hwm, fp.HighWatermark)
 			if fp.LogStartOffset > st.next {

@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -24,19 +26,57 @@ const (
 	LZ4  Codec = "lz4"
 )
 
-// ParseCodec checks a codec name; the empty name is None.
+// ParseCodec checks a codec name, with a level as WithLevel writes it
+// (such as "zstd:9") or without; the empty name is None.
 func ParseCodec(s string) (Codec, error) {
-	switch c := Codec(s); c {
+	name, lvl, leveled := strings.Cut(s, ":")
+	switch c := Codec(name); c {
 	case None, Zstd, LZ4:
-		return c, nil
+		if !leveled {
+			return c, nil
+		}
+		n, err := strconv.Atoi(lvl)
+		if err != nil {
+			return "", fmt.Errorf("compression %q: the level %q is not a number", s, lvl)
+		}
+		return c.WithLevel(n)
 	case "":
 		return None, nil
 	}
 	return "", fmt.Errorf("unknown compression %q: use zstd, lz4 or none", s)
 }
 
+// WithLevel returns the codec at a compression level: zstd 1 to 22 (as
+// zstd counts them: 1-2 fastest, 3-6 default, 7-10 better, 11 and up best,
+// the levels this encoder has), lz4 1 to 9; 0 is the codec's own default.
+func (c Codec) WithLevel(level int) (Codec, error) {
+	base := c.Base()
+	switch {
+	case level == 0:
+		return base, nil
+	case base == Zstd && level >= 1 && level <= 22, base == LZ4 && level >= 1 && level <= 9:
+		return Codec(fmt.Sprintf("%s:%d", base, level)), nil
+	case base == None:
+		return "", fmt.Errorf("compression none has no level")
+	}
+	return "", fmt.Errorf("compression level %d is out of range for %s (zstd: 1 to 22, lz4: 1 to 9)", level, base)
+}
+
+// Base is the codec without its level: what a frame records.
+func (c Codec) Base() Codec {
+	name, _, _ := strings.Cut(string(c), ":")
+	return Codec(name)
+}
+
+// Level is the codec's compression level; 0 for its default.
+func (c Codec) Level() int {
+	_, lvl, _ := strings.Cut(string(c), ":")
+	n, _ := strconv.Atoi(lvl)
+	return n
+}
+
 func codecID(c Codec) int8 {
-	if c == Zstd {
+	if c.Base() == Zstd {
 		return 1 // CompressionType.ZSTD
 	}
 	return 0 // CompressionType.LZ4_FRAME
@@ -49,43 +89,67 @@ func codecID(c Codec) int8 {
 // them as they are, twice the size the default level makes of them.
 // EncodeAll and DecodeAll may run concurrently.
 var (
-	zstdEncoder = sync.OnceValue(func() *zstd.Encoder {
-		// A 1 MiB window (buffers are rarely larger) keeps each of the
-		// encoder's concurrent states small.
-		enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderCRC(true),
-			zstd.WithAllLitEntropyCompression(true), zstd.WithWindowSize(1<<20), zstd.WithLowerEncoderMem(true))
-		if err != nil {
-			panic(err) // only bad options fail
-		}
-		return enc
-	})
-	zstdDecoder = sync.OnceValue(func() *zstd.Decoder {
+	zstdEncoders sync.Map // zstd.EncoderLevel → func() *zstd.Encoder
+	zstdDecoder  = sync.OnceValue(func() *zstd.Decoder {
 		dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(MaxFrameBytes))
 		if err != nil {
 			panic(err)
 		}
 		return dec
 	})
-	lz4Writers = sync.Pool{New: func() any {
-		w := lz4.NewWriter(nil)
-		// As Arrow C++ writes LZ4_FRAME buffers.
-		if err := w.Apply(lz4.ChecksumOption(false), lz4.BlockSizeOption(lz4.Block64Kb)); err != nil {
-			panic(err)
-		}
-		return w
-	}}
+	lz4Writers sync.Map // level → *sync.Pool of *lz4.Writer
 	lz4Readers = sync.Pool{New: func() any { return lz4.NewReader(nil) }}
 )
 
+// zstdEncoder returns the encoder of a zstd level (0: the fastest).
+func zstdEncoder(level int) *zstd.Encoder {
+	lvl := zstd.SpeedFastest
+	if level > 0 {
+		lvl = zstd.EncoderLevelFromZstd(level)
+	}
+	f, _ := zstdEncoders.LoadOrStore(lvl, sync.OnceValue(func() *zstd.Encoder {
+		// A 1 MiB window (buffers are rarely larger) keeps each of the
+		// encoder's concurrent states small.
+		enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(lvl), zstd.WithEncoderCRC(true),
+			zstd.WithAllLitEntropyCompression(true), zstd.WithWindowSize(1<<20), zstd.WithLowerEncoderMem(true))
+		if err != nil {
+			panic(err) // only bad options fail
+		}
+		return enc
+	}))
+	return f.(func() *zstd.Encoder)()
+}
+
+// lz4Pool returns the writers of an lz4 level (0: the fastest).
+func lz4Pool(level int) *sync.Pool {
+	if p, ok := lz4Writers.Load(level); ok {
+		return p.(*sync.Pool)
+	}
+	lvl := lz4.Fast
+	if level > 0 {
+		lvl = lz4.CompressionLevel(1 << (8 + level))
+	}
+	p, _ := lz4Writers.LoadOrStore(level, &sync.Pool{New: func() any {
+		w := lz4.NewWriter(nil)
+		// As Arrow C++ writes LZ4_FRAME buffers.
+		if err := w.Apply(lz4.ChecksumOption(false), lz4.BlockSizeOption(lz4.Block64Kb), lz4.CompressionLevelOption(lvl)); err != nil {
+			panic(err)
+		}
+		return w
+	}})
+	return p.(*sync.Pool)
+}
+
 // compress appends the compressed form of raw to dst.
 func compress(c Codec, raw, dst []byte) ([]byte, error) {
-	switch c {
+	switch c.Base() {
 	case Zstd:
-		return zstdEncoder().EncodeAll(raw, dst), nil
+		return zstdEncoder(c.Level()).EncodeAll(raw, dst), nil
 	case LZ4:
 		buf := bytes.NewBuffer(dst)
-		w := lz4Writers.Get().(*lz4.Writer)
-		defer lz4Writers.Put(w)
+		pool := lz4Pool(c.Level())
+		w := pool.Get().(*lz4.Writer)
+		defer pool.Put(w)
 		w.Reset(buf)
 		if _, err := w.Write(raw); err != nil {
 			return nil, err
@@ -233,7 +297,7 @@ func (e *Encoder) Recompress(frame, dst []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if m.codec == e.codec {
+	if m.codec == e.codec.Base() {
 		return append(dst, frame...), nil
 	}
 	if m.codec != None {

@@ -1,13 +1,17 @@
 package storage
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"net/url"
+	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/kpipe/kpipe/sdk"
 	"github.com/kpipe/kpipe/sdk/record"
 )
 
@@ -16,10 +20,15 @@ import (
 //	<id>/backup.json                              Info, written once
 //	<id>/lease/<epoch>                            a writer's lease (Lease)
 //	<id>/metadata/<version>                       the topics' metadata, a new object per change
-//	<id>/topics/<topic>/<partition>/segment-<base offset>-<epoch>
+//	<id>/topics/<topic>/<partition>/segment-<base offset>-<epoch>[-<topic id>]
 //	                                              a segment: an Arrow IPC stream of frames
 //	<id>/topics/<topic>/<partition>/entry-<seq>    the commit of one segment, gap or fence (Entry)
 //	<id>/topics/<topic>/<partition>/snapshot-<seq> every entry up to seq (Snapshot)
+//
+// A topic deleted and re-created under its name is a new incarnation (a
+// new topic ID): its partitions' entries follow the old ones' in the same
+// manifests, their offsets starting over, each entry naming its topic ID;
+// readers take one incarnation at a time.
 //
 // Numbers in keys are zero-padded to 20 digits, so that key order is number
 // order. No object is ever appended to or rewritten, but for a lease's
@@ -46,6 +55,62 @@ type Info struct {
 type Encryption struct {
 	Cipher string `json:"cipher"`
 	KeyID  string `json:"key_id"`
+}
+
+// Metadata is a backup's metadata object: its topics, as last seen, and
+// the incarnations before of topics re-created under the same name.
+type Metadata struct {
+	sdk.Metadata
+	// Earlier holds topics' incarnations before their current one, in the
+	// order they were replaced.
+	Earlier []sdk.TopicMetadata `json:"earlier_incarnations,omitempty"`
+}
+
+// merge returns m with the topics of n: a topic of n replaces the one of
+// the same name, which goes to Earlier when n's is another incarnation.
+func (m Metadata) merge(n sdk.Metadata) Metadata {
+	byName := map[string]sdk.TopicMetadata{}
+	for _, t := range m.Topics {
+		byName[t.Name] = t
+	}
+	out := Metadata{Metadata: sdk.Metadata{ClusterID: cmp.Or(n.ClusterID, m.ClusterID)}, Earlier: slices.Clone(m.Earlier)}
+	for _, t := range n.Topics {
+		if old, ok := byName[t.Name]; ok && old.ID != (sdk.TopicID{}) && t.ID != (sdk.TopicID{}) && old.ID != t.ID {
+			out.Earlier = append(out.Earlier, old)
+		}
+		byName[t.Name] = t
+	}
+	for _, t := range byName {
+		out.Topics = append(out.Topics, t)
+	}
+	sort.Slice(out.Topics, func(i, j int) bool { return out.Topics[i].Name < out.Topics[j].Name })
+	return out
+}
+
+// Incarnation returns the metadata of one incarnation of a topic: the
+// current one when id is empty or names it.
+func (m Metadata) Incarnation(topic, id string) (sdk.TopicMetadata, bool) {
+	if t, ok := m.Topic(topic); ok && (id == "" || t.ID.String() == id) {
+		return t, true
+	}
+	for _, t := range m.Earlier {
+		if t.Name == topic && t.ID.String() == id {
+			return t, true
+		}
+	}
+	return sdk.TopicMetadata{}, false
+}
+
+// Partitions is the most partitions any incarnation of the topic had: the
+// partitions the backup may hold entries of.
+func (m Metadata) Partitions(topic string) int32 {
+	var n int32
+	for _, t := range append(m.Earlier, m.Topics...) {
+		if t.Name == topic {
+			n = max(n, t.Partitions)
+		}
+	}
+	return n
 }
 
 // Entry kinds.
@@ -194,8 +259,15 @@ func EntryKey(p string, seq int64) string    { return EntriesPrefix(p) + num(seq
 func SnapshotsPrefix(p string) string        { return p + "snapshot-" }
 func SnapshotKey(p string, seq int64) string { return SnapshotsPrefix(p) + num(seq) }
 func SegmentsPrefix(p string) string         { return p + "segment-" }
-func SegmentKey(p string, base, epoch int64) string {
-	return fmt.Sprintf("%s%s-%d", SegmentsPrefix(p), num(base), epoch)
+
+// A segment's key names the topic incarnation of its records, when known:
+// a re-created topic's offsets start over, and its segments must not take
+// the names of the old one's.
+func SegmentKey(p string, base, epoch int64, topicID string) string {
+	if topicID == "" {
+		return fmt.Sprintf("%s%s-%d", SegmentsPrefix(p), num(base), epoch)
+	}
+	return fmt.Sprintf("%s%s-%d-%s", SegmentsPrefix(p), num(base), epoch, topicID)
 }
 
 // topicKey is a topic name as a key part: Kafka's names ([a-zA-Z0-9._-])

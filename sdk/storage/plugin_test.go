@@ -386,7 +386,7 @@ func TestASegmentWithoutEntryIsIgnoredAndReported(t *testing.T) {
 	s.Teardown(ctx)
 	// The crash: a whole segment of offsets 10-19, and no entry.
 	orphan := batch(t, "t", 0, 10, 10)
-	key := storage.SegmentKey(storage.Keys{ID: "b"}.Partition("t", 0), 10, 1)
+	key := storage.SegmentKey(storage.Keys{ID: "b"}.Partition("t", 0), 10, 1, "")
 	if err := blob.New(path).Put(ctx, key, strings.NewReader(string(orphan.Arrow)), int64(len(orphan.Arrow)), storage.PutOptions{}); err != nil {
 		t.Fatal(err)
 	}

@@ -83,29 +83,37 @@ func (b *Backup) ID() string { return b.keys.ID }
 // BytesRead is how many bytes of segments this Backup has read.
 func (b *Backup) BytesRead() int64 { return b.bytesRead.Load() }
 
-// Metadata returns the topics' metadata as last stored.
+// Metadata returns the topics' metadata as last stored: their current
+// incarnations.
 func (b *Backup) Metadata(ctx context.Context) (sdk.Metadata, error) {
+	m, _, err := b.metadata(ctx)
+	return m.Metadata, err
+}
+
+// AllMetadata returns the topics' metadata as last stored, with the
+// incarnations before the current ones.
+func (b *Backup) AllMetadata(ctx context.Context) (Metadata, error) {
 	m, _, err := b.metadata(ctx)
 	return m, err
 }
 
-func (b *Backup) metadata(ctx context.Context) (sdk.Metadata, int64, error) {
+func (b *Backup) metadata(ctx context.Context) (Metadata, int64, error) {
 	objs, err := ListAll(ctx, b.store, b.keys.MetadataPrefix(), "")
 	if err != nil || len(objs) == 0 {
-		return sdk.Metadata{}, 0, err
+		return Metadata{}, 0, err
 	}
 	last := objs[len(objs)-1].Key
 	version, err := parseNum(last)
 	if err != nil {
-		return sdk.Metadata{}, 0, fmt.Errorf("backup %q: metadata object %s: %w", b.keys.ID, last, err)
+		return Metadata{}, 0, fmt.Errorf("backup %q: metadata object %s: %w", b.keys.ID, last, err)
 	}
 	data, err := readObject(ctx, b.store, last)
 	if err != nil {
-		return sdk.Metadata{}, 0, fmt.Errorf("backup %q: %w", b.keys.ID, err)
+		return Metadata{}, 0, fmt.Errorf("backup %q: %w", b.keys.ID, err)
 	}
-	var m sdk.Metadata
+	var m Metadata
 	if err := json.Unmarshal(data, &m); err != nil {
-		return sdk.Metadata{}, 0, fmt.Errorf("backup %q: %s is corrupt: %v", b.keys.ID, last, err)
+		return Metadata{}, 0, fmt.Errorf("backup %q: %s is corrupt: %v", b.keys.ID, last, err)
 	}
 	return m, version, nil
 }
@@ -128,6 +136,33 @@ func (m Manifest) NextOffset() int64 {
 		return -1
 	}
 	return m.Entries[len(m.Entries)-1].NextOffset
+}
+
+// Incarnation is the topic ID of the last entry that names one; empty
+// when none does.
+func (m Manifest) Incarnation() string {
+	for i := len(m.Entries) - 1; i >= 0; i-- {
+		if id := m.Entries[i].TopicID; id != "" {
+			return id
+		}
+	}
+	return ""
+}
+
+// Of returns the manifest with only the entries of one topic incarnation
+// (and those that name none); all of them when topicID is empty.
+func (m Manifest) Of(topicID string) Manifest {
+	if topicID == "" {
+		return m
+	}
+	out := m
+	out.Entries = nil
+	for _, e := range m.Entries {
+		if e.TopicID == "" || e.TopicID == topicID {
+			out.Entries = append(out.Entries, e)
+		}
+	}
+	return out
 }
 
 // Records is how many records the segments hold.

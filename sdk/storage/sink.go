@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 type sinkConfig struct {
 	BackupID          string        `param:"backup_id" required:"true" help:"name of the backup in the storage; a run resumes a backup of the same id"`
 	Compression       string        `param:"compression" default:"zstd" help:"segment compression: zstd, lz4 or none"`
+	CompressionLevel  int           `param:"compression_level" default:"0" help:"level of the compression: zstd 1 to 22 (1-2 fastest, 3-6 default, 7-10 better, 11 and up best), lz4 1 to 9; 0 for the fastest, which kpipe uses by default"`
 	SegmentMaxBytes   int64         `param:"segment_max_bytes" default:"67108864" help:"a segment is committed once it reaches this size"`
 	SegmentMaxRecords int64         `param:"segment_max_records" default:"0" help:"a segment is committed once it holds this many records; 0 for no limit"`
 	FlushInterval     time.Duration `param:"flush_interval" default:"5s" help:"a segment is committed at the latest this long after its first record, bounding how much a crash makes the next run read again"`
@@ -61,6 +63,8 @@ func (s *Sink) Configure(ctx context.Context) error {
 	var err error
 	if s.codec, err = record.ParseCodec(s.cfg.Compression); err != nil {
 		errs = append(errs, param.Errorf("compression", "%v", err))
+	} else if s.codec, err = s.codec.WithLevel(s.cfg.CompressionLevel); err != nil {
+		errs = append(errs, param.Errorf("compression_level", "%v", err))
 	}
 	if err := CheckID(s.cfg.BackupID); err != nil {
 		errs = append(errs, param.Errorf("backup_id", "%v", err))
@@ -300,8 +304,10 @@ func (pw *partWriter) do(fn func() error) error {
 func (pw *partWriter) write(b sdk.Batch) error {
 	defer b.Release()
 	s := pw.sink
-	if id := b.TopicID.String(); id != "" {
-		pw.topicID = id
+	if id := b.TopicID.String(); id != "" && id != pw.topicID {
+		if err := pw.incarnation(id); err != nil {
+			return err
+		}
 	}
 	if b.IsGap() {
 		return pw.gap(b)
@@ -319,6 +325,30 @@ func (pw *partWriter) write(b sdk.Batch) error {
 	pw.ids = append(pw.ids, b.ID())
 	s.records.Add(b.Count)
 	return pw.maybeCommit()
+}
+
+// incarnation follows the batches' topic ID. The first one the partition
+// sees continues what the backup holds of that ID; another one is a topic
+// re-created under the same name: the open segment (of the incarnation
+// before) is committed, and the partition starts over.
+func (pw *partWriter) incarnation(id string) error {
+	prev := pw.topicID
+	pw.topicID = id
+	if prev == "" && (pw.p.Incarnation() == "" || pw.p.Incarnation() == id) {
+		return nil
+	}
+	if prev != "" {
+		// The open segment holds the incarnation before's records.
+		pw.topicID = prev
+		if err := pw.commit(); err != nil {
+			return err
+		}
+		pw.topicID = id
+	}
+	sdk.Logger().Warn("topic re-created under the same name: backing up its new incarnation apart from the one before",
+		"topic", pw.p.topic, "partition", pw.p.partition, "topic_id", id, "topic_id_before", cmp.Or(prev, pw.p.Incarnation()))
+	pw.p.NewIncarnation(id)
+	return nil
 }
 
 // gap commits the open segment, then records the gap's offsets that the

@@ -6,6 +6,7 @@ import (
 	"io"
 	"path"
 	"slices"
+	"strings"
 	"sync/atomic"
 
 	"github.com/kpipe/kpipe/sdk"
@@ -19,6 +20,9 @@ type sourceConfig struct {
 	Partitions      []int32  `param:"partitions" help:"partition numbers to read; all when empty"`
 	TimeWindowStart int64    `param:"time_window_start" default:"-1" help:"read only records with timestamp >= this, epoch milliseconds; record batches whose records all lie before it are not read (-1: no bound)"`
 	TimeWindowEnd   int64    `param:"time_window_end" default:"-1" help:"read only records with timestamp <= this, epoch milliseconds; record batches whose records all lie after it are not read (-1: no bound)"`
+	// TopicIncarnations picks, by topic name, which incarnation of a topic
+	// deleted and re-created during the backup to read.
+	TopicIncarnations map[string]string `param:"topic_incarnations" help:"for a topic re-created during the backup, the topic ID of the incarnation to read, by topic name; the current (latest) one when not listed"`
 }
 
 // work is one entry of a partition to read: the batches of a segment that
@@ -114,15 +118,12 @@ func (s *Source) Open(ctx context.Context, o sdk.SourceOptions) error {
 	if err := s.b.UseKey(s.key); err != nil {
 		return fmt.Errorf("%s: %w", s.plugin.Location(), err)
 	}
-	meta, err := s.b.Metadata(ctx)
+	meta, err := s.b.AllMetadata(ctx)
 	if err != nil {
 		return err
 	}
-	s.meta = &sdk.Metadata{}
-	for _, t := range meta.Topics {
-		if s.wantedTopic(t.Name) {
-			s.meta.Topics = append(s.meta.Topics, t)
-		}
+	if s.meta, err = s.incarnations(meta); err != nil {
+		return err
 	}
 	from := map[string]int64{}
 	for _, p := range o.Resume {
@@ -138,6 +139,7 @@ func (s *Source) Open(ctx context.Context, o sdk.SourceOptions) error {
 			if err != nil {
 				return err
 			}
+			m = m.Of(t.ID.String())
 			start, resumed := from[fmt.Sprintf("%s/%d", t.Name, p)]
 			if !resumed {
 				start = -1
@@ -167,6 +169,42 @@ func (s *Source) Open(ctx context.Context, o sdk.SourceOptions) error {
 		}
 	}
 	return nil
+}
+
+// incarnations returns the metadata of the wanted topics, each in the
+// incarnation topic_incarnations names, else its current one.
+func (s *Source) incarnations(meta Metadata) (*sdk.Metadata, error) {
+	out := &sdk.Metadata{ClusterID: meta.ClusterID}
+	for topic, id := range s.cfg.TopicIncarnations {
+		if _, ok := meta.Incarnation(topic, id); !ok {
+			var ids []string
+			for _, t := range append(meta.Earlier, meta.Topics...) {
+				if t.Name == topic {
+					ids = append(ids, t.ID.String())
+				}
+			}
+			if len(ids) == 0 {
+				return nil, param.Errorf("topic_incarnations", "the backup holds no topic %q", topic)
+			}
+			return nil, param.Errorf("topic_incarnations", "topic %q has no incarnation %q in the backup; it has %s", topic, id, strings.Join(ids, ", "))
+		}
+	}
+	for _, cur := range meta.Topics {
+		if !s.wantedTopic(cur.Name) {
+			continue
+		}
+		t, _ := meta.Incarnation(cur.Name, s.cfg.TopicIncarnations[cur.Name])
+		if n := meta.Earlier; len(n) > 0 && s.cfg.TopicIncarnations[cur.Name] == "" {
+			for _, e := range n {
+				if e.Name == cur.Name {
+					sdk.Logger().Info("the topic was re-created during the backup: reading its current incarnation (topic_incarnations picks another)",
+						"topic", cur.Name, "topic_id", cur.ID.String(), "earlier", e.ID.String())
+				}
+			}
+		}
+		out.Topics = append(out.Topics, t)
+	}
+	return out, nil
 }
 
 // Read returns the next batch: one record batch of a segment as stored,

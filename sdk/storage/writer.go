@@ -58,7 +58,7 @@ type Writer struct {
 
 	mu          sync.Mutex
 	parts       map[string]*PartitionWriter
-	meta        sdk.Metadata
+	meta        Metadata
 	metaVersion int64
 	// pending is the Info of a backup this writer creates, until it is
 	// stored.
@@ -126,7 +126,7 @@ func OpenWriter(ctx context.Context, store BlobStore, id string, o WriterOptions
 		return fail(err)
 	}
 	for _, t := range w.meta.Topics {
-		for p := range t.Partitions {
+		for p := range w.meta.Partitions(t.Name) {
 			pw, err := w.Partition(ctx, t.Name, p)
 			if err != nil {
 				return fail(err)
@@ -190,7 +190,9 @@ func (w *Writer) Positions() []sdk.Position {
 	var ps []sdk.Position
 	for _, pw := range w.parts {
 		if pw.next >= 0 {
-			ps = append(ps, sdk.Position{Topic: pw.topic, Partition: pw.partition, NextOffset: pw.next})
+			pos := sdk.Position{Topic: pw.topic, Partition: pw.partition, NextOffset: pw.next}
+			pos.TopicID.UnmarshalText([]byte(pw.incarnation)) // zero when unknown
+			ps = append(ps, pos)
 		}
 	}
 	sort.Slice(ps, func(i, j int) bool {
@@ -222,7 +224,7 @@ func (w *Writer) Partition(ctx context.Context, topic string, partition int32) (
 		}
 	}
 	pw = &PartitionWriter{w: w, prefix: w.keys.Partition(topic, partition), topic: topic, partition: partition,
-		seq: m.LastSeq, next: m.NextOffset(), entries: m.Entries, sinceSnapshot: m.sinceSnapshot}
+		seq: m.LastSeq, next: m.NextOffset(), incarnation: m.Incarnation(), entries: m.Entries, sinceSnapshot: m.sinceSnapshot}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if other := w.parts[k]; other != nil {
@@ -263,21 +265,7 @@ func (w *Writer) WriteMetadata(ctx context.Context, m sdk.Metadata) error {
 		return err
 	}
 	w.mu.Lock()
-	byName := map[string]sdk.TopicMetadata{}
-	for _, t := range w.meta.Topics {
-		byName[t.Name] = t
-	}
-	for _, t := range m.Topics {
-		byName[t.Name] = t
-	}
-	merged := sdk.Metadata{ClusterID: w.meta.ClusterID, Topics: make([]sdk.TopicMetadata, 0, len(byName))}
-	if m.ClusterID != "" {
-		merged.ClusterID = m.ClusterID
-	}
-	for _, t := range byName {
-		merged.Topics = append(merged.Topics, t)
-	}
-	sort.Slice(merged.Topics, func(i, j int) bool { return merged.Topics[i].Name < merged.Topics[j].Name })
+	merged := w.meta.merge(m)
 	version := w.metaVersion + 1
 	w.mu.Unlock()
 	data, err := json.MarshalIndent(merged, "", "  ")
@@ -347,19 +335,33 @@ func (w *Writer) create(ctx context.Context) error {
 // PartitionWriter commits the segments of one topic-partition, one at a
 // time, in offset order.
 type PartitionWriter struct {
-	w             *Writer
-	prefix        string
-	topic         string
-	partition     int32
-	seq           int64   // last committed seq, -1 for none
-	next          int64   // position after the last commit, -1 for none
+	w         *Writer
+	prefix    string
+	topic     string
+	partition int32
+	seq       int64 // last committed seq, -1 for none
+	next      int64 // position after the last commit, -1 for none
+	// incarnation is the topic ID of the last commit's records: next is a
+	// position in that incarnation of the topic.
+	incarnation   string
 	entries       []Entry // committed segments and gaps
 	sinceSnapshot int
 }
 
-// NextOffset is the position after the partition's last commit; -1 when
-// it has none.
+// NextOffset is the position after the partition's last commit in its
+// current incarnation; -1 when it has none.
 func (pw *PartitionWriter) NextOffset() int64 { return pw.next }
+
+// Incarnation is the topic ID the partition's last commit belongs to;
+// empty when unknown.
+func (pw *PartitionWriter) Incarnation() string { return pw.incarnation }
+
+// NewIncarnation starts the partition over for a topic re-created under
+// the same name (a new topic ID): its offsets begin again, and what is
+// stored of the incarnations before stays as it is.
+func (pw *PartitionWriter) NewIncarnation(topicID string) {
+	pw.incarnation, pw.next = topicID, -1
+}
 
 // NewSegment starts a segment whose frames are stored in codec.
 func (pw *PartitionWriter) NewSegment(ctx context.Context, codec record.Codec) *Segment {
@@ -401,6 +403,9 @@ func (pw *PartitionWriter) put(ctx context.Context, e Entry) (Entry, error) {
 	if e.Kind != KindFence {
 		pw.entries = append(pw.entries, e)
 		pw.next = e.NextOffset
+		if e.TopicID != "" {
+			pw.incarnation = e.TopicID
+		}
 	}
 	pw.sinceSnapshot++
 	if pw.sinceSnapshot >= pw.w.opts.SnapshotEvery {
@@ -489,7 +494,7 @@ func (s *Segment) Age() time.Duration { return time.Since(s.started) }
 // start begins the segment's object, named after its first offset.
 func (s *Segment) start(base int64) error {
 	pr, pw := io.Pipe()
-	s.key, s.out, s.put = SegmentKey(s.pw.prefix, base, s.pw.w.Epoch()), pw, make(chan error, 1)
+	s.key, s.out, s.put = SegmentKey(s.pw.prefix, base, s.pw.w.Epoch(), s.pw.incarnation), pw, make(chan error, 1)
 	go func() {
 		err := s.pw.w.store.Put(s.ctx, s.key, pr, -1, PutOptions{})
 		pr.CloseWithError(err) // unblock the writer if the store gave up
@@ -525,7 +530,7 @@ func (s *Segment) WriteFrame(frame []byte, b record.Bounds, nextOffset, maxRecor
 	if info.Rows != b.Count {
 		return fmt.Errorf("write segment: the frame holds %d records, its bounds count %d", info.Rows, b.Count)
 	}
-	if info.Codec != s.codec {
+	if info.Codec != s.codec.Base() {
 		if s.scratch, err = s.enc.Recompress(frame, s.scratch[:0]); err != nil {
 			return fmt.Errorf("write segment: %w", err)
 		}

@@ -1,0 +1,217 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os/exec"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kpipe/kpipe/internal/testkit"
+	"github.com/kpipe/kpipe/sdk"
+	"github.com/kpipe/kpipe/sdk/storage"
+)
+
+// TestDeleteRecordsBetweenTwoRunsIsAGap: records deleted with
+// DeleteRecords between two runs of a backup are recorded as exactly that
+// gap; the second run backs up the rest.
+func TestDeleteRecordsBetweenTwoRunsIsAGap(t *testing.T) {
+	addr := testkit.Kafka(t)
+	topic := testkit.Topic(t, "delrec")
+	ts := time.Now().Add(-time.Hour).UnixMilli()
+	seedPartitions(t, addr, topic, 1, 10, ts)
+	path := t.TempDir()
+	run := func() {
+		t.Helper()
+		if code, _, errText := kpipeWithin(t, time.Minute, "backup", "--bootstrap-servers", addr, "--topics", topic, "--path", path, "--backup-id", "b", "--fresh"); code != 0 {
+			t.Fatalf("backup: exit %d: %s", code, errText)
+		}
+	}
+	run()
+	var more []*kgo.Record
+	for i := range 10 {
+		more = append(more, &kgo.Record{Topic: topic, Partition: 0, Value: []byte(fmt.Sprint(10 + i)), Timestamp: time.UnixMilli(ts)})
+	}
+	testkit.Produce(t, addr, more)
+	adm := kadm.NewClient(testkit.Client(t, addr))
+	var del kadm.Offsets
+	del.AddOffset(topic, 0, 15, -1)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if resp, err := adm.DeleteRecords(ctx, del); err != nil || resp.Error() != nil {
+		t.Fatalf("delete records: %v %v", err, resp.Error())
+	}
+	run()
+	m := testkit.Manifests(t, path, "b")[0]
+	var got []string
+	for _, e := range m.Entries {
+		got = append(got, fmt.Sprintf("%s %d-%d", e.Kind, e.MinOffset, e.NextOffset))
+	}
+	want := fmt.Sprint([]string{"segment 0-10", "gap 10-15", "segment 15-20"})
+	if fmt.Sprint(got) != want {
+		t.Fatalf("entries %v, want %s", got, want)
+	}
+	if g := m.Entries[1]; g.Reason != sdk.GapDeleted {
+		t.Fatalf("gap reason %q, want %q", g.Reason, sdk.GapDeleted)
+	}
+}
+
+// TestAContinuousBackupFollowsNewTopicsAndPartitions: a topic created
+// under the backup's glob and partitions added to a backed-up topic are
+// backed up from their first offset, and a record produced is durable
+// within the segment interval and 2 seconds.
+func TestAContinuousBackupFollowsNewTopicsAndPartitions(t *testing.T) {
+	addr := testkit.Kafka(t)
+	prefix := testkit.Topic(t, "follow")
+	a, b := prefix+"-a", prefix+"-b"
+	seedPartitions(t, addr, a, 1, 5, time.Now().UnixMilli())
+	path := t.TempDir()
+	backup := backupAt{path, "f"}
+	hcl := writeFile(t, fmt.Sprintf(`pipeline "follow" {
+  source "kafka" {
+    bootstrap_servers         = [%q]
+    topics                    = [%q]
+    continuous                = true
+    metadata_refresh_interval = "1s"
+  }
+  sink "fs" {
+    path           = %q
+    backup_id      = "f"
+    flush_interval = "2s"
+  }
+}
+`, addr, prefix+"-*", path))
+	cmd := exec.Command(testkit.KpipeBinary(t), "run", hcl, "--plugin-dir", testkit.PluginDir(t), "--state-dir", t.TempDir())
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	waitHeld := func(want int64, within time.Duration) time.Duration {
+		t.Helper()
+		start := time.Now()
+		for held(t, backup) < want {
+			if time.Since(start) > within {
+				t.Fatalf("the backup holds %d of %d records after %s: %s", held(t, backup), want, within, stderr.String())
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		return time.Since(start)
+	}
+	waitHeld(5, time.Minute)
+
+	seedPartitions(t, addr, b, 2, 5, time.Now().UnixMilli())
+	adm := kadm.NewClient(testkit.Client(t, addr))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if resp, err := adm.UpdatePartitions(ctx, 3, a); err != nil || resp.Error() != nil {
+		t.Fatalf("add partitions: %v %v", err, resp.Error())
+	}
+	var recs []*kgo.Record
+	for p := int32(1); p < 3; p++ {
+		for i := range 5 {
+			recs = append(recs, &kgo.Record{Topic: a, Partition: p, Value: []byte(fmt.Sprint(i))})
+		}
+	}
+	testkit.Produce(t, addr, recs)
+	waitHeld(25, time.Minute)
+
+	// Durable within the segment interval (2s) and 2 seconds.
+	var worst atomic.Int64
+	for i := range 3 {
+		testkit.Produce(t, addr, []*kgo.Record{{Topic: b, Partition: int32(i % 2), Value: []byte("late")}})
+		took := waitHeld(int64(26+i), time.Minute)
+		if took > time.Duration(worst.Load()) {
+			worst.Store(int64(took))
+		}
+	}
+	if w := time.Duration(worst.Load()); w > 4*time.Second {
+		t.Errorf("a record took %s to be durable, want at most 2s + 2s", w)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	cmd.Wait()
+	for _, m := range testkit.Manifests(t, path, "f") {
+		if len(m.Entries) == 0 || m.Entries[0].MinOffset != 0 {
+			t.Fatalf("%s/%d: entries %+v, want them from offset 0", m.Topic, m.Partition, m.Entries)
+		}
+	}
+	meta, err := testkit.Backup(t, path, "f").Metadata(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ta, _ := meta.Topic(a)
+	tb, _ := meta.Topic(b)
+	if ta.Partitions != 3 || tb.Partitions != 2 {
+		t.Fatalf("metadata %+v, want %s with 3 partitions and %s with 2", meta, a, b)
+	}
+}
+
+// TestASnapshotStopsAtTheEndOffsetsTakenAtStart backs up topics that
+// producers keep writing to: the backup ends (exit 0) at end offsets no
+// earlier than those before it started and short of those at its end,
+// each partition whole up to them.
+func TestASnapshotStopsAtTheEndOffsetsTakenAtStart(t *testing.T) {
+	addr := testkit.Kafka(t)
+	topic := testkit.Topic(t, "snap")
+	seedPartitions(t, addr, topic, 2, 20000, time.Now().UnixMilli())
+	adm := kadm.NewClient(testkit.Client(t, addr))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	ends := func() map[int32]int64 {
+		t.Helper()
+		lo, err := adm.ListEndOffsets(ctx, topic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[int32]int64{}
+		lo.Each(func(o kadm.ListedOffset) { out[o.Partition] = o.Offset })
+		return out
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() { // producers keep writing
+		defer close(done)
+		cl := testkit.Client(t, addr, kgo.RecordPartitioner(kgo.ManualPartitioner()))
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				cl.Flush(ctx)
+				return
+			default:
+			}
+			cl.Produce(ctx, &kgo.Record{Topic: topic, Partition: int32(i % 2), Value: []byte("during")}, nil)
+			if i%100 == 0 {
+				time.Sleep(time.Millisecond)
+			}
+		}
+	}()
+	time.Sleep(200 * time.Millisecond)
+	before := ends()
+	path := t.TempDir()
+	code, _, errText := kpipeWithin(t, time.Minute, "backup", "--bootstrap-servers", addr, "--topics", topic, "--path", path, "--backup-id", "s")
+	after := ends()
+	close(stop)
+	<-done
+	if code != 0 {
+		t.Fatalf("snapshot backup: exit %d: %s", code, errText)
+	}
+	testkit.CheckBackup(t, path, "s") // whole from offset 0
+	for _, m := range testkit.Manifests(t, path, "s") {
+		end := m.NextOffset()
+		if end < before[m.Partition] || end >= after[m.Partition] {
+			t.Fatalf("partition %d ends at %d, want in [%d, %d): the end offsets at its start", m.Partition, end, before[m.Partition], after[m.Partition])
+		}
+		if m.Records() != end {
+			t.Fatalf("partition %d holds %d records up to offset %d", m.Partition, m.Records(), end)
+		}
+	}
+}
+
+var _ = storage.KindGap
