@@ -75,6 +75,15 @@ type BackupOptions struct {
 	// 0 leaves the source's default (5m for a snapshot, unbounded when
 	// continuous), negative is unbounded.
 	MaxBrokerOutage time.Duration
+	// ExcludeTopics are globs of topics to leave out; IncludeInternalTopics
+	// lets globs match internal topics.
+	ExcludeTopics         []string
+	IncludeInternalTopics bool
+	// IsolationLevel is read_committed or read_uncommitted; empty leaves
+	// the source's default (read_committed).
+	IsolationLevel string
+	// CompressionLevel is the level of Compression; 0 is its default.
+	CompressionLevel int
 }
 
 // RestoreOptions describe a restore, whole or for a time window.
@@ -114,9 +123,21 @@ func Backup(name string, o BackupOptions) config.Pipeline {
 	if o.MaxBrokerOutage != 0 {
 		src["max_broker_outage"] = o.MaxBrokerOutage.String()
 	}
+	if len(o.ExcludeTopics) > 0 {
+		src["exclude_topics"] = o.ExcludeTopics
+	}
+	if o.IncludeInternalTopics {
+		src["include_internal_topics"] = true
+	}
+	if o.IsolationLevel != "" {
+		src["isolation_level"] = o.IsolationLevel
+	}
 	sink := map[string]any{"backup_id": o.BackupID}
 	if o.Compression != "" {
 		sink["compression"] = o.Compression
+	}
+	if o.CompressionLevel != 0 {
+		sink["compression_level"] = o.CompressionLevel
 	}
 	if o.SegmentMaxBytes != 0 {
 		sink["segment_max_bytes"] = o.SegmentMaxBytes

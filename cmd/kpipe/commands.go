@@ -368,15 +368,29 @@ func newPluginsCmd(g *globals) *cobra.Command {
 func newBackupCmd(g *globals) *cobra.Command {
 	var o runOpts
 	var b pipelines.BackupOptions
+	var configFile string
 	cmd := &cobra.Command{
 		Use:   "backup",
 		Short: "Back up Kafka topics to Arrow segments in a folder or an S3 bucket",
 		Long: `Back up Kafka topics (names or globs, all partitions) into a backup id under
 --path, as the pipeline kafka → fs (a folder) or kafka → s3 (s3://BUCKET/PREFIX). Without --continuous it stops at the end
 offsets taken at start. Running it again with the same --backup-id resumes:
-it continues after what the backup durably holds.`,
+it continues after what the backup durably holds.
+
+With --config FILE the backup comes from a YAML file of mode: backup in the
+kafka-backup shape (source, storage, backup sections; ${VAR} from the
+environment), instead of the flags that describe what to back up.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if configFile != "" {
+				if err := onlyConfig(cmd); err != nil {
+					return err
+				}
+				var err error
+				if b, err = pipelines.LoadBackup(configFile); err != nil {
+					return usageError{err}
+				}
+			}
 			if err := required(map[string]bool{
 				"--bootstrap-servers": len(b.BootstrapServers) > 0, "--topics": len(b.Topics) > 0,
 				"--path": b.Path != "", "--backup-id": b.BackupID != "",
@@ -401,6 +415,7 @@ it continues after what the backup durably holds.`,
 		},
 	}
 	f := cmd.Flags()
+	f.StringVar(&configFile, "config", "", "YAML file of mode: backup describing the backup (source, storage, backup sections), instead of the flags below up to --segment-max-interval")
 	f.StringSliceVar(&b.BootstrapServers, "bootstrap-servers", nil, "Kafka brokers, host:port, comma separated (required)")
 	f.StringSliceVar(&b.Topics, "topics", nil, "topic names or globs, comma separated (required)")
 	f.StringVar(&b.Path, "path", "", "where backups are kept: a folder, or s3://BUCKET/PREFIX (required)")
@@ -564,4 +579,19 @@ func paramsJSON(ps []param.Param) []paramJSON {
 		out[i] = paramJSON{Name: p.Name, Type: p.Type, Required: p.Required, Default: p.Default, Description: p.Description}
 	}
 	return out
+}
+
+// configFlags are the backup flags a --config file replaces.
+var configFlags = []string{"bootstrap-servers", "topics", "path", "backup-id", "compression", "continuous", "max-broker-outage",
+	"segment-max-bytes", "segment-max-records", "segment-max-interval", "s3-endpoint", "s3-region", "s3-force-path-style", "s3-profile",
+	"encryption-key-file", "encryption-key-env"}
+
+// onlyConfig refuses flags beside --config that the config file replaces.
+func onlyConfig(cmd *cobra.Command) error {
+	for _, name := range configFlags {
+		if f := cmd.Flags().Lookup(name); f != nil && f.Changed {
+			return badInput("--%s with --config: the config file says what to back up; give one or the other", name)
+		}
+	}
+	return nil
 }

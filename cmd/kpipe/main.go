@@ -11,13 +11,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/kpipe/kpipe/internal/lean"
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/kpipe/kpipe/internal/lean"
+	"github.com/kpipe/kpipe/sdk"
+	"github.com/kpipe/kpipe/sdk/storage"
 )
 
 // Exit codes.
@@ -151,6 +155,29 @@ standard OTEL_* environment variables say.`,
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level on stderr: debug, info, warn or error")
 	pf.StringVar(&g.logFormat, "log-format", "text", "log format on stderr: text, or json (one object per line, the final error included, with its exit_code)")
 	pf.StringVar(&g.format, "format", "text", "report format on stdout: text or json")
-	root.AddCommand(newRunCmd(g), newPluginsCmd(g), newBackupCmd(g), newRestoreCmd(g))
+	root.Version = versionLine()
+	root.SetVersionTemplate("{{.Version}}\n")
+	root.AddCommand(newRunCmd(g), newPluginsCmd(g), newBackupCmd(g), newRestoreCmd(g), newVersionCmd(g))
 	return root, g
+}
+
+// versionLine is what kpipe --version prints.
+func versionLine() string {
+	return fmt.Sprintf("kpipe %s (plugin protocol %d, backup format %d, %s)", sdk.Version, sdk.ProtocolVersion, storage.FormatVersion, runtime.Version())
+}
+
+func newVersionCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print kpipe's version, plugin protocol and backup format",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if g.format == "json" {
+				return writeJSON(cmd.OutOrStdout(), map[string]any{"version": sdk.Version, "plugin_protocol": sdk.ProtocolVersion,
+					"backup_format": storage.FormatVersion, "go": runtime.Version()})
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), versionLine())
+			return nil
+		},
+	}
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"path"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -25,7 +24,9 @@ import (
 
 type sourceConfig struct {
 	BootstrapServers        []string      `param:"bootstrap_servers" required:"true" help:"Kafka brokers to start from, host:port"`
-	Topics                  []string      `param:"topics" required:"true" help:"topic names or globs (such as \"orders-*\"); globs skip internal topics starting with __"`
+	Topics                  []string      `param:"topics" required:"true" help:"topic names or globs (such as \"orders-*\"); globs skip internal topics starting with __ unless include_internal_topics"`
+	ExcludeTopics           []string      `param:"exclude_topics" help:"topic names or globs to leave out of those topics selects"`
+	IncludeInternalTopics   bool          `param:"include_internal_topics" default:"false" help:"let globs of topics match internal topics too (names starting with __, such as __consumer_offsets)"`
 	Continuous              bool          `param:"continuous" default:"false" help:"keep reading new records until stopped; when false, stop at the end offsets taken at start"`
 	IsolationLevel          string        `param:"isolation_level" default:"read_committed" help:"read_committed (only committed transactional data) or read_uncommitted"`
 	ConnectTimeout          time.Duration `param:"connect_timeout" default:"30s" help:"how long to wait for the cluster to answer at start"`
@@ -103,6 +104,11 @@ func (s *Source) Configure(context.Context) error {
 			errs = append(errs, param.Errorf("topics", "bad glob %q: %v", t, err))
 		}
 	}
+	for _, t := range s.cfg.ExcludeTopics {
+		if _, err := path.Match(t, ""); err != nil {
+			errs = append(errs, param.Errorf("exclude_topics", "bad glob %q: %v", t, err))
+		}
+	}
 	if s.cfg.MetadataRefreshInterval <= 0 {
 		errs = append(errs, param.Errorf("metadata_refresh_interval", "must be positive, got %s", s.cfg.MetadataRefreshInterval))
 	}
@@ -117,21 +123,20 @@ func (s *Source) Configure(context.Context) error {
 
 func isGlob(s string) bool { return strings.ContainsAny(s, "*?[") }
 
-// matchTopics resolves names and globs against the cluster's topics.
-func matchTopics(patterns []string, topics kadm.TopicDetails) ([]string, error) {
-	var out []string
-	for _, p := range patterns {
+// matchTopics resolves names and globs against the cluster's topics: a
+// named topic that does not exist, or a glob that matches none, is an
+// error.
+func (s *Source) matchTopics(topics kadm.TopicDetails) ([]string, error) {
+	for _, p := range s.cfg.Topics {
 		if !isGlob(p) {
 			if _, ok := topics[p]; !ok {
 				return nil, fmt.Errorf("topic %q does not exist on the cluster; create it or fix topics", p)
 			}
-			out = append(out, p)
 			continue
 		}
 		n := 0
 		for name := range topics {
-			if ok, _ := path.Match(p, name); ok && !strings.HasPrefix(name, "__") {
-				out = append(out, name)
+			if ok, _ := path.Match(p, name); ok && s.selects(name) {
 				n++
 			}
 		}
@@ -139,8 +144,39 @@ func matchTopics(patterns []string, topics kadm.TopicDetails) ([]string, error) 
 			return nil, fmt.Errorf("no topic on the cluster matches %q; fix topics", p)
 		}
 	}
+	return s.matching(topics), nil
+}
+
+// matching returns the cluster's topics the source backs up, sorted.
+func (s *Source) matching(topics kadm.TopicDetails) []string {
+	var out []string
+	for name, d := range topics {
+		if d.Err == nil && s.selects(name) {
+			out = append(out, name)
+		}
+	}
 	sort.Strings(out)
-	return slices.Compact(out), nil
+	return out
+}
+
+// selects says whether the source backs up a topic: one that topics names,
+// or that a glob of topics matches (an internal one, starting with __,
+// only with include_internal_topics), and no glob of exclude_topics does.
+func (s *Source) selects(name string) bool {
+	for _, p := range s.cfg.ExcludeTopics {
+		if ok, _ := path.Match(p, name); ok {
+			return false
+		}
+	}
+	for _, p := range s.cfg.Topics {
+		if p == name {
+			return true
+		}
+		if ok, _ := path.Match(p, name); ok && isGlob(p) && (s.cfg.IncludeInternalTopics || !strings.HasPrefix(name, "__")) {
+			return true
+		}
+	}
+	return false
 }
 
 func key(topic string, partition int32) string { return fmt.Sprintf("%s/%d", topic, partition) }
@@ -182,7 +218,7 @@ func (s *Source) Open(ctx context.Context, o sdk.SourceOptions) error {
 		return fmt.Errorf("list topics: %w", err)
 	}
 	details := md.Topics
-	topics, err := matchTopics(s.cfg.Topics, details)
+	topics, err := s.matchTopics(details)
 	if err != nil {
 		return err
 	}

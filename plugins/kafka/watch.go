@@ -3,9 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"path"
-	"sort"
-	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -36,30 +33,6 @@ func eachPartition(fs kgo.Fetches, fn func(sdk.TopicID, kgo.FetchTopicPartition)
 	}
 }
 
-// matching returns the cluster's topics that topics names or matches
-// (globs skip internal topics); a named topic that does not exist is left
-// out, not an error: a continuous backup waits for it.
-func matching(patterns []string, topics kadm.TopicDetails) []string {
-	var out []string
-	for name, d := range topics {
-		if d.Err != nil {
-			continue
-		}
-		for _, p := range patterns {
-			if p == name {
-				out = append(out, name)
-				break
-			}
-			if ok, _ := path.Match(p, name); ok && isGlob(p) && !strings.HasPrefix(name, "__") {
-				out = append(out, name)
-				break
-			}
-		}
-	}
-	sort.Strings(out)
-	return out
-}
-
 // refresh looks at the cluster's topics (continuous mode): a topic that
 // now matches is followed from its start, partitions added to a topic
 // from theirs, and a topic re-created under its name (a new topic ID) as
@@ -75,7 +48,7 @@ func (s *Source) refresh(ctx context.Context) error {
 		sdk.Logger().Debug("cannot look for topic changes now", "error", err.Error())
 		return nil // the outage watch reports an unreachable cluster
 	}
-	names := matching(s.cfg.Topics, md.Topics)
+	names := s.matching(md.Topics)
 	current := map[string]bool{}
 	var added []*partState
 	var addedTopics []string

@@ -1,0 +1,327 @@
+package pipelines
+
+import (
+	"fmt"
+	"os"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// ConfigError is a mistake in a YAML config file, at a line, naming the
+// key (as a dotted path) and the fix.
+type ConfigError struct {
+	File string
+	Line int
+	Key  string
+	Msg  string
+}
+
+func (e *ConfigError) Error() string {
+	where := e.File
+	if e.Line > 0 {
+		where += ":" + strconv.Itoa(e.Line)
+	}
+	if e.Key == "" {
+		return where + ": " + e.Msg
+	}
+	return where + ": " + e.Key + ": " + e.Msg
+}
+
+// kind is what a YAML key holds.
+type kind int
+
+const (
+	kString kind = iota
+	kStrings
+	kInt
+	kBool
+	kDuration
+	kMap
+	// kTopics is either a list of topics or a map with include and exclude.
+	kTopics
+)
+
+// schema describes the keys of a YAML config: a key of kind kMap has the
+// keys of its children.
+type schema struct {
+	kind     kind
+	children map[string]schema
+}
+
+func leaf(k kind) schema { return schema{kind: k} }
+
+func mapOf(children map[string]schema) schema { return schema{kind: kMap, children: children} }
+
+// backupSchema holds every key `kpipe backup --config` reads.
+var backupSchema = mapOf(map[string]schema{
+	"mode":      leaf(kString),
+	"backup_id": leaf(kString),
+	"source": mapOf(map[string]schema{
+		"bootstrap_servers": leaf(kStrings),
+		"topics": {kind: kTopics, children: map[string]schema{
+			"include": leaf(kStrings),
+			"exclude": leaf(kStrings),
+		}},
+	}),
+	"storage": mapOf(map[string]schema{
+		"backend":  leaf(kString),
+		"type":     leaf(kString),
+		"path":     leaf(kString),
+		"bucket":   leaf(kString),
+		"region":   leaf(kString),
+		"prefix":   leaf(kString),
+		"endpoint": leaf(kString),
+		"s3": mapOf(map[string]schema{
+			"bucket":           leaf(kString),
+			"region":           leaf(kString),
+			"prefix":           leaf(kString),
+			"endpoint":         leaf(kString),
+			"force_path_style": leaf(kBool),
+			"profile":          leaf(kString),
+		}),
+		"force_path_style":    leaf(kBool),
+		"profile":             leaf(kString),
+		"encryption_key_file": leaf(kString),
+		"encryption_key_env":  leaf(kString),
+	}),
+	"backup": mapOf(map[string]schema{
+		"compression":             leaf(kString),
+		"compression_level":       leaf(kInt),
+		"segment_max_bytes":       leaf(kInt),
+		"segment_max_records":     leaf(kInt),
+		"segment_max_interval_ms": leaf(kInt),
+		"continuous":              leaf(kBool),
+		"stop_at_current_offsets": leaf(kBool),
+		"checkpoint_interval":     leaf(kDuration),
+		"include_internal_topics": leaf(kBool),
+		"isolation_level":         leaf(kString),
+		"max_broker_outage":       leaf(kDuration),
+	}),
+})
+
+// doc is a YAML config file read against a schema: its values by dotted
+// key, with ${VAR} references replaced from the environment.
+type doc struct {
+	file   string
+	values map[string]*yaml.Node
+}
+
+var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
+
+// readDoc reads a YAML file and checks it against s: unknown keys and
+// values of the wrong kind are errors.
+func readDoc(file string, s schema) (*doc, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, &ConfigError{File: file, Msg: err.Error()}
+	}
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, &ConfigError{File: file, Msg: "not valid YAML: " + strings.TrimPrefix(err.Error(), "yaml: ")}
+	}
+	d := &doc{file: file, values: map[string]*yaml.Node{}}
+	if len(root.Content) == 0 {
+		return nil, &ConfigError{File: file, Msg: "the file is empty"}
+	}
+	return d, d.walk(root.Content[0], "", s)
+}
+
+func (d *doc) errorf(n *yaml.Node, key, format string, args ...any) error {
+	line := 0
+	if n != nil {
+		line = n.Line
+	}
+	return &ConfigError{File: d.file, Line: line, Key: key, Msg: fmt.Sprintf(format, args...)}
+}
+
+func (d *doc) walk(n *yaml.Node, path string, s schema) error {
+	if s.kind == kTopics && n.Kind == yaml.SequenceNode {
+		return d.walk(n, path+".include", leaf(kStrings))
+	}
+	if s.kind == kMap || s.kind == kTopics {
+		if n.Kind != yaml.MappingNode {
+			return d.errorf(n, strings.TrimPrefix(path, "."), "must be a map of keys (%s)", strings.Join(keys(s), ", "))
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			key := strings.TrimPrefix(path+"."+k.Value, ".")
+			child, ok := s.children[k.Value]
+			if !ok {
+				return d.errorf(k, key, "unknown key%s", suggest(k.Value, keys(s)))
+			}
+			if _, dup := d.values[key]; dup {
+				return d.errorf(k, key, "given twice")
+			}
+			if err := d.walk(v, path+"."+k.Value, child); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	key := strings.TrimPrefix(path, ".")
+	if err := d.expand(n, key); err != nil {
+		return err
+	}
+	switch s.kind {
+	case kStrings:
+		if n.Kind == yaml.ScalarNode { // one value for a list of one
+			break
+		}
+		if n.Kind != yaml.SequenceNode {
+			return d.errorf(n, key, "must be a list")
+		}
+		for _, item := range n.Content {
+			if item.Kind != yaml.ScalarNode {
+				return d.errorf(item, key, "must be a list of strings")
+			}
+			if err := d.expand(item, key); err != nil {
+				return err
+			}
+		}
+	default:
+		if n.Kind != yaml.ScalarNode {
+			return d.errorf(n, key, "must be a single value")
+		}
+	}
+	d.values[key] = n
+	return nil
+}
+
+// expand replaces ${VAR} in a scalar from the environment; an unset
+// variable is an error.
+func (d *doc) expand(n *yaml.Node, key string) error {
+	if n.Kind != yaml.ScalarNode || !strings.Contains(n.Value, "${") {
+		return nil
+	}
+	var missing string
+	n.Value = envRef.ReplaceAllStringFunc(n.Value, func(ref string) string {
+		name := envRef.FindStringSubmatch(ref)[1]
+		v, ok := os.LookupEnv(name)
+		if !ok && missing == "" {
+			missing = name
+		}
+		return v
+	})
+	if missing != "" {
+		return d.errorf(n, key, "${%s} is not set in the environment; set it, or write the value", missing)
+	}
+	n.Tag = "!!str"
+	return nil
+}
+
+func (d *doc) has(key string) bool { _, ok := d.values[key]; return ok }
+
+func (d *doc) str(key string) string {
+	if n := d.values[key]; n != nil {
+		return n.Value
+	}
+	return ""
+}
+
+func (d *doc) strs(key string) []string {
+	n := d.values[key]
+	if n == nil {
+		return nil
+	}
+	if n.Kind == yaml.ScalarNode {
+		return []string{n.Value}
+	}
+	out := make([]string, 0, len(n.Content))
+	for _, item := range n.Content {
+		out = append(out, item.Value)
+	}
+	return out
+}
+
+// int reads an integer key; 0 and false when absent.
+func (d *doc) int(key string) (int64, bool, error) {
+	n := d.values[key]
+	if n == nil {
+		return 0, false, nil
+	}
+	v, err := strconv.ParseInt(n.Value, 10, 64)
+	if err != nil {
+		return 0, false, d.errorf(n, key, "%q is not a whole number", n.Value)
+	}
+	return v, true, nil
+}
+
+func (d *doc) bool(key string) (bool, bool, error) {
+	n := d.values[key]
+	if n == nil {
+		return false, false, nil
+	}
+	switch strings.ToLower(n.Value) {
+	case "true", "yes", "on":
+		return true, true, nil
+	case "false", "no", "off":
+		return false, true, nil
+	}
+	return false, false, d.errorf(n, key, "%q is not true or false", n.Value)
+}
+
+// duration reads a duration with its unit, such as 30s or 5m.
+func (d *doc) duration(key string) (time.Duration, bool, error) {
+	n := d.values[key]
+	if n == nil {
+		return 0, false, nil
+	}
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		if _, nerr := strconv.ParseFloat(n.Value, 64); nerr == nil {
+			return 0, false, d.errorf(n, key, "%q has no unit; write it with one, such as %ss or %sms", n.Value, n.Value, n.Value)
+		}
+		return 0, false, d.errorf(n, key, "%q is not a duration such as 30s, 5m or 1h", n.Value)
+	}
+	return v, true, nil
+}
+
+func keys(s schema) []string {
+	out := make([]string, 0, len(s.children))
+	for k := range s.children {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// suggest names the known key closest to an unknown one, or lists them
+// all when none is close.
+func suggest(got string, known []string) string {
+	best, bestDist := "", 1<<30
+	for _, k := range known {
+		if dist := editDistance(got, k); dist < bestDist {
+			best, bestDist = k, dist
+		}
+	}
+	if best != "" && bestDist <= max(2, len(got)/3) {
+		return fmt.Sprintf("; did you mean %s?", best)
+	}
+	return "; known keys here: " + strings.Join(known, ", ")
+}
+
+// editDistance is the Levenshtein distance of two strings.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
