@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -44,10 +45,13 @@ type runOpts struct {
 	window        int
 	inFlightBytes string
 	metrics       *telemetry.Exporter // exporting while the command runs
+	progressMode  string
+	progress      *progress // showing progress while the command runs
 }
 
 // close stops what engine started.
 func (o *runOpts) close() {
+	o.progress.stop()
 	if o.metrics != nil {
 		o.metrics.Close()
 	}
@@ -59,6 +63,7 @@ func (o *runOpts) flags(cmd *cobra.Command) {
 	cmd.Flags().BoolVar(&o.failFast, "fail-fast", false, "end the run at the first source partition that fails for good, instead of letting the other partitions finish")
 	cmd.Flags().BoolVar(&o.fresh, "fresh", false, "run from the start, ignoring the pipeline's checkpoint (also after it finished); a backup still continues after what its storage holds")
 	cmd.Flags().IntVar(&o.window, "window", engine.DefaultWindow, "most batches in flight between source and sink")
+	cmd.Flags().StringVar(&o.progressMode, "progress", progressAuto, "progress on stderr: tty (a line redrawn every second: records durable, bytes, rate, lag, and for a snapshot partitions done and an ETA), json (the same as a JSON line every 5s), auto (tty on a terminal, else json) or off; a last report when the run ends")
 	cmd.Flags().StringVar(&o.inFlightBytes, "in-flight-bytes", "8MiB", "most decompressed batch bytes in flight between source and sink (one batch may cross it); bounds memory, and the kafka source sizes its fetches from it. Bytes, or with KiB, MiB or GiB")
 }
 
@@ -78,6 +83,12 @@ func (o *runOpts) engine(h *host.Host, g *globals, fileStateDir string) (engine.
 		return engine.Options{}, badInput("--in-flight-bytes %q: want a size of at least 1MiB, such as 8MiB or 64MiB", o.inFlightBytes)
 	}
 	opts := engine.Options{Launcher: h, StateDir: dir, Fresh: o.fresh, FailFast: o.failFast, Window: o.window, InFlightBytes: n, Logger: g.logger()}
+	if o.progress, err = startProgress(o.progressMode, os.Stderr); err != nil {
+		return engine.Options{}, err
+	}
+	if o.progress != nil {
+		opts.OnMetrics = o.progress.observe
+	}
 	exp, err := telemetry.Start(context.Background(), o.metricsAddr, g.logger())
 	var le *telemetry.ListenError
 	if errors.As(err, &le) {

@@ -332,6 +332,9 @@ func Run(ctx context.Context, p config.Pipeline, opts Options) (rep *Report, err
 				terrs[i] = fmt.Errorf("pipeline %q: %w", p.Name, terr)
 			}
 			rep.Plugins[i].Metrics = m
+			if opts.OnMetrics != nil && m != nil {
+				opts.OnMetrics(s.role, s.cfg.Plugin, m) // the last word
+			}
 		}()
 	}
 	wg.Wait()

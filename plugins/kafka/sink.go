@@ -311,7 +311,7 @@ func (s *Sink) Flush(ctx context.Context) error {
 func (s *Sink) Metrics() map[string]int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return map[string]int64{"records_produced": s.produced, "topics_created": s.created}
+	return map[string]int64{"records_produced": s.produced, "records_durable": s.produced, "topics_created": s.created}
 }
 
 func (s *Sink) Teardown(context.Context) error {

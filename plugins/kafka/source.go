@@ -80,8 +80,11 @@ type Source struct {
 	refreshNow  bool
 
 	records, batches, gaps atomic.Int64
-	lag                    atomic.Int64                          // records behind, summed over partitions
-	lags                   atomic.Pointer[[]sdk.PartitionMetric] // records behind, per partition
+	// partitions counts those read; partitionsDone, in a snapshot, those
+	// that reached their end offset.
+	partitions, partitionsDone atomic.Int64
+	lag                        atomic.Int64                          // records behind, summed over partitions
+	lags                       atomic.Pointer[[]sdk.PartitionMetric] // records behind, per partition
 }
 
 // NewSource returns the kafka source.
@@ -343,15 +346,20 @@ func (s *Source) metadata(ctx context.Context, cluster string, topics []string, 
 
 // updateLag takes the partitions' lag for Metrics and PartitionMetrics.
 func (s *Source) updateLag() {
-	var lag int64
+	var lag, done int64
 	lags := make([]sdk.PartitionMetric, 0, len(s.parts))
 	for _, st := range s.parts {
+		if st.done {
+			done++
+		}
 		l := st.lag(s.cfg.Continuous)
 		lag += l
 		lags = append(lags, sdk.PartitionMetric{Topic: st.topic, Partition: st.partition, Name: "lag_records", Value: l})
 	}
 	s.lag.Store(lag)
 	s.lags.Store(&lags)
+	s.partitions.Store(int64(len(s.parts)))
+	s.partitionsDone.Store(done)
 }
 
 // PartitionMetrics reports each partition's lag_records.
@@ -553,7 +561,11 @@ func (s *Source) toBatch(st *partState, recs []*kgo.Record) (sdk.Batch, error) {
 }
 
 func (s *Source) Metrics() map[string]int64 {
-	m := map[string]int64{"records_read": s.records.Load(), "batches_read": s.batches.Load(), "lag_records": s.lag.Load(), "gaps": s.gaps.Load()}
+	m := map[string]int64{"records_read": s.records.Load(), "batches_read": s.batches.Load(), "lag_records": s.lag.Load(), "gaps": s.gaps.Load(),
+		"partitions": s.partitions.Load()}
+	if !s.cfg.Continuous {
+		m["partitions_done"] = s.partitionsDone.Load()
+	}
 	if s.sizer != nil {
 		m["fetch_max_bytes"] = int64(s.sizer.current.Load())
 	}

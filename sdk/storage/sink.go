@@ -49,6 +49,7 @@ type Sink struct {
 	wg       sync.WaitGroup
 
 	records, segments, bytes, skipped, orphans, gaps atomic.Int64
+	durable                                          atomic.Int64 // records in committed segments
 }
 
 // NewSink returns the sink of a storage plugin.
@@ -210,6 +211,7 @@ func (s *Sink) Flush(ctx context.Context) error {
 func (s *Sink) Metrics() map[string]int64 {
 	return s.withStoreMetrics(map[string]int64{
 		"records_written":                s.records.Load(),
+		"records_durable":                s.durable.Load(),
 		"segments_written":               s.segments.Load(),
 		"bytes_written":                  s.bytes.Load(),
 		"records_skipped_already_stored": s.skipped.Load(),
@@ -479,6 +481,7 @@ func (pw *partWriter) commit() error {
 	}
 	pw.sink.segments.Add(1)
 	pw.sink.bytes.Add(e.Size)
+	pw.sink.durable.Add(e.Records)
 	if len(pw.ids) > 0 {
 		pw.sink.ack(pw.ids...)
 		pw.ids = nil
