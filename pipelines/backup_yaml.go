@@ -187,6 +187,9 @@ func loadBackupSection(d *doc, o *BackupOptions) error {
 	if o.IncludeInternalTopics, _, err = d.bool("backup.include_internal_topics"); err != nil {
 		return err
 	}
+	if o.ConsumerGroupSnapshot, _, err = d.bool("backup.consumer_group_snapshot"); err != nil {
+		return err
+	}
 	switch lvl := d.str("backup.isolation_level"); lvl {
 	case "", "read_committed", "read_uncommitted":
 		o.IsolationLevel = lvl

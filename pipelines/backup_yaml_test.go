@@ -48,6 +48,7 @@ backup:
   checkpoint_interval: 3s
   continuous: true
   include_internal_topics: true
+  consumer_group_snapshot: true
   isolation_level: read_uncommitted
   max_broker_outage: 2m
 `,
@@ -55,7 +56,7 @@ backup:
 			Topics: []string{"orders-*", "payments"}, ExcludeTopics: []string{"orders-tmp"}, Path: "/backups",
 			Store:       StoreOptions{EncryptionKeyEnv: "BACKUP_KEY"},
 			Compression: "lz4", CompressionLevel: 5, SegmentMaxBytes: 1048576, SegmentMaxRecords: 1000,
-			SegmentMaxInterval: 3 * time.Second, Continuous: true, IncludeInternalTopics: true,
+			SegmentMaxInterval: 3 * time.Second, Continuous: true, IncludeInternalTopics: true, ConsumerGroupSnapshot: true,
 			IsolationLevel: "read_uncommitted", MaxBrokerOutage: 2 * time.Minute},
 	}, {
 		name: "s3 with flat keys",
@@ -116,7 +117,7 @@ backup:
 func TestABackupConfigBecomesItsPipeline(t *testing.T) {
 	o := BackupOptions{BackupID: "daily", BootstrapServers: []string{"k:9092"}, Topics: []string{"orders-*"}, ExcludeTopics: []string{"orders-tmp"},
 		Path: "/backups", Compression: "lz4", CompressionLevel: 5, SegmentMaxBytes: 1 << 20, SegmentMaxRecords: 1000,
-		SegmentMaxInterval: 3 * time.Second, Continuous: true, IncludeInternalTopics: true, IsolationLevel: "read_uncommitted", MaxBrokerOutage: 2 * time.Minute}
+		SegmentMaxInterval: 3 * time.Second, Continuous: true, IncludeInternalTopics: true, ConsumerGroupSnapshot: true, IsolationLevel: "read_uncommitted", MaxBrokerOutage: 2 * time.Minute}
 	p := Backup("backup", o)
 	params := func(raw map[string]json.RawMessage) map[string]any {
 		out := map[string]any{}
@@ -129,7 +130,7 @@ func TestABackupConfigBecomesItsPipeline(t *testing.T) {
 	}
 	src, sink := params(p.Source.Params), params(p.Sink.Params)
 	wantSrc := map[string]any{"bootstrap_servers": []any{"k:9092"}, "topics": []any{"orders-*"}, "exclude_topics": []any{"orders-tmp"},
-		"continuous": true, "include_internal_topics": true, "isolation_level": "read_uncommitted", "max_broker_outage": "2m0s"}
+		"continuous": true, "include_internal_topics": true, "consumer_group_snapshot": true, "isolation_level": "read_uncommitted", "max_broker_outage": "2m0s"}
 	wantSink := map[string]any{"path": "/backups", "backup_id": "daily", "compression": "lz4", "compression_level": float64(5),
 		"segment_max_bytes": float64(1 << 20), "segment_max_records": float64(1000), "flush_interval": "3s"}
 	if p.Source.Plugin != "kafka" || !reflect.DeepEqual(src, wantSrc) {

@@ -84,6 +84,9 @@ type BackupOptions struct {
 	IsolationLevel string
 	// CompressionLevel is the level of Compression; 0 is its default.
 	CompressionLevel int
+	// ConsumerGroupSnapshot stores the groups' committed offsets on the
+	// topics with the backup's metadata.
+	ConsumerGroupSnapshot bool
 }
 
 // RestoreOptions describe a restore, whole or for a time window.
@@ -128,6 +131,9 @@ func Backup(name string, o BackupOptions) config.Pipeline {
 	}
 	if o.IncludeInternalTopics {
 		src["include_internal_topics"] = true
+	}
+	if o.ConsumerGroupSnapshot {
+		src["consumer_group_snapshot"] = true
 	}
 	if o.IsolationLevel != "" {
 		src["isolation_level"] = o.IsolationLevel

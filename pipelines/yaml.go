@@ -99,6 +99,7 @@ var backupSchema = mapOf(map[string]schema{
 		"stop_at_current_offsets": leaf(kBool),
 		"checkpoint_interval":     leaf(kDuration),
 		"include_internal_topics": leaf(kBool),
+		"consumer_group_snapshot": leaf(kBool),
 		"isolation_level":         leaf(kString),
 		"max_broker_outage":       leaf(kDuration),
 	}),

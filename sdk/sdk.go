@@ -25,6 +25,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
 
@@ -260,6 +261,27 @@ type Metadata struct {
 	// unknown.
 	ClusterID string          `json:"cluster_id,omitempty"`
 	Topics    []TopicMetadata `json:"topics"`
+	// Groups holds consumer groups' committed offsets on the topics, asked
+	// of each group's coordinator at GroupsTakenAt (UTC), as close as can
+	// be to a snapshot's end offsets; empty unless a source was asked to.
+	Groups        []GroupOffsets `json:"groups,omitempty"`
+	GroupsTakenAt time.Time      `json:"groups_taken_at,omitzero"`
+}
+
+// GroupOffsets is what one consumer group has committed.
+type GroupOffsets struct {
+	Group   string        `json:"group"`
+	Offsets []GroupOffset `json:"offsets"`
+}
+
+// GroupOffset is a group's committed offset of one topic-partition.
+type GroupOffset struct {
+	Topic     string `json:"topic"`
+	Partition int32  `json:"partition"`
+	Offset    int64  `json:"offset"`
+	// LeaderEpoch is -1 when the commit named none.
+	LeaderEpoch int32  `json:"leader_epoch"`
+	Metadata    string `json:"metadata,omitempty"`
 }
 
 // Topic returns the metadata of the topic name, if present.

@@ -124,6 +124,16 @@ func PositionsFromProto(ps []*pb.Position) []Position {
 // MetadataToProto converts metadata to its wire form.
 func MetadataToProto(m Metadata) *pb.Metadata {
 	out := &pb.Metadata{ClusterId: m.ClusterID}
+	if !m.GroupsTakenAt.IsZero() {
+		out.GroupsTakenAtMs = m.GroupsTakenAt.UnixMilli()
+	}
+	for _, g := range m.Groups {
+		pg := &pb.GroupOffsets{Group: g.Group}
+		for _, o := range g.Offsets {
+			pg.Offsets = append(pg.Offsets, &pb.GroupOffset{Topic: o.Topic, Partition: o.Partition, Offset: o.Offset, LeaderEpoch: o.LeaderEpoch, Metadata: o.Metadata})
+		}
+		out.Groups = append(out.Groups, pg)
+	}
 	for _, t := range m.Topics {
 		pt := &pb.TopicMetadata{Name: t.Name, Partitions: t.Partitions, ReplicationFactor: t.ReplicationFactor, Configs: t.Configs,
 			MinInsyncReplicas: t.MinInsyncReplicas}
@@ -138,6 +148,17 @@ func MetadataToProto(m Metadata) *pb.Metadata {
 // MetadataFromProto converts wire metadata.
 func MetadataFromProto(p *pb.Metadata) Metadata {
 	m := Metadata{ClusterID: p.GetClusterId()}
+	if ms := p.GetGroupsTakenAtMs(); ms != 0 {
+		m.GroupsTakenAt = time.UnixMilli(ms).UTC()
+	}
+	for _, g := range p.GetGroups() {
+		og := GroupOffsets{Group: g.GetGroup()}
+		for _, o := range g.GetOffsets() {
+			og.Offsets = append(og.Offsets, GroupOffset{Topic: o.GetTopic(), Partition: o.GetPartition(), Offset: o.GetOffset(),
+				LeaderEpoch: o.GetLeaderEpoch(), Metadata: o.GetMetadata()})
+		}
+		m.Groups = append(m.Groups, og)
+	}
 	for _, t := range p.GetTopics() {
 		tm := TopicMetadata{Name: t.GetName(), Partitions: t.GetPartitions(), ReplicationFactor: t.GetReplicationFactor(), Configs: t.GetConfigs(),
 			MinInsyncReplicas: t.GetMinInsyncReplicas()}

@@ -215,3 +215,69 @@ func TestASnapshotStopsAtTheEndOffsetsTakenAtStart(t *testing.T) {
 }
 
 var _ = storage.KindGap
+
+// TestGroupOffsetsInTheSnapshot: with --consumer-group-snapshot the backup
+// holds what each consumer group committed on the topics backed up (and
+// nothing of other topics), asked of the groups' coordinators at the
+// snapshot's start; without it, none.
+func TestGroupOffsetsInTheSnapshot(t *testing.T) {
+	addr := testkit.Kafka(t)
+	topic, other := testkit.Topic(t, "groups"), testkit.Topic(t, "groups-other")
+	seedPartitions(t, addr, topic, 2, 100, time.Now().UnixMilli())
+	seedPartitions(t, addr, other, 1, 10, time.Now().UnixMilli())
+	adm := kadm.NewClient(testkit.Client(t, addr))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	g1, g2 := topic+"-g1", topic+"-g2"
+	commit := func(group string, offs map[string]map[int32]int64) {
+		t.Helper()
+		var o kadm.Offsets
+		for tp, parts := range offs {
+			for p, at := range parts {
+				o.AddOffset(tp, p, at, -1)
+			}
+		}
+		resp, err := adm.CommitOffsets(ctx, group, o)
+		if err == nil {
+			err = resp.Error()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	commit(g1, map[string]map[int32]int64{topic: {0: 40, 1: 7}})
+	commit(g2, map[string]map[int32]int64{topic: {0: 90}, other: {0: 5}})
+	path := t.TempDir()
+	before := time.Now()
+	if code, _, errText := kpipeWithin(t, time.Minute, "backup", "--bootstrap-servers", addr, "--topics", topic, "--path", path,
+		"--backup-id", "g", "--consumer-group-snapshot"); code != 0 {
+		t.Fatalf("backup: exit %d: %s", code, errText)
+	}
+	meta, err := testkit.Backup(t, path, "g").Metadata(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, g := range meta.Groups {
+		if g.Group == g1 || g.Group == g2 { // other tests' groups may be there too
+			got[g.Group] = fmt.Sprint(g.Offsets)
+		}
+	}
+	want := map[string]string{
+		g1: fmt.Sprint([]sdk.GroupOffset{{Topic: topic, Partition: 0, Offset: 40, LeaderEpoch: -1}, {Topic: topic, Partition: 1, Offset: 7, LeaderEpoch: -1}}),
+		g2: fmt.Sprint([]sdk.GroupOffset{{Topic: topic, Partition: 0, Offset: 90, LeaderEpoch: -1}}),
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("groups in the backup %v, want %v", got, want)
+	}
+	if at := meta.GroupsTakenAt; at.Before(before.Add(-time.Second)) || at.After(time.Now()) {
+		t.Fatalf("groups taken at %s, want during the backup (after %s)", at, before)
+	}
+	plain := t.TempDir()
+	if code, _, errText := kpipeWithin(t, time.Minute, "backup", "--bootstrap-servers", addr, "--topics", topic, "--path", plain, "--backup-id", "g"); code != 0 {
+		t.Fatalf("backup: exit %d: %s", code, errText)
+	}
+	if meta, _ := testkit.Backup(t, plain, "g").Metadata(ctx); len(meta.Groups) != 0 || !meta.GroupsTakenAt.IsZero() {
+		t.Fatalf("a backup without --consumer-group-snapshot holds groups: %+v", meta.Groups)
+	}
+}

@@ -434,6 +434,7 @@ environment), instead of the flags that describe what to back up.`,
 	f.StringVar(&b.BackupID, "backup-id", "", "name of this backup under --path (required)")
 	f.StringVar(&b.Compression, "compression", "zstd", "segment compression: zstd, lz4 or none")
 	f.BoolVar(&b.Continuous, "continuous", false, "keep backing up new records until stopped")
+	f.BoolVar(&b.ConsumerGroupSnapshot, "consumer-group-snapshot", false, "store every consumer group's committed offsets on the topics with the backup, asked of each group's coordinator beside the end offsets taken at start")
 	f.DurationVar(&b.MaxBrokerOutage, "max-broker-outage", 0, "how long the brokers may stay unreachable mid-run before the backup fails with exit 1, what was committed intact; a warning names the broker every 10s meanwhile (0: 5m for a snapshot, unbounded with --continuous; negative: unbounded)")
 	f.Int64Var(&b.SegmentMaxBytes, "segment-max-bytes", 0, "commit a segment once it holds this many bytes (0: 64 MiB)")
 	f.Int64Var(&b.SegmentMaxRecords, "segment-max-records", 0, "commit a segment once it holds this many records (0: no limit)")
@@ -593,7 +594,7 @@ func paramsJSON(ps []param.Param) []paramJSON {
 }
 
 // configFlags are the backup flags a --config file replaces.
-var configFlags = []string{"bootstrap-servers", "topics", "path", "backup-id", "compression", "continuous", "max-broker-outage",
+var configFlags = []string{"bootstrap-servers", "topics", "path", "backup-id", "compression", "continuous", "max-broker-outage", "consumer-group-snapshot",
 	"segment-max-bytes", "segment-max-records", "segment-max-interval", "s3-endpoint", "s3-region", "s3-force-path-style", "s3-profile",
 	"encryption-key-file", "encryption-key-env"}
 

@@ -27,6 +27,7 @@ type sourceConfig struct {
 	Topics                  []string      `param:"topics" required:"true" help:"topic names or globs (such as \"orders-*\"); globs skip internal topics starting with __ unless include_internal_topics"`
 	ExcludeTopics           []string      `param:"exclude_topics" help:"topic names or globs to leave out of those topics selects"`
 	IncludeInternalTopics   bool          `param:"include_internal_topics" default:"false" help:"let globs of topics match internal topics too (names starting with __, such as __consumer_offsets)"`
+	ConsumerGroupSnapshot   bool          `param:"consumer_group_snapshot" default:"false" help:"store every consumer group's committed offsets on the topics backed up, asked of each group's coordinator beside the end offsets taken at start"`
 	Continuous              bool          `param:"continuous" default:"false" help:"keep reading new records until stopped; when false, stop at the end offsets taken at start"`
 	IsolationLevel          string        `param:"isolation_level" default:"read_committed" help:"read_committed (only committed transactional data) or read_uncommitted"`
 	ConnectTimeout          time.Duration `param:"connect_timeout" default:"30s" help:"how long to wait for the cluster to answer at start"`
@@ -225,11 +226,31 @@ func (s *Source) Open(ctx context.Context, o sdk.SourceOptions) error {
 	if err != nil {
 		return err
 	}
+	var groups []string
+	if s.cfg.ConsumerGroupSnapshot {
+		if groups, err = s.listGroups(actx); err != nil {
+			return err
+		}
+	}
+	// The groups' offsets are asked for beside the end offsets: one
+	// instant, as nearly as the cluster allows.
+	snapCh := make(chan groupSnapshot, 1)
+	go func() {
+		if s.cfg.ConsumerGroupSnapshot {
+			snapCh <- s.fetchGroups(actx, groups, topics)
+		} else {
+			snapCh <- groupSnapshot{}
+		}
+	}()
 	var ends kadm.ListedOffsets
 	if readCommitted {
 		ends, err = s.adm.ListCommittedOffsets(actx, topics...)
 	} else {
 		ends, err = s.adm.ListEndOffsets(actx, topics...)
+	}
+	snap := <-snapCh
+	if snap.err != nil {
+		return snap.err
 	}
 	if err != nil {
 		return fmt.Errorf("list end offsets: %w", err)
@@ -239,6 +260,9 @@ func (s *Source) Open(ctx context.Context, o sdk.SourceOptions) error {
 	}
 	if s.meta, err = s.metadata(actx, md.Cluster, topics, details); err != nil {
 		return err
+	}
+	if s.cfg.ConsumerGroupSnapshot {
+		s.meta.Groups, s.meta.GroupsTakenAt = snap.groups, snap.taken
 	}
 	starts, err := s.adm.ListStartOffsets(actx, topics...)
 	if err == nil {

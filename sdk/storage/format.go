@@ -68,12 +68,17 @@ type Metadata struct {
 
 // merge returns m with the topics of n: a topic of n replaces the one of
 // the same name, which goes to Earlier when n's is another incarnation.
+// Groups come whole from the newer snapshot of them.
 func (m Metadata) merge(n sdk.Metadata) Metadata {
 	byName := map[string]sdk.TopicMetadata{}
 	for _, t := range m.Topics {
 		byName[t.Name] = t
 	}
-	out := Metadata{Metadata: sdk.Metadata{ClusterID: cmp.Or(n.ClusterID, m.ClusterID)}, Earlier: slices.Clone(m.Earlier)}
+	out := Metadata{Metadata: sdk.Metadata{ClusterID: cmp.Or(n.ClusterID, m.ClusterID), Groups: m.Groups, GroupsTakenAt: m.GroupsTakenAt},
+		Earlier: slices.Clone(m.Earlier)}
+	if !n.GroupsTakenAt.IsZero() { // a newer snapshot of the groups
+		out.Groups, out.GroupsTakenAt = n.Groups, n.GroupsTakenAt
+	}
 	for _, t := range n.Topics {
 		if old, ok := byName[t.Name]; ok && old.ID != (sdk.TopicID{}) && t.ID != (sdk.TopicID{}) && old.ID != t.ID {
 			out.Earlier = append(out.Earlier, old)

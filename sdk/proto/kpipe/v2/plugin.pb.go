@@ -963,9 +963,14 @@ type Metadata struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Topics []*TopicMetadata       `protobuf:"bytes,1,rep,name=topics,proto3" json:"topics,omitempty"`
 	// The id of the cluster the topics are on; empty when unknown.
-	ClusterId     string `protobuf:"bytes,2,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ClusterId string `protobuf:"bytes,2,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	// Consumer groups' committed offsets on the topics, asked of each
+	// group's coordinator at groups_taken_at_ms (epoch milliseconds), as
+	// close as can be to the snapshot's end offsets; none unless asked for.
+	Groups          []*GroupOffsets `protobuf:"bytes,3,rep,name=groups,proto3" json:"groups,omitempty"`
+	GroupsTakenAtMs int64           `protobuf:"varint,4,opt,name=groups_taken_at_ms,json=groupsTakenAtMs,proto3" json:"groups_taken_at_ms,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Metadata) Reset() {
@@ -1012,6 +1017,151 @@ func (x *Metadata) GetClusterId() string {
 	return ""
 }
 
+func (x *Metadata) GetGroups() []*GroupOffsets {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
+func (x *Metadata) GetGroupsTakenAtMs() int64 {
+	if x != nil {
+		return x.GroupsTakenAtMs
+	}
+	return 0
+}
+
+// GroupOffsets is what one consumer group has committed.
+type GroupOffsets struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Group         string                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	Offsets       []*GroupOffset         `protobuf:"bytes,2,rep,name=offsets,proto3" json:"offsets,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupOffsets) Reset() {
+	*x = GroupOffsets{}
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupOffsets) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupOffsets) ProtoMessage() {}
+
+func (x *GroupOffsets) ProtoReflect() protoreflect.Message {
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupOffsets.ProtoReflect.Descriptor instead.
+func (*GroupOffsets) Descriptor() ([]byte, []int) {
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *GroupOffsets) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *GroupOffsets) GetOffsets() []*GroupOffset {
+	if x != nil {
+		return x.Offsets
+	}
+	return nil
+}
+
+// GroupOffset is a group's committed offset of one topic-partition.
+type GroupOffset struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Topic     string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	Partition int32                  `protobuf:"varint,2,opt,name=partition,proto3" json:"partition,omitempty"`
+	Offset    int64                  `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`
+	// -1 when the commit named none.
+	LeaderEpoch   int32  `protobuf:"varint,4,opt,name=leader_epoch,json=leaderEpoch,proto3" json:"leader_epoch,omitempty"`
+	Metadata      string `protobuf:"bytes,5,opt,name=metadata,proto3" json:"metadata,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupOffset) Reset() {
+	*x = GroupOffset{}
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupOffset) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupOffset) ProtoMessage() {}
+
+func (x *GroupOffset) ProtoReflect() protoreflect.Message {
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupOffset.ProtoReflect.Descriptor instead.
+func (*GroupOffset) Descriptor() ([]byte, []int) {
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *GroupOffset) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *GroupOffset) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *GroupOffset) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *GroupOffset) GetLeaderEpoch() int32 {
+	if x != nil {
+		return x.LeaderEpoch
+	}
+	return 0
+}
+
+func (x *GroupOffset) GetMetadata() string {
+	if x != nil {
+		return x.Metadata
+	}
+	return ""
+}
+
 // PartitionError is a failure of one topic-partition.
 type PartitionError struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -1031,7 +1181,7 @@ type PartitionError struct {
 
 func (x *PartitionError) Reset() {
 	*x = PartitionError{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[13]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1043,7 +1193,7 @@ func (x *PartitionError) String() string {
 func (*PartitionError) ProtoMessage() {}
 
 func (x *PartitionError) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[13]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1056,7 +1206,7 @@ func (x *PartitionError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionError.ProtoReflect.Descriptor instead.
 func (*PartitionError) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{13}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *PartitionError) GetTopic() string {
@@ -1114,7 +1264,7 @@ type Metrics struct {
 
 func (x *Metrics) Reset() {
 	*x = Metrics{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[14]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1126,7 +1276,7 @@ func (x *Metrics) String() string {
 func (*Metrics) ProtoMessage() {}
 
 func (x *Metrics) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[14]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1139,7 +1289,7 @@ func (x *Metrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Metrics.ProtoReflect.Descriptor instead.
 func (*Metrics) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{14}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Metrics) GetCounters() map[string]int64 {
@@ -1169,7 +1319,7 @@ type PartitionMetric struct {
 
 func (x *PartitionMetric) Reset() {
 	*x = PartitionMetric{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[15]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1181,7 +1331,7 @@ func (x *PartitionMetric) String() string {
 func (*PartitionMetric) ProtoMessage() {}
 
 func (x *PartitionMetric) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[15]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1194,7 +1344,7 @@ func (x *PartitionMetric) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionMetric.ProtoReflect.Descriptor instead.
 func (*PartitionMetric) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{15}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PartitionMetric) GetTopic() string {
@@ -1237,7 +1387,7 @@ type Spans struct {
 
 func (x *Spans) Reset() {
 	*x = Spans{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[16]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1249,7 +1399,7 @@ func (x *Spans) String() string {
 func (*Spans) ProtoMessage() {}
 
 func (x *Spans) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[16]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1262,7 +1412,7 @@ func (x *Spans) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Spans.ProtoReflect.Descriptor instead.
 func (*Spans) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{16}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Spans) GetTracesData() []byte {
@@ -1283,7 +1433,7 @@ type Credit struct {
 
 func (x *Credit) Reset() {
 	*x = Credit{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[17]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1295,7 +1445,7 @@ func (x *Credit) String() string {
 func (*Credit) ProtoMessage() {}
 
 func (x *Credit) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[17]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1308,7 +1458,7 @@ func (x *Credit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Credit.ProtoReflect.Descriptor instead.
 func (*Credit) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{17}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Credit) GetBatches() int64 {
@@ -1349,7 +1499,7 @@ type SourceOpenRequest struct {
 
 func (x *SourceOpenRequest) Reset() {
 	*x = SourceOpenRequest{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[18]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1361,7 +1511,7 @@ func (x *SourceOpenRequest) String() string {
 func (*SourceOpenRequest) ProtoMessage() {}
 
 func (x *SourceOpenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[18]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1374,7 +1524,7 @@ func (x *SourceOpenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SourceOpenRequest.ProtoReflect.Descriptor instead.
 func (*SourceOpenRequest) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{18}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SourceOpenRequest) GetResume() []*Position {
@@ -1434,7 +1584,7 @@ type SourceOpenResponse struct {
 
 func (x *SourceOpenResponse) Reset() {
 	*x = SourceOpenResponse{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[19]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1446,7 +1596,7 @@ func (x *SourceOpenResponse) String() string {
 func (*SourceOpenResponse) ProtoMessage() {}
 
 func (x *SourceOpenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[19]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1459,7 +1609,7 @@ func (x *SourceOpenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SourceOpenResponse.ProtoReflect.Descriptor instead.
 func (*SourceOpenResponse) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{19}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{21}
 }
 
 // SourceRequest flows from host to source on the Run stream. The host ends
@@ -1477,7 +1627,7 @@ type SourceRequest struct {
 
 func (x *SourceRequest) Reset() {
 	*x = SourceRequest{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[20]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1489,7 +1639,7 @@ func (x *SourceRequest) String() string {
 func (*SourceRequest) ProtoMessage() {}
 
 func (x *SourceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[20]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1502,7 +1652,7 @@ func (x *SourceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SourceRequest.ProtoReflect.Descriptor instead.
 func (*SourceRequest) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{20}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SourceRequest) GetMsg() isSourceRequest_Msg {
@@ -1555,7 +1705,7 @@ type End struct {
 
 func (x *End) Reset() {
 	*x = End{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[21]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1567,7 +1717,7 @@ func (x *End) String() string {
 func (*End) ProtoMessage() {}
 
 func (x *End) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[21]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1580,7 +1730,7 @@ func (x *End) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use End.ProtoReflect.Descriptor instead.
 func (*End) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{21}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{23}
 }
 
 // SourceEvent flows from source to host on the Run stream. The frame of a
@@ -1602,7 +1752,7 @@ type SourceEvent struct {
 
 func (x *SourceEvent) Reset() {
 	*x = SourceEvent{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[22]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1614,7 +1764,7 @@ func (x *SourceEvent) String() string {
 func (*SourceEvent) ProtoMessage() {}
 
 func (x *SourceEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[22]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1627,7 +1777,7 @@ func (x *SourceEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SourceEvent.ProtoReflect.Descriptor instead.
 func (*SourceEvent) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{22}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *SourceEvent) GetEvent() isSourceEvent_Event {
@@ -1752,7 +1902,7 @@ type TransformOpenRequest struct {
 
 func (x *TransformOpenRequest) Reset() {
 	*x = TransformOpenRequest{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[23]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1764,7 +1914,7 @@ func (x *TransformOpenRequest) String() string {
 func (*TransformOpenRequest) ProtoMessage() {}
 
 func (x *TransformOpenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[23]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1777,7 +1927,7 @@ func (x *TransformOpenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransformOpenRequest.ProtoReflect.Descriptor instead.
 func (*TransformOpenRequest) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{23}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *TransformOpenRequest) GetCodec() string {
@@ -1837,7 +1987,7 @@ type TransformOpenResponse struct {
 
 func (x *TransformOpenResponse) Reset() {
 	*x = TransformOpenResponse{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[24]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1849,7 +1999,7 @@ func (x *TransformOpenResponse) String() string {
 func (*TransformOpenResponse) ProtoMessage() {}
 
 func (x *TransformOpenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[24]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1862,7 +2012,7 @@ func (x *TransformOpenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransformOpenResponse.ProtoReflect.Descriptor instead.
 func (*TransformOpenResponse) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{24}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{26}
 }
 
 // TransformRequest flows from host to transform: envelopes in order, whose
@@ -1880,7 +2030,7 @@ type TransformRequest struct {
 
 func (x *TransformRequest) Reset() {
 	*x = TransformRequest{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[25]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1892,7 +2042,7 @@ func (x *TransformRequest) String() string {
 func (*TransformRequest) ProtoMessage() {}
 
 func (x *TransformRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[25]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1905,7 +2055,7 @@ func (x *TransformRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransformRequest.ProtoReflect.Descriptor instead.
 func (*TransformRequest) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{25}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *TransformRequest) GetMsg() isTransformRequest_Msg {
@@ -1962,7 +2112,7 @@ type TransformResult struct {
 
 func (x *TransformResult) Reset() {
 	*x = TransformResult{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[26]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1974,7 +2124,7 @@ func (x *TransformResult) String() string {
 func (*TransformResult) ProtoMessage() {}
 
 func (x *TransformResult) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[26]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1987,7 +2137,7 @@ func (x *TransformResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransformResult.ProtoReflect.Descriptor instead.
 func (*TransformResult) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{26}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *TransformResult) GetSeq() uint64 {
@@ -2027,7 +2177,7 @@ type TransformEvent struct {
 
 func (x *TransformEvent) Reset() {
 	*x = TransformEvent{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[27]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2039,7 +2189,7 @@ func (x *TransformEvent) String() string {
 func (*TransformEvent) ProtoMessage() {}
 
 func (x *TransformEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[27]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2052,7 +2202,7 @@ func (x *TransformEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransformEvent.ProtoReflect.Descriptor instead.
 func (*TransformEvent) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{27}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *TransformEvent) GetEvent() isTransformEvent_Event {
@@ -2158,7 +2308,7 @@ type SinkOpenRequest struct {
 
 func (x *SinkOpenRequest) Reset() {
 	*x = SinkOpenRequest{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[28]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2170,7 +2320,7 @@ func (x *SinkOpenRequest) String() string {
 func (*SinkOpenRequest) ProtoMessage() {}
 
 func (x *SinkOpenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[28]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2183,7 +2333,7 @@ func (x *SinkOpenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SinkOpenRequest.ProtoReflect.Descriptor instead.
 func (*SinkOpenRequest) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{28}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *SinkOpenRequest) GetMetricsIntervalMs() int64 {
@@ -2237,7 +2387,7 @@ type SinkOpenResponse struct {
 
 func (x *SinkOpenResponse) Reset() {
 	*x = SinkOpenResponse{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[29]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2249,7 +2399,7 @@ func (x *SinkOpenResponse) String() string {
 func (*SinkOpenResponse) ProtoMessage() {}
 
 func (x *SinkOpenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[29]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2262,7 +2412,7 @@ func (x *SinkOpenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SinkOpenResponse.ProtoReflect.Descriptor instead.
 func (*SinkOpenResponse) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{29}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *SinkOpenResponse) GetTracksPositions() bool {
@@ -2303,7 +2453,7 @@ type SinkRequest struct {
 
 func (x *SinkRequest) Reset() {
 	*x = SinkRequest{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[30]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2315,7 +2465,7 @@ func (x *SinkRequest) String() string {
 func (*SinkRequest) ProtoMessage() {}
 
 func (x *SinkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[30]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2328,7 +2478,7 @@ func (x *SinkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SinkRequest.ProtoReflect.Descriptor instead.
 func (*SinkRequest) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{30}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *SinkRequest) GetMsg() isSinkRequest_Msg {
@@ -2383,7 +2533,7 @@ type BatchRefs struct {
 
 func (x *BatchRefs) Reset() {
 	*x = BatchRefs{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[31]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2395,7 +2545,7 @@ func (x *BatchRefs) String() string {
 func (*BatchRefs) ProtoMessage() {}
 
 func (x *BatchRefs) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[31]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2408,7 +2558,7 @@ func (x *BatchRefs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchRefs.ProtoReflect.Descriptor instead.
 func (*BatchRefs) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{31}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *BatchRefs) GetSeqs() []uint64 {
@@ -2434,7 +2584,7 @@ type SinkEvent struct {
 
 func (x *SinkEvent) Reset() {
 	*x = SinkEvent{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[32]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2446,7 +2596,7 @@ func (x *SinkEvent) String() string {
 func (*SinkEvent) ProtoMessage() {}
 
 func (x *SinkEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[32]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2459,7 +2609,7 @@ func (x *SinkEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SinkEvent.ProtoReflect.Descriptor instead.
 func (*SinkEvent) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{32}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *SinkEvent) GetEvent() isSinkEvent_Event {
@@ -2562,7 +2712,7 @@ type ListBackupsRequest struct {
 
 func (x *ListBackupsRequest) Reset() {
 	*x = ListBackupsRequest{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[33]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2574,7 +2724,7 @@ func (x *ListBackupsRequest) String() string {
 func (*ListBackupsRequest) ProtoMessage() {}
 
 func (x *ListBackupsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[33]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2587,7 +2737,7 @@ func (x *ListBackupsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBackupsRequest.ProtoReflect.Descriptor instead.
 func (*ListBackupsRequest) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{33}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ListBackupsRequest) GetPageSize() int32 {
@@ -2615,7 +2765,7 @@ type BackupSummary struct {
 
 func (x *BackupSummary) Reset() {
 	*x = BackupSummary{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[34]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2627,7 +2777,7 @@ func (x *BackupSummary) String() string {
 func (*BackupSummary) ProtoMessage() {}
 
 func (x *BackupSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[34]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2640,7 +2790,7 @@ func (x *BackupSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupSummary.ProtoReflect.Descriptor instead.
 func (*BackupSummary) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{34}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *BackupSummary) GetBackupId() string {
@@ -2668,7 +2818,7 @@ type ListBackupsResponse struct {
 
 func (x *ListBackupsResponse) Reset() {
 	*x = ListBackupsResponse{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[35]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2680,7 +2830,7 @@ func (x *ListBackupsResponse) String() string {
 func (*ListBackupsResponse) ProtoMessage() {}
 
 func (x *ListBackupsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[35]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2693,7 +2843,7 @@ func (x *ListBackupsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBackupsResponse.ProtoReflect.Descriptor instead.
 func (*ListBackupsResponse) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{35}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ListBackupsResponse) GetBackups() []*BackupSummary {
@@ -2719,7 +2869,7 @@ type ReadMetadataRequest struct {
 
 func (x *ReadMetadataRequest) Reset() {
 	*x = ReadMetadataRequest{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[36]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2731,7 +2881,7 @@ func (x *ReadMetadataRequest) String() string {
 func (*ReadMetadataRequest) ProtoMessage() {}
 
 func (x *ReadMetadataRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[36]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2744,7 +2894,7 @@ func (x *ReadMetadataRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadMetadataRequest.ProtoReflect.Descriptor instead.
 func (*ReadMetadataRequest) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{36}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ReadMetadataRequest) GetBackupId() string {
@@ -2764,7 +2914,7 @@ type ReadMetadataResponse struct {
 
 func (x *ReadMetadataResponse) Reset() {
 	*x = ReadMetadataResponse{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[37]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2776,7 +2926,7 @@ func (x *ReadMetadataResponse) String() string {
 func (*ReadMetadataResponse) ProtoMessage() {}
 
 func (x *ReadMetadataResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[37]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2789,7 +2939,7 @@ func (x *ReadMetadataResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadMetadataResponse.ProtoReflect.Descriptor instead.
 func (*ReadMetadataResponse) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{37}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ReadMetadataResponse) GetInfoJson() []byte {
@@ -2815,7 +2965,7 @@ type ListPartitionsRequest struct {
 
 func (x *ListPartitionsRequest) Reset() {
 	*x = ListPartitionsRequest{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[38]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2827,7 +2977,7 @@ func (x *ListPartitionsRequest) String() string {
 func (*ListPartitionsRequest) ProtoMessage() {}
 
 func (x *ListPartitionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[38]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2840,7 +2990,7 @@ func (x *ListPartitionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPartitionsRequest.ProtoReflect.Descriptor instead.
 func (*ListPartitionsRequest) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{38}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ListPartitionsRequest) GetBackupId() string {
@@ -2860,7 +3010,7 @@ type PartitionRef struct {
 
 func (x *PartitionRef) Reset() {
 	*x = PartitionRef{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[39]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2872,7 +3022,7 @@ func (x *PartitionRef) String() string {
 func (*PartitionRef) ProtoMessage() {}
 
 func (x *PartitionRef) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[39]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2885,7 +3035,7 @@ func (x *PartitionRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionRef.ProtoReflect.Descriptor instead.
 func (*PartitionRef) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{39}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *PartitionRef) GetTopic() string {
@@ -2911,7 +3061,7 @@ type ListPartitionsResponse struct {
 
 func (x *ListPartitionsResponse) Reset() {
 	*x = ListPartitionsResponse{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[40]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2923,7 +3073,7 @@ func (x *ListPartitionsResponse) String() string {
 func (*ListPartitionsResponse) ProtoMessage() {}
 
 func (x *ListPartitionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[40]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2936,7 +3086,7 @@ func (x *ListPartitionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPartitionsResponse.ProtoReflect.Descriptor instead.
 func (*ListPartitionsResponse) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{40}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ListPartitionsResponse) GetPartitions() []*PartitionRef {
@@ -2957,7 +3107,7 @@ type ReadManifestRequest struct {
 
 func (x *ReadManifestRequest) Reset() {
 	*x = ReadManifestRequest{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[41]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2969,7 +3119,7 @@ func (x *ReadManifestRequest) String() string {
 func (*ReadManifestRequest) ProtoMessage() {}
 
 func (x *ReadManifestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[41]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2982,7 +3132,7 @@ func (x *ReadManifestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadManifestRequest.ProtoReflect.Descriptor instead.
 func (*ReadManifestRequest) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{41}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ReadManifestRequest) GetBackupId() string {
@@ -3016,7 +3166,7 @@ type ReadManifestResponse struct {
 
 func (x *ReadManifestResponse) Reset() {
 	*x = ReadManifestResponse{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[42]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3028,7 +3178,7 @@ func (x *ReadManifestResponse) String() string {
 func (*ReadManifestResponse) ProtoMessage() {}
 
 func (x *ReadManifestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[42]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3041,7 +3191,7 @@ func (x *ReadManifestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadManifestResponse.ProtoReflect.Descriptor instead.
 func (*ReadManifestResponse) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{42}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ReadManifestResponse) GetEntriesJson() [][]byte {
@@ -3066,7 +3216,7 @@ type ReadRangeRequest struct {
 
 func (x *ReadRangeRequest) Reset() {
 	*x = ReadRangeRequest{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[43]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3078,7 +3228,7 @@ func (x *ReadRangeRequest) String() string {
 func (*ReadRangeRequest) ProtoMessage() {}
 
 func (x *ReadRangeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[43]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3091,7 +3241,7 @@ func (x *ReadRangeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRangeRequest.ProtoReflect.Descriptor instead.
 func (*ReadRangeRequest) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{43}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ReadRangeRequest) GetBackupId() string {
@@ -3131,7 +3281,7 @@ type ReadRangeResponse struct {
 
 func (x *ReadRangeResponse) Reset() {
 	*x = ReadRangeResponse{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[44]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3143,7 +3293,7 @@ func (x *ReadRangeResponse) String() string {
 func (*ReadRangeResponse) ProtoMessage() {}
 
 func (x *ReadRangeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[44]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3156,7 +3306,7 @@ func (x *ReadRangeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRangeResponse.ProtoReflect.Descriptor instead.
 func (*ReadRangeResponse) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{44}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ReadRangeResponse) GetData() []byte {
@@ -3250,11 +3400,22 @@ const file_kpipe_v2_plugin_proto_rawDesc = "" +
 	"\x13min_insync_replicas\x18\x06 \x01(\x05R\x11minInsyncReplicas\x1a:\n" +
 	"\fConfigsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"Z\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb7\x01\n" +
 	"\bMetadata\x12/\n" +
 	"\x06topics\x18\x01 \x03(\v2\x17.kpipe.v2.TopicMetadataR\x06topics\x12\x1d\n" +
 	"\n" +
-	"cluster_id\x18\x02 \x01(\tR\tclusterId\"\xa8\x01\n" +
+	"cluster_id\x18\x02 \x01(\tR\tclusterId\x12.\n" +
+	"\x06groups\x18\x03 \x03(\v2\x16.kpipe.v2.GroupOffsetsR\x06groups\x12+\n" +
+	"\x12groups_taken_at_ms\x18\x04 \x01(\x03R\x0fgroupsTakenAtMs\"U\n" +
+	"\fGroupOffsets\x12\x14\n" +
+	"\x05group\x18\x01 \x01(\tR\x05group\x12/\n" +
+	"\aoffsets\x18\x02 \x03(\v2\x15.kpipe.v2.GroupOffsetR\aoffsets\"\x98\x01\n" +
+	"\vGroupOffset\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
+	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x16\n" +
+	"\x06offset\x18\x03 \x01(\x03R\x06offset\x12!\n" +
+	"\fleader_epoch\x18\x04 \x01(\x05R\vleaderEpoch\x12\x1a\n" +
+	"\bmetadata\x18\x05 \x01(\tR\bmetadata\"\xa8\x01\n" +
 	"\x0ePartitionError\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x16\n" +
@@ -3433,7 +3594,7 @@ func file_kpipe_v2_plugin_proto_rawDescGZIP() []byte {
 }
 
 var file_kpipe_v2_plugin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_kpipe_v2_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
+var file_kpipe_v2_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
 var file_kpipe_v2_plugin_proto_goTypes = []any{
 	(Kind)(0),                      // 0: kpipe.v2.Kind
 	(*Param)(nil),                  // 1: kpipe.v2.Param
@@ -3449,114 +3610,118 @@ var file_kpipe_v2_plugin_proto_goTypes = []any{
 	(*PositionList)(nil),           // 11: kpipe.v2.PositionList
 	(*TopicMetadata)(nil),          // 12: kpipe.v2.TopicMetadata
 	(*Metadata)(nil),               // 13: kpipe.v2.Metadata
-	(*PartitionError)(nil),         // 14: kpipe.v2.PartitionError
-	(*Metrics)(nil),                // 15: kpipe.v2.Metrics
-	(*PartitionMetric)(nil),        // 16: kpipe.v2.PartitionMetric
-	(*Spans)(nil),                  // 17: kpipe.v2.Spans
-	(*Credit)(nil),                 // 18: kpipe.v2.Credit
-	(*SourceOpenRequest)(nil),      // 19: kpipe.v2.SourceOpenRequest
-	(*SourceOpenResponse)(nil),     // 20: kpipe.v2.SourceOpenResponse
-	(*SourceRequest)(nil),          // 21: kpipe.v2.SourceRequest
-	(*End)(nil),                    // 22: kpipe.v2.End
-	(*SourceEvent)(nil),            // 23: kpipe.v2.SourceEvent
-	(*TransformOpenRequest)(nil),   // 24: kpipe.v2.TransformOpenRequest
-	(*TransformOpenResponse)(nil),  // 25: kpipe.v2.TransformOpenResponse
-	(*TransformRequest)(nil),       // 26: kpipe.v2.TransformRequest
-	(*TransformResult)(nil),        // 27: kpipe.v2.TransformResult
-	(*TransformEvent)(nil),         // 28: kpipe.v2.TransformEvent
-	(*SinkOpenRequest)(nil),        // 29: kpipe.v2.SinkOpenRequest
-	(*SinkOpenResponse)(nil),       // 30: kpipe.v2.SinkOpenResponse
-	(*SinkRequest)(nil),            // 31: kpipe.v2.SinkRequest
-	(*BatchRefs)(nil),              // 32: kpipe.v2.BatchRefs
-	(*SinkEvent)(nil),              // 33: kpipe.v2.SinkEvent
-	(*ListBackupsRequest)(nil),     // 34: kpipe.v2.ListBackupsRequest
-	(*BackupSummary)(nil),          // 35: kpipe.v2.BackupSummary
-	(*ListBackupsResponse)(nil),    // 36: kpipe.v2.ListBackupsResponse
-	(*ReadMetadataRequest)(nil),    // 37: kpipe.v2.ReadMetadataRequest
-	(*ReadMetadataResponse)(nil),   // 38: kpipe.v2.ReadMetadataResponse
-	(*ListPartitionsRequest)(nil),  // 39: kpipe.v2.ListPartitionsRequest
-	(*PartitionRef)(nil),           // 40: kpipe.v2.PartitionRef
-	(*ListPartitionsResponse)(nil), // 41: kpipe.v2.ListPartitionsResponse
-	(*ReadManifestRequest)(nil),    // 42: kpipe.v2.ReadManifestRequest
-	(*ReadManifestResponse)(nil),   // 43: kpipe.v2.ReadManifestResponse
-	(*ReadRangeRequest)(nil),       // 44: kpipe.v2.ReadRangeRequest
-	(*ReadRangeResponse)(nil),      // 45: kpipe.v2.ReadRangeResponse
-	nil,                            // 46: kpipe.v2.TeardownResponse.MetricsEntry
-	nil,                            // 47: kpipe.v2.TopicMetadata.ConfigsEntry
-	nil,                            // 48: kpipe.v2.Metrics.CountersEntry
+	(*GroupOffsets)(nil),           // 14: kpipe.v2.GroupOffsets
+	(*GroupOffset)(nil),            // 15: kpipe.v2.GroupOffset
+	(*PartitionError)(nil),         // 16: kpipe.v2.PartitionError
+	(*Metrics)(nil),                // 17: kpipe.v2.Metrics
+	(*PartitionMetric)(nil),        // 18: kpipe.v2.PartitionMetric
+	(*Spans)(nil),                  // 19: kpipe.v2.Spans
+	(*Credit)(nil),                 // 20: kpipe.v2.Credit
+	(*SourceOpenRequest)(nil),      // 21: kpipe.v2.SourceOpenRequest
+	(*SourceOpenResponse)(nil),     // 22: kpipe.v2.SourceOpenResponse
+	(*SourceRequest)(nil),          // 23: kpipe.v2.SourceRequest
+	(*End)(nil),                    // 24: kpipe.v2.End
+	(*SourceEvent)(nil),            // 25: kpipe.v2.SourceEvent
+	(*TransformOpenRequest)(nil),   // 26: kpipe.v2.TransformOpenRequest
+	(*TransformOpenResponse)(nil),  // 27: kpipe.v2.TransformOpenResponse
+	(*TransformRequest)(nil),       // 28: kpipe.v2.TransformRequest
+	(*TransformResult)(nil),        // 29: kpipe.v2.TransformResult
+	(*TransformEvent)(nil),         // 30: kpipe.v2.TransformEvent
+	(*SinkOpenRequest)(nil),        // 31: kpipe.v2.SinkOpenRequest
+	(*SinkOpenResponse)(nil),       // 32: kpipe.v2.SinkOpenResponse
+	(*SinkRequest)(nil),            // 33: kpipe.v2.SinkRequest
+	(*BatchRefs)(nil),              // 34: kpipe.v2.BatchRefs
+	(*SinkEvent)(nil),              // 35: kpipe.v2.SinkEvent
+	(*ListBackupsRequest)(nil),     // 36: kpipe.v2.ListBackupsRequest
+	(*BackupSummary)(nil),          // 37: kpipe.v2.BackupSummary
+	(*ListBackupsResponse)(nil),    // 38: kpipe.v2.ListBackupsResponse
+	(*ReadMetadataRequest)(nil),    // 39: kpipe.v2.ReadMetadataRequest
+	(*ReadMetadataResponse)(nil),   // 40: kpipe.v2.ReadMetadataResponse
+	(*ListPartitionsRequest)(nil),  // 41: kpipe.v2.ListPartitionsRequest
+	(*PartitionRef)(nil),           // 42: kpipe.v2.PartitionRef
+	(*ListPartitionsResponse)(nil), // 43: kpipe.v2.ListPartitionsResponse
+	(*ReadManifestRequest)(nil),    // 44: kpipe.v2.ReadManifestRequest
+	(*ReadManifestResponse)(nil),   // 45: kpipe.v2.ReadManifestResponse
+	(*ReadRangeRequest)(nil),       // 46: kpipe.v2.ReadRangeRequest
+	(*ReadRangeResponse)(nil),      // 47: kpipe.v2.ReadRangeResponse
+	nil,                            // 48: kpipe.v2.TeardownResponse.MetricsEntry
+	nil,                            // 49: kpipe.v2.TopicMetadata.ConfigsEntry
+	nil,                            // 50: kpipe.v2.Metrics.CountersEntry
 }
 var file_kpipe_v2_plugin_proto_depIdxs = []int32{
 	0,  // 0: kpipe.v2.SpecResponse.kind:type_name -> kpipe.v2.Kind
 	1,  // 1: kpipe.v2.SpecResponse.params:type_name -> kpipe.v2.Param
 	0,  // 2: kpipe.v2.SpecResponse.kinds:type_name -> kpipe.v2.Kind
 	5,  // 3: kpipe.v2.ConfigureResponse.errors:type_name -> kpipe.v2.ParamError
-	46, // 4: kpipe.v2.TeardownResponse.metrics:type_name -> kpipe.v2.TeardownResponse.MetricsEntry
+	48, // 4: kpipe.v2.TeardownResponse.metrics:type_name -> kpipe.v2.TeardownResponse.MetricsEntry
 	10, // 5: kpipe.v2.PositionList.positions:type_name -> kpipe.v2.Position
-	47, // 6: kpipe.v2.TopicMetadata.configs:type_name -> kpipe.v2.TopicMetadata.ConfigsEntry
+	49, // 6: kpipe.v2.TopicMetadata.configs:type_name -> kpipe.v2.TopicMetadata.ConfigsEntry
 	12, // 7: kpipe.v2.Metadata.topics:type_name -> kpipe.v2.TopicMetadata
-	48, // 8: kpipe.v2.Metrics.counters:type_name -> kpipe.v2.Metrics.CountersEntry
-	16, // 9: kpipe.v2.Metrics.partitions:type_name -> kpipe.v2.PartitionMetric
-	10, // 10: kpipe.v2.SourceOpenRequest.resume:type_name -> kpipe.v2.Position
-	18, // 11: kpipe.v2.SourceRequest.credit:type_name -> kpipe.v2.Credit
-	11, // 12: kpipe.v2.SourceRequest.acked:type_name -> kpipe.v2.PositionList
-	9,  // 13: kpipe.v2.SourceEvent.batch:type_name -> kpipe.v2.Envelope
-	13, // 14: kpipe.v2.SourceEvent.metadata:type_name -> kpipe.v2.Metadata
-	14, // 15: kpipe.v2.SourceEvent.error:type_name -> kpipe.v2.PartitionError
-	15, // 16: kpipe.v2.SourceEvent.metrics:type_name -> kpipe.v2.Metrics
-	22, // 17: kpipe.v2.SourceEvent.end:type_name -> kpipe.v2.End
-	17, // 18: kpipe.v2.SourceEvent.spans:type_name -> kpipe.v2.Spans
-	9,  // 19: kpipe.v2.TransformRequest.batch:type_name -> kpipe.v2.Envelope
-	13, // 20: kpipe.v2.TransformRequest.metadata:type_name -> kpipe.v2.Metadata
-	9,  // 21: kpipe.v2.TransformResult.outputs:type_name -> kpipe.v2.Envelope
-	27, // 22: kpipe.v2.TransformEvent.result:type_name -> kpipe.v2.TransformResult
-	13, // 23: kpipe.v2.TransformEvent.metadata:type_name -> kpipe.v2.Metadata
-	14, // 24: kpipe.v2.TransformEvent.error:type_name -> kpipe.v2.PartitionError
-	15, // 25: kpipe.v2.TransformEvent.metrics:type_name -> kpipe.v2.Metrics
-	17, // 26: kpipe.v2.TransformEvent.spans:type_name -> kpipe.v2.Spans
-	10, // 27: kpipe.v2.SinkOpenResponse.resume:type_name -> kpipe.v2.Position
-	9,  // 28: kpipe.v2.SinkRequest.batch:type_name -> kpipe.v2.Envelope
-	13, // 29: kpipe.v2.SinkRequest.metadata:type_name -> kpipe.v2.Metadata
-	32, // 30: kpipe.v2.SinkEvent.released:type_name -> kpipe.v2.BatchRefs
-	32, // 31: kpipe.v2.SinkEvent.acked:type_name -> kpipe.v2.BatchRefs
-	14, // 32: kpipe.v2.SinkEvent.error:type_name -> kpipe.v2.PartitionError
-	15, // 33: kpipe.v2.SinkEvent.metrics:type_name -> kpipe.v2.Metrics
-	17, // 34: kpipe.v2.SinkEvent.spans:type_name -> kpipe.v2.Spans
-	35, // 35: kpipe.v2.ListBackupsResponse.backups:type_name -> kpipe.v2.BackupSummary
-	13, // 36: kpipe.v2.ReadMetadataResponse.metadata:type_name -> kpipe.v2.Metadata
-	40, // 37: kpipe.v2.ListPartitionsResponse.partitions:type_name -> kpipe.v2.PartitionRef
-	2,  // 38: kpipe.v2.Plugin.Spec:input_type -> kpipe.v2.SpecRequest
-	4,  // 39: kpipe.v2.Plugin.Configure:input_type -> kpipe.v2.ConfigureRequest
-	7,  // 40: kpipe.v2.Plugin.Teardown:input_type -> kpipe.v2.TeardownRequest
-	19, // 41: kpipe.v2.Source.Open:input_type -> kpipe.v2.SourceOpenRequest
-	21, // 42: kpipe.v2.Source.Run:input_type -> kpipe.v2.SourceRequest
-	24, // 43: kpipe.v2.Transform.Open:input_type -> kpipe.v2.TransformOpenRequest
-	26, // 44: kpipe.v2.Transform.Run:input_type -> kpipe.v2.TransformRequest
-	29, // 45: kpipe.v2.Sink.Open:input_type -> kpipe.v2.SinkOpenRequest
-	31, // 46: kpipe.v2.Sink.Run:input_type -> kpipe.v2.SinkRequest
-	34, // 47: kpipe.v2.Storage.ListBackups:input_type -> kpipe.v2.ListBackupsRequest
-	37, // 48: kpipe.v2.Storage.ReadMetadata:input_type -> kpipe.v2.ReadMetadataRequest
-	39, // 49: kpipe.v2.Storage.ListPartitions:input_type -> kpipe.v2.ListPartitionsRequest
-	42, // 50: kpipe.v2.Storage.ReadManifest:input_type -> kpipe.v2.ReadManifestRequest
-	44, // 51: kpipe.v2.Storage.ReadRange:input_type -> kpipe.v2.ReadRangeRequest
-	3,  // 52: kpipe.v2.Plugin.Spec:output_type -> kpipe.v2.SpecResponse
-	6,  // 53: kpipe.v2.Plugin.Configure:output_type -> kpipe.v2.ConfigureResponse
-	8,  // 54: kpipe.v2.Plugin.Teardown:output_type -> kpipe.v2.TeardownResponse
-	20, // 55: kpipe.v2.Source.Open:output_type -> kpipe.v2.SourceOpenResponse
-	23, // 56: kpipe.v2.Source.Run:output_type -> kpipe.v2.SourceEvent
-	25, // 57: kpipe.v2.Transform.Open:output_type -> kpipe.v2.TransformOpenResponse
-	28, // 58: kpipe.v2.Transform.Run:output_type -> kpipe.v2.TransformEvent
-	30, // 59: kpipe.v2.Sink.Open:output_type -> kpipe.v2.SinkOpenResponse
-	33, // 60: kpipe.v2.Sink.Run:output_type -> kpipe.v2.SinkEvent
-	36, // 61: kpipe.v2.Storage.ListBackups:output_type -> kpipe.v2.ListBackupsResponse
-	38, // 62: kpipe.v2.Storage.ReadMetadata:output_type -> kpipe.v2.ReadMetadataResponse
-	41, // 63: kpipe.v2.Storage.ListPartitions:output_type -> kpipe.v2.ListPartitionsResponse
-	43, // 64: kpipe.v2.Storage.ReadManifest:output_type -> kpipe.v2.ReadManifestResponse
-	45, // 65: kpipe.v2.Storage.ReadRange:output_type -> kpipe.v2.ReadRangeResponse
-	52, // [52:66] is the sub-list for method output_type
-	38, // [38:52] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	14, // 8: kpipe.v2.Metadata.groups:type_name -> kpipe.v2.GroupOffsets
+	15, // 9: kpipe.v2.GroupOffsets.offsets:type_name -> kpipe.v2.GroupOffset
+	50, // 10: kpipe.v2.Metrics.counters:type_name -> kpipe.v2.Metrics.CountersEntry
+	18, // 11: kpipe.v2.Metrics.partitions:type_name -> kpipe.v2.PartitionMetric
+	10, // 12: kpipe.v2.SourceOpenRequest.resume:type_name -> kpipe.v2.Position
+	20, // 13: kpipe.v2.SourceRequest.credit:type_name -> kpipe.v2.Credit
+	11, // 14: kpipe.v2.SourceRequest.acked:type_name -> kpipe.v2.PositionList
+	9,  // 15: kpipe.v2.SourceEvent.batch:type_name -> kpipe.v2.Envelope
+	13, // 16: kpipe.v2.SourceEvent.metadata:type_name -> kpipe.v2.Metadata
+	16, // 17: kpipe.v2.SourceEvent.error:type_name -> kpipe.v2.PartitionError
+	17, // 18: kpipe.v2.SourceEvent.metrics:type_name -> kpipe.v2.Metrics
+	24, // 19: kpipe.v2.SourceEvent.end:type_name -> kpipe.v2.End
+	19, // 20: kpipe.v2.SourceEvent.spans:type_name -> kpipe.v2.Spans
+	9,  // 21: kpipe.v2.TransformRequest.batch:type_name -> kpipe.v2.Envelope
+	13, // 22: kpipe.v2.TransformRequest.metadata:type_name -> kpipe.v2.Metadata
+	9,  // 23: kpipe.v2.TransformResult.outputs:type_name -> kpipe.v2.Envelope
+	29, // 24: kpipe.v2.TransformEvent.result:type_name -> kpipe.v2.TransformResult
+	13, // 25: kpipe.v2.TransformEvent.metadata:type_name -> kpipe.v2.Metadata
+	16, // 26: kpipe.v2.TransformEvent.error:type_name -> kpipe.v2.PartitionError
+	17, // 27: kpipe.v2.TransformEvent.metrics:type_name -> kpipe.v2.Metrics
+	19, // 28: kpipe.v2.TransformEvent.spans:type_name -> kpipe.v2.Spans
+	10, // 29: kpipe.v2.SinkOpenResponse.resume:type_name -> kpipe.v2.Position
+	9,  // 30: kpipe.v2.SinkRequest.batch:type_name -> kpipe.v2.Envelope
+	13, // 31: kpipe.v2.SinkRequest.metadata:type_name -> kpipe.v2.Metadata
+	34, // 32: kpipe.v2.SinkEvent.released:type_name -> kpipe.v2.BatchRefs
+	34, // 33: kpipe.v2.SinkEvent.acked:type_name -> kpipe.v2.BatchRefs
+	16, // 34: kpipe.v2.SinkEvent.error:type_name -> kpipe.v2.PartitionError
+	17, // 35: kpipe.v2.SinkEvent.metrics:type_name -> kpipe.v2.Metrics
+	19, // 36: kpipe.v2.SinkEvent.spans:type_name -> kpipe.v2.Spans
+	37, // 37: kpipe.v2.ListBackupsResponse.backups:type_name -> kpipe.v2.BackupSummary
+	13, // 38: kpipe.v2.ReadMetadataResponse.metadata:type_name -> kpipe.v2.Metadata
+	42, // 39: kpipe.v2.ListPartitionsResponse.partitions:type_name -> kpipe.v2.PartitionRef
+	2,  // 40: kpipe.v2.Plugin.Spec:input_type -> kpipe.v2.SpecRequest
+	4,  // 41: kpipe.v2.Plugin.Configure:input_type -> kpipe.v2.ConfigureRequest
+	7,  // 42: kpipe.v2.Plugin.Teardown:input_type -> kpipe.v2.TeardownRequest
+	21, // 43: kpipe.v2.Source.Open:input_type -> kpipe.v2.SourceOpenRequest
+	23, // 44: kpipe.v2.Source.Run:input_type -> kpipe.v2.SourceRequest
+	26, // 45: kpipe.v2.Transform.Open:input_type -> kpipe.v2.TransformOpenRequest
+	28, // 46: kpipe.v2.Transform.Run:input_type -> kpipe.v2.TransformRequest
+	31, // 47: kpipe.v2.Sink.Open:input_type -> kpipe.v2.SinkOpenRequest
+	33, // 48: kpipe.v2.Sink.Run:input_type -> kpipe.v2.SinkRequest
+	36, // 49: kpipe.v2.Storage.ListBackups:input_type -> kpipe.v2.ListBackupsRequest
+	39, // 50: kpipe.v2.Storage.ReadMetadata:input_type -> kpipe.v2.ReadMetadataRequest
+	41, // 51: kpipe.v2.Storage.ListPartitions:input_type -> kpipe.v2.ListPartitionsRequest
+	44, // 52: kpipe.v2.Storage.ReadManifest:input_type -> kpipe.v2.ReadManifestRequest
+	46, // 53: kpipe.v2.Storage.ReadRange:input_type -> kpipe.v2.ReadRangeRequest
+	3,  // 54: kpipe.v2.Plugin.Spec:output_type -> kpipe.v2.SpecResponse
+	6,  // 55: kpipe.v2.Plugin.Configure:output_type -> kpipe.v2.ConfigureResponse
+	8,  // 56: kpipe.v2.Plugin.Teardown:output_type -> kpipe.v2.TeardownResponse
+	22, // 57: kpipe.v2.Source.Open:output_type -> kpipe.v2.SourceOpenResponse
+	25, // 58: kpipe.v2.Source.Run:output_type -> kpipe.v2.SourceEvent
+	27, // 59: kpipe.v2.Transform.Open:output_type -> kpipe.v2.TransformOpenResponse
+	30, // 60: kpipe.v2.Transform.Run:output_type -> kpipe.v2.TransformEvent
+	32, // 61: kpipe.v2.Sink.Open:output_type -> kpipe.v2.SinkOpenResponse
+	35, // 62: kpipe.v2.Sink.Run:output_type -> kpipe.v2.SinkEvent
+	38, // 63: kpipe.v2.Storage.ListBackups:output_type -> kpipe.v2.ListBackupsResponse
+	40, // 64: kpipe.v2.Storage.ReadMetadata:output_type -> kpipe.v2.ReadMetadataResponse
+	43, // 65: kpipe.v2.Storage.ListPartitions:output_type -> kpipe.v2.ListPartitionsResponse
+	45, // 66: kpipe.v2.Storage.ReadManifest:output_type -> kpipe.v2.ReadManifestResponse
+	47, // 67: kpipe.v2.Storage.ReadRange:output_type -> kpipe.v2.ReadRangeResponse
+	54, // [54:68] is the sub-list for method output_type
+	40, // [40:54] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_kpipe_v2_plugin_proto_init() }
@@ -3564,11 +3729,11 @@ func file_kpipe_v2_plugin_proto_init() {
 	if File_kpipe_v2_plugin_proto != nil {
 		return
 	}
-	file_kpipe_v2_plugin_proto_msgTypes[20].OneofWrappers = []any{
+	file_kpipe_v2_plugin_proto_msgTypes[22].OneofWrappers = []any{
 		(*SourceRequest_Credit)(nil),
 		(*SourceRequest_Acked)(nil),
 	}
-	file_kpipe_v2_plugin_proto_msgTypes[22].OneofWrappers = []any{
+	file_kpipe_v2_plugin_proto_msgTypes[24].OneofWrappers = []any{
 		(*SourceEvent_Batch)(nil),
 		(*SourceEvent_Metadata)(nil),
 		(*SourceEvent_Error)(nil),
@@ -3576,22 +3741,22 @@ func file_kpipe_v2_plugin_proto_init() {
 		(*SourceEvent_End)(nil),
 		(*SourceEvent_Spans)(nil),
 	}
-	file_kpipe_v2_plugin_proto_msgTypes[25].OneofWrappers = []any{
+	file_kpipe_v2_plugin_proto_msgTypes[27].OneofWrappers = []any{
 		(*TransformRequest_Batch)(nil),
 		(*TransformRequest_Metadata)(nil),
 	}
-	file_kpipe_v2_plugin_proto_msgTypes[27].OneofWrappers = []any{
+	file_kpipe_v2_plugin_proto_msgTypes[29].OneofWrappers = []any{
 		(*TransformEvent_Result)(nil),
 		(*TransformEvent_Metadata)(nil),
 		(*TransformEvent_Error)(nil),
 		(*TransformEvent_Metrics)(nil),
 		(*TransformEvent_Spans)(nil),
 	}
-	file_kpipe_v2_plugin_proto_msgTypes[30].OneofWrappers = []any{
+	file_kpipe_v2_plugin_proto_msgTypes[32].OneofWrappers = []any{
 		(*SinkRequest_Batch)(nil),
 		(*SinkRequest_Metadata)(nil),
 	}
-	file_kpipe_v2_plugin_proto_msgTypes[32].OneofWrappers = []any{
+	file_kpipe_v2_plugin_proto_msgTypes[34].OneofWrappers = []any{
 		(*SinkEvent_Released)(nil),
 		(*SinkEvent_Acked)(nil),
 		(*SinkEvent_Error)(nil),
@@ -3604,7 +3769,7 @@ func file_kpipe_v2_plugin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kpipe_v2_plugin_proto_rawDesc), len(file_kpipe_v2_plugin_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   48,
+			NumMessages:   50,
 			NumExtensions: 0,
 			NumServices:   5,
 		},
