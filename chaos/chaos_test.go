@@ -36,19 +36,28 @@ func progress(t *testing.T, root string) int64 { return testkit.Records(t, root,
 // every source offset ends up in it exactly once.
 func TestBackupSurvivesSIGKILL(t *testing.T) {
 	dir := t.TempDir()
-	killBackup(t, filepath.Join(dir, "backups"), "fs")
+	killBackup(t, filepath.Join(dir, "backups"), "fs", false)
 }
 
 // TestBackupOnS3SurvivesSIGKILL does the same on the real S3 server.
 func TestBackupOnS3SurvivesSIGKILL(t *testing.T) {
-	killBackup(t, testkit.S3(t).Path(t), "s3")
+	killBackup(t, testkit.S3(t).Path(t), "s3", false)
+}
+
+// TestContinuousBackupSurvivesSIGKILL kills a continuous backup again and
+// again while half of the records are produced between the kills; the run
+// after the kills follows them all, stops on SIGTERM, and the backup holds
+// every offset exactly once.
+func TestContinuousBackupSurvivesSIGKILL(t *testing.T) {
+	dir := t.TempDir()
+	killBackup(t, filepath.Join(dir, "backups"), "fs", true)
 }
 
 // killBackup kills a backup of 3 partitions × 40,000 records into
 // backup (a path of the storage plugin sink) at random moments, mostly
 // mid-run, then lets it finish, and checks that the backup holds every
 // source offset exactly once, byte for byte.
-func killBackup(t *testing.T, backup, sink string) {
+func killBackup(t *testing.T, backup, sink string, continuous bool) {
 	addr := testkit.Kafka(t)
 	kpipe := testkit.KpipeBinary(t)
 	seed := uint64(time.Now().UnixNano())
@@ -74,8 +83,21 @@ func killBackup(t *testing.T, backup, sink string) {
 			})
 		}
 	}
-	testkit.Produce(t, addr, recs)
 	total := int64(len(recs))
+	var later []*kgo.Record // produced mid-way, in continuous mode
+	if continuous {
+		// Every partition's second half comes between the kills.
+		var first []*kgo.Record
+		for _, r := range recs {
+			if i, _ := strconv.Atoi(string(r.Headers[0].Value)); i < perPartition/2 {
+				first = append(first, r)
+			} else {
+				later = append(later, r)
+			}
+		}
+		recs = first
+	}
+	testkit.Produce(t, addr, recs)
 
 	dir := t.TempDir()
 	file := filepath.Join(dir, "backup.hcl")
@@ -83,6 +105,7 @@ func killBackup(t *testing.T, backup, sink string) {
   source "kafka" {
     bootstrap_servers = [%q]
     topics            = [%q]
+    continuous        = %t
   }
   sink %q {
     path                = %q
@@ -91,7 +114,7 @@ func killBackup(t *testing.T, backup, sink string) {
     flush_interval      = "50ms"
   }
 }
-`, addr, topic, sink, backup)
+`, addr, topic, continuous, sink, backup)
 	if err := os.WriteFile(file, []byte(hcl), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -109,6 +132,10 @@ func killBackup(t *testing.T, backup, sink string) {
 	var killed []int // host pids
 	last := int64(0)
 	for round := 0; round < 10; round++ {
+		if round == 4 && len(later) > 0 {
+			testkit.Produce(t, addr, later)
+			later = nil
+		}
 		cmd := start()
 		exited := make(chan error, 1)
 		go func() { exited <- cmd.Wait() }()
@@ -134,8 +161,19 @@ func killBackup(t *testing.T, backup, sink string) {
 				continue
 			case <-time.After(2 * time.Millisecond):
 			}
-			if time.Now().Before(deadline) || (target > 0 && progress(t, backup) < target) {
+			if time.Now().Before(deadline) {
 				continue
+			}
+			if target > 0 {
+				// A continuous run never ends by itself: once it holds
+				// all there is so far, it is killed there.
+				have := total
+				if len(later) > 0 {
+					have = total / 2
+				}
+				if progress(t, backup) < min(target, have) {
+					continue
+				}
 			}
 			time.Sleep(time.Duration(rng.IntN(3)) * time.Millisecond)
 			plugins = testkit.Children(cmd.Process.Pid)
@@ -166,7 +204,18 @@ func killBackup(t *testing.T, backup, sink string) {
 	}
 	// The last run goes to the end.
 	cmd := start()
-	if err := cmd.Wait(); err != nil {
+	if continuous {
+		for deadline := time.Now().Add(2 * time.Minute); progress(t, backup) < total; time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				cmd.Process.Kill()
+				t.Fatalf("final run holds %d of %d records after 2 minutes", progress(t, backup), total)
+			}
+		}
+		cmd.Process.Signal(syscall.SIGTERM)
+		if err := cmd.Wait(); cmd.ProcessState.ExitCode() != 3 {
+			t.Fatalf("final continuous run on SIGTERM: %v, want exit 3", err)
+		}
+	} else if err := cmd.Wait(); err != nil {
 		t.Fatalf("final run: %v", err)
 	}
 	if midRun < 3 {
