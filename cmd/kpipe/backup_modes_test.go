@@ -281,3 +281,59 @@ func TestGroupOffsetsInTheSnapshot(t *testing.T) {
 		t.Fatalf("a backup without --consumer-group-snapshot holds groups: %+v", meta.Groups)
 	}
 }
+
+// TestBigRecordsAndFarApartTimestampsAreBackedUpExactly: records of
+// several MiB, and timestamps 40 days apart inside one producer batch
+// (beyond the 24.8 days a 32-bit millisecond delta holds), with null and
+// empty keys and values, are in the backup byte for byte.
+func TestBigRecordsAndFarApartTimestampsAreBackedUpExactly(t *testing.T) {
+	addr := testkit.Kafka(t)
+	topic := testkit.Topic(t, "fidelity")
+	adm := kadm.NewClient(testkit.Client(t, addr))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	maxBytes := fmt.Sprint(16 << 20)
+	if resp, err := adm.CreateTopic(ctx, 1, 1, map[string]*string{"max.message.bytes": &maxBytes}, topic); err != nil || resp.Err != nil {
+		t.Fatalf("create topic: %v %v", err, resp.Err)
+	}
+	big := func(n int, b byte) []byte { return bytes.Repeat([]byte{b, b + 1, b + 2}, n/3) }
+	day := int64(24 * time.Hour / time.Millisecond)
+	t0 := time.Now().Add(-60 * 24 * time.Hour).UnixMilli()
+	recs := []*kgo.Record{
+		{Topic: topic, Key: []byte("3MiB"), Value: big(3<<20, 1), Timestamp: time.UnixMilli(t0)},
+		{Topic: topic, Key: []byte("5MiB"), Value: big(5<<20, 7), Timestamp: time.UnixMilli(t0 + 1)},
+		{Topic: topic, Key: nil, Value: []byte{}, Timestamp: time.UnixMilli(t0 + 40*day)},
+		{Topic: topic, Key: []byte{}, Value: nil, Timestamp: time.UnixMilli(t0 - 40*day), Headers: []kgo.RecordHeader{{Key: "h", Value: nil}, {Key: "h", Value: []byte{}}}},
+	}
+	cl := testkit.Client(t, addr, kgo.ProducerBatchMaxBytes(16<<20), kgo.ProducerLinger(50*time.Millisecond), kgo.MaxBufferedBytes(64<<20))
+	if err := cl.ProduceSync(ctx, recs[2:]...).FirstErr(); err != nil { // one batch, 80 days wide
+		t.Fatal(err)
+	}
+	if err := cl.ProduceSync(ctx, recs[:2]...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	path := t.TempDir()
+	if code, _, errText := kpipeWithin(t, time.Minute, "backup", "--bootstrap-servers", addr, "--topics", topic, "--path", path, "--backup-id", "f"); code != 0 {
+		t.Fatalf("backup: exit %d: %s", code, errText)
+	}
+	got := testkit.BackupRecords(t, path, "f")
+	want := testkit.ConsumeAll(t, addr, topic)
+	if len(got) != 4 || len(want) != 4 {
+		t.Fatalf("backup holds %d records, the topic %d; want 4", len(got), len(want))
+	}
+	for i, w := range want {
+		g := got[i]
+		if g.Offset != w.Offset || !sameBytes(g.Key, w.Key) || !sameBytes(g.Value, w.Value) || !g.Timestamp.Equal(w.Timestamp) || fmt.Sprint(g.Headers) != fmt.Sprint(w.Headers) ||
+			(g.Key == nil) != (w.Key == nil) || (g.Value == nil) != (w.Value == nil) {
+			t.Fatalf("record %d: backup has offset %d key %q (%d value bytes, nil %v) at %s, the topic offset %d key %q (%d value bytes, nil %v) at %s",
+				i, g.Offset, g.Key, len(g.Value), g.Value == nil, g.Timestamp, w.Offset, w.Key, len(w.Value), w.Value == nil, w.Timestamp)
+		}
+		for j, h := range w.Headers {
+			if (h.Value == nil) != (g.Headers[j].Value == nil) {
+				t.Fatalf("record %d header %d: null %v in the topic, %v in the backup", i, j, h.Value == nil, g.Headers[j].Value == nil)
+			}
+		}
+	}
+}
+
+func sameBytes(a, b []byte) bool { return bytes.Equal(a, b) && len(a) == len(b) }

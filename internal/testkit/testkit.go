@@ -23,6 +23,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/kpipe/kpipe/sdk/record"
 	"github.com/kpipe/kpipe/sdk/storage"
 )
 
@@ -344,4 +345,45 @@ func CheckBackupIn(t testing.TB, store storage.BlobStore, id string) int64 {
 		n += p.Records()
 	}
 	return n
+}
+
+// BackupRecords reads every record of a backup under root (its current
+// incarnations' and earlier ones' alike), partition by partition in offset
+// order, each checked against its batch's CRC-32C.
+func BackupRecords(t testing.TB, root, id string) []*kgo.Record {
+	t.Helper()
+	b := Backup(t, root, id)
+	var out []*kgo.Record
+	for _, m := range Manifests(t, root, id) {
+		for _, e := range m.Entries {
+			r := b.Batches(context.Background(), m.Topic, m.Partition, e, nil)
+			for {
+				frame, _, err := r.Next()
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				rec, err := record.Decode(frame)
+				if err != nil {
+					t.Fatal(err)
+				}
+				v, err := record.NewView(rec)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for i := range v.Len() {
+					kr := &kgo.Record{Topic: m.Topic, Partition: m.Partition, Offset: v.Offset(i), Timestamp: time.UnixMilli(v.Timestamp(i)),
+						Key: bytes.Clone(v.Key(i)), Value: bytes.Clone(v.Value(i))}
+					for _, h := range v.Headers(i) {
+						kr.Headers = append(kr.Headers, kgo.RecordHeader{Key: h.Key, Value: bytes.Clone(h.Value)})
+					}
+					out = append(out, kr)
+				}
+				rec.Release()
+			}
+		}
+	}
+	return out
 }
