@@ -18,7 +18,7 @@ const warnEvery = 10 * time.Second
 
 // outage watches the client's connections to the brokers (a kgo hook). An
 // outage begins with a connection that cannot be made and ends with the
-// next response any broker sends; while it lasts, the client retries with
+// next response any broker sends once no connection failed for settle; while it lasts, the client retries with
 // backoff on its own, and the outage is reported when it begins and every
 // warnEvery, naming the broker. Past max it is an error.
 type outage struct {
@@ -26,6 +26,7 @@ type outage struct {
 
 	mu       sync.Mutex
 	since    time.Time // zero when there is none
+	lastFail time.Time
 	lastWarn time.Time
 	broker   string
 	cause    error
@@ -45,6 +46,7 @@ func (o *outage) OnBrokerConnect(meta kgo.BrokerMetadata, _ time.Duration, _ net
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.broker, o.cause = net.JoinHostPort(meta.Host, strconv.Itoa(int(meta.Port))), err
+	o.lastFail = o.now()
 	if o.since.IsZero() {
 		o.since = o.now()
 		o.lastWarn = o.since
@@ -52,14 +54,20 @@ func (o *outage) OnBrokerConnect(meta kgo.BrokerMetadata, _ time.Duration, _ net
 	}
 }
 
-// OnBrokerRead ends an outage: a broker answered.
+// settle is how long after the last failed connection an answer ends an
+// outage: a cluster going down answers on some connections while it
+// refuses others, and that is one outage, not several.
+const settle = time.Second
+
+// OnBrokerRead ends an outage: a broker answered, and no connection
+// failed for settle.
 func (o *outage) OnBrokerRead(_ kgo.BrokerMetadata, _ int16, _ int, _, _ time.Duration, err error) {
 	if err != nil {
 		return
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if !o.since.IsZero() {
+	if !o.since.IsZero() && o.now().Sub(o.lastFail) >= settle {
 		sdk.Logger().Info("Kafka reachable again", "after", o.now().Sub(o.since).Round(time.Second).String())
 		o.since = time.Time{}
 	}

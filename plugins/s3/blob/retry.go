@@ -22,7 +22,7 @@ import (
 // to 5 s, for as long as the store, and the request itself, have been
 // failing for less than maxOutage. The outage is the store's: it starts at
 // the first such failure of any request, ends at the next success of any
-// (or after staleOutage without a failure), is told to warn when it starts
+// once nothing failed for settle (or after staleOutage without a failure), is told to warn when it starts
 // and every so often while it lasts, and fails the requests once it lasts
 // longer than maxOutage; a request that keeps failing while others pass
 // fails after maxOutage of its own.
@@ -99,11 +99,16 @@ func (r *retrier) failed(what string, err error, start time.Time) error {
 // ended (its requests gave up): a request that backs off waits 5 s at most.
 const staleOutage = 15 * time.Second
 
-// reached ends an outage, if there is one.
+// settle is how long after its last failure a success ends an outage: a
+// store going down answers some requests while it refuses others, and
+// that is one outage, not several.
+const settle = time.Second
+
+// reached ends an outage, if there is one and nothing failed for settle.
 func (r *retrier) reached() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if !r.since.IsZero() {
+	if !r.since.IsZero() && time.Since(r.lastFail) >= settle {
 		r.say("storage reachable again", "store", r.store, "after", time.Since(r.since).Round(time.Millisecond).String())
 		r.since = time.Time{}
 	}
