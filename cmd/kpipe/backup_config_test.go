@@ -182,3 +182,38 @@ func TestVersion(t *testing.T) {
 		}
 	}
 }
+
+// TestInternalTopicsOnlyWhenAsked: a glob matches a topic whose name
+// starts with __ only with backup.include_internal_topics.
+func TestInternalTopicsOnlyWhenAsked(t *testing.T) {
+	addr := testkit.Kafka(t)
+	topic := "__" + testkit.Topic(t, "internal")
+	seedPartitions(t, addr, topic, 1, 3, time.Now().UnixMilli())
+	dir := t.TempDir()
+	config := func(include bool) string {
+		file := filepath.Join(t.TempDir(), "backup.yaml")
+		os.WriteFile(file, []byte(fmt.Sprintf(`mode: backup
+backup_id: internal
+source:
+  bootstrap_servers: [%q]
+  topics:
+    include: ["%s*"]
+storage:
+  backend: filesystem
+  path: %s
+backup:
+  include_internal_topics: %t
+`, addr, topic, dir, include)), 0o644)
+		return file
+	}
+	code, _, stderr := kpipeWithin(t, time.Minute, "backup", "--config", config(false))
+	if want := fmt.Sprintf("no topic on the cluster matches %q; fix topics", topic+"*"); code != exitFailed || !strings.Contains(errorText(stderr), want) {
+		t.Fatalf("without include_internal_topics: exit %d, %q; want exit %d naming %q", code, errorText(stderr), exitFailed, want)
+	}
+	if code, _, stderr := kpipeWithin(t, time.Minute, "backup", "--config", config(true)); code != 0 {
+		t.Fatalf("with include_internal_topics: exit %d: %s", code, stderr)
+	}
+	if n := testkit.Records(t, dir, "internal"); n != 3 {
+		t.Fatalf("the backup holds %d records, want 3", n)
+	}
+}
