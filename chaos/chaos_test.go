@@ -2,7 +2,6 @@ package chaos
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"io"
 	"io/fs"
@@ -18,10 +17,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/apache/arrow-go/v18/arrow"
-
 	"github.com/kpipe/kpipe/internal/testkit"
-	"github.com/kpipe/kpipe/sdk/record"
 )
 
 // durable counts the records of the backup, checking on the way that each
@@ -234,34 +230,15 @@ func killBackup(t *testing.T, backup, sink string, continuous bool) {
 		t.Fatalf("backup holds %d records, want %d", n, total)
 	}
 	want := testkit.ConsumeAll(t, addr, topic)
-	b := testkit.Backup(t, backup, "chaos")
-	i := 0
-	for _, p := range testkit.Manifests(t, backup, "chaos") {
-		for _, e := range p.Entries {
-			r := b.Batches(context.Background(), p.Topic, p.Partition, e, nil)
-			for {
-				frame, _, err := r.Next()
-				if err == io.EOF {
-					break
-				}
-				if err != nil {
-					t.Fatal(err)
-				}
-				rec, err := record.Decode(frame)
-				if err != nil {
-					t.Fatal(err)
-				}
-				v := mustView(t, rec)
-				for j := range v.Len() {
-					w := want[i]
-					if w.Partition != p.Partition || w.Offset != v.Offset(j) || !bytes.Equal(w.Key, v.Key(j)) ||
-						!bytes.Equal(w.Value, v.Value(j)) || w.Timestamp.UnixMilli() != v.Timestamp(j) || string(v.Header(j, 0).Value) != string(w.Headers[0].Value) {
-						t.Fatalf("backup record %d is %d/%d, want %d/%d with the source's key, value, header and timestamp", i, p.Partition, v.Offset(j), w.Partition, w.Offset)
-					}
-					i++
-				}
-				rec.Release()
-			}
+	got := testkit.BackupRecords(t, backup, "chaos")
+	for i, w := range want {
+		if i >= len(got) {
+			break
+		}
+		g := got[i]
+		if w.Partition != g.Partition || w.Offset != g.Offset || !bytes.Equal(w.Key, g.Key) || !bytes.Equal(w.Value, g.Value) ||
+			!w.Timestamp.Equal(g.Timestamp) || string(g.Headers[0].Value) != string(w.Headers[0].Value) {
+			t.Fatalf("backup record %d is %d/%d, want %d/%d with the source's key, value, header and timestamp", i, g.Partition, g.Offset, w.Partition, w.Offset)
 		}
 	}
 	// A killed writer's temporary files are never part of the backup, and
@@ -272,19 +249,10 @@ func killBackup(t *testing.T, backup, sink string, continuous bool) {
 		}
 		return nil
 	})
-	if i != len(want) {
-		t.Fatalf("read %d records from the backup, want %d", i, len(want))
+	if len(got) != len(want) {
+		t.Fatalf("read %d records from the backup, want %d", len(got), len(want))
 	}
 	t.Logf("%d kills (%d mid-backup); the backup holds all %d offsets exactly once", kills, midRun, total)
-}
-
-func mustView(t *testing.T, rec arrow.RecordBatch) *record.View {
-	t.Helper()
-	v, err := record.NewView(rec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return v
 }
 
 // waitGone fails the test unless every plugin process of a killed host
