@@ -162,6 +162,25 @@ func CreateTopic(t testing.TB, addr, topic string, partitions int32) {
 	if err != nil {
 		t.Fatalf("create topic %s: %v", topic, err)
 	}
+	// A busy broker takes a moment to serve a new topic: wait until every
+	// partition has a leader, so that the test's first produce finds it.
+	for {
+		details, err := adm.ListTopics(ctx, topic)
+		if err == nil {
+			d := details[topic]
+			led := d.Err == nil && len(d.Partitions) == int(partitions)
+			for _, p := range d.Partitions {
+				led = led && p.Err == nil && p.Leader >= 0
+			}
+			if led {
+				return
+			}
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("topic %s: not served after 30s: %v", topic, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // Produce writes records synchronously (each record's Topic and Partition
@@ -171,7 +190,7 @@ func CreateTopic(t testing.TB, addr, topic string, partitions int32) {
 func Produce(t testing.TB, addr string, recs []*kgo.Record) {
 	t.Helper()
 	cl := Client(t, addr, kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerLinger(2*time.Millisecond),
-		kgo.ProducerBatchCompression(kgo.Lz4Compression()))
+		kgo.ProducerBatchCompression(kgo.Lz4Compression()), kgo.UnknownTopicRetries(100))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
