@@ -29,7 +29,7 @@ func TestDeleteRecordsBetweenTwoRunsIsAGap(t *testing.T) {
 	path := t.TempDir()
 	run := func() {
 		t.Helper()
-		if code, _, errText := kpipeWithin(t, time.Minute, "backup", "--bootstrap-servers", addr, "--topics", topic, "--path", path, "--backup-id", "b", "--fresh"); code != 0 {
+		if code, _, errText := kpipeWithin(t, time.Minute, "backup", "--bootstrap-servers", addr, "--topics", topic, "--path", path, "--backup-id", "b", "--fresh", "--segment-max-records", "5"); code != 0 {
 			t.Fatalf("backup: exit %d: %s", code, errText)
 		}
 	}
@@ -53,11 +53,11 @@ func TestDeleteRecordsBetweenTwoRunsIsAGap(t *testing.T) {
 	for _, e := range m.Entries {
 		got = append(got, fmt.Sprintf("%s %d-%d", e.Kind, e.MinOffset, e.NextOffset))
 	}
-	want := fmt.Sprint([]string{"segment 0-10", "gap 10-15", "segment 15-20"})
+	want := fmt.Sprint([]string{"segment 0-5", "segment 5-10", "gap 10-15", "segment 15-20"})
 	if fmt.Sprint(got) != want {
 		t.Fatalf("entries %v, want %s", got, want)
 	}
-	if g := m.Entries[1]; g.Reason != sdk.GapDeleted {
+	if g := m.Entries[2]; g.Reason != sdk.GapDeleted {
 		t.Fatalf("gap reason %q, want %q", g.Reason, sdk.GapDeleted)
 	}
 }

@@ -1,14 +1,13 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kpipe/kpipe/internal/testkit"
 )
@@ -16,18 +15,7 @@ import (
 // kpipe runs the built binary and returns its exit code, stdout and stderr.
 func kpipe(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
-	cmd := exec.Command(testkit.KpipeBinary(t), append([]string{"--plugin-dir", testkit.PluginDir(t)}, args...)...)
-	cmd.Dir = t.TempDir()
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	return code, out.String(), errb.String()
+	return kpipeWithin(t, 5*time.Minute, args...)
 }
 
 func writeFile(t *testing.T, text string) string {

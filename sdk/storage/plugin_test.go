@@ -546,3 +546,46 @@ func TestANarrowWindowReadsOnlyItsBatches(t *testing.T) {
 }
 
 func head(xs []int64) []int64 { return xs[:min(len(xs), 5)] }
+
+// fullFor is a store that fails every segment Put of one partition, as a
+// disk that is full when that partition's writer gets to it.
+type fullFor struct {
+	storage.BlobStore
+	partition string // "TOPIC/PARTITION/" as keys hold it
+}
+
+func (f *fullFor) Put(ctx context.Context, key string, r io.Reader, size int64, o storage.PutOptions) error {
+	if strings.Contains(key, "/topics/"+f.partition+"segment-") {
+		io.Copy(io.Discard, r)
+		return errors.New("no space left on device")
+	}
+	return f.BlobStore.Put(ctx, key, r, size, o)
+}
+
+// TestASinkFailureNamesThePartitionThatFailed: once partition 1's write
+// fails, a write to partition 0 fails too, with partition 1's error, named
+// after partition 1 (it used to reach the host unnamed, which then named
+// the partition of the write that found the sink failed).
+func TestASinkFailureNamesThePartitionThatFailed(t *testing.T) {
+	dir := t.TempDir()
+	s := storage.NewSink(&counted{store: &counting{BlobStore: &fullFor{BlobStore: blob.New(dir), partition: "t/1/"}}})
+	if err := configure(t, s, map[string]any{"path": dir, "backup_id": "b", "segment_max_records": 5}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Open(context.Background(), func(...sdk.BatchID) {}); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Teardown(context.Background())
+	ctx := context.Background()
+	if err := s.Write(ctx, batch(t, "t", 1, 0, 10)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Flush(ctx); err == nil {
+		t.Fatal("flush after a failed commit: no error")
+	}
+	err := s.Write(ctx, batch(t, "t", 0, 0, 3))
+	var pe *sdk.PartitionError
+	if !errors.As(err, &pe) || pe.Topic != "t" || pe.Partition != 1 || pe.Offset != -1 || !strings.Contains(err.Error(), "no space left on device") {
+		t.Fatalf("write to t/0 after t/1 failed: %v, want a partition error of t/1 at offset -1 (nothing stored) saying no space left", err)
+	}
+}
