@@ -120,5 +120,5 @@ func TestAStoreThatIgnoresIfAbsentGetsNoBackup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.Close(ctx)
+	w.Close(ctx, storage.OutcomeComplete)
 }

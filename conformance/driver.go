@@ -108,7 +108,7 @@ func ReadAll(inst plugin.Instance, resume []sdk.Position, codec record.Codec) ([
 	}
 	ctx, cancel := timeout()
 	defer cancel()
-	_, err = inst.Teardown(ctx)
+	_, err = inst.Teardown(ctx, sdk.OutcomeComplete)
 	return out, err
 }
 
@@ -241,6 +241,6 @@ func WriteAll(inst plugin.Instance, batches []sdk.Batch) (sdk.SinkOpened, map[ui
 	if err := <-done; err != nil {
 		return open, acked, err
 	}
-	_, err = inst.Teardown(ctx)
+	_, err = inst.Teardown(ctx, sdk.OutcomeComplete)
 	return open, acked, err
 }

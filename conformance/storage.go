@@ -125,7 +125,7 @@ func checkOneWriter(t *testing.T, store storage.BlobStore) {
 	if err := commitOne(ctx, b, 10, 10); err != nil {
 		t.Fatalf("the writer that took over: %v", err)
 	}
-	b.Close(ctx)
+	b.Close(ctx, storage.OutcomeComplete)
 	bk, err := storage.OpenBackup(ctx, store, "lease")
 	if err != nil {
 		t.Fatal(err)
@@ -151,7 +151,7 @@ func checkOrphan(t *testing.T, store storage.BlobStore) {
 	if err := commitOne(ctx, w, 0, 10); err != nil {
 		t.Fatal(err)
 	}
-	w.Close(ctx)
+	w.Close(ctx, storage.OutcomeComplete)
 	// A segment of offsets 10-19 made whole, then the crash: no entry.
 	key := storage.SegmentKey(storage.Keys{ID: "orphan"}.Partition("t", 0), 10, 2, "")
 	junk := bytes.Repeat([]byte{1}, 100)
@@ -166,7 +166,7 @@ func checkOrphan(t *testing.T, store storage.BlobStore) {
 	if pos := w.Positions(); len(pos) != 1 || pos[0].NextOffset != 10 || len(reported) != 1 || reported[0] != key {
 		t.Fatalf("after a crash between segment and entry: positions %v, orphans %v; want t/0@10 and %s reported", pos, reported, key)
 	}
-	w.Close(ctx)
+	w.Close(ctx, storage.OutcomeComplete)
 	b, err := storage.OpenBackup(ctx, store, "orphan")
 	if err != nil {
 		t.Fatal(err)

@@ -30,6 +30,10 @@ type StoreOptions struct {
 // IsS3 says whether path names a bucket rather than a folder.
 func IsS3(path string) bool { return strings.HasPrefix(path, "s3://") }
 
+// Storage is the storage plugin for path with the store's parameters
+// alone: what reads backups (list, describe, validate) configure.
+func Storage(path string, o StoreOptions) config.Stage { return storageStage(path, o, nil) }
+
 // storageStage is the storage plugin for path, with its parameters and
 // those of extra.
 func storageStage(path string, o StoreOptions, extra map[string]any) config.Stage {

@@ -492,6 +492,25 @@ type FailingSink interface {
 	Failed() <-chan error
 }
 
+// Outcome is how a run that ended without error ended, as the host tells
+// the plugins when it tears them down.
+type Outcome string
+
+const (
+	// OutcomeComplete: the source reached its end (a snapshot read all).
+	OutcomeComplete Outcome = "complete"
+	// OutcomeStopped: the run was stopped (by a signal) before that.
+	OutcomeStopped Outcome = "stopped"
+)
+
+// Ender is implemented by plugins that record how a run ended (a backup
+// store, in its lease, so that listing tells a complete backup from a
+// stopped one). End is called just before Teardown, only after a run
+// without error.
+type Ender interface {
+	End(ctx context.Context, o Outcome)
+}
+
 // MetadataSink is implemented by sinks that use or store metadata.
 type MetadataSink interface {
 	WriteMetadata(ctx context.Context, m Metadata) error

@@ -124,6 +124,9 @@ func Register(s *grpc.Server, impl any, kinds []pb.Kind, links Links, id *link.I
 		ps.kind, ps.spec, ps.configure, ps.metrics, ps.teardown = pb.Kind_KIND_SINK, p.Spec, p.Configure, p.Metrics, p.Teardown
 		pb.RegisterSinkServer(s, &sinkServer{r: NewSinkRunner(p, links, id)})
 	}
+	if e, ok := impl.(Ender); ok {
+		ps.end = e.End
+	}
 	if st, ok := impl.(StorageReader); ok {
 		ps.storage = true
 		pb.RegisterStorageServer(s, &storageServer{st: st})
@@ -143,6 +146,7 @@ type pluginServer struct {
 	configure    func(context.Context) error
 	metrics      func() map[string]int64
 	teardown     func(context.Context) error
+	end          func(context.Context, Outcome) // nil unless an Ender
 }
 
 func (s *pluginServer) Spec(context.Context, *pb.SpecRequest) (*pb.SpecResponse, error) {
@@ -179,8 +183,11 @@ func (s *pluginServer) Configure(ctx context.Context, req *pb.ConfigureRequest) 
 	return resp, nil
 }
 
-func (s *pluginServer) Teardown(ctx context.Context, _ *pb.TeardownRequest) (*pb.TeardownResponse, error) {
+func (s *pluginServer) Teardown(ctx context.Context, req *pb.TeardownRequest) (*pb.TeardownResponse, error) {
 	defer stopProfile()
+	if o := req.GetOutcome(); o != "" && s.end != nil {
+		s.end(ctx, Outcome(o))
+	}
 	m := s.metrics()
 	if err := s.teardown(ctx); err != nil {
 		return nil, status.Error(codes.Internal, err.Error())

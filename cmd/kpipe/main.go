@@ -157,7 +157,7 @@ standard OTEL_* environment variables say.`,
 	pf.StringVar(&g.format, "format", "text", "report format on stdout: text or json")
 	root.Version = versionLine()
 	root.SetVersionTemplate("{{.Version}}\n")
-	root.AddCommand(newRunCmd(g), newPluginsCmd(g), newBackupCmd(g), newRestoreCmd(g), newVersionCmd(g))
+	root.AddCommand(newRunCmd(g), newPluginsCmd(g), newBackupCmd(g), newRestoreCmd(g), newListCmd(g), newDescribeCmd(g), newValidateCmd(g), newVersionCmd(g))
 	return root, g
 }
 

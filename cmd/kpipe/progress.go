@@ -51,22 +51,29 @@ type progress struct {
 // startProgress starts showing progress on w in mode (auto: tty when w is
 // a terminal, else json); nil for off.
 func startProgress(mode string, w *os.File) (*progress, error) {
-	switch mode {
-	case progressAuto:
-		mode = progressJSON
-		if isTerminal(w) {
-			mode = progressTTY
-		}
-	case progressTTY, progressJSON:
-	case progressOff:
-		return nil, nil
-	default:
-		return nil, badInput("--progress %q: use auto, tty, json or off", mode)
+	mode, err := progressMode(mode, w)
+	if mode == progressOff || err != nil {
+		return nil, err
 	}
 	now := time.Now()
 	p := &progress{mode: mode, w: w, start: now, lastAt: now, stopCh: make(chan struct{}), stopped: make(chan struct{})}
 	go p.loop()
 	return p, nil
+}
+
+// progressMode resolves a --progress value for w: auto becomes tty on a
+// terminal, else json.
+func progressMode(mode string, w *os.File) (string, error) {
+	switch mode {
+	case progressAuto:
+		if isTerminal(w) {
+			return progressTTY, nil
+		}
+		return progressJSON, nil
+	case progressTTY, progressJSON, progressOff:
+		return mode, nil
+	}
+	return "", badInput("--progress %q: use auto, tty, json or off", mode)
 }
 
 func isTerminal(f *os.File) bool {

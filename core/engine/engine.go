@@ -310,6 +310,10 @@ func Run(ctx context.Context, p config.Pipeline, opts Options) (rep *Report, err
 	rep.Positions = positions
 	rep.MaxInFlight, rep.MaxInFlightBytes = r.tracker.peaks()
 
+	outcome := sdk.OutcomeComplete
+	if rep.Stopped {
+		outcome = sdk.OutcomeStopped
+	}
 	rep.Plugins = make([]PluginReport, len(stages))
 	terrs := make([]error, len(stages))
 	var wg sync.WaitGroup
@@ -327,7 +331,7 @@ func Run(ctx context.Context, p config.Pipeline, opts Options) (rep *Report, err
 			defer wg.Done()
 			tctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			m, terr := s.inst.Teardown(tctx)
+			m, terr := s.inst.Teardown(tctx, outcome)
 			if terr != nil {
 				terrs[i] = fmt.Errorf("pipeline %q: %w", p.Name, terr)
 			}

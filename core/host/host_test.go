@@ -182,7 +182,7 @@ func TestStorageServiceReadsBackups(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.Close(ctx)
+	w.Close(ctx, storage.OutcomeComplete)
 
 	h := &Host{Dir: testkit.PluginDir(t)}
 	defer h.Close()

@@ -63,6 +63,8 @@ func rpcErr(err error) error {
 		return errors.New(st.Message())
 	case codes.Canceled:
 		return fmt.Errorf("%s: %w", st.Message(), context.Canceled)
+	case codes.InvalidArgument:
+		return sdk.BadRequest(errors.New(st.Message()))
 	}
 	return err
 }
@@ -78,6 +80,12 @@ func (i *Instance) Configure(ctx context.Context, params map[string]json.RawMess
 	if err != nil {
 		return fmt.Errorf("plugin %q: configure: %w", i.name, rpcErr(err))
 	}
+	return paramErrors(resp)
+}
+
+// paramErrors are the parameter errors of a configure response; nil for
+// none.
+func paramErrors(resp *pb.ConfigureResponse) error {
 	if len(resp.GetErrors()) == 0 {
 		return nil
 	}
@@ -98,8 +106,8 @@ func (i *Instance) Attach(role link.Role, f *os.File) error {
 }
 
 // Teardown asks the plugin to release its resources and returns its metrics.
-func (i *Instance) Teardown(ctx context.Context) (map[string]int64, error) {
-	resp, err := i.plugin.Teardown(ctx, &pb.TeardownRequest{})
+func (i *Instance) Teardown(ctx context.Context, o sdk.Outcome) (map[string]int64, error) {
+	resp, err := i.plugin.Teardown(ctx, &pb.TeardownRequest{Outcome: string(o)})
 	if err != nil {
 		return nil, fmt.Errorf("plugin %q: teardown: %w", i.name, rpcErr(err))
 	}
@@ -294,6 +302,45 @@ func (s grpcStorage) ListBackups(ctx context.Context) ([]sdk.BackupSummary, erro
 		}
 		if token = resp.GetNextPageToken(); token == "" {
 			return out, nil
+		}
+	}
+}
+
+func (s grpcStorage) ConfigureStorage(ctx context.Context, paramsJSON []byte) error {
+	resp, err := s.c.Configure(ctx, &pb.StorageConfigureRequest{ParamsJson: paramsJSON})
+	if err != nil {
+		return fmt.Errorf("configure storage: %w", rpcErr(err))
+	}
+	return paramErrors(resp)
+}
+
+func (s grpcStorage) Describe(ctx context.Context, id string) ([]byte, error) {
+	resp, err := s.c.Describe(ctx, &pb.DescribeRequest{BackupId: id})
+	if err != nil {
+		return nil, rpcErr(err)
+	}
+	return resp.GetDescriptionJson(), nil
+}
+
+func (s grpcStorage) Validate(ctx context.Context, id string, o sdk.ValidateOptions, progress func(sdk.ValidateProgress)) ([]byte, error) {
+	st, err := s.c.Validate(ctx, &pb.ValidateRequest{BackupId: id, Deep: o.Deep, MaxAgeMs: o.MaxAge.Milliseconds()})
+	if err != nil {
+		return nil, rpcErr(err)
+	}
+	for {
+		ev, err := st.Recv()
+		if err == io.EOF {
+			return nil, fmt.Errorf("validate %s: the plugin ended without a report", id)
+		}
+		if err != nil {
+			return nil, rpcErr(err)
+		}
+		if js := ev.GetReportJson(); js != nil {
+			return js, nil
+		}
+		if p := ev.GetProgress(); p != nil && progress != nil {
+			progress(sdk.ValidateProgress{PartitionsDone: p.GetPartitionsDone(), Partitions: p.GetPartitions(),
+				SegmentsChecked: p.GetSegmentsChecked(), BytesRead: p.GetBytesRead(), RecordsChecked: p.GetRecordsChecked()})
 		}
 	}
 }

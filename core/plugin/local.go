@@ -135,7 +135,10 @@ func (l *local) Sink() Sink {
 	return localSink{l.sink}
 }
 
-func (l *local) Teardown(ctx context.Context) (map[string]int64, error) {
+func (l *local) Teardown(ctx context.Context, o sdk.Outcome) (map[string]int64, error) {
+	if e, ok := l.impl.(sdk.Ender); ok && o != "" {
+		e.End(ctx, o)
+	}
 	var metrics func() map[string]int64
 	var teardown func(context.Context) error
 	switch p := l.impl.(type) {

@@ -71,8 +71,8 @@ type Instance interface {
 	Transform() Transform
 	Sink() Sink
 	// Teardown asks the plugin to release its resources and returns its
-	// final metrics.
-	Teardown(ctx context.Context) (map[string]int64, error)
+	// final metrics; o says how the run ended (empty: unknown).
+	Teardown(ctx context.Context, o sdk.Outcome) (map[string]int64, error)
 	// Kill ends the plugin (its process, for one that has its own).
 	Kill()
 }

@@ -46,7 +46,7 @@ func writePlain(t *testing.T, store storage.BlobStore, id string, key *storage.K
 	if err != nil {
 		return err
 	}
-	defer w.Close(ctx)
+	defer w.Close(ctx, storage.OutcomeComplete)
 	pw, err := w.Partition(ctx, "t", 0)
 	if err != nil {
 		t.Fatal(err)

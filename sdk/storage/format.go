@@ -151,6 +151,14 @@ type Entry struct {
 	// NextOffset is the partition's position after the entry: for a gap,
 	// past the offsets it skips.
 	NextOffset int64 `json:"next_offset"`
+	// FromOffset is the partition's position before the entry: the entry
+	// before's NextOffset, or for an incarnation's first entry its
+	// MinOffset. Offsets between it and MinOffset hold no records (control
+	// records, compacted ones), so a validator tells a lost entry from them.
+	FromOffset int64 `json:"from_offset"`
+	// Uncompressed is how many bytes the segment's batches hold once
+	// decompressed (Arrow buffers); 0 when unknown.
+	Uncompressed int64 `json:"uncompressed_bytes,omitempty"`
 	// Batches indexes the segment's record batches.
 	Batches []BatchIndex `json:"batches,omitempty"`
 	// Encryption names how each batch's bytes are encrypted (Cipher), and
@@ -222,7 +230,16 @@ type Lease struct {
 	TTL     time.Duration `json:"ttl"`
 	// Released says the writer ended and let the lease go.
 	Released bool `json:"released,omitempty"`
+	// Outcome is how the writer's run ended, once released: complete
+	// (its source reached its end) or stopped (by a signal).
+	Outcome string `json:"outcome,omitempty"`
 }
+
+// A backup run's outcomes, as its lease records them.
+const (
+	OutcomeComplete = "complete"
+	OutcomeStopped  = "stopped"
+)
 
 // num renders a number for a key: zero-padded, so that key order is number
 // order.

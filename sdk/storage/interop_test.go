@@ -42,7 +42,7 @@ func commitSegment(t *testing.T, root string, codec record.Codec, batches ...[]r
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer w.Close(ctx)
+	defer w.Close(ctx, storage.OutcomeComplete)
 	pw, err := w.Partition(ctx, "t", 0)
 	if err != nil {
 		t.Fatal(err)

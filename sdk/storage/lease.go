@@ -234,13 +234,13 @@ func (l *lease) lost(ctx context.Context) error {
 
 // release stops renewing and, unless fenced, lets the lease go so that the
 // next writer need not wait for it to expire.
-func (l *lease) release(ctx context.Context) error {
+func (l *lease) release(ctx context.Context, outcome string) error {
 	close(l.stop)
 	<-l.done
 	if l.check(ctx) != nil {
 		return nil
 	}
-	l.cur.Released, l.cur.Renewed = true, time.Now().UTC()
+	l.cur.Released, l.cur.Renewed, l.cur.Outcome = true, time.Now().UTC(), outcome
 	data, _ := json.Marshal(l.cur)
 	return l.store.Put(ctx, l.keys.Lease(l.cur.Epoch), bytes.NewReader(data), int64(len(data)), PutOptions{})
 }

@@ -420,7 +420,7 @@ func TestAnEncryptedSegmentIsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeSegments(t, w, "t", 1, 1, 1, 10, 0)
-	w.Close(ctx)
+	w.Close(ctx, storage.OutcomeComplete)
 	b, _ := storage.OpenBackup(ctx, store, "b")
 	m, _ := b.Manifest(ctx, "t", 0)
 	e := m.Entries[0]
@@ -485,7 +485,7 @@ func TestANarrowWindowReadsOnlyItsBatches(t *testing.T) {
 			}
 		}
 	}
-	w.Close(ctx)
+	w.Close(ctx, storage.OutcomeComplete)
 	var total int64
 	all, _ := storage.ListAll(ctx, blob.New(path), "", "")
 	for _, o := range all {

@@ -19,7 +19,7 @@ func readInfo(ctx context.Context, store BlobStore, keys Keys) (Info, error) {
 	var info Info
 	data, err := readObject(ctx, store, keys.Info())
 	if errors.Is(err, ErrNotFound) {
-		return info, fmt.Errorf("%w: the storage holds no backup %q (no %s)", ErrBackupNotFound, keys.ID, keys.Info())
+		return info, sdk.BadRequest(fmt.Errorf("%w: the storage holds no backup %q (no %s)", ErrBackupNotFound, keys.ID, keys.Info()))
 	}
 	if err != nil {
 		return info, fmt.Errorf("backup %q: %w", keys.ID, err)
@@ -52,7 +52,7 @@ type Backup struct {
 // OpenBackup opens the backup id for reading.
 func OpenBackup(ctx context.Context, store BlobStore, id string) (*Backup, error) {
 	if err := CheckID(id); err != nil {
-		return nil, err
+		return nil, sdk.BadRequest(err)
 	}
 	b := &Backup{store: store, keys: Keys{ID: id}}
 	info, err := readInfo(ctx, store, b.keys)

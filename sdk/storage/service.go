@@ -91,6 +91,42 @@ func (s *service) backup(ctx context.Context, id string) (*Backup, error) {
 	return OpenBackup(ctx, store, id)
 }
 
+// The storage service is served by the source and the sink alike.
+var (
+	_ sdk.StorageReader = (*Source)(nil)
+	_ sdk.StorageReader = (*Sink)(nil)
+)
+
+// ConfigureStorage checks the store's parameters and the key's alone, for
+// a host that only reads (list, describe, validate).
+func (s *service) ConfigureStorage(ctx context.Context, paramsJSON []byte) error {
+	if err := param.Decode(param.Multi{s.plugin.Spec().Config, &s.keySrc}, paramsJSON); err != nil {
+		return err
+	}
+	if errs := s.configure(ctx); len(errs) > 0 {
+		return errs
+	}
+	return nil
+}
+
+// Describe returns a backup's description (type Description) as JSON.
+func (s *service) Describe(ctx context.Context, id string) ([]byte, error) {
+	store, err := s.open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return describeJSON(ctx, store, id)
+}
+
+// Validate checks a backup and returns its report (type Report) as JSON.
+func (s *service) Validate(ctx context.Context, id string, o sdk.ValidateOptions, progress func(sdk.ValidateProgress)) ([]byte, error) {
+	store, err := s.open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return validateJSON(ctx, store, id, s.key, o, progress)
+}
+
 // ListBackups lists the backups of the store, with their backup.json.
 func (s *service) ListBackups(ctx context.Context) ([]sdk.BackupSummary, error) {
 	store, err := s.open(ctx)

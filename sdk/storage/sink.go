@@ -41,6 +41,8 @@ type Sink struct {
 	cancel context.CancelFunc
 	ack    sdk.Acker
 	pool   *record.Pool // batches decoded to be cut live only until written
+	// outcome is how the run ended, as the host said (End).
+	outcome sdk.Outcome
 
 	mu       sync.Mutex
 	parts    map[string]*partWriter
@@ -234,10 +236,13 @@ func (s *Sink) Teardown(ctx context.Context) error {
 		s.cancel()
 	}
 	if s.w != nil {
-		return s.w.Close(ctx)
+		return s.w.Close(ctx, string(s.outcome))
 	}
 	return nil
 }
+
+// End hears how the run ended, which Teardown records in the lease.
+func (s *Sink) End(_ context.Context, o sdk.Outcome) { s.outcome = o }
 
 // op is a batch to write or, with flushed set, a request to commit.
 type op struct {

@@ -148,7 +148,7 @@ func TestAWrittenBackupReadsBackExactly(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeSegments(t, w, "orders", 2, 40, 3, 10, 1_700_000_000_000) // partition 2 stays empty
-	if err := w.Close(ctx); err != nil {
+	if err := w.Close(ctx, storage.OutcomeComplete); err != nil {
 		t.Fatal(err)
 	}
 
@@ -160,7 +160,7 @@ func TestAWrittenBackupReadsBackExactly(t *testing.T) {
 	if got := fmt.Sprint(w.Positions()); got != "[orders/0@1200 orders/1@1200]" {
 		t.Errorf("positions %s, want orders/0@1200 orders/1@1200", got)
 	}
-	w.Close(ctx)
+	w.Close(ctx, storage.OutcomeComplete)
 
 	b, err := storage.OpenBackup(ctx, store, "b1")
 	if err != nil {
@@ -236,15 +236,15 @@ func TestASecondWriterIsRefusedNamingTheHolder(t *testing.T) {
 	if second.Epoch() != 2 {
 		t.Errorf("epoch %d, want 2", second.Epoch())
 	}
-	first.Close(ctx)
-	if err := second.Close(ctx); err != nil {
+	first.Close(ctx, storage.OutcomeComplete)
+	if err := second.Close(ctx, storage.OutcomeComplete); err != nil {
 		t.Fatal(err)
 	}
 	third, err := storage.OpenWriter(ctx, store, "b", storage.WriterOptions{Lease: storage.LeaseOptions{Host: "h2", Pid: 1, Alive: func(int) bool { return true }}})
 	if err != nil {
 		t.Fatalf("after a released lease: %v", err)
 	}
-	third.Close(ctx)
+	third.Close(ctx, storage.OutcomeComplete)
 }
 
 // TestAWriterThatLostItsLeaseCommitsNothing: a writer paused past its
@@ -286,7 +286,7 @@ func TestAWriterThatLostItsLeaseCommitsNothing(t *testing.T) {
 		t.Fatalf("the paused writer's metadata: %v, want a FencedError", err)
 	}
 	writeSegments(t, b, "t", 1, 1, 1, 10, 0)
-	b.Close(ctx)
+	b.Close(ctx, storage.OutcomeComplete)
 	bk, _ := storage.OpenBackup(ctx, store, "b")
 	m, err := bk.Manifest(ctx, "t", 0)
 	if err != nil {
@@ -316,14 +316,14 @@ func TestOpeningCostsRequestsPerPartition(t *testing.T) {
 	}
 	w.WriteMetadata(ctx, meta("t", partitions))
 	writeSegments(t, w, "t", partitions, segments, 1, 1, 0)
-	w.Close(ctx)
+	w.Close(ctx, storage.OutcomeComplete)
 
 	store.reset()
 	w, err = storage.OpenWriter(ctx, store, "b", storage.WriterOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.Close(ctx)
+	w.Close(ctx, storage.OutcomeComplete)
 	resume := store.reads()
 	store.reset()
 	b, err := storage.OpenBackup(ctx, store, "b")

@@ -100,7 +100,7 @@ func OpenWriter(ctx context.Context, store BlobStore, id string, o WriterOptions
 	}
 	w := &Writer{store: store, keys: keys, lease: l, opts: o, parts: map[string]*PartitionWriter{}}
 	fail := func(err error) (*Writer, error) {
-		l.release(context.WithoutCancel(ctx))
+		l.release(context.WithoutCancel(ctx), "")
 		return nil, err
 	}
 	// Read again under the lease: another writer may have created it.
@@ -299,15 +299,16 @@ func (w *Writer) AddPartition(ctx context.Context, topic string, partition int32
 	return w.WriteMetadata(ctx, sdk.Metadata{Topics: []sdk.TopicMetadata{t}})
 }
 
-// Close lets the lease go.
-func (w *Writer) Close(ctx context.Context) error {
+// Close lets the lease go, recording the run's outcome (OutcomeComplete
+// or OutcomeStopped; empty when unknown).
+func (w *Writer) Close(ctx context.Context, outcome string) error {
 	if w.lease.err() == nil {
 		if err := w.create(ctx); err != nil {
-			w.lease.release(ctx)
+			w.lease.release(ctx, "")
 			return err
 		}
 	}
-	return w.lease.release(ctx)
+	return w.lease.release(ctx, outcome)
 }
 
 // create stores the backup's Info, once, if this writer creates the
@@ -389,6 +390,10 @@ func (pw *PartitionWriter) commit(ctx context.Context, e Entry) (Entry, error) {
 // put creates entry e at the next seq, or fails with ErrExists.
 func (pw *PartitionWriter) put(ctx context.Context, e Entry) (Entry, error) {
 	e.Seq, e.Epoch, e.CreatedAt = pw.seq+1, pw.w.Epoch(), time.Now().UTC()
+	e.FromOffset = pw.next
+	if pw.next < 0 || e.Kind == KindFence {
+		e.FromOffset = e.MinOffset
+	}
 	data, err := json.Marshal(e)
 	if err != nil {
 		return Entry{}, err
@@ -557,6 +562,7 @@ func (s *Segment) WriteFrame(frame []byte, b record.Bounds, nextOffset, maxRecor
 		e.MinTimestamp, e.MaxTimestamp = b.MinTimestamp, b.MaxTimestamp
 	}
 	e.Records += b.Count
+	e.Uncompressed += info.Size
 	e.MinOffset = min(e.MinOffset, b.MinOffset)
 	e.MaxOffset = max(e.MaxOffset, b.MaxOffset)
 	e.MinTimestamp = min(e.MinTimestamp, b.MinTimestamp)

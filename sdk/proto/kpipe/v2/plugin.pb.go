@@ -482,7 +482,11 @@ func (x *ConfigureResponse) GetErrors() []*ParamError {
 }
 
 type TeardownRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How the run ended, when it ended without error: "complete" (the source
+	// reached its end) or "stopped" (by a signal). Empty otherwise. A backup
+	// store records it, so that listing its backups tells them apart.
+	Outcome       string `protobuf:"bytes,1,opt,name=outcome,proto3" json:"outcome,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -515,6 +519,13 @@ func (x *TeardownRequest) ProtoReflect() protoreflect.Message {
 // Deprecated: Use TeardownRequest.ProtoReflect.Descriptor instead.
 func (*TeardownRequest) Descriptor() ([]byte, []int) {
 	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *TeardownRequest) GetOutcome() string {
+	if x != nil {
+		return x.Outcome
+	}
+	return ""
 }
 
 type TeardownResponse struct {
@@ -3316,6 +3327,366 @@ func (x *ReadRangeResponse) GetData() []byte {
 	return nil
 }
 
+// StorageConfigureRequest configures the storage service alone, for a host
+// that only reads (list, describe, validate): the store's parameters and
+// the encryption key's, none of a source's or a sink's.
+type StorageConfigureRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ParamsJson    []byte                 `protobuf:"bytes,1,opt,name=params_json,json=paramsJson,proto3" json:"params_json,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StorageConfigureRequest) Reset() {
+	*x = StorageConfigureRequest{}
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StorageConfigureRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StorageConfigureRequest) ProtoMessage() {}
+
+func (x *StorageConfigureRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StorageConfigureRequest.ProtoReflect.Descriptor instead.
+func (*StorageConfigureRequest) Descriptor() ([]byte, []int) {
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *StorageConfigureRequest) GetParamsJson() []byte {
+	if x != nil {
+		return x.ParamsJson
+	}
+	return nil
+}
+
+type DescribeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	BackupId      string                 `protobuf:"bytes,1,opt,name=backup_id,json=backupId,proto3" json:"backup_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DescribeRequest) Reset() {
+	*x = DescribeRequest{}
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DescribeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DescribeRequest) ProtoMessage() {}
+
+func (x *DescribeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DescribeRequest.ProtoReflect.Descriptor instead.
+func (*DescribeRequest) Descriptor() ([]byte, []int) {
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *DescribeRequest) GetBackupId() string {
+	if x != nil {
+		return x.BackupId
+	}
+	return ""
+}
+
+type DescribeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The backup's description, as documented for `kpipe describe --format
+	// json`.
+	DescriptionJson []byte `protobuf:"bytes,1,opt,name=description_json,json=descriptionJson,proto3" json:"description_json,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *DescribeResponse) Reset() {
+	*x = DescribeResponse{}
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DescribeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DescribeResponse) ProtoMessage() {}
+
+func (x *DescribeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DescribeResponse.ProtoReflect.Descriptor instead.
+func (*DescribeResponse) Descriptor() ([]byte, []int) {
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *DescribeResponse) GetDescriptionJson() []byte {
+	if x != nil {
+		return x.DescriptionJson
+	}
+	return nil
+}
+
+type ValidateRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	BackupId string                 `protobuf:"bytes,1,opt,name=backup_id,json=backupId,proto3" json:"backup_id,omitempty"`
+	// Also read every segment: checksums, decompression, decryption, every
+	// record decoded and compared with the index.
+	Deep bool `protobuf:"varint,2,opt,name=deep,proto3" json:"deep,omitempty"`
+	// A backup whose last commit is older than this fails; 0: no limit.
+	MaxAgeMs      int64 `protobuf:"varint,3,opt,name=max_age_ms,json=maxAgeMs,proto3" json:"max_age_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ValidateRequest) Reset() {
+	*x = ValidateRequest{}
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ValidateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ValidateRequest) ProtoMessage() {}
+
+func (x *ValidateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ValidateRequest.ProtoReflect.Descriptor instead.
+func (*ValidateRequest) Descriptor() ([]byte, []int) {
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *ValidateRequest) GetBackupId() string {
+	if x != nil {
+		return x.BackupId
+	}
+	return ""
+}
+
+func (x *ValidateRequest) GetDeep() bool {
+	if x != nil {
+		return x.Deep
+	}
+	return false
+}
+
+func (x *ValidateRequest) GetMaxAgeMs() int64 {
+	if x != nil {
+		return x.MaxAgeMs
+	}
+	return 0
+}
+
+type ValidateProgress struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	PartitionsDone  int64                  `protobuf:"varint,1,opt,name=partitions_done,json=partitionsDone,proto3" json:"partitions_done,omitempty"`
+	Partitions      int64                  `protobuf:"varint,2,opt,name=partitions,proto3" json:"partitions,omitempty"`
+	SegmentsChecked int64                  `protobuf:"varint,3,opt,name=segments_checked,json=segmentsChecked,proto3" json:"segments_checked,omitempty"`
+	BytesRead       int64                  `protobuf:"varint,4,opt,name=bytes_read,json=bytesRead,proto3" json:"bytes_read,omitempty"`
+	RecordsChecked  int64                  `protobuf:"varint,5,opt,name=records_checked,json=recordsChecked,proto3" json:"records_checked,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *ValidateProgress) Reset() {
+	*x = ValidateProgress{}
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ValidateProgress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ValidateProgress) ProtoMessage() {}
+
+func (x *ValidateProgress) ProtoReflect() protoreflect.Message {
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ValidateProgress.ProtoReflect.Descriptor instead.
+func (*ValidateProgress) Descriptor() ([]byte, []int) {
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *ValidateProgress) GetPartitionsDone() int64 {
+	if x != nil {
+		return x.PartitionsDone
+	}
+	return 0
+}
+
+func (x *ValidateProgress) GetPartitions() int64 {
+	if x != nil {
+		return x.Partitions
+	}
+	return 0
+}
+
+func (x *ValidateProgress) GetSegmentsChecked() int64 {
+	if x != nil {
+		return x.SegmentsChecked
+	}
+	return 0
+}
+
+func (x *ValidateProgress) GetBytesRead() int64 {
+	if x != nil {
+		return x.BytesRead
+	}
+	return 0
+}
+
+func (x *ValidateProgress) GetRecordsChecked() int64 {
+	if x != nil {
+		return x.RecordsChecked
+	}
+	return 0
+}
+
+// ValidateEvent is progress while validating, then the report once.
+type ValidateEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Event:
+	//
+	//	*ValidateEvent_Progress
+	//	*ValidateEvent_ReportJson
+	Event         isValidateEvent_Event `protobuf_oneof:"event"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ValidateEvent) Reset() {
+	*x = ValidateEvent{}
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ValidateEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ValidateEvent) ProtoMessage() {}
+
+func (x *ValidateEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ValidateEvent.ProtoReflect.Descriptor instead.
+func (*ValidateEvent) Descriptor() ([]byte, []int) {
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *ValidateEvent) GetEvent() isValidateEvent_Event {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+func (x *ValidateEvent) GetProgress() *ValidateProgress {
+	if x != nil {
+		if x, ok := x.Event.(*ValidateEvent_Progress); ok {
+			return x.Progress
+		}
+	}
+	return nil
+}
+
+func (x *ValidateEvent) GetReportJson() []byte {
+	if x != nil {
+		if x, ok := x.Event.(*ValidateEvent_ReportJson); ok {
+			return x.ReportJson
+		}
+	}
+	return nil
+}
+
+type isValidateEvent_Event interface {
+	isValidateEvent_Event()
+}
+
+type ValidateEvent_Progress struct {
+	Progress *ValidateProgress `protobuf:"bytes,1,opt,name=progress,proto3,oneof"`
+}
+
+type ValidateEvent_ReportJson struct {
+	// The report, as documented for `kpipe validate --format json`.
+	ReportJson []byte `protobuf:"bytes,2,opt,name=report_json,json=reportJson,proto3,oneof"`
+}
+
+func (*ValidateEvent_Progress) isValidateEvent_Event() {}
+
+func (*ValidateEvent_ReportJson) isValidateEvent_Event() {}
+
 var File_kpipe_v2_plugin_proto protoreflect.FileDescriptor
 
 const file_kpipe_v2_plugin_proto_rawDesc = "" +
@@ -3349,8 +3720,9 @@ const file_kpipe_v2_plugin_proto_rawDesc = "" +
 	"\x05param\x18\x01 \x01(\tR\x05param\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\"A\n" +
 	"\x11ConfigureResponse\x12,\n" +
-	"\x06errors\x18\x01 \x03(\v2\x14.kpipe.v2.ParamErrorR\x06errors\"\x11\n" +
-	"\x0fTeardownRequest\"\x91\x01\n" +
+	"\x06errors\x18\x01 \x03(\v2\x14.kpipe.v2.ParamErrorR\x06errors\"+\n" +
+	"\x0fTeardownRequest\x12\x18\n" +
+	"\aoutcome\x18\x01 \x01(\tR\aoutcome\"\x91\x01\n" +
 	"\x10TeardownResponse\x12A\n" +
 	"\ametrics\x18\x01 \x03(\v2'.kpipe.v2.TeardownResponse.MetricsEntryR\ametrics\x1a:\n" +
 	"\fMetricsEntry\x12\x10\n" +
@@ -3555,7 +3927,33 @@ const file_kpipe_v2_plugin_proto_rawDesc = "" +
 	"\x06offset\x18\x03 \x01(\x03R\x06offset\x12\x16\n" +
 	"\x06length\x18\x04 \x01(\x03R\x06length\"'\n" +
 	"\x11ReadRangeResponse\x12\x12\n" +
-	"\x04data\x18\x01 \x01(\fR\x04data*P\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\":\n" +
+	"\x17StorageConfigureRequest\x12\x1f\n" +
+	"\vparams_json\x18\x01 \x01(\fR\n" +
+	"paramsJson\".\n" +
+	"\x0fDescribeRequest\x12\x1b\n" +
+	"\tbackup_id\x18\x01 \x01(\tR\bbackupId\"=\n" +
+	"\x10DescribeResponse\x12)\n" +
+	"\x10description_json\x18\x01 \x01(\fR\x0fdescriptionJson\"`\n" +
+	"\x0fValidateRequest\x12\x1b\n" +
+	"\tbackup_id\x18\x01 \x01(\tR\bbackupId\x12\x12\n" +
+	"\x04deep\x18\x02 \x01(\bR\x04deep\x12\x1c\n" +
+	"\n" +
+	"max_age_ms\x18\x03 \x01(\x03R\bmaxAgeMs\"\xce\x01\n" +
+	"\x10ValidateProgress\x12'\n" +
+	"\x0fpartitions_done\x18\x01 \x01(\x03R\x0epartitionsDone\x12\x1e\n" +
+	"\n" +
+	"partitions\x18\x02 \x01(\x03R\n" +
+	"partitions\x12)\n" +
+	"\x10segments_checked\x18\x03 \x01(\x03R\x0fsegmentsChecked\x12\x1d\n" +
+	"\n" +
+	"bytes_read\x18\x04 \x01(\x03R\tbytesRead\x12'\n" +
+	"\x0frecords_checked\x18\x05 \x01(\x03R\x0erecordsChecked\"u\n" +
+	"\rValidateEvent\x128\n" +
+	"\bprogress\x18\x01 \x01(\v2\x1a.kpipe.v2.ValidateProgressH\x00R\bprogress\x12!\n" +
+	"\vreport_json\x18\x02 \x01(\fH\x00R\n" +
+	"reportJsonB\a\n" +
+	"\x05event*P\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\x0f\n" +
 	"\vKIND_SOURCE\x10\x01\x12\x12\n" +
@@ -3573,8 +3971,11 @@ const file_kpipe_v2_plugin_proto_rawDesc = "" +
 	"\x03Run\x12\x1a.kpipe.v2.TransformRequest\x1a\x18.kpipe.v2.TransformEvent(\x010\x012|\n" +
 	"\x04Sink\x12=\n" +
 	"\x04Open\x12\x19.kpipe.v2.SinkOpenRequest\x1a\x1a.kpipe.v2.SinkOpenResponse\x125\n" +
-	"\x03Run\x12\x15.kpipe.v2.SinkRequest\x1a\x13.kpipe.v2.SinkEvent(\x010\x012\x90\x03\n" +
-	"\aStorage\x12J\n" +
+	"\x03Run\x12\x15.kpipe.v2.SinkRequest\x1a\x13.kpipe.v2.SinkEvent(\x010\x012\xe2\x04\n" +
+	"\aStorage\x12K\n" +
+	"\tConfigure\x12!.kpipe.v2.StorageConfigureRequest\x1a\x1b.kpipe.v2.ConfigureResponse\x12A\n" +
+	"\bDescribe\x12\x19.kpipe.v2.DescribeRequest\x1a\x1a.kpipe.v2.DescribeResponse\x12@\n" +
+	"\bValidate\x12\x19.kpipe.v2.ValidateRequest\x1a\x17.kpipe.v2.ValidateEvent0\x01\x12J\n" +
 	"\vListBackups\x12\x1c.kpipe.v2.ListBackupsRequest\x1a\x1d.kpipe.v2.ListBackupsResponse\x12M\n" +
 	"\fReadMetadata\x12\x1d.kpipe.v2.ReadMetadataRequest\x1a\x1e.kpipe.v2.ReadMetadataResponse\x12S\n" +
 	"\x0eListPartitions\x12\x1f.kpipe.v2.ListPartitionsRequest\x1a .kpipe.v2.ListPartitionsResponse\x12M\n" +
@@ -3594,72 +3995,78 @@ func file_kpipe_v2_plugin_proto_rawDescGZIP() []byte {
 }
 
 var file_kpipe_v2_plugin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_kpipe_v2_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
+var file_kpipe_v2_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 56)
 var file_kpipe_v2_plugin_proto_goTypes = []any{
-	(Kind)(0),                      // 0: kpipe.v2.Kind
-	(*Param)(nil),                  // 1: kpipe.v2.Param
-	(*SpecRequest)(nil),            // 2: kpipe.v2.SpecRequest
-	(*SpecResponse)(nil),           // 3: kpipe.v2.SpecResponse
-	(*ConfigureRequest)(nil),       // 4: kpipe.v2.ConfigureRequest
-	(*ParamError)(nil),             // 5: kpipe.v2.ParamError
-	(*ConfigureResponse)(nil),      // 6: kpipe.v2.ConfigureResponse
-	(*TeardownRequest)(nil),        // 7: kpipe.v2.TeardownRequest
-	(*TeardownResponse)(nil),       // 8: kpipe.v2.TeardownResponse
-	(*Envelope)(nil),               // 9: kpipe.v2.Envelope
-	(*Position)(nil),               // 10: kpipe.v2.Position
-	(*PositionList)(nil),           // 11: kpipe.v2.PositionList
-	(*TopicMetadata)(nil),          // 12: kpipe.v2.TopicMetadata
-	(*Metadata)(nil),               // 13: kpipe.v2.Metadata
-	(*GroupOffsets)(nil),           // 14: kpipe.v2.GroupOffsets
-	(*GroupOffset)(nil),            // 15: kpipe.v2.GroupOffset
-	(*PartitionError)(nil),         // 16: kpipe.v2.PartitionError
-	(*Metrics)(nil),                // 17: kpipe.v2.Metrics
-	(*PartitionMetric)(nil),        // 18: kpipe.v2.PartitionMetric
-	(*Spans)(nil),                  // 19: kpipe.v2.Spans
-	(*Credit)(nil),                 // 20: kpipe.v2.Credit
-	(*SourceOpenRequest)(nil),      // 21: kpipe.v2.SourceOpenRequest
-	(*SourceOpenResponse)(nil),     // 22: kpipe.v2.SourceOpenResponse
-	(*SourceRequest)(nil),          // 23: kpipe.v2.SourceRequest
-	(*End)(nil),                    // 24: kpipe.v2.End
-	(*SourceEvent)(nil),            // 25: kpipe.v2.SourceEvent
-	(*TransformOpenRequest)(nil),   // 26: kpipe.v2.TransformOpenRequest
-	(*TransformOpenResponse)(nil),  // 27: kpipe.v2.TransformOpenResponse
-	(*TransformRequest)(nil),       // 28: kpipe.v2.TransformRequest
-	(*TransformResult)(nil),        // 29: kpipe.v2.TransformResult
-	(*TransformEvent)(nil),         // 30: kpipe.v2.TransformEvent
-	(*SinkOpenRequest)(nil),        // 31: kpipe.v2.SinkOpenRequest
-	(*SinkOpenResponse)(nil),       // 32: kpipe.v2.SinkOpenResponse
-	(*SinkRequest)(nil),            // 33: kpipe.v2.SinkRequest
-	(*BatchRefs)(nil),              // 34: kpipe.v2.BatchRefs
-	(*SinkEvent)(nil),              // 35: kpipe.v2.SinkEvent
-	(*ListBackupsRequest)(nil),     // 36: kpipe.v2.ListBackupsRequest
-	(*BackupSummary)(nil),          // 37: kpipe.v2.BackupSummary
-	(*ListBackupsResponse)(nil),    // 38: kpipe.v2.ListBackupsResponse
-	(*ReadMetadataRequest)(nil),    // 39: kpipe.v2.ReadMetadataRequest
-	(*ReadMetadataResponse)(nil),   // 40: kpipe.v2.ReadMetadataResponse
-	(*ListPartitionsRequest)(nil),  // 41: kpipe.v2.ListPartitionsRequest
-	(*PartitionRef)(nil),           // 42: kpipe.v2.PartitionRef
-	(*ListPartitionsResponse)(nil), // 43: kpipe.v2.ListPartitionsResponse
-	(*ReadManifestRequest)(nil),    // 44: kpipe.v2.ReadManifestRequest
-	(*ReadManifestResponse)(nil),   // 45: kpipe.v2.ReadManifestResponse
-	(*ReadRangeRequest)(nil),       // 46: kpipe.v2.ReadRangeRequest
-	(*ReadRangeResponse)(nil),      // 47: kpipe.v2.ReadRangeResponse
-	nil,                            // 48: kpipe.v2.TeardownResponse.MetricsEntry
-	nil,                            // 49: kpipe.v2.TopicMetadata.ConfigsEntry
-	nil,                            // 50: kpipe.v2.Metrics.CountersEntry
+	(Kind)(0),                       // 0: kpipe.v2.Kind
+	(*Param)(nil),                   // 1: kpipe.v2.Param
+	(*SpecRequest)(nil),             // 2: kpipe.v2.SpecRequest
+	(*SpecResponse)(nil),            // 3: kpipe.v2.SpecResponse
+	(*ConfigureRequest)(nil),        // 4: kpipe.v2.ConfigureRequest
+	(*ParamError)(nil),              // 5: kpipe.v2.ParamError
+	(*ConfigureResponse)(nil),       // 6: kpipe.v2.ConfigureResponse
+	(*TeardownRequest)(nil),         // 7: kpipe.v2.TeardownRequest
+	(*TeardownResponse)(nil),        // 8: kpipe.v2.TeardownResponse
+	(*Envelope)(nil),                // 9: kpipe.v2.Envelope
+	(*Position)(nil),                // 10: kpipe.v2.Position
+	(*PositionList)(nil),            // 11: kpipe.v2.PositionList
+	(*TopicMetadata)(nil),           // 12: kpipe.v2.TopicMetadata
+	(*Metadata)(nil),                // 13: kpipe.v2.Metadata
+	(*GroupOffsets)(nil),            // 14: kpipe.v2.GroupOffsets
+	(*GroupOffset)(nil),             // 15: kpipe.v2.GroupOffset
+	(*PartitionError)(nil),          // 16: kpipe.v2.PartitionError
+	(*Metrics)(nil),                 // 17: kpipe.v2.Metrics
+	(*PartitionMetric)(nil),         // 18: kpipe.v2.PartitionMetric
+	(*Spans)(nil),                   // 19: kpipe.v2.Spans
+	(*Credit)(nil),                  // 20: kpipe.v2.Credit
+	(*SourceOpenRequest)(nil),       // 21: kpipe.v2.SourceOpenRequest
+	(*SourceOpenResponse)(nil),      // 22: kpipe.v2.SourceOpenResponse
+	(*SourceRequest)(nil),           // 23: kpipe.v2.SourceRequest
+	(*End)(nil),                     // 24: kpipe.v2.End
+	(*SourceEvent)(nil),             // 25: kpipe.v2.SourceEvent
+	(*TransformOpenRequest)(nil),    // 26: kpipe.v2.TransformOpenRequest
+	(*TransformOpenResponse)(nil),   // 27: kpipe.v2.TransformOpenResponse
+	(*TransformRequest)(nil),        // 28: kpipe.v2.TransformRequest
+	(*TransformResult)(nil),         // 29: kpipe.v2.TransformResult
+	(*TransformEvent)(nil),          // 30: kpipe.v2.TransformEvent
+	(*SinkOpenRequest)(nil),         // 31: kpipe.v2.SinkOpenRequest
+	(*SinkOpenResponse)(nil),        // 32: kpipe.v2.SinkOpenResponse
+	(*SinkRequest)(nil),             // 33: kpipe.v2.SinkRequest
+	(*BatchRefs)(nil),               // 34: kpipe.v2.BatchRefs
+	(*SinkEvent)(nil),               // 35: kpipe.v2.SinkEvent
+	(*ListBackupsRequest)(nil),      // 36: kpipe.v2.ListBackupsRequest
+	(*BackupSummary)(nil),           // 37: kpipe.v2.BackupSummary
+	(*ListBackupsResponse)(nil),     // 38: kpipe.v2.ListBackupsResponse
+	(*ReadMetadataRequest)(nil),     // 39: kpipe.v2.ReadMetadataRequest
+	(*ReadMetadataResponse)(nil),    // 40: kpipe.v2.ReadMetadataResponse
+	(*ListPartitionsRequest)(nil),   // 41: kpipe.v2.ListPartitionsRequest
+	(*PartitionRef)(nil),            // 42: kpipe.v2.PartitionRef
+	(*ListPartitionsResponse)(nil),  // 43: kpipe.v2.ListPartitionsResponse
+	(*ReadManifestRequest)(nil),     // 44: kpipe.v2.ReadManifestRequest
+	(*ReadManifestResponse)(nil),    // 45: kpipe.v2.ReadManifestResponse
+	(*ReadRangeRequest)(nil),        // 46: kpipe.v2.ReadRangeRequest
+	(*ReadRangeResponse)(nil),       // 47: kpipe.v2.ReadRangeResponse
+	(*StorageConfigureRequest)(nil), // 48: kpipe.v2.StorageConfigureRequest
+	(*DescribeRequest)(nil),         // 49: kpipe.v2.DescribeRequest
+	(*DescribeResponse)(nil),        // 50: kpipe.v2.DescribeResponse
+	(*ValidateRequest)(nil),         // 51: kpipe.v2.ValidateRequest
+	(*ValidateProgress)(nil),        // 52: kpipe.v2.ValidateProgress
+	(*ValidateEvent)(nil),           // 53: kpipe.v2.ValidateEvent
+	nil,                             // 54: kpipe.v2.TeardownResponse.MetricsEntry
+	nil,                             // 55: kpipe.v2.TopicMetadata.ConfigsEntry
+	nil,                             // 56: kpipe.v2.Metrics.CountersEntry
 }
 var file_kpipe_v2_plugin_proto_depIdxs = []int32{
 	0,  // 0: kpipe.v2.SpecResponse.kind:type_name -> kpipe.v2.Kind
 	1,  // 1: kpipe.v2.SpecResponse.params:type_name -> kpipe.v2.Param
 	0,  // 2: kpipe.v2.SpecResponse.kinds:type_name -> kpipe.v2.Kind
 	5,  // 3: kpipe.v2.ConfigureResponse.errors:type_name -> kpipe.v2.ParamError
-	48, // 4: kpipe.v2.TeardownResponse.metrics:type_name -> kpipe.v2.TeardownResponse.MetricsEntry
+	54, // 4: kpipe.v2.TeardownResponse.metrics:type_name -> kpipe.v2.TeardownResponse.MetricsEntry
 	10, // 5: kpipe.v2.PositionList.positions:type_name -> kpipe.v2.Position
-	49, // 6: kpipe.v2.TopicMetadata.configs:type_name -> kpipe.v2.TopicMetadata.ConfigsEntry
+	55, // 6: kpipe.v2.TopicMetadata.configs:type_name -> kpipe.v2.TopicMetadata.ConfigsEntry
 	12, // 7: kpipe.v2.Metadata.topics:type_name -> kpipe.v2.TopicMetadata
 	14, // 8: kpipe.v2.Metadata.groups:type_name -> kpipe.v2.GroupOffsets
 	15, // 9: kpipe.v2.GroupOffsets.offsets:type_name -> kpipe.v2.GroupOffset
-	50, // 10: kpipe.v2.Metrics.counters:type_name -> kpipe.v2.Metrics.CountersEntry
+	56, // 10: kpipe.v2.Metrics.counters:type_name -> kpipe.v2.Metrics.CountersEntry
 	18, // 11: kpipe.v2.Metrics.partitions:type_name -> kpipe.v2.PartitionMetric
 	10, // 12: kpipe.v2.SourceOpenRequest.resume:type_name -> kpipe.v2.Position
 	20, // 13: kpipe.v2.SourceRequest.credit:type_name -> kpipe.v2.Credit
@@ -3689,39 +4096,46 @@ var file_kpipe_v2_plugin_proto_depIdxs = []int32{
 	37, // 37: kpipe.v2.ListBackupsResponse.backups:type_name -> kpipe.v2.BackupSummary
 	13, // 38: kpipe.v2.ReadMetadataResponse.metadata:type_name -> kpipe.v2.Metadata
 	42, // 39: kpipe.v2.ListPartitionsResponse.partitions:type_name -> kpipe.v2.PartitionRef
-	2,  // 40: kpipe.v2.Plugin.Spec:input_type -> kpipe.v2.SpecRequest
-	4,  // 41: kpipe.v2.Plugin.Configure:input_type -> kpipe.v2.ConfigureRequest
-	7,  // 42: kpipe.v2.Plugin.Teardown:input_type -> kpipe.v2.TeardownRequest
-	21, // 43: kpipe.v2.Source.Open:input_type -> kpipe.v2.SourceOpenRequest
-	23, // 44: kpipe.v2.Source.Run:input_type -> kpipe.v2.SourceRequest
-	26, // 45: kpipe.v2.Transform.Open:input_type -> kpipe.v2.TransformOpenRequest
-	28, // 46: kpipe.v2.Transform.Run:input_type -> kpipe.v2.TransformRequest
-	31, // 47: kpipe.v2.Sink.Open:input_type -> kpipe.v2.SinkOpenRequest
-	33, // 48: kpipe.v2.Sink.Run:input_type -> kpipe.v2.SinkRequest
-	36, // 49: kpipe.v2.Storage.ListBackups:input_type -> kpipe.v2.ListBackupsRequest
-	39, // 50: kpipe.v2.Storage.ReadMetadata:input_type -> kpipe.v2.ReadMetadataRequest
-	41, // 51: kpipe.v2.Storage.ListPartitions:input_type -> kpipe.v2.ListPartitionsRequest
-	44, // 52: kpipe.v2.Storage.ReadManifest:input_type -> kpipe.v2.ReadManifestRequest
-	46, // 53: kpipe.v2.Storage.ReadRange:input_type -> kpipe.v2.ReadRangeRequest
-	3,  // 54: kpipe.v2.Plugin.Spec:output_type -> kpipe.v2.SpecResponse
-	6,  // 55: kpipe.v2.Plugin.Configure:output_type -> kpipe.v2.ConfigureResponse
-	8,  // 56: kpipe.v2.Plugin.Teardown:output_type -> kpipe.v2.TeardownResponse
-	22, // 57: kpipe.v2.Source.Open:output_type -> kpipe.v2.SourceOpenResponse
-	25, // 58: kpipe.v2.Source.Run:output_type -> kpipe.v2.SourceEvent
-	27, // 59: kpipe.v2.Transform.Open:output_type -> kpipe.v2.TransformOpenResponse
-	30, // 60: kpipe.v2.Transform.Run:output_type -> kpipe.v2.TransformEvent
-	32, // 61: kpipe.v2.Sink.Open:output_type -> kpipe.v2.SinkOpenResponse
-	35, // 62: kpipe.v2.Sink.Run:output_type -> kpipe.v2.SinkEvent
-	38, // 63: kpipe.v2.Storage.ListBackups:output_type -> kpipe.v2.ListBackupsResponse
-	40, // 64: kpipe.v2.Storage.ReadMetadata:output_type -> kpipe.v2.ReadMetadataResponse
-	43, // 65: kpipe.v2.Storage.ListPartitions:output_type -> kpipe.v2.ListPartitionsResponse
-	45, // 66: kpipe.v2.Storage.ReadManifest:output_type -> kpipe.v2.ReadManifestResponse
-	47, // 67: kpipe.v2.Storage.ReadRange:output_type -> kpipe.v2.ReadRangeResponse
-	54, // [54:68] is the sub-list for method output_type
-	40, // [40:54] is the sub-list for method input_type
-	40, // [40:40] is the sub-list for extension type_name
-	40, // [40:40] is the sub-list for extension extendee
-	0,  // [0:40] is the sub-list for field type_name
+	52, // 40: kpipe.v2.ValidateEvent.progress:type_name -> kpipe.v2.ValidateProgress
+	2,  // 41: kpipe.v2.Plugin.Spec:input_type -> kpipe.v2.SpecRequest
+	4,  // 42: kpipe.v2.Plugin.Configure:input_type -> kpipe.v2.ConfigureRequest
+	7,  // 43: kpipe.v2.Plugin.Teardown:input_type -> kpipe.v2.TeardownRequest
+	21, // 44: kpipe.v2.Source.Open:input_type -> kpipe.v2.SourceOpenRequest
+	23, // 45: kpipe.v2.Source.Run:input_type -> kpipe.v2.SourceRequest
+	26, // 46: kpipe.v2.Transform.Open:input_type -> kpipe.v2.TransformOpenRequest
+	28, // 47: kpipe.v2.Transform.Run:input_type -> kpipe.v2.TransformRequest
+	31, // 48: kpipe.v2.Sink.Open:input_type -> kpipe.v2.SinkOpenRequest
+	33, // 49: kpipe.v2.Sink.Run:input_type -> kpipe.v2.SinkRequest
+	48, // 50: kpipe.v2.Storage.Configure:input_type -> kpipe.v2.StorageConfigureRequest
+	49, // 51: kpipe.v2.Storage.Describe:input_type -> kpipe.v2.DescribeRequest
+	51, // 52: kpipe.v2.Storage.Validate:input_type -> kpipe.v2.ValidateRequest
+	36, // 53: kpipe.v2.Storage.ListBackups:input_type -> kpipe.v2.ListBackupsRequest
+	39, // 54: kpipe.v2.Storage.ReadMetadata:input_type -> kpipe.v2.ReadMetadataRequest
+	41, // 55: kpipe.v2.Storage.ListPartitions:input_type -> kpipe.v2.ListPartitionsRequest
+	44, // 56: kpipe.v2.Storage.ReadManifest:input_type -> kpipe.v2.ReadManifestRequest
+	46, // 57: kpipe.v2.Storage.ReadRange:input_type -> kpipe.v2.ReadRangeRequest
+	3,  // 58: kpipe.v2.Plugin.Spec:output_type -> kpipe.v2.SpecResponse
+	6,  // 59: kpipe.v2.Plugin.Configure:output_type -> kpipe.v2.ConfigureResponse
+	8,  // 60: kpipe.v2.Plugin.Teardown:output_type -> kpipe.v2.TeardownResponse
+	22, // 61: kpipe.v2.Source.Open:output_type -> kpipe.v2.SourceOpenResponse
+	25, // 62: kpipe.v2.Source.Run:output_type -> kpipe.v2.SourceEvent
+	27, // 63: kpipe.v2.Transform.Open:output_type -> kpipe.v2.TransformOpenResponse
+	30, // 64: kpipe.v2.Transform.Run:output_type -> kpipe.v2.TransformEvent
+	32, // 65: kpipe.v2.Sink.Open:output_type -> kpipe.v2.SinkOpenResponse
+	35, // 66: kpipe.v2.Sink.Run:output_type -> kpipe.v2.SinkEvent
+	6,  // 67: kpipe.v2.Storage.Configure:output_type -> kpipe.v2.ConfigureResponse
+	50, // 68: kpipe.v2.Storage.Describe:output_type -> kpipe.v2.DescribeResponse
+	53, // 69: kpipe.v2.Storage.Validate:output_type -> kpipe.v2.ValidateEvent
+	38, // 70: kpipe.v2.Storage.ListBackups:output_type -> kpipe.v2.ListBackupsResponse
+	40, // 71: kpipe.v2.Storage.ReadMetadata:output_type -> kpipe.v2.ReadMetadataResponse
+	43, // 72: kpipe.v2.Storage.ListPartitions:output_type -> kpipe.v2.ListPartitionsResponse
+	45, // 73: kpipe.v2.Storage.ReadManifest:output_type -> kpipe.v2.ReadManifestResponse
+	47, // 74: kpipe.v2.Storage.ReadRange:output_type -> kpipe.v2.ReadRangeResponse
+	58, // [58:75] is the sub-list for method output_type
+	41, // [41:58] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_kpipe_v2_plugin_proto_init() }
@@ -3763,13 +4177,17 @@ func file_kpipe_v2_plugin_proto_init() {
 		(*SinkEvent_Metrics)(nil),
 		(*SinkEvent_Spans)(nil),
 	}
+	file_kpipe_v2_plugin_proto_msgTypes[52].OneofWrappers = []any{
+		(*ValidateEvent_Progress)(nil),
+		(*ValidateEvent_ReportJson)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kpipe_v2_plugin_proto_rawDesc), len(file_kpipe_v2_plugin_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   50,
+			NumMessages:   56,
 			NumExtensions: 0,
 			NumServices:   5,
 		},

@@ -616,6 +616,9 @@ var Sink_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
+	Storage_Configure_FullMethodName      = "/kpipe.v2.Storage/Configure"
+	Storage_Describe_FullMethodName       = "/kpipe.v2.Storage/Describe"
+	Storage_Validate_FullMethodName       = "/kpipe.v2.Storage/Validate"
 	Storage_ListBackups_FullMethodName    = "/kpipe.v2.Storage/ListBackups"
 	Storage_ReadMetadata_FullMethodName   = "/kpipe.v2.Storage/ReadMetadata"
 	Storage_ListPartitions_FullMethodName = "/kpipe.v2.Storage/ListPartitions"
@@ -627,6 +630,9 @@ const (
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 type StorageClient interface {
+	Configure(ctx context.Context, in *StorageConfigureRequest, opts ...grpc.CallOption) (*ConfigureResponse, error)
+	Describe(ctx context.Context, in *DescribeRequest, opts ...grpc.CallOption) (*DescribeResponse, error)
+	Validate(ctx context.Context, in *ValidateRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ValidateEvent], error)
 	ListBackups(ctx context.Context, in *ListBackupsRequest, opts ...grpc.CallOption) (*ListBackupsResponse, error)
 	ReadMetadata(ctx context.Context, in *ReadMetadataRequest, opts ...grpc.CallOption) (*ReadMetadataResponse, error)
 	ListPartitions(ctx context.Context, in *ListPartitionsRequest, opts ...grpc.CallOption) (*ListPartitionsResponse, error)
@@ -641,6 +647,45 @@ type storageClient struct {
 func NewStorageClient(cc grpc.ClientConnInterface) StorageClient {
 	return &storageClient{cc}
 }
+
+func (c *storageClient) Configure(ctx context.Context, in *StorageConfigureRequest, opts ...grpc.CallOption) (*ConfigureResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ConfigureResponse)
+	err := c.cc.Invoke(ctx, Storage_Configure_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *storageClient) Describe(ctx context.Context, in *DescribeRequest, opts ...grpc.CallOption) (*DescribeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DescribeResponse)
+	err := c.cc.Invoke(ctx, Storage_Describe_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *storageClient) Validate(ctx context.Context, in *ValidateRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ValidateEvent], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Storage_ServiceDesc.Streams[0], Storage_Validate_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ValidateRequest, ValidateEvent]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Storage_ValidateClient = grpc.ServerStreamingClient[ValidateEvent]
 
 func (c *storageClient) ListBackups(ctx context.Context, in *ListBackupsRequest, opts ...grpc.CallOption) (*ListBackupsResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
@@ -684,7 +729,7 @@ func (c *storageClient) ReadManifest(ctx context.Context, in *ReadManifestReques
 
 func (c *storageClient) ReadRange(ctx context.Context, in *ReadRangeRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ReadRangeResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &Storage_ServiceDesc.Streams[0], Storage_ReadRange_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &Storage_ServiceDesc.Streams[1], Storage_ReadRange_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -705,6 +750,9 @@ type Storage_ReadRangeClient = grpc.ServerStreamingClient[ReadRangeResponse]
 // All implementations must embed UnimplementedStorageServer
 // for forward compatibility.
 type StorageServer interface {
+	Configure(context.Context, *StorageConfigureRequest) (*ConfigureResponse, error)
+	Describe(context.Context, *DescribeRequest) (*DescribeResponse, error)
+	Validate(*ValidateRequest, grpc.ServerStreamingServer[ValidateEvent]) error
 	ListBackups(context.Context, *ListBackupsRequest) (*ListBackupsResponse, error)
 	ReadMetadata(context.Context, *ReadMetadataRequest) (*ReadMetadataResponse, error)
 	ListPartitions(context.Context, *ListPartitionsRequest) (*ListPartitionsResponse, error)
@@ -720,6 +768,15 @@ type StorageServer interface {
 // pointer dereference when methods are called.
 type UnimplementedStorageServer struct{}
 
+func (UnimplementedStorageServer) Configure(context.Context, *StorageConfigureRequest) (*ConfigureResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Configure not implemented")
+}
+func (UnimplementedStorageServer) Describe(context.Context, *DescribeRequest) (*DescribeResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Describe not implemented")
+}
+func (UnimplementedStorageServer) Validate(*ValidateRequest, grpc.ServerStreamingServer[ValidateEvent]) error {
+	return status.Errorf(codes.Unimplemented, "method Validate not implemented")
+}
 func (UnimplementedStorageServer) ListBackups(context.Context, *ListBackupsRequest) (*ListBackupsResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ListBackups not implemented")
 }
@@ -755,6 +812,53 @@ func RegisterStorageServer(s grpc.ServiceRegistrar, srv StorageServer) {
 	}
 	s.RegisterService(&Storage_ServiceDesc, srv)
 }
+
+func _Storage_Configure_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StorageConfigureRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StorageServer).Configure(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Storage_Configure_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StorageServer).Configure(ctx, req.(*StorageConfigureRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Storage_Describe_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DescribeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StorageServer).Describe(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Storage_Describe_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StorageServer).Describe(ctx, req.(*DescribeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Storage_Validate_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ValidateRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(StorageServer).Validate(m, &grpc.GenericServerStream[ValidateRequest, ValidateEvent]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Storage_ValidateServer = grpc.ServerStreamingServer[ValidateEvent]
 
 func _Storage_ListBackups_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ListBackupsRequest)
@@ -847,6 +951,14 @@ var Storage_ServiceDesc = grpc.ServiceDesc{
 	HandlerType: (*StorageServer)(nil),
 	Methods: []grpc.MethodDesc{
 		{
+			MethodName: "Configure",
+			Handler:    _Storage_Configure_Handler,
+		},
+		{
+			MethodName: "Describe",
+			Handler:    _Storage_Describe_Handler,
+		},
+		{
 			MethodName: "ListBackups",
 			Handler:    _Storage_ListBackups_Handler,
 		},
@@ -864,6 +976,11 @@ var Storage_ServiceDesc = grpc.ServiceDesc{
 		},
 	},
 	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Validate",
+			Handler:       _Storage_Validate_Handler,
+			ServerStreams: true,
+		},
 		{
 			StreamName:    "ReadRange",
 			Handler:       _Storage_ReadRange_Handler,
