@@ -433,6 +433,23 @@ func TestARecreatedTopicIsKeptApart(t *testing.T) {
 	if got := restored("second", "--topic-incarnation", topic+"="+second.String()); len(got) != 1 || got["second"] != 15 {
 		t.Fatalf("restore of the second incarnation took %v, want its 15 records", got)
 	}
+
+	// describe lists the incarnations in order with their partitions and
+	// records; validate passes the backup, each incarnation's offsets
+	// starting over.
+	var incs []string
+	for _, inc := range describeBackup(t, path, "b").Topics[0].Incarnations {
+		incs = append(incs, fmt.Sprintf("%s current=%v partitions=%d records=%d details=%d", inc.TopicID, inc.Current, inc.Partitions, inc.Records, len(inc.PartitionDetails)))
+	}
+	want := []string{
+		first.String() + " current=false partitions=2 records=20 details=2",
+		second.String() + " current=false partitions=3 records=15 details=3",
+		third.String() + " current=true partitions=1 records=3 details=1",
+	}
+	if !slices.Equal(incs, want) {
+		t.Fatalf("incarnations\n%s\nwant\n%s", strings.Join(incs, "\n"), strings.Join(want, "\n"))
+	}
+	validBackup(t, path, "b")
 }
 
 // joinRanges joins adjacent "id:from-to" ranges of one id.

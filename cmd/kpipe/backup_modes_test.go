@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -60,6 +61,34 @@ func TestDeleteRecordsBetweenTwoRunsIsAGap(t *testing.T) {
 	if g := m.Entries[2]; g.Reason != sdk.GapDeleted {
 		t.Fatalf("gap reason %q, want %q", g.Reason, sdk.GapDeleted)
 	}
+
+	// describe shows the gap's exact offsets, and the time range and the
+	// counts as the PITR guide's describe does; validate passes it.
+	d := describeBackup(t, path, "b")
+	parts := d.Topics[0].Incarnations[0].PartitionDetails
+	if len(parts) != 1 || len(parts[0].GapList) != 1 {
+		t.Fatalf("partitions %+v, want one with one gap", parts)
+	}
+	if g := parts[0].GapList[0]; g.FromOffset != 10 || g.ToOffset != 14 || g.Reason != sdk.GapDeleted || g.RecordedAt.IsZero() {
+		t.Fatalf("gap %+v, want offsets 10 to 14, %q", g, sdk.GapDeleted)
+	}
+	if d.Records != 15 || d.Gaps != 1 || *parts[0].EarliestOffset != 0 || *parts[0].LatestOffset != 19 || parts[0].NextOffset != 20 {
+		t.Fatalf("records %d, gaps %d, partition %+v", d.Records, d.Gaps, parts[0])
+	}
+	code, out, errText := kpipe(t, "describe", "--path", path, "--backup-id", "b")
+	first := time.UnixMilli(ts).UTC().Format("2006-01-02T15:04:05.000Z")
+	for _, want := range []string{
+		"Backup: b\n",
+		fmt.Sprintf("Earliest Message: %s (%d)\n", first, ts),
+		fmt.Sprintf("Latest Message: %s (%d)\n", time.UnixMilli(ts+9).UTC().Format("2006-01-02T15:04:05.000Z"), ts+9),
+		fmt.Sprintf("%s 1 partitions 15 records\n", topic),
+		fmt.Sprintf("  %s/0 offsets 10-14: %s (recorded ", topic, sdk.GapDeleted),
+	} {
+		if code != 0 || !strings.Contains(out, want) {
+			t.Fatalf("describe: exit %d, no %q in:\n%s%s", code, want, out, errText)
+		}
+	}
+	validBackup(t, path, "b")
 }
 
 // TestAContinuousBackupFollowsNewTopicsAndPartitions: a topic created
