@@ -42,6 +42,12 @@ say "kpipe run $FILE: back up, then restore the window [$START, $END] to $TOPIC-
 KPIPE_BOOTSTRAP=$BOOT KPIPE_TOPIC=$TOPIC KPIPE_BACKUP_ID="demo-$RUN" KPIPE_WINDOW_START=$START KPIPE_WINDOW_END=$END \
   bin/kpipe run "$FILE" --format json --log-level warn > "$WORK/run.json"
 
+say "kpipe describe: what the backup holds, and the time range to pick a window from"
+bin/kpipe describe "${STORE[@]}" --backup-id "demo-$RUN" --log-level warn
+
+say "kpipe validate --deep: every segment read back, checksums and records against the index"
+bin/kpipe validate "${STORE[@]}" --backup-id "demo-$RUN" --deep --progress off --log-level warn
+
 say "the same restore with the restore verb, to $TOPIC-verb"
 bin/kpipe restore "${STORE[@]}" --backup-id "demo-$RUN" --bootstrap-servers "$BOOT" \
   --time-window-start "$START" --time-window-end "$END" --topic-mapping "$TOPIC=$TOPIC-verb" --log-level warn
