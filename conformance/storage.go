@@ -24,7 +24,8 @@ import (
 // promises on that store: a second writer is refused naming the holder; a
 // writer whose lease expired and was taken over commits nothing more; a
 // segment whose entry was never written (a crash between the two) is not
-// read. newStore returns an empty store each time it is called.
+// read; a backup validates deep, and a deleted segment is caught.
+// newStore returns an empty store each time it is called.
 func RunStorage(t *testing.T, newStore func(t *testing.T) storage.BlobStore) {
 	t.Run("blob_store", func(t *testing.T) { RunBlobStore(t, newStore) })
 	t.Run("round_trip_and_resume", func(t *testing.T) {
@@ -54,6 +55,52 @@ func RunStorage(t *testing.T, newStore func(t *testing.T) storage.BlobStore) {
 	})
 	t.Run("one_writer", func(t *testing.T) { checkOneWriter(t, newStore(t)) })
 	t.Run("segment_without_entry", func(t *testing.T) { checkOrphan(t, newStore(t)) })
+	t.Run("validate", func(t *testing.T) { checkValidate(t, newStore(t)) })
+}
+
+// checkValidate: a backup on the store validates deep, every record
+// decoded; with a segment deleted it does not, the segment named.
+func checkValidate(t *testing.T, store storage.BlobStore) {
+	ctx := context.Background()
+	w, err := storage.OpenWriter(ctx, store, "valid", storage.WriterOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.WriteMetadata(ctx, sdk.Metadata{Topics: []sdk.TopicMetadata{{Name: "t", Partitions: 2}}}); err != nil {
+		t.Fatal(err)
+	}
+	for from := int64(0); from < 30; from += 10 {
+		if err := commitOne(ctx, w, from, 10); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.Close(ctx, storage.OutcomeComplete)
+	r, err := storage.Validate(ctx, store, "valid", nil, sdk.ValidateOptions{Deep: true}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.Valid || r.Checked.Records != 30 || r.Checked.Segments != 3 || r.Checked.Partitions != 2 || r.LastRun.State != storage.StateComplete {
+		t.Fatalf("an intact backup: valid %v, checked %+v, last run %+v, problems %+v", r.Valid, r.Checked, r.LastRun, r.Problems)
+	}
+	b, err := storage.OpenBackup(ctx, store, "valid")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := b.Manifest(ctx, "t", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seg := m.Entries[1].Segment
+	if err := store.Delete(ctx, storage.Keys{ID: "valid"}.Partition("t", 0)+seg); err != nil {
+		t.Fatal(err)
+	}
+	r, err = storage.Validate(ctx, store, "valid", nil, sdk.ValidateOptions{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Valid || len(r.Problems) != 1 || r.Problems[0].Check != storage.CheckSegmentMissing || r.Problems[0].Segment != seg {
+		t.Fatalf("a deleted segment: valid %v, problems %+v; want segment_missing naming %s", r.Valid, r.Problems, seg)
+	}
 }
 
 // given is a storage plugin over a store at hand, without parameters.
