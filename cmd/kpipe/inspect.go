@@ -372,22 +372,29 @@ offsets. Exit 0 when the backup is valid, 1 when it is not, 2 for bad input.`,
 				}
 				o.MaxAge = d
 			}
-			show, err := validateProgress(progressMode, os.Stderr)
+			show, err := newValidationProgress(progressMode, os.Stderr)
 			if err != nil {
 				return err
+			}
+			var observe func(sdk.ValidateProgress)
+			if show != nil {
+				observe = show.observe
 			}
 			st, done, err := a.open(cmd.Context(), cmd, g)
 			if err != nil {
 				return err
 			}
 			defer done()
-			js, err := st.Validate(cmd.Context(), id, o, show)
+			js, err := st.Validate(cmd.Context(), id, o, observe)
 			if err != nil {
 				return storageErr(err)
 			}
 			var r storage.Report
 			if err := json.Unmarshal(js, &r); err != nil {
 				return fmt.Errorf("validate %s: the storage plugin answered %d bytes that are not a report: %v", id, len(js), err)
+			}
+			if show != nil {
+				show.finish(r.Checked)
 			}
 			if g.format == "json" {
 				writeJSON(cmd.OutOrStdout(), r)
@@ -405,7 +412,7 @@ offsets. Exit 0 when the backup is valid, 1 when it is not, 2 for bad input.`,
 	f.StringVar(&id, "backup-id", "", "backup to validate (required)")
 	f.BoolVar(&deep, "deep", false, "also read every segment: checksums, decryption (give the key), decompression, every record against the index")
 	f.StringVar(&maxAge, "max-age", "", "fail when the backup's last commit is older than this, such as 26h or 7d (default: no limit)")
-	f.StringVar(&progressMode, "progress", progressAuto, "progress on stderr while validating: tty (a line redrawn every second), json (a JSON line every 5s), auto (tty on a terminal, else json) or off")
+	f.StringVar(&progressMode, "progress", progressAuto, "progress on stderr while validating: tty (a line redrawn every second), json (a JSON line {\"validating\":{...}} every 5s), auto (tty on a terminal, else json) or off; both end with a last line (\"done\":true)")
 	return cmd
 }
 
@@ -425,30 +432,59 @@ func parseAge(s string) (time.Duration, error) {
 	return d, err
 }
 
-// validateProgress returns what shows a validation's progress on w.
-func validateProgress(mode string, w *os.File) (func(sdk.ValidateProgress), error) {
+// validationProgress shows a validation's progress on stderr: a line
+// redrawn on a terminal, else a JSON line every jsonEvery; both end with a
+// last one ("done": true) from the report's counts.
+type validationProgress struct {
+	mode string
+	w    io.Writer
+	mu   sync.Mutex
+	last time.Time
+}
+
+func newValidationProgress(mode string, w *os.File) (*validationProgress, error) {
 	mode, err := progressMode(mode, w)
 	if mode == progressOff || err != nil {
 		return nil, err
 	}
-	var mu sync.Mutex
-	var last time.Time
-	return func(p sdk.ValidateProgress) {
-		mu.Lock()
-		defer mu.Unlock()
-		if mode == progressTTY {
-			fmt.Fprintf(w, "\rvalidating: %d/%d partitions, %d segments, %s records, %s read   ", p.PartitionsDone, p.Partitions,
-				p.SegmentsChecked, thousands(p.RecordsChecked), humanBytes(p.BytesRead))
-			return
+	return &validationProgress{mode: mode, w: w, last: time.Now()}, nil
+}
+
+// observe is the storage service's progress callback.
+func (v *validationProgress) observe(p sdk.ValidateProgress) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.mode == progressJSON && time.Since(v.last) < jsonEvery {
+		return
+	}
+	v.last = time.Now()
+	v.show(p, false)
+}
+
+func (v *validationProgress) show(p sdk.ValidateProgress, done bool) {
+	if v.mode == progressTTY {
+		fmt.Fprintf(v.w, "\rvalidating: %d/%d partitions, %d segments, %s records, %s read   ", p.PartitionsDone, p.Partitions,
+			p.SegmentsChecked, thousands(p.RecordsChecked), humanBytes(p.BytesRead))
+		if done {
+			fmt.Fprintln(v.w)
 		}
-		if time.Since(last) < jsonEvery {
-			return
-		}
-		last = time.Now()
-		js, _ := json.Marshal(map[string]any{"validating": map[string]int64{"partitions_done": p.PartitionsDone, "partitions": p.Partitions,
-			"segments": p.SegmentsChecked, "records": p.RecordsChecked, "bytes_read": p.BytesRead}})
-		fmt.Fprintf(w, "%s\n", js)
-	}, nil
+		return
+	}
+	line := map[string]any{"partitions_done": p.PartitionsDone, "partitions": p.Partitions, "segments": p.SegmentsChecked,
+		"records": p.RecordsChecked, "bytes_read": p.BytesRead}
+	if done {
+		line["done"] = true
+	}
+	js, _ := json.Marshal(map[string]any{"validating": line})
+	fmt.Fprintf(v.w, "%s\n", js)
+}
+
+// finish shows the last line, from the report.
+func (v *validationProgress) finish(c storage.Checked) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.show(sdk.ValidateProgress{PartitionsDone: c.Partitions, Partitions: c.Partitions, SegmentsChecked: c.Segments,
+		RecordsChecked: c.Records, BytesRead: c.BytesRead}, true)
 }
 
 func printValidation(w io.Writer, r storage.Report) {

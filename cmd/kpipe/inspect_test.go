@@ -81,6 +81,18 @@ func TestValidatePassesTransactions(t *testing.T) {
 	if p := r.Partitions[0]; *p.EarliestOffset != 0 || *p.LatestOffset != 16 || p.NextOffset != 18 {
 		t.Fatalf("offsets %d-%d next %d, want 0-16 next 18", *p.EarliestOffset, *p.LatestOffset, p.NextOffset)
 	}
+
+	// Progress ends with a last line of the report's counts.
+	code, _, errText := kpipe(t, "validate", "--path", path, "--backup-id", "t", "--deep", "--progress", "json")
+	lines := strings.Split(strings.TrimSpace(errText), "\n")
+	want := fmt.Sprintf(`{"validating":{"bytes_read":%d,"done":true,"partitions":1,"partitions_done":1,"records":8,"segments":8}}`, r.Checked.BytesRead)
+	if code != 0 || lines[len(lines)-1] != want {
+		t.Fatalf("--progress json: exit %d, stderr %q, want it to end with %s", code, errText, want)
+	}
+	code, _, errText = kpipe(t, "validate", "--path", path, "--backup-id", "t", "--deep", "--progress", "tty")
+	if want := fmt.Sprintf("\rvalidating: 1/1 partitions, 8 segments, 8 records, %s read   \n", humanBytes(r.Checked.BytesRead)); code != 0 || !strings.HasSuffix(errText, want) {
+		t.Fatalf("--progress tty: exit %d, stderr %q, want it to end with %q", code, errText, want)
+	}
 }
 
 // TestListShowsEachBackupsState: a snapshot that ended is complete, a
