@@ -14,8 +14,8 @@ import (
 
 // TestAThousandPartitions backs up and restores a topic of 1,000
 // partitions, a few records each: every partition comes back whole, and
-// the process tree of each run stays within the data plane's memory bound
-// (128 MiB peak RSS).
+// the process tree of each run, and of a deep validation, stays within the
+// data plane's memory bound (128 MiB peak RSS).
 func TestAThousandPartitions(t *testing.T) {
 	const partitions, per = 1000, 3
 	const bound = 128 << 20
@@ -37,6 +37,13 @@ func TestAThousandPartitions(t *testing.T) {
 	}
 	if n := testkit.CheckBackup(t, path, "k"); n != partitions*per {
 		t.Fatalf("backup holds %d records, want %d", n, partitions*per)
+	}
+	// Validating reads a thousand manifests (deep: and segments) at once,
+	// a few at a time, within the same bound.
+	s = measured(t, "validate", "--path", path, "--backup-id", "k", "--deep", "--progress", "off")
+	t.Logf("validate --deep: tree peak RSS %d MiB", s.PeakRSS()>>20)
+	if s.PeakRSS() > bound {
+		t.Errorf("validate --deep of %d partitions: tree peak RSS %d MiB, over %d MiB", partitions, s.PeakRSS()>>20, bound>>20)
 	}
 	dst := testkit.Topic(t, "thousand-back")
 	s = measured(t, "restore", "--bootstrap-servers", addr, "--path", path, "--backup-id", "k", "--topic-mapping", topic+"="+dst, "--progress", "off")
