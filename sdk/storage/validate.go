@@ -307,6 +307,10 @@ func (v *validator) partition(ctx context.Context, ps *partScan, objs []Object) 
 			v.problem(at(Problem{Check: CheckSegmentSize, TopicID: e.TopicID, Segment: e.Segment, FromOffset: &from, ToOffset: &to,
 				Message: fmt.Sprintf("segment %s holds %d bytes, its entry recorded %d: it was cut short or altered", e.Segment, obj.Size, e.Size)}))
 		}
+		if msg := v.encryptionFault(e); msg != "" {
+			v.problem(at(Problem{Check: CheckDecrypt, TopicID: e.TopicID, Segment: e.Segment, FromOffset: &from, ToOffset: &to, Message: msg}))
+			continue
+		}
 		if v.deep {
 			v.segment(ctx, ps, e, at)
 			v.report()
@@ -355,6 +359,23 @@ func (v *validator) partition(ctx context.Context, ps *partScan, objs []Object) 
 		v.rep.Partitions = append(v.rep.Partitions, pr)
 		v.mu.Unlock()
 	}
+}
+
+// encryptionFault says what is wrong with how a segment's entry says it
+// is encrypted, given the backup's; "" for nothing.
+func (v *validator) encryptionFault(e Entry) string {
+	enc := v.b.Info.Encryption
+	switch {
+	case enc == nil && e.Encryption != "":
+		return fmt.Sprintf("segment %s says it is encrypted (%s, key %s), but the backup is not: its entry was altered", e.Segment, e.Encryption, e.KeyID)
+	case enc == nil:
+		return ""
+	case e.Encryption == "":
+		return fmt.Sprintf("segment %s is not encrypted, but the backup is: its entry was altered", e.Segment)
+	case e.Encryption != enc.Cipher || e.KeyID != enc.KeyID:
+		return fmt.Sprintf("segment %s is encrypted with %s, key %s, but the backup with %s, key %s: its entry was altered", e.Segment, e.Encryption, e.KeyID, enc.Cipher, enc.KeyID)
+	}
+	return ""
 }
 
 // entries reads a partition's entries leniently, the way a validator

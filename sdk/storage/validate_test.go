@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"hash/crc32"
 	"os"
 	"path/filepath"
 	"strings"
@@ -353,3 +354,53 @@ func TestDescribeSumsTheBackupUp(t *testing.T) {
 		t.Errorf("state %q", d.LastRun.State)
 	}
 }
+
+// TestValidatingAnEncryptedBackup: deep with the key decrypts every batch;
+// an entry altered to say its segment is not encrypted is caught without
+// reading it, and a sealed batch altered by one bit does not decrypt.
+func TestValidatingAnEncryptedBackup(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	store := blob.New(root)
+	key := mustKey(t, hexKey)
+	if err := writePlain(t, store, "enc", key); err != nil {
+		t.Fatal(err)
+	}
+	w, _ := storage.OpenWriter(ctx, store, "enc", storage.WriterOptions{Key: key})
+	w.WriteMetadata(ctx, meta("t", 1))
+	w.Close(ctx, storage.OutcomeComplete)
+	r, err := storage.Validate(ctx, store, "enc", key, sdk.ValidateOptions{Deep: true}, nil)
+	if err != nil || !r.Valid || r.Checked.Records != 100 {
+		t.Fatalf("deep with the key: %v, valid %v, checked %+v, problems\n%s", err, r != nil && r.Valid, r.Checked, problems(r))
+	}
+	b, _ := storage.OpenBackup(ctx, store, "enc")
+	m, _ := b.Manifest(ctx, "t", 0)
+	e := m.Entries[0]
+
+	// The sealed bytes and their CRC both altered: only decryption can tell.
+	path := filepath.Join(root, "enc/topics/t/0", e.Segment)
+	data, _ := os.ReadFile(path)
+	bi := e.Batches[1]
+	data[bi.Start+bi.Length/2] ^= 1
+	os.WriteFile(path, data, 0o644)
+	entryPath := filepath.Join(root, "enc/topics/t/0/entry-00000000000000000000")
+	altered := e
+	altered.Batches = append([]storage.BatchIndex(nil), e.Batches...)
+	altered.Batches[1].CRC = crc32c(data[bi.Start : bi.Start+bi.Length])
+	js, _ := json.Marshal(altered)
+	os.WriteFile(entryPath, js, 0o644)
+	r, _ = storage.Validate(ctx, store, "enc", key, sdk.ValidateOptions{Deep: true}, nil)
+	if got := problems(r); got != "decrypt t/0 "+e.Segment+" 50-99\n" {
+		t.Errorf("a sealed batch altered: problems\n%s", got)
+	}
+
+	altered.Encryption, altered.KeyID = "", ""
+	js, _ = json.Marshal(altered)
+	os.WriteFile(entryPath, js, 0o644)
+	r, _ = storage.Validate(ctx, store, "enc", nil, sdk.ValidateOptions{}, nil)
+	if r.Valid || len(r.Problems) != 1 || r.Problems[0].Message != "segment "+e.Segment+" is not encrypted, but the backup is: its entry was altered" {
+		t.Errorf("an entry altered to say it is not encrypted: problems %+v", r.Problems)
+	}
+}
+
+func crc32c(b []byte) uint32 { return crc32.Checksum(b, crc32.MakeTable(crc32.Castagnoli)) }
