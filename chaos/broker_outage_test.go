@@ -1,14 +1,11 @@
-package chaos_test
+package chaos
 
 import (
-	"fmt"
 	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kpipe/kpipe/internal/testkit"
 )
@@ -22,13 +19,10 @@ func TestBrokerOutages(t *testing.T) {
 	k := testkit.StartKafka(t)
 	topic := testkit.Topic(t, "brokerout")
 	testkit.CreateTopic(t, k.Addr, topic, 2)
-	produce := func(from, n int) {
-		var recs []*kgo.Record
-		for i := from; i < from+n; i++ {
-			recs = append(recs, &kgo.Record{Topic: topic, Partition: int32(i % 2), Value: []byte(fmt.Sprint(i))})
-		}
-		testkit.Produce(t, k.Addr, recs)
-	}
+	data := newDataset(topic, 2)
+	// produce writes n records from the from-th on, alternately to the two
+	// partitions.
+	produce := func(from, n int) { data.produce(t, k.Addr, from/2, (from+n)/2) }
 	produce(0, 1000)
 	path := t.TempDir()
 	held := func() int64 { return testkit.Records(t, path, "b") }
@@ -52,7 +46,10 @@ func TestBrokerOutages(t *testing.T) {
 		return cmd
 	}
 
+	ref := backupRef{addr: k.Addr, topic: topic, path: path, id: "b"}
+
 	t.Run("ridden out", func(t *testing.T) {
+		sc := newScenario(t, "broker stopped under a continuous backup, then started")
 		var out syncBuffer
 		cmd := backup(&out, "--continuous")
 		waitFor(cmd, &out, 1000)
@@ -61,7 +58,10 @@ func TestBrokerOutages(t *testing.T) {
 		time.Sleep(22 * time.Second)
 		k.Up(t)
 		outage := time.Since(down) // the broker takes its time to start
+		sc.fault("the broker down for %s under a continuous backup", outage.Round(time.Second))
+		up := time.Now()
 		produce(1000, 1000)
+		sc.recovered(waitProgress(t, up, 1000, held, nil, time.Minute))
 		waitFor(cmd, &out, 2000)
 		cmd.Process.Signal(syscall.SIGTERM)
 		if err := cmd.Wait(); err == nil || cmd.ProcessState.ExitCode() != 3 {
@@ -77,9 +77,12 @@ func TestBrokerOutages(t *testing.T) {
 		if n := testkit.CheckBackup(t, path, "b"); n != 2000 {
 			t.Fatalf("the backup holds %d records, want 2000", n)
 		}
+		sc.note("warned, rode it out, every offset once")
+		sc.verify(ref)
 	})
 
 	t.Run("past the budget", func(t *testing.T) {
+		sc := newScenario(t, "broker stopped under a continuous backup for longer than --max-broker-outage")
 		var out syncBuffer
 		cmd := backup(&out, "--continuous", "--max-broker-outage", "5s")
 		time.Sleep(2 * time.Second) // resumed at 2000, polling
@@ -97,13 +100,20 @@ func TestBrokerOutages(t *testing.T) {
 			t.Fatalf("stderr does not say %q:\n%s", want, out.String())
 		}
 		k.Up(t)
+		sc.fault("the broker down for %s, past --max-broker-outage (5s)", time.Since(start).Round(time.Second))
+		sc.note("the run failed with exit 1, saying so")
+		up := time.Now()
 		produce(2000, 500)
 		var again syncBuffer
-		if err := backup(&again).Wait(); err != nil {
-			t.Fatalf("the next run: %v\n%s", err, again.String())
+		w := wait(backup(&again))
+		sc.recovered(waitProgress(t, up, 2000, held, w.done, time.Minute))
+		if <-w.done; w.err != nil {
+			t.Fatalf("the next run: %v\n%s", w.err, again.String())
 		}
 		if n := testkit.CheckBackup(t, path, "b"); n != 2500 {
 			t.Fatalf("the backup holds %d records after the next run, want 2500", n)
 		}
+		sc.note("the next run completed it, every offset once")
+		sc.verify(ref)
 	})
 }

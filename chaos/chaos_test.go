@@ -5,17 +5,13 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kpipe/kpipe/internal/testkit"
 )
@@ -49,51 +45,36 @@ func TestContinuousBackupSurvivesSIGKILL(t *testing.T) {
 	killBackup(t, filepath.Join(dir, "backups"), "fs", true)
 }
 
-// killBackup kills a backup of 3 partitions × 40,000 records into
-// backup (a path of the storage plugin sink) at random moments, mostly
-// mid-run, then lets it finish, and checks that the backup holds every
-// source offset exactly once, byte for byte.
+// killBackup kills a backup of 3 partitions (40,000 records each in the
+// short run, 100,000 in the long one) into backup (a path of the storage
+// plugin sink) at random moments, mostly mid-run, again and again (6 times
+// in the short run, 20 in the long one), then lets it finish, and checks
+// that the backup holds every source offset exactly once, byte for byte;
+// then that validate --deep finds it valid and a restore of it equals the
+// source.
 func killBackup(t *testing.T, backup, sink string, continuous bool) {
 	addr := testkit.Kafka(t)
 	kpipe := testkit.KpipeBinary(t)
-	seed := uint64(time.Now().UnixNano())
-	if s := os.Getenv("KPIPE_CHAOS_SEED"); s != "" {
-		seed, _ = strconv.ParseUint(s, 10, 64)
+	mode := "snapshot"
+	if continuous {
+		mode = "continuous"
 	}
-	t.Logf("chaos seed %d (KPIPE_CHAOS_SEED=%d replays it)", seed, seed)
-	rng := rand.New(rand.NewPCG(seed, seed))
+	sc := newScenario(t, fmt.Sprintf("SIGKILL of a %s backup (%s)", mode, sink))
+	rng := rngFor(t)
+	rounds := size(6, 20)
 
-	const partitions, perPartition = 3, 40_000
+	partitions, perPartition := int32(3), size(40_000, 100_000)
 	topic := testkit.Topic(t, "chaos")
 	testkit.CreateTopic(t, addr, topic, partitions)
-	now := time.Now().Add(-time.Hour).UnixMilli()
-	var recs []*kgo.Record
-	for p := range int32(partitions) {
-		for i := range perPartition {
-			recs = append(recs, &kgo.Record{
-				Topic: topic, Partition: p,
-				Key:       []byte(fmt.Sprintf("k%d", i)),
-				Value:     bytes.Repeat([]byte{byte(i)}, 200+i%100),
-				Headers:   []kgo.RecordHeader{{Key: "i", Value: []byte(strconv.Itoa(i))}},
-				Timestamp: time.UnixMilli(now + int64(i)),
-			})
-		}
-	}
-	total := int64(len(recs))
-	var later []*kgo.Record // produced mid-way, in continuous mode
+	data := newDataset(topic, partitions)
+	total := int64(partitions) * int64(perPartition)
 	if continuous {
 		// Every partition's second half comes between the kills.
-		var first []*kgo.Record
-		for _, r := range recs {
-			if i, _ := strconv.Atoi(string(r.Headers[0].Value)); i < perPartition/2 {
-				first = append(first, r)
-			} else {
-				later = append(later, r)
-			}
-		}
-		recs = first
+		data.produce(t, addr, 0, perPartition/2)
+	} else {
+		data.produce(t, addr, 0, perPartition)
 	}
-	testkit.Produce(t, addr, recs)
+	later := continuous // the second half is still to produce
 
 	dir := t.TempDir()
 	file := filepath.Join(dir, "backup.hcl")
@@ -116,7 +97,7 @@ func killBackup(t *testing.T, backup, sink string, continuous bool) {
 	}
 	start := func() *exec.Cmd {
 		// A small in-flight budget makes small fetches: many steps to kill in.
-		cmd := exec.Command(kpipe, "run", file, "--plugin-dir", testkit.PluginDir(t), "--state-dir", filepath.Join(dir, "state"), "--log-level", "warn", "--in-flight-bytes", "1MiB")
+		cmd := exec.Command(kpipe, "run", file, "--plugin-dir", testkit.PluginDir(t), "--state-dir", filepath.Join(dir, "state"), "--log-level", "warn", "--progress", "off", "--in-flight-bytes", "1MiB")
 		cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -127,12 +108,13 @@ func killBackup(t *testing.T, backup, sink string, continuous bool) {
 	var kills, midRun int
 	var killed []int // host pids
 	last := int64(0)
-	for round := 0; round < 10; round++ {
-		if round == 4 && len(later) > 0 {
-			testkit.Produce(t, addr, later)
-			later = nil
+	for round := 0; round < rounds; round++ {
+		if round == rounds/2 && later {
+			data.produce(t, addr, perPartition/2, perPartition)
+			later = false
 		}
 		cmd := start()
+		restarted, caughtUp := time.Now(), false
 		exited := make(chan error, 1)
 		go func() { exited <- cmd.Wait() }()
 		// Mostly kill once the run has made a random share of the remaining
@@ -164,10 +146,15 @@ func killBackup(t *testing.T, backup, sink string, continuous bool) {
 				// A continuous run never ends by itself: once it holds
 				// all there is so far, it is killed there.
 				have := total
-				if len(later) > 0 {
+				if later {
 					have = total / 2
 				}
-				if progress(t, backup) < min(target, have) {
+				n := progress(t, backup)
+				if round > 0 && !caughtUp && n > last {
+					caughtUp = true
+					sc.recovered(time.Since(restarted))
+				}
+				if n < min(target, have) {
 					continue
 				}
 			}
@@ -200,6 +187,14 @@ func killBackup(t *testing.T, backup, sink string, continuous bool) {
 	}
 	// The last run goes to the end.
 	cmd := start()
+	restarted := time.Now()
+	ended := make(chan struct{})
+	if !continuous {
+		go func() { cmd.Wait(); close(ended) }()
+	}
+	if !continuous || last < total {
+		sc.recovered(waitProgress(t, restarted, last, func() int64 { return progress(t, backup) }, ended, 2*time.Minute))
+	}
 	if continuous {
 		for deadline := time.Now().Add(2 * time.Minute); progress(t, backup) < total; time.Sleep(20 * time.Millisecond) {
 			if time.Now().After(deadline) {
@@ -211,9 +206,10 @@ func killBackup(t *testing.T, backup, sink string, continuous bool) {
 		if err := cmd.Wait(); cmd.ProcessState.ExitCode() != 3 {
 			t.Fatalf("final continuous run on SIGTERM: %v, want exit 3", err)
 		}
-	} else if err := cmd.Wait(); err != nil {
-		t.Fatalf("final run: %v", err)
+	} else if <-ended; !cmd.ProcessState.Success() {
+		t.Fatalf("final run: %v", cmd.ProcessState)
 	}
+	sc.fault("%d SIGKILLs of the backup, %d of them mid-run", kills, midRun)
 	if midRun < 3 {
 		t.Fatalf("only %d of %d kills landed mid-backup; the test proves nothing (make the data larger)", midRun, kills)
 	}
@@ -236,9 +232,8 @@ func killBackup(t *testing.T, backup, sink string, continuous bool) {
 			break
 		}
 		g := got[i]
-		if w.Partition != g.Partition || w.Offset != g.Offset || !bytes.Equal(w.Key, g.Key) || !bytes.Equal(w.Value, g.Value) ||
-			!w.Timestamp.Equal(g.Timestamp) || string(g.Headers[0].Value) != string(w.Headers[0].Value) {
-			t.Fatalf("backup record %d is %d/%d, want %d/%d with the source's key, value, header and timestamp", i, g.Partition, g.Offset, w.Partition, w.Offset)
+		if why := differs(w, g); w.Partition != g.Partition || w.Offset != g.Offset || why != "" {
+			t.Fatalf("backup record %d is %d/%d, want %d/%d with the source's key, value, headers and timestamp: %s", i, g.Partition, g.Offset, w.Partition, w.Offset, why)
 		}
 	}
 	// A killed writer's temporary files are never part of the backup, and
@@ -253,6 +248,12 @@ func killBackup(t *testing.T, backup, sink string, continuous bool) {
 		t.Fatalf("read %d records from the backup, want %d", len(got), len(want))
 	}
 	t.Logf("%d kills (%d mid-backup); the backup holds all %d offsets exactly once", kills, midRun, total)
+	sc.note("backup complete, every offset once")
+	ref := backupRef{addr: addr, topic: topic, path: backup, id: "chaos"}
+	if sink == "s3" {
+		ref.flags = s3Flags(testkit.S3(t))
+	}
+	sc.verify(ref)
 }
 
 // waitGone fails the test unless every plugin process of a killed host

@@ -1,18 +1,13 @@
-package chaos_test
+package chaos
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
-
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kpipe/kpipe/internal/testkit"
 )
@@ -21,6 +16,8 @@ import (
 // test's own, which the test stops and starts.
 type outageBackup struct {
 	s3    *testkit.S3Instance
+	addr  string
+	topic string
 	path  string
 	file  string
 	state string
@@ -30,20 +27,14 @@ type outageBackup struct {
 func newOutageBackup(t *testing.T, maxOutage string) *outageBackup {
 	addr := testkit.Kafka(t)
 	s3 := testkit.StartS3(t)
-	const partitions, perPartition = 3, 30_000
+	const partitions = 3
+	perPartition := size(30_000, 60_000)
 	topic := testkit.Topic(t, "outage")
 	testkit.CreateTopic(t, addr, topic, partitions)
-	now := time.Now().Add(-time.Hour).UnixMilli()
-	var recs []*kgo.Record
-	for p := range int32(partitions) {
-		for i := range perPartition {
-			recs = append(recs, &kgo.Record{Topic: topic, Partition: p, Key: []byte(strconv.Itoa(i)),
-				Value: bytes.Repeat([]byte{byte(i)}, 300), Timestamp: time.UnixMilli(now + int64(i))})
-		}
-	}
-	testkit.Produce(t, addr, recs)
+	newDataset(topic, partitions).produce(t, addr, 0, perPartition)
 	dir := t.TempDir()
-	o := &outageBackup{s3: s3, path: "s3://kpipe/outage", file: filepath.Join(dir, "backup.hcl"), state: filepath.Join(dir, "state"), total: int64(len(recs))}
+	o := &outageBackup{s3: s3, addr: addr, topic: topic, path: "s3://kpipe/outage", file: filepath.Join(dir, "backup.hcl"), state: filepath.Join(dir, "state"),
+		total: int64(partitions * perPartition)}
 	hcl := fmt.Sprintf(`pipeline "backup" {
   source "kafka" {
     bootstrap_servers = [%q]
@@ -108,34 +99,49 @@ func (o *outageBackup) checkExactlyOnce(t *testing.T) {
 	}
 }
 
+// ref is the backup, for the harness's checks.
+func (o *outageBackup) ref() backupRef {
+	return backupRef{addr: o.addr, topic: o.topic, path: o.path, id: "outage", flags: s3Flags(o.s3.S3Server)}
+}
+
 // TestABackupRidesOutAnS3Outage stops the S3 server for 20 seconds in the
 // middle of a backup: the backup warns (naming the store) when the outage
 // starts and every 10 seconds while it lasts, retries, and completes once
 // the server is back, with every source offset in it exactly once.
 func TestABackupRidesOutAnS3Outage(t *testing.T) {
+	sc := newScenario(t, "S3 server stopped mid-backup, then started")
 	o := newOutageBackup(t, "5m")
 	var out syncBuffer
 	cmd := o.start(t, &out)
 	before := o.stopMidway(t, cmd, &out)
-	time.Sleep(20 * time.Second)
+	outage := size(20*time.Second, 40*time.Second)
+	time.Sleep(outage)
 	o.s3.Up(t)
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("the backup failed after a 20s outage: %v\n%s", err, out.String())
+	sc.fault("the backup's S3 server down for %s (stopped, then started)", outage)
+	up := time.Now()
+	w := wait(cmd)
+	sc.recovered(waitProgress(t, up, before, func() int64 { return o.held(t) }, w.done, 2*time.Minute))
+	if <-w.done; w.err != nil {
+		t.Fatalf("the backup failed after a %s outage: %v\n%s", outage, w.err, out.String())
 	}
 	o.checkExactlyOnce(t)
+	sc.note("backup rode it out, every offset once")
 	log := out.String()
 	store := "store=s3://kpipe/outage"
 	warned, still := strings.Count(log, "storage unreachable or failing; retrying"), strings.Count(log, "storage still unreachable or failing; retrying")
-	if warned != 1 || still < 1 || still > 2 || !strings.Contains(log, store) || !strings.Contains(log, "storage reachable again") {
-		t.Fatalf("stderr has %d first warnings and %d repeats (want 1 and 1 or 2, naming %s, then reachable again):\n%s", warned, still, store, log)
+	most := int(outage / (10 * time.Second)) // one every 10s
+	if warned != 1 || still < most-1 || still > most || !strings.Contains(log, store) || !strings.Contains(log, "storage reachable again") {
+		t.Fatalf("stderr has %d first warnings and %d repeats (want 1 and %d or %d, naming %s, then reachable again):\n%s", warned, still, most-1, most, store, log)
 	}
 	t.Logf("%d of %d records were durable when the server stopped", before, o.total)
+	sc.verify(o.ref())
 }
 
 // TestAnS3OutageLongerThanTheBudgetFails: a backup whose store stays away
 // longer than max_storage_outage exits 1 saying so, what it committed
 // stays, and the next run, with the store back, resumes and completes.
 func TestAnS3OutageLongerThanTheBudgetFails(t *testing.T) {
+	sc := newScenario(t, "S3 server stopped mid-backup for longer than max_storage_outage")
 	o := newOutageBackup(t, "4s")
 	var out syncBuffer
 	cmd := o.start(t, &out)
@@ -149,29 +155,18 @@ func TestAnS3OutageLongerThanTheBudgetFails(t *testing.T) {
 		t.Fatalf("a backup whose store stayed away: %v after %s, want exit 1 within 20s saying %q:\n%s", err, took, want, out.String())
 	}
 	o.s3.Up(t)
+	sc.fault("the backup's S3 server down for %s, past max_storage_outage (4s)", time.Since(t0).Round(time.Second))
+	sc.note("the run failed with exit 1 after %s, saying so", took.Round(100*time.Millisecond))
 	durable := o.held(t)
+	up := time.Now()
 	var again syncBuffer
-	if err := o.start(t, &again).Wait(); err != nil {
-		t.Fatalf("the run after the outage: %v\n%s", err, again.String())
+	w := wait(o.start(t, &again))
+	sc.recovered(waitProgress(t, up, durable, func() int64 { return o.held(t) }, w.done, 2*time.Minute))
+	if <-w.done; w.err != nil {
+		t.Fatalf("the run after the outage: %v\n%s", w.err, again.String())
 	}
 	o.checkExactlyOnce(t)
 	t.Logf("%d of %d records were durable when the run failed; the next run completed the backup", durable, o.total)
-}
-
-// syncBuffer is a bytes.Buffer that a process and the test share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	sc.note("the next run completed it, every offset once")
+	sc.verify(o.ref())
 }

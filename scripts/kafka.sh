@@ -24,6 +24,10 @@
 # Environment:
 #   KAFKA_PORT             PLAINTEXT port (default 9092)
 #   KAFKA_CONTROLLER_PORT  controller port (default KAFKA_PORT+1)
+#   KAFKA_ADVERTISED_ADDR  host:port the PLAINTEXT listener advertises to
+#                          clients (default 127.0.0.1:KAFKA_PORT): another
+#                          address, such as a TCP proxy's in front of the
+#                          broker, makes clients reach it only through that
 #   KPIPE_CACHE            cache folder (default <repo>/.cache)
 #   KAFKA_STATE_DIR        state dir (default $KPIPE_CACHE/kafka-run-$KAFKA_PORT)
 #   KAFKA_START_TIMEOUT    seconds to wait for the broker (default 90)
@@ -81,6 +85,8 @@ PROPS="$STATE/server.properties"
 LOG4J="$STATE/log4j2.xml"
 TOOLS_LOG4J="$STATE/log4j2-tools.xml"
 BOOTSTRAP="127.0.0.1:$PORT"
+ADVERTISED=${KAFKA_ADVERTISED_ADDR:-$BOOTSTRAP}
+[[ $ADVERTISED =~ ^[^:/[:space:]]+:[0-9]+$ ]] || die "KAFKA_ADVERTISED_ADDR must be host:port, got '$ADVERTISED'"
 
 # ---------------------------------------------------------------- tools
 
@@ -192,7 +198,7 @@ process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$CPORT
 listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CPORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$PORT
+advertised.listeners=PLAINTEXT://$ADVERTISED
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
