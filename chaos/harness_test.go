@@ -167,7 +167,7 @@ func (s *scenario) note(format string, args ...any) {
 }
 
 // recovered notes one recovery's time: from the fault's end until the run
-// caught up (committed past where the fault found it) or finished.
+// committed more than it held at that moment, or finished.
 func (s *scenario) recovered(d time.Duration) {
 	s.t.Logf("recovered in %s", d.Round(time.Millisecond))
 	s.recover = max(s.recover, d)

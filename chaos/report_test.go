@@ -57,7 +57,7 @@ func writeReport(file string, began time.Time, code int) error {
 		"(key, value, headers, timestamp, order per partition). *Records lost* are source records the restored\n" +
 		"topic lacks, *records duplicated* those it holds more than once. *Time to recover* is the longest time from\n" +
 		"the end of a fault (the restart after a kill, the broker or S3 server up again, the network back, the\n" +
-		"quota raised) until the run committed past what it held when the fault struck, or finished.\n\n")
+		"quota raised) until the run committed more than it held at that moment, or finished.\n\n")
 	b.WriteString("| scenario | faults injected | outcome | records lost | records duplicated | time to recover |\n")
 	b.WriteString("|---|---|---|---:|---:|---:|\n")
 	for _, r := range report.rows {
