@@ -8,7 +8,7 @@ TEST_KAFKA_PORT ?= 19092
 # ... and their own S3 server on this one (`make s3-up` uses 9000).
 TEST_S3_PORT ?= 19000
 
-.PHONY: all build test test-short demo bench kafka-up kafka-down s3-up s3-down proto fmt vet deps clean
+.PHONY: all build test test-short chaos demo bench kafka-up kafka-down s3-up s3-down proto fmt vet deps clean
 
 all: build
 
@@ -29,6 +29,17 @@ test: deps build ## every test, against a real Kafka broker and a real S3 server
 	  KPIPE_TEST_BOOTSTRAP=127.0.0.1:$(TEST_KAFKA_PORT) KPIPE_TEST_S3=http://127.0.0.1:$(TEST_S3_PORT) \
 	  KPIPE_PLUGIN_DIR=$(CURDIR)/bin/plugins \
 	  $(GO) test -race -count=1 -timeout 20m ./... ; rc=$$?; \
+	  KAFKA_PORT=$(TEST_KAFKA_PORT) scripts/kafka.sh down; S3_PORT=$(TEST_S3_PORT) scripts/s3.sh down; exit $$rc
+
+# The long chaos run: more kills, more data, longer outages than the short
+# one `make test` runs; writes the report to chaos/REPORT.md.
+chaos: deps build ## the long chaos run against the test broker and S3 server, report in chaos/REPORT.md
+	@KAFKA_PORT=$(TEST_KAFKA_PORT) scripts/kafka.sh up >/dev/null
+	@S3_PORT=$(TEST_S3_PORT) scripts/s3.sh up >/dev/null
+	@set -o pipefail; KPIPE_CHAOS_LONG=1 KPIPE_CHAOS_REPORT=$(CURDIR)/chaos/REPORT.md \
+	  KPIPE_TEST_BOOTSTRAP=127.0.0.1:$(TEST_KAFKA_PORT) KPIPE_TEST_S3=http://127.0.0.1:$(TEST_S3_PORT) \
+	  KPIPE_PLUGIN_DIR=$(CURDIR)/bin/plugins \
+	  $(GO) test -race -count=1 -timeout 60m -v ./chaos/ ; rc=$$?; \
 	  KAFKA_PORT=$(TEST_KAFKA_PORT) scripts/kafka.sh down; S3_PORT=$(TEST_S3_PORT) scripts/s3.sh down; exit $$rc
 
 test-short: build ## the tests that need no broker

@@ -227,13 +227,8 @@ type verdict struct {
 func (s *scenario) validateDeep(b backupRef, want bool) {
 	t := s.t
 	t.Helper()
-	args := append([]string{"--plugin-dir", testkit.PluginDir(t), "validate", "--path", b.path, "--backup-id", b.id, "--deep", "--format", "json"}, b.flags...)
+	args := append([]string{"--plugin-dir", testkit.PluginDir(t), "validate", "--path", b.path, "--backup-id", b.id, "--deep", "--format", "json", "--progress", "off"}, b.flags...)
 	code, stdout, stderr := run(t, 5*time.Minute, args...)
-	if strings.Contains(stderr, `unknown command "validate"`) { // TEMPORARY until validate lands
-		t.Logf("kpipe has no validate command yet")
-		s.note("validate: not in this build")
-		return
-	}
 	var v verdict
 	if err := json.Unmarshal([]byte(stdout), &v); err != nil || v.Valid == nil {
 		t.Errorf("validate --deep: exit %d, no verdict on stdout (%v): %s\n%s", code, err, stdout, stderr)
