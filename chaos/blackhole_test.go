@@ -25,7 +25,7 @@ func TestABackupRidesOutANetworkBlackHole(t *testing.T) {
 	px.setTarget(k.Addr)
 	topic := testkit.Topic(t, "blackhole")
 	const partitions = 3
-	per := size(20_000, 60_000)
+	per := size(10_000, 60_000)
 	testkit.CreateTopic(t, px.Addr(), topic, partitions)
 	newDataset(topic, partitions).produce(t, px.Addr(), 0, per)
 	total := int64(partitions * per)
@@ -37,7 +37,7 @@ func TestABackupRidesOutANetworkBlackHole(t *testing.T) {
 		"--path", path, "--backup-id", "h", "--state-dir", t.TempDir(), "--in-flight-bytes", "1MiB", "--segment-max-records", "1000",
 		"--progress", "off", "--max-broker-outage", "3m"))
 	waitUntil(t, "the backup holds a tenth of the records", w, &out, func() bool { return held() >= total/10 })
-	hole := size(20*time.Second, 60*time.Second)
+	hole := size(12*time.Second, 60*time.Second)
 	px.blackHole(true)
 	time.Sleep(hole)
 	if held() == total {

@@ -45,7 +45,7 @@ func TestContinuousBackupSurvivesSIGKILL(t *testing.T) {
 	killBackup(t, filepath.Join(dir, "backups"), "fs", true)
 }
 
-// killBackup kills a backup of 3 partitions (40,000 records each in the
+// killBackup kills a backup of 3 partitions (25,000 records each in the
 // short run, 100,000 in the long one) into backup (a path of the storage
 // plugin sink) at random moments, mostly mid-run, again and again (6 times
 // in the short run, 20 in the long one), then lets it finish, and checks
@@ -63,7 +63,7 @@ func killBackup(t *testing.T, backup, sink string, continuous bool) {
 	rng := rngFor(t)
 	rounds := size(6, 20)
 
-	partitions, perPartition := int32(3), size(40_000, 100_000)
+	partitions, perPartition := int32(3), size(25_000, 100_000)
 	topic := testkit.Topic(t, "chaos")
 	testkit.CreateTopic(t, addr, topic, partitions)
 	data := newDataset(topic, partitions)

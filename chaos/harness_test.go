@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -250,12 +251,15 @@ func (s *scenario) validateDeep(b backupRef, want bool) {
 	}
 }
 
+// restores numbers the restores, so that each has a target topic of its own.
+var restores atomic.Int64
+
 // restore restores the backup to a new topic of its broker (the source
-// topic's name and "-restored") and returns that topic.
+// topic's name, "-restored" and a number) and returns that topic.
 func (s *scenario) restore(b backupRef, extra ...string) string {
 	t := s.t
 	t.Helper()
-	dst := b.topic + "-restored"
+	dst := fmt.Sprintf("%s-restored%d", b.topic, restores.Add(1))
 	args := append([]string{"--plugin-dir", testkit.PluginDir(t), "restore", "--path", b.path, "--backup-id", b.id,
 		"--bootstrap-servers", b.addr, "--topic-mapping", b.topic + "=" + dst, "--state-dir", t.TempDir(), "--progress", "off"}, b.flags...)
 	code, _, stderr := run(t, 5*time.Minute, append(args, extra...)...)

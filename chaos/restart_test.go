@@ -18,7 +18,7 @@ func TestABrokerRestartMidBackup(t *testing.T) {
 	k := testkit.StartKafka(t)
 	topic := testkit.Topic(t, "restart")
 	const partitions = 3
-	per := size(20_000, 60_000)
+	per := size(10_000, 60_000)
 	testkit.CreateTopic(t, k.Addr, topic, partitions)
 	newDataset(topic, partitions).produce(t, k.Addr, 0, per)
 	total := int64(partitions * per)
@@ -29,7 +29,7 @@ func TestABrokerRestartMidBackup(t *testing.T) {
 	w := wait(start(t, &out, nil, "--plugin-dir", testkit.PluginDir(t), "backup", "--bootstrap-servers", k.Addr, "--topics", topic,
 		"--path", path, "--backup-id", "r", "--state-dir", t.TempDir(), "--in-flight-bytes", "1MiB", "--segment-max-records", "1000", "--progress", "off"))
 	waitUntil(t, "the backup holds a tenth of the records", w, &out, func() bool { return held() >= total/10 })
-	pause := size(3*time.Second, 15*time.Second)
+	pause := size(2*time.Second, 15*time.Second)
 	k.Down(t)
 	if held() == total {
 		t.Fatalf("the backup finished before the broker stopped: the test proves nothing")
@@ -57,7 +57,7 @@ func TestABrokerRestartMidRestore(t *testing.T) {
 	k := testkit.StartKafka(t)
 	topic := testkit.Topic(t, "restart")
 	const partitions = 3
-	per := size(30_000, 80_000)
+	per := size(20_000, 80_000)
 	testkit.CreateTopic(t, k.Addr, topic, partitions)
 	newDataset(topic, partitions).produce(t, k.Addr, 0, per)
 	total := int64(partitions * per)
@@ -82,7 +82,7 @@ func TestABrokerRestartMidRestore(t *testing.T) {
 	var out syncBuffer
 	w := restore(&out)
 	waitUntil(t, "the restore wrote a tenth of the records", w, &out, func() bool { return restored() >= total/10 })
-	pause := size(3*time.Second, 15*time.Second)
+	pause := size(2*time.Second, 15*time.Second)
 	k.Down(t)
 	select {
 	case <-w.done:
