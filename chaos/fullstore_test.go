@@ -87,7 +87,7 @@ func fullStore(t *testing.T, sc *scenario, plugins, path string, env []string, r
 	committed := testkit.BackupRecords(t, path, "f")
 	sc.note("the run failed with exit 1 (no space left on device) with %d of %d records committed", failed, total)
 	ref := backupRef{addr: addr, topic: topic, path: path, id: "f"}
-	sc.validateDeep(ref, true) // what was committed is a valid backup
+	sc.validateDeep(ref, true, "after the failure") // what was committed is a valid backup
 
 	env = raise()
 	raised := time.Now()

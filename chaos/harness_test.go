@@ -225,15 +225,19 @@ type verdict struct {
 // validateDeep runs `kpipe validate --deep` on the backup and checks that
 // its verdict is want: exit 0 and "valid": true for a valid backup, exit 1
 // and "valid": false with the problems listed for an invalid one.
-func (s *scenario) validateDeep(b backupRef, want bool) {
+// When says when it runs, for the report ("" at the end).
+func (s *scenario) validateDeep(b backupRef, want bool, when string) {
 	t := s.t
 	t.Helper()
 	args := append([]string{"--plugin-dir", testkit.PluginDir(t), "validate", "--path", b.path, "--backup-id", b.id, "--deep", "--format", "json", "--progress", "off"}, b.flags...)
+	if when != "" {
+		when = " " + when
+	}
 	code, stdout, stderr := run(t, 5*time.Minute, args...)
 	var v verdict
 	if err := json.Unmarshal([]byte(stdout), &v); err != nil || v.Valid == nil {
 		t.Errorf("validate --deep: exit %d, no verdict on stdout (%v): %s\n%s", code, err, stdout, stderr)
-		s.note("validate --deep gave no verdict")
+		s.note("validate --deep%s gave no verdict", when)
 		return
 	}
 	switch {
@@ -245,9 +249,9 @@ func (s *scenario) validateDeep(b backupRef, want bool) {
 		t.Errorf("validate --deep of an invalid backup: exit %d with %d problems, want exit 1 naming them", code, len(v.Problems))
 	}
 	if *v.Valid {
-		s.note("validate --deep: valid")
+		s.note("validate --deep%s: valid", when)
 	} else {
-		s.note("validate --deep: invalid (%d problems)", len(v.Problems))
+		s.note("validate --deep%s: invalid (%d problems)", when, len(v.Problems))
 	}
 }
 
@@ -274,7 +278,7 @@ func (s *scenario) restore(b backupRef, extra ...string) string {
 // none lost, none duplicated, each equal to its source and in its order.
 func (s *scenario) verify(b backupRef) {
 	s.t.Helper()
-	s.validateDeep(b, true)
+	s.validateDeep(b, true, "")
 	dst := s.restore(b)
 	s.compare(b.addr, b.topic, dst)
 }

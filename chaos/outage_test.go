@@ -104,10 +104,11 @@ func (o *outageBackup) ref() backupRef {
 	return backupRef{addr: o.addr, topic: o.topic, path: o.path, id: "outage", flags: s3Flags(o.s3.S3Server)}
 }
 
-// TestABackupRidesOutAnS3Outage stops the S3 server for 15 seconds (40 in the
-// long run) in the middle of a backup: the backup warns (naming the store) when the outage
-// starts and every 10 seconds while it lasts, retries, and completes once
-// the server is back, with every source offset in it exactly once.
+// TestABackupRidesOutAnS3Outage stops the S3 server for 15 seconds (40 in
+// the long run) in the middle of a backup: the backup warns (naming the
+// store) when the outage starts and every 10 seconds while it lasts,
+// retries, and completes once the server is back, with every source offset
+// in it exactly once.
 func TestABackupRidesOutAnS3Outage(t *testing.T) {
 	sc := newScenario(t, "S3 server stopped mid-backup, then started")
 	o := newOutageBackup(t, "5m")

@@ -67,7 +67,7 @@ func TestABrokerRestartMidRestore(t *testing.T) {
 		"--path", path, "--backup-id", "r", "--state-dir", t.TempDir(), "--progress", "off"); code != 0 {
 		t.Fatalf("backup: exit %d\n%s", code, stderr)
 	}
-	sc.validateDeep(ref, true)
+	sc.validateDeep(ref, true, "")
 
 	dst := topic + "-restored"
 	testkit.CreateTopic(t, k.Addr, dst, partitions) // so that its end offsets can be watched from the start
