@@ -21,10 +21,11 @@ import (
 // device"; what it committed stays, intact and valid; once the quota is
 // raised the next run completes the backup, every offset once.
 func TestAFullStoreFailsCleanlyAndTheNextRunCompletes(t *testing.T) {
+	addr := testkit.Kafka(t)
 	sc := newScenario(t, "full store (a quota-limited BlobStore)")
 	plugins := quotaPlugins(t)
 	path := t.TempDir()
-	fullStore(t, sc, plugins, path, []string{"KPIPE_QUOTAFS_BYTES=" + strconv.Itoa(size(1_500_000, 6_000_000))}, func() []string {
+	fullStore(t, sc, addr, plugins, path, []string{"KPIPE_QUOTAFS_BYTES=" + strconv.Itoa(size(1_500_000, 6_000_000))}, func() []string {
 		sc.fault("the store's quota (%s bytes) ran out mid-backup; raised after the failure", strconv.Itoa(size(1_500_000, 6_000_000)))
 		return []string{"KPIPE_QUOTAFS_BYTES=0"}
 	})
@@ -34,6 +35,7 @@ func TestAFullStoreFailsCleanlyAndTheNextRunCompletes(t *testing.T) {
 // filesystem: a small tmpfs, grown after the failure. It needs root (to
 // mount), and is skipped elsewhere.
 func TestAFullDiskFailsCleanlyAndTheNextRunCompletes(t *testing.T) {
+	addr := testkit.Kafka(t)
 	path := t.TempDir()
 	const small = "1m"
 	if err := syscall.Mount("tmpfs", path, "tmpfs", 0, "size="+small); err != nil {
@@ -41,7 +43,7 @@ func TestAFullDiskFailsCleanlyAndTheNextRunCompletes(t *testing.T) {
 	}
 	t.Cleanup(func() { syscall.Unmount(path, syscall.MNT_DETACH) })
 	sc := newScenario(t, "full disk (a 1 MiB tmpfs)")
-	fullStore(t, sc, testkit.PluginDir(t), path, nil, func() []string {
+	fullStore(t, sc, addr, testkit.PluginDir(t), path, nil, func() []string {
 		if err := syscall.Mount("tmpfs", path, "tmpfs", syscall.MS_REMOUNT, "size=256m"); err != nil {
 			t.Fatalf("grow the tmpfs: %v", err)
 		}
@@ -50,13 +52,12 @@ func TestAFullDiskFailsCleanlyAndTheNextRunCompletes(t *testing.T) {
 	})
 }
 
-// fullStore backs up a data set into path with plugins and env, a store
-// that fills up before the backup is complete: the run must fail with exit
-// 1 saying so, having committed some of the records, all intact; then
-// raise makes room and returns the environment of the next run, which must
-// complete the backup exactly.
-func fullStore(t *testing.T, sc *scenario, plugins, path string, env []string, raise func() []string) {
-	addr := testkit.Kafka(t)
+// fullStore backs up a data set from addr into path with plugins and env,
+// a store that fills up before the backup is complete: the run must fail
+// with exit 1 saying so, having committed some of the records, all intact;
+// then raise makes room and returns the environment of the next run, which
+// must complete the backup exactly.
+func fullStore(t *testing.T, sc *scenario, addr, plugins, path string, env []string, raise func() []string) {
 	topic := testkit.Topic(t, "full")
 	const partitions = 3
 	per := size(5_000, 20_000) // about 300 bytes a record

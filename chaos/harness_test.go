@@ -485,3 +485,48 @@ func (rp *reportRows) add(r row) {
 	defer rp.mu.Unlock()
 	rp.rows = append(rp.rows, r)
 }
+
+// TestDiffCountsWhatARestoreGotWrong pins the harness's comparison: a lost
+// record, a duplicated one, a changed one (key, value, null against empty,
+// header, timestamp) and two swapped are each counted, and equal lists give
+// nothing.
+func TestDiffCountsWhatARestoreGotWrong(t *testing.T) {
+	d := newDataset("t", 2)
+	src := d.records(0, 30)
+	clone := func(rs []*kgo.Record) []*kgo.Record {
+		out := make([]*kgo.Record, len(rs))
+		for i, r := range rs {
+			c := *r
+			c.Headers = append([]kgo.RecordHeader(nil), r.Headers...)
+			out[i] = &c
+		}
+		return out
+	}
+	if lost, dup, differ, first := diff(src, clone(src)); lost+dup+differ != 0 {
+		t.Fatalf("equal lists: %d lost, %d duplicated, %d different (%s)", lost, dup, differ, first)
+	}
+	for _, c := range []struct {
+		name              string
+		change            func([]*kgo.Record) []*kgo.Record
+		lost, dup, differ int
+	}{
+		{"lost", func(rs []*kgo.Record) []*kgo.Record { return append(rs[:3], rs[4:]...) }, 1, 0, 0},
+		{"duplicated", func(rs []*kgo.Record) []*kgo.Record { return append(rs, rs[5], rs[35]) }, 0, 2, 0},
+		{"key", func(rs []*kgo.Record) []*kgo.Record { rs[2].Key = []byte("other"); return rs }, 0, 0, 1},
+		{"null key for empty", func(rs []*kgo.Record) []*kgo.Record { rs[1].Key = nil; return rs }, 0, 0, 1},
+		{"tombstone for empty", func(rs []*kgo.Record) []*kgo.Record { rs[1].Value = nil; return rs }, 0, 0, 1},
+		{"value", func(rs []*kgo.Record) []*kgo.Record { rs[6].Value = append([]byte{}, rs[7].Value...); return rs }, 0, 0, 1},
+		{"timestamp", func(rs []*kgo.Record) []*kgo.Record {
+			rs[8].Timestamp = rs[8].Timestamp.Add(time.Millisecond)
+			return rs
+		}, 0, 0, 1},
+		{"null header value", func(rs []*kgo.Record) []*kgo.Record { rs[11].Headers[len(rs[11].Headers)-1].Value = nil; return rs }, 0, 0, 1},
+		{"header dropped", func(rs []*kgo.Record) []*kgo.Record { rs[5].Headers = rs[5].Headers[:1]; return rs }, 0, 0, 1},
+		{"swapped", func(rs []*kgo.Record) []*kgo.Record { rs[9], rs[10] = rs[10], rs[9]; return rs }, 0, 0, 2},
+	} {
+		lost, dup, differ, first := diff(src, c.change(clone(src)))
+		if lost != c.lost || dup != c.dup || differ != c.differ || first == "" {
+			t.Errorf("%s: %d lost, %d duplicated, %d different (%q), want %d, %d, %d", c.name, lost, dup, differ, first, c.lost, c.dup, c.differ)
+		}
+	}
+}
