@@ -22,6 +22,7 @@ type outageBackup struct {
 	file  string
 	state string
 	total int64
+	down  time.Time // when stopMidway stopped the server
 }
 
 func newOutageBackup(t *testing.T, maxOutage string) *outageBackup {
@@ -83,6 +84,7 @@ func (o *outageBackup) stopMidway(t *testing.T, cmd *exec.Cmd, out *syncBuffer) 
 			if n == o.total {
 				t.Fatalf("the backup finished before the outage: the test proves nothing")
 			}
+			o.down = time.Now()
 			o.s3.Down(t)
 			return n
 		}
@@ -118,7 +120,7 @@ func TestABackupRidesOutAnS3Outage(t *testing.T) {
 	outage := size(15*time.Second, 40*time.Second)
 	time.Sleep(outage)
 	o.s3.Up(t)
-	sc.fault("the backup's S3 server down for %s (stopped, then started)", outage)
+	sc.fault("the backup's S3 server down for %s (stopped, %s, started)", time.Since(o.down).Round(time.Second), outage)
 	up := time.Now()
 	w := wait(cmd)
 	sc.recovered(waitProgress(t, up, before, func() int64 { return o.held(t) }, w.done, 2*time.Minute))
@@ -157,7 +159,7 @@ func TestAnS3OutageLongerThanTheBudgetFails(t *testing.T) {
 		t.Fatalf("a backup whose store stayed away: %v after %s, want exit 1 within 20s saying %q:\n%s", err, took, want, out.String())
 	}
 	o.s3.Up(t)
-	sc.fault("the backup's S3 server down for %s, past max_storage_outage (4s)", time.Since(t0).Round(time.Second))
+	sc.fault("the backup's S3 server down for %s (stopped until the run failed, then started), past max_storage_outage (4s)", time.Since(o.down).Round(time.Second))
 	sc.note("the run failed with exit 1 after %s, saying so", took.Round(100*time.Millisecond))
 	durable := o.held(t)
 	up := time.Now()

@@ -18,7 +18,7 @@ func TestABrokerRestartMidBackup(t *testing.T) {
 	k := testkit.StartKafka(t)
 	topic := testkit.Topic(t, "restart")
 	const partitions = 3
-	per := size(10_000, 60_000)
+	per := size(25_000, 60_000) // enough that the backup is still running once the broker has stopped
 	testkit.CreateTopic(t, k.Addr, topic, partitions)
 	newDataset(topic, partitions).produce(t, k.Addr, 0, per)
 	total := int64(partitions * per)
@@ -28,15 +28,16 @@ func TestABrokerRestartMidBackup(t *testing.T) {
 	var out syncBuffer
 	w := wait(start(t, &out, nil, "--plugin-dir", testkit.PluginDir(t), "backup", "--bootstrap-servers", k.Addr, "--topics", topic,
 		"--path", path, "--backup-id", "r", "--state-dir", t.TempDir(), "--in-flight-bytes", "1MiB", "--segment-max-records", "1000", "--progress", "off"))
-	waitUntil(t, "the backup holds a tenth of the records", w, &out, func() bool { return held() >= total/10 })
+	waitUntil(t, "the backup holds a twentieth of the records", w, &out, func() bool { return held() >= total/20 })
 	pause := size(2*time.Second, 15*time.Second)
+	down := time.Now()
 	k.Down(t)
 	if held() == total {
 		t.Fatalf("the backup finished before the broker stopped: the test proves nothing")
 	}
 	time.Sleep(pause)
 	k.Up(t)
-	sc.fault("the broker stopped for %s (and as long to start again) with %d of %d records backed up", pause, held(), total)
+	sc.fault("the broker down for %s (stopped, %s, started) with %d of %d records backed up", time.Since(down).Round(time.Second), pause, held(), total)
 	sc.recovered(waitProgress(t, time.Now(), held(), held, w.done, 2*time.Minute))
 	if <-w.done; w.err != nil {
 		t.Fatalf("the backup failed after the broker restart: %v\n%s", w.err, out.String())
@@ -83,6 +84,7 @@ func TestABrokerRestartMidRestore(t *testing.T) {
 	w := restore(&out)
 	waitUntil(t, "the restore wrote a tenth of the records", w, &out, func() bool { return restored() >= total/10 })
 	pause := size(2*time.Second, 15*time.Second)
+	down := time.Now()
 	k.Down(t)
 	select {
 	case <-w.done:
@@ -95,7 +97,7 @@ func TestABrokerRestartMidRestore(t *testing.T) {
 	k.Up(t)
 	up := time.Now()
 	before := restored()
-	sc.fault("the target broker stopped for %s (and as long to start again) with %d of %d records restored", pause, before, total)
+	sc.fault("the target broker down for %s (stopped, %s, started) with %d of %d records restored", up.Sub(down).Round(time.Second), pause, before, total)
 	sc.recovered(waitProgress(t, up, before, restored, w.done, 2*time.Minute))
 	if <-w.done; w.err != nil {
 		t.Logf("the restore failed when the broker stopped (%v); running it again:\n%s", w.err, out.String())
