@@ -32,10 +32,14 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// writeReport writes the rows of the scenarios run to file.
+// writeReport writes the rows of the scenarios run to file; nothing when
+// none ran.
 func writeReport(file string, began time.Time, code int) error {
 	report.mu.Lock()
 	defer report.mu.Unlock()
+	if len(report.rows) == 0 {
+		return nil // no scenario ran (-short, or -run chose none)
+	}
 	var b strings.Builder
 	mode := "short run (`make test`)"
 	if long {
