@@ -29,8 +29,9 @@
 //     store with a byte quota), and TestAFullDiskFailsCleanlyAndTheNextRunCompletes,
 //     the same on a small tmpfs when run as root.
 //
-// Corruption scenarios (flipped bytes, truncated segments) belong in
-// corruption_test.go.
+// TestValidateCatchesCorruptionOnFS and TestValidateCatchesCorruptionOnS3
+// (corruption_test.go) damage copies of a finished backup (flipped bytes,
+// truncated segments, ...) and check that validate names each damage.
 //
 // KPIPE_CHAOS_SEED replays a run's random choices (each scenario logs the
 // seed). KPIPE_CHAOS_LONG=1 is the long run (more kills, more data, longer
