@@ -47,7 +47,7 @@ func TestContinuousBackupSurvivesSIGKILL(t *testing.T) {
 
 // killBackup kills a backup of 3 partitions (25,000 records each in the
 // short run, 100,000 in the long one) into backup (a path of the storage
-// plugin sink) at random moments, mostly mid-run, again and again (6 times
+// plugin sink) at random moments, mostly mid-run, again and again (8 times
 // in the short run, 20 in the long one), then lets it finish, and checks
 // that the backup holds every source offset exactly once, byte for byte;
 // then that validate --deep finds it valid and a restore of it equals the
@@ -61,7 +61,7 @@ func killBackup(t *testing.T, backup, sink string, continuous bool) {
 	}
 	sc := newScenario(t, fmt.Sprintf("SIGKILL of a %s backup (%s)", mode, sink))
 	rng := rngFor(t)
-	rounds := size(6, 20)
+	rounds := size(8, 20)
 
 	partitions, perPartition := int32(3), size(25_000, 100_000)
 	topic := testkit.Topic(t, "chaos")
