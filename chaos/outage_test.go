@@ -152,7 +152,7 @@ func TestAnS3OutageLongerThanTheBudgetFails(t *testing.T) {
 	o.stopMidway(t, cmd, &out)
 	t0 := time.Now()
 	err := cmd.Wait()
-	took := time.Since(t0)
+	took, sinceDown := time.Since(t0), time.Since(o.down)
 	ee, ok := err.(*exec.ExitError)
 	want := "storage s3://kpipe/outage unreachable or failing for longer than max_storage_outage (4s): dial tcp 127.0.0.1:"
 	if !ok || ee.ExitCode() != 1 || !strings.Contains(out.String(), want) || took > 20*time.Second {
@@ -160,7 +160,7 @@ func TestAnS3OutageLongerThanTheBudgetFails(t *testing.T) {
 	}
 	o.s3.Up(t)
 	sc.fault("the backup's S3 server down for %s (stopped until the run failed, then started), past max_storage_outage (4s)", time.Since(o.down).Round(time.Second))
-	sc.note("the run failed with exit 1 after %s, saying so", took.Round(100*time.Millisecond))
+	sc.note("the run failed with exit 1 %s after the server stopped, saying so", sinceDown.Round(100*time.Millisecond))
 	durable := o.held(t)
 	up := time.Now()
 	var again syncBuffer

@@ -17,10 +17,13 @@ import (
 const warnEvery = 10 * time.Second
 
 // outage watches the client's connections to the brokers (a kgo hook). An
-// outage begins with a connection that cannot be made and ends with the
-// next response any broker sends once no connection failed for settle; while it lasts, the client retries with
-// backoff on its own, and the outage is reported when it begins and every
-// warnEvery, naming the broker. Past max it is an error.
+// outage begins with a connection that cannot be made, or with fetches a
+// broker leaves unanswered for stallAfter (a network that drops traffic
+// without closing connections refuses nothing), and ends with the next
+// response any broker sends once nothing failed for settle; while it
+// lasts, the client retries with backoff on its own, and the outage is
+// reported when it begins and every warnEvery, naming the broker. Past max
+// it is an error.
 type outage struct {
 	max time.Duration // 0: unbounded
 
@@ -31,9 +34,53 @@ type outage struct {
 	broker   string
 	cause    error
 	now      func() time.Time
+	// fetches counts each broker's fetches written and not yet answered,
+	// and since when the oldest of them has waited.
+	fetches map[int32]*pending
 }
 
-func newOutage(max time.Duration) *outage { return &outage{max: max, now: time.Now} }
+type pending struct {
+	n      int
+	since  time.Time
+	broker string
+}
+
+func newOutage(max time.Duration) *outage {
+	return &outage{max: max, now: time.Now, fetches: map[int32]*pending{}}
+}
+
+// stallAfter is how long fetches may go unanswered before that counts as
+// an outage: a broker answers a fetch within its wait (5s), data or not.
+const stallAfter = 10 * time.Second
+
+// fetchKey is the Kafka API key of Fetch.
+const fetchKey = 1
+
+// OnBrokerWrite counts a fetch sent.
+func (o *outage) OnBrokerWrite(meta kgo.BrokerMetadata, key int16, _ int, _, _ time.Duration, err error) {
+	if key != fetchKey || err != nil {
+		return
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	p := o.fetches[meta.NodeID]
+	if p == nil {
+		p = &pending{broker: net.JoinHostPort(meta.Host, strconv.Itoa(int(meta.Port)))}
+		o.fetches[meta.NodeID] = p
+	}
+	if p.n == 0 {
+		p.since = o.now()
+	}
+	p.n++
+}
+
+// OnBrokerDisconnect forgets a broker's fetches: they died with the
+// connection.
+func (o *outage) OnBrokerDisconnect(meta kgo.BrokerMetadata, _ net.Conn) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	delete(o.fetches, meta.NodeID)
+}
 
 // ErrBrokerOutage is the error of an outage longer than max_broker_outage.
 var ErrBrokerOutage = errors.New("Kafka unreachable for longer than max_broker_outage")
@@ -61,12 +108,16 @@ const settle = time.Second
 
 // OnBrokerRead ends an outage: a broker answered, and no connection
 // failed for settle.
-func (o *outage) OnBrokerRead(_ kgo.BrokerMetadata, _ int16, _ int, _, _ time.Duration, err error) {
+func (o *outage) OnBrokerRead(meta kgo.BrokerMetadata, key int16, _ int, _, _ time.Duration, err error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if p := o.fetches[meta.NodeID]; key == fetchKey && p != nil && p.n > 0 {
+		p.n--
+		p.since = o.now() // the ones left have waited since this answer at most
+	}
 	if err != nil {
 		return
 	}
-	o.mu.Lock()
-	defer o.mu.Unlock()
 	if !o.since.IsZero() && o.now().Sub(o.lastFail) >= settle {
 		sdk.Logger().Info("Kafka reachable again", "after", o.now().Sub(o.since).Round(time.Second).String())
 		o.since = time.Time{}
@@ -85,10 +136,21 @@ func (o *outage) limit() string {
 func (o *outage) check() error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	now := o.now()
+	for _, p := range o.fetches {
+		if p.n == 0 || now.Sub(p.since) < stallAfter {
+			continue
+		}
+		o.lastFail = now // an answer ends the outage only once it settles
+		if o.since.IsZero() {
+			o.since, o.lastWarn, o.broker = p.since, now, p.broker
+			o.cause = fmt.Errorf("no answer to fetches for %s: the network drops the traffic, or the broker hangs", now.Sub(p.since).Round(time.Second))
+			sdk.Logger().Warn("Kafka broker not answering; waiting for it", "broker", o.broker, "error", o.cause.Error(), "gives_up_after", o.limit())
+		}
+	}
 	if o.since.IsZero() {
 		return nil
 	}
-	now := o.now()
 	lasted := now.Sub(o.since)
 	if o.max > 0 && lasted >= o.max {
 		return fmt.Errorf("%w (%s): broker %s: %v; what was committed before is intact, and the next run resumes after it", ErrBrokerOutage, o.max, o.broker, o.cause)
