@@ -55,7 +55,7 @@ PEER ?= $(wildcard ../shared/peer/kafka-backup)
 # Where `make demo` keeps its backup: fs (a folder) or s3 (scripts/s3.sh).
 STORAGE ?= fs
 BENCH_FLAGS ?=
-bench: deps build ## kpipe (fs and s3) vs the reference tool vs bare franz-go: backup, restore, PITR (bench/RESULTS.md)
+bench: deps build ## kpipe (fs and s3) vs the reference tool vs bare franz-go: backup, restore, PITR, deep validation (bench/RESULTS.md)
 	$(GO) build -o bin/kpipe-bench ./bench/cmd/kpipe-bench
 	@KAFKA_PORT=$(TEST_KAFKA_PORT) scripts/kafka.sh up >/dev/null
 	@S3_PORT=$(TEST_S3_PORT) scripts/s3.sh up >/dev/null

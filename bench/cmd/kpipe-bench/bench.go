@@ -253,7 +253,7 @@ func (r *runner) runTopic(ctx context.Context, g bench.Gen) error {
 		run func(context.Context, task) error
 	}{
 		{r.selected(kindBackup, g), r.backupCase},
-		{r.selected(kindRestore, g), r.restoreCase},
+		{r.selected(kindRestore, g) || r.selected(kindValidate, g), r.restoreCase},
 		{r.selected(kindPITRWindow, g) || r.selected(kindPITRFull, g), r.pitrCases},
 	}
 	for _, s := range steps {

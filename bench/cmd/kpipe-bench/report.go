@@ -138,7 +138,7 @@ func (r *runner) s3Table() table {
 		return num(c.median(toolKpipe, figure), format) + " / " + num(c.median(toolKpipeS3, figure), format)
 	}
 	for _, c := range r.results {
-		if c.Kind != kindBackup && c.Kind != kindRestore {
+		if c.Kind != kindBackup && c.Kind != kindRestore && c.Kind != kindValidate {
 			continue
 		}
 		t.add(c.Name, two(c, wall, "%.2f"), two(c, cpu, "%.2f"), two(c, rss, "%.0f"),
@@ -227,8 +227,10 @@ const legend = `## Legend
   the ceiling writes regenerated records instead. Each restored topic is deleted, and the broker
   given a moment to close it, before the next run. ` + "`pitr-window`" + `: a restore of the records whose
   timestamps lie in a window of 1% of the time range, from a backup of many small segments;
-  ` + "`pitr-full`" + `: a full restore of that same backup. Every backup and restore is checked for its
-  record count (restores by counting the target topic); a wrong count fails the benchmark.
+  ` + "`pitr-full`" + `: a full restore of that same backup. ` + "`validate-deep`" + `: a deep validation
+  (every segment read, every record decoded and checked) of the backup the restores read, each tool its
+  own; the ceiling has none. Every backup, restore and validation is checked for its record count
+  (restores by counting the target topic); a wrong count, or a backup found invalid, fails the benchmark.
 - **kpipe / ref / ceiling**: kpipe (` + "`bin/kpipe`" + `), the reference tool (OSO kafka-backup, zstd level 1,
   no offset headers, metrics off) and the ceiling: a bare franz-go program doing the same work with no
   framework (` + "`kpipe-bench ceiling-backup`" + `: consume to the end offsets, frame, zstd-compress at the

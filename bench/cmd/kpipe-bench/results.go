@@ -16,9 +16,10 @@ const (
 	kindRestore    = "restore"
 	kindPITRWindow = "pitr-window"
 	kindPITRFull   = "pitr-full"
+	kindValidate   = "validate-deep"
 )
 
-var kinds = []string{kindBackup, kindRestore, kindPITRWindow, kindPITRFull}
+var kinds = []string{kindBackup, kindRestore, kindPITRWindow, kindPITRFull, kindValidate}
 
 // caseName is how cases are named in the report and matched by --only,
 // e.g. "backup/fresh/p8".

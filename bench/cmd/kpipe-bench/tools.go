@@ -5,6 +5,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -52,12 +53,18 @@ type prepared struct {
 	read func(stdout, stderr []byte) (outcome, error)
 }
 
-// tool runs backups and restores.
+// tool runs backups, restores and deep validations.
 type tool interface {
 	name() string
 	backup(t task) (prepared, error)
 	restore(t task) (prepared, error)
+	// validate reads a backup whole and checks every record; errNoValidate
+	// for a tool that has no such command.
+	validate(t task) (prepared, error)
 }
+
+// errNoValidate is the validate of a tool that cannot validate backups.
+var errNoValidate = errors.New("no validate command")
 
 // kpipeTool runs bin/kpipe.
 type kpipeTool struct{ bin, pluginDir string }
@@ -119,6 +126,29 @@ func (k kpipeTool) restore(t task) (prepared, error) {
 			"--time-window-end", strconv.FormatInt(t.window.End, 10))
 	}
 	return prepared{cmd: k.command(t, args...), read: readKpipeRestore}, nil
+}
+
+func (k kpipeTool) validate(t task) (prepared, error) {
+	cmd := k.command(t, "validate", "--path", t.dir, "--backup-id", t.backupID, "--deep", "--progress", "off")
+	return prepared{cmd: cmd, read: readKpipeValidate}, nil
+}
+
+func readKpipeValidate(stdout, _ []byte) (outcome, error) {
+	var r struct {
+		Valid   bool `json:"valid"`
+		Checked struct {
+			Records  int64 `json:"records"`
+			Segments int64 `json:"segments"`
+			Bytes    int64 `json:"bytes_read"`
+		} `json:"checked"`
+	}
+	if err := json.Unmarshal(stdout, &r); err != nil {
+		return outcome{}, fmt.Errorf("kpipe's JSON report: %w", err)
+	}
+	if !r.Valid {
+		return outcome{}, errors.New("kpipe found the backup invalid")
+	}
+	return outcome{records: r.Checked.Records, segments: r.Checked.Segments, report: map[string]int64{"bytes_read": r.Checked.Bytes}}, nil
 }
 
 // kpipeReport is the part of kpipe's JSON report (--format json) the
@@ -230,6 +260,11 @@ func (k kpipeS3Tool) restore(t task) (prepared, error) {
 	return k.flags(p), err
 }
 
+func (k kpipeS3Tool) validate(t task) (prepared, error) {
+	p, err := k.kpipeTool.validate(k.onS3(t))
+	return k.flags(p), err
+}
+
 // refTool runs the reference tool, OSO kafka-backup, with the settings of
 // its example configurations: zstd level 1, no offset headers, no metrics
 // server, a snapshot that stops at the end offsets taken at start.
@@ -335,6 +370,33 @@ restore:
 	return prepared{cmd: cmd, read: readRefRestore}, nil
 }
 
+func (r refTool) validate(t task) (prepared, error) {
+	cmd := exec.Command(r.bin, "validate", "--path", t.dir, "--backup-id", t.backupID, "--deep")
+	cmd.Dir = t.scratch
+	return prepared{cmd: cmd, read: readRefValidate}, nil
+}
+
+// refValidated matches the reference tool's validation summary lines.
+var (
+	refRecordsValidated = regexp.MustCompile(`Records Validated:\s+(\d+)`)
+	refSegmentsChecked  = regexp.MustCompile(`Segments Checked:\s+(\d+)`)
+)
+
+func readRefValidate(stdout, _ []byte) (outcome, error) {
+	out := stripANSI(stdout)
+	if !bytes.Contains(out, []byte("Result: VALID")) {
+		return outcome{}, errors.New("the reference tool did not find the backup valid")
+	}
+	o := outcome{records: -1, segments: -1}
+	if m := refRecordsValidated.FindSubmatch(out); m != nil {
+		o.records, _ = strconv.ParseInt(string(m[1]), 10, 64)
+	}
+	if m := refSegmentsChecked.FindSubmatch(out); m != nil {
+		o.segments, _ = strconv.ParseInt(string(m[1]), 10, 64)
+	}
+	return o, nil
+}
+
 // refRestored matches the reference tool's log line (on stdout) for each
 // partition it restored, "Restored T:P -> T2:P (N records, M segments)".
 var refRestored = regexp.MustCompile(`Restored \S+ -> \S+ \((\d+) records, (\d+) segments\)`)
@@ -380,6 +442,8 @@ func (c ceilingTool) restore(t task) (prepared, error) {
 	cmd.Dir = t.scratch
 	return prepared{cmd: cmd, read: readCeiling}, nil
 }
+
+func (c ceilingTool) validate(task) (prepared, error) { return prepared{}, errNoValidate }
 
 func readCeiling(stdout, _ []byte) (outcome, error) {
 	var r ceilingResult
