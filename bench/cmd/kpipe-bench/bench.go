@@ -108,7 +108,7 @@ func (r *runner) setupTools() error {
 		for k, v := range map[string]string{"AWS_ACCESS_KEY_ID": "kpipe", "AWS_SECRET_ACCESS_KEY": "kpipe-secret", "AWS_REGION": "us-east-1"} {
 			os.Setenv(k, v)
 		}
-		r.tools = append(r.tools, kpipeS3Tool{kpipeTool: kpipeTool{bin: kpipe, pluginDir: plugins}, endpoint: r.cfg.s3, bucket: "kpipe"})
+		r.tools = append(r.tools, kpipeS3Tool{kpipeTool: kpipeTool{bin: kpipe, pluginDir: plugins}, endpoint: r.cfg.s3, bucket: "kpipe", run: r.prefix})
 	}
 	if r.cfg.peer != "" {
 		if err := bench.EvictFile(r.cfg.peer); err != nil {

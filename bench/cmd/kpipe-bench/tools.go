@@ -231,14 +231,17 @@ func readKpipeRestore(stdout, _ []byte) (outcome, error) {
 type kpipeS3Tool struct {
 	kpipeTool
 	endpoint, bucket string
+	// run names the benchmark run: the server keeps its data across runs,
+	// whose folders are numbered alike.
+	run string
 }
 
 func (k kpipeS3Tool) name() string { return toolKpipeS3 }
 
-// onS3 is t with its backups under a prefix of the bucket named after its
-// folder, which is unique to the run.
+// onS3 is t with its backups under a prefix of the bucket named after the
+// run and its folder: a backup of its own, as a folder is on disk.
 func (k kpipeS3Tool) onS3(t task) task {
-	t.dir = fmt.Sprintf("s3://%s/bench/%s", k.bucket, filepath.Base(filepath.Dir(t.dir)))
+	t.dir = fmt.Sprintf("s3://%s/bench/%s%s", k.bucket, k.run, filepath.Base(filepath.Dir(t.dir)))
 	return t
 }
 
