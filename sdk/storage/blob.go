@@ -1,6 +1,9 @@
 // Package storage is what a storage plugin's author implements and what
 // kpipe builds on it: BlobStore, a small interface to a store of objects
-// (a folder of files, a bucket), which is all a storage author writes.
+// (a folder of files, a bucket), which is all a storage author writes; and
+// on it the segment store (the backup format, its writer and reader), the
+// describer and the validator, and the sink and source plugins that serve
+// them.
 package storage
 
 import (
