@@ -908,6 +908,7 @@ type SinkRunner struct {
 	released []uint64
 	acked    []uint64
 	notify   chan struct{}
+	flushMu  sync.Mutex // one flushAcks at a time
 	tr       *tracing
 	spans    map[BatchID]trace.Span // written, not yet durable (when tracing)
 }
@@ -1002,8 +1003,11 @@ func (r *SinkRunner) wake() {
 	}
 }
 
-// flushAcks sends the releases and acks queued so far.
+// flushAcks sends the releases and acks queued so far. Flushes go one at
+// a time, so that one that returns has sent every ack queued before it.
 func (r *SinkRunner) flushAcks(em *emitter) error {
+	r.flushMu.Lock()
+	defer r.flushMu.Unlock()
 	r.mu.Lock()
 	rel, ack := r.released, r.acked
 	r.released, r.acked = nil, nil
@@ -1136,7 +1140,10 @@ func (r *SinkRunner) write(ctx context.Context, in <-chan Input, frames *frameQu
 	}
 }
 
+// fail reports a write failure. What the sink acknowledged before it goes
+// first: the host counts it durable, and the failure ends the run.
 func (r *SinkRunner) fail(err error, em *emitter) error {
+	_ = r.flushAcks(em)
 	if pe := asPartitionError(err); pe != nil {
 		_ = em.send(Event{Error: pe})
 	}
