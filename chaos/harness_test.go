@@ -446,23 +446,8 @@ func wait(cmd *exec.Cmd) *waiter {
 	return w
 }
 
-// syncBuffer is a bytes.Buffer that a process and the test share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is the output of a process the test reads while it runs.
+type syncBuffer = testkit.SyncBuffer
 
 // row is a line of the chaos report.
 type row struct {

@@ -522,7 +522,7 @@ func TestADamagedPartitionLetsTheOthersRestore(t *testing.T) {
 	}
 
 	dst := testkit.Topic(t, "dst")
-	var logs lockedBuffer
+	var logs testkit.SyncBuffer
 	opts := options(t)
 	log := slog.New(slog.NewJSONHandler(&logs, nil))
 	opts.Logger, opts.Launcher.(*host.Host).Logger = log, log
@@ -586,22 +586,4 @@ func TestADamagedPartitionLetsTheOthersRestore(t *testing.T) {
 			t.Errorf("the plugin's log line %v: %s is %v, want %v", line, k, line[k], v)
 		}
 	}
-}
-
-// lockedBuffer is a bytes.Buffer safe for concurrent use.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

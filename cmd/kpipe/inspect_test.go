@@ -82,8 +82,19 @@ func TestValidatePassesTransactions(t *testing.T) {
 		t.Fatalf("offsets %d-%d next %d, want 0-16 next 18", *p.EarliestOffset, *p.LatestOffset, p.NextOffset)
 	}
 
+	// --max-age: within it the backup passes; past it, it fails as stale.
+	if code, _, errText := kpipe(t, "validate", "--path", path, "--backup-id", "t", "--max-age", "1h", "--progress", "off"); code != 0 {
+		t.Fatalf("--max-age 1h: exit %d: %s", code, errText)
+	}
+	time.Sleep(10 * time.Millisecond)
+	code, out, errText := kpipe(t, "validate", "--path", path, "--backup-id", "t", "--max-age", "5ms", "--progress", "off")
+	if code != exitFailed || !strings.Contains(out, "[stale] the last commit was at ") || !strings.Contains(out, "older than the maximum age 5ms (the backup's last run is complete)") ||
+		!strings.HasSuffix(errText, "backup t is INVALID: 1 problem(s)\n") {
+		t.Fatalf("--max-age 5ms: exit %d: %s%s", code, out, errText)
+	}
+
 	// Progress ends with a last line of the report's counts.
-	code, _, errText := kpipe(t, "validate", "--path", path, "--backup-id", "t", "--deep", "--progress", "json")
+	code, _, errText = kpipe(t, "validate", "--path", path, "--backup-id", "t", "--deep", "--progress", "json")
 	lines := strings.Split(strings.TrimSpace(errText), "\n")
 	want := fmt.Sprintf(`{"validating":{"bytes_read":%d,"done":true,"partitions":1,"partitions_done":1,"records":8,"segments":8}}`, r.Checked.BytesRead)
 	if code != 0 || lines[len(lines)-1] != want {
