@@ -7,6 +7,8 @@ PLUGINS := kafka fs s3 filter remap
 TEST_KAFKA_PORT ?= 19092
 # ... and their own S3 server on this one (`make s3-up` uses 9000).
 TEST_S3_PORT ?= 19000
+# The test broker opens its secure listeners too (SASL_SSL and mutual TLS).
+TEST_KAFKA := KAFKA_SECURE=1 KAFKA_PORT=$(TEST_KAFKA_PORT)
 
 .PHONY: all build test test-short chaos demo bench kafka-up kafka-down s3-up s3-down proto fmt vet deps clean
 
@@ -23,24 +25,24 @@ build: ## build bin/kpipe and bin/plugins/kpipe-plugin-* (static)
 
 test: deps build ## every test, against a real Kafka broker and a real S3 server started here
 	@scripts/pyarrow.sh >/dev/null
-	@KAFKA_PORT=$(TEST_KAFKA_PORT) scripts/kafka.sh up >/dev/null
+	@$(TEST_KAFKA) scripts/kafka.sh up >/dev/null
 	@S3_PORT=$(TEST_S3_PORT) scripts/s3.sh up >/dev/null
 	@set -o pipefail; KPIPE_PYARROW_PYTHON=$$(scripts/pyarrow.sh) \
 	  KPIPE_TEST_BOOTSTRAP=127.0.0.1:$(TEST_KAFKA_PORT) KPIPE_TEST_S3=http://127.0.0.1:$(TEST_S3_PORT) \
 	  KPIPE_PLUGIN_DIR=$(CURDIR)/bin/plugins \
 	  $(GO) test -race -count=1 -timeout 20m ./... ; rc=$$?; \
-	  KAFKA_PORT=$(TEST_KAFKA_PORT) scripts/kafka.sh down; S3_PORT=$(TEST_S3_PORT) scripts/s3.sh down; exit $$rc
+	  $(TEST_KAFKA) scripts/kafka.sh down; S3_PORT=$(TEST_S3_PORT) scripts/s3.sh down; exit $$rc
 
 # The long chaos run: more kills, more data, longer outages than the short
 # one `make test` runs; writes the report to chaos/REPORT.md.
 chaos: deps build ## the long chaos run against the test broker and S3 server, report in chaos/REPORT.md
-	@KAFKA_PORT=$(TEST_KAFKA_PORT) scripts/kafka.sh up >/dev/null
+	@$(TEST_KAFKA) scripts/kafka.sh up >/dev/null
 	@S3_PORT=$(TEST_S3_PORT) scripts/s3.sh up >/dev/null
 	@set -o pipefail; KPIPE_CHAOS_LONG=1 KPIPE_CHAOS_REPORT=$(CURDIR)/chaos/REPORT.md \
 	  KPIPE_TEST_BOOTSTRAP=127.0.0.1:$(TEST_KAFKA_PORT) KPIPE_TEST_S3=http://127.0.0.1:$(TEST_S3_PORT) \
 	  KPIPE_PLUGIN_DIR=$(CURDIR)/bin/plugins \
 	  $(GO) test -race -count=1 -timeout 60m -v ./chaos/ ; rc=$$?; \
-	  KAFKA_PORT=$(TEST_KAFKA_PORT) scripts/kafka.sh down; S3_PORT=$(TEST_S3_PORT) scripts/s3.sh down; exit $$rc
+	  $(TEST_KAFKA) scripts/kafka.sh down; S3_PORT=$(TEST_S3_PORT) scripts/s3.sh down; exit $$rc
 
 test-short: build ## the tests that need no broker
 	$(GO) test -short -count=1 ./...
@@ -57,13 +59,13 @@ STORAGE ?= fs
 BENCH_FLAGS ?=
 bench: deps build ## kpipe (fs and s3) vs the reference tool vs bare franz-go: backup, restore, PITR, deep validation (bench/RESULTS.md)
 	$(GO) build -o bin/kpipe-bench ./bench/cmd/kpipe-bench
-	@KAFKA_PORT=$(TEST_KAFKA_PORT) scripts/kafka.sh up >/dev/null
+	@$(TEST_KAFKA) scripts/kafka.sh up >/dev/null
 	@S3_PORT=$(TEST_S3_PORT) scripts/s3.sh up >/dev/null
 	@bin/kpipe-bench --bootstrap 127.0.0.1:$(TEST_KAFKA_PORT) --peer "$(PEER)" --s3 http://127.0.0.1:$(TEST_S3_PORT) \
 	  --kpipe bin/kpipe --plugin-dir bin/plugins --out bench/RESULTS.md \
 	  --kafka-version "$$(sed -n 's/^readonly KAFKA_VERSION=\([^ ]*\).*/\1/p' scripts/kafka.sh)" \
 	  $(BENCH_FLAGS) ; rc=$$?; \
-	  KAFKA_PORT=$(TEST_KAFKA_PORT) scripts/kafka.sh down; S3_PORT=$(TEST_S3_PORT) scripts/s3.sh down; exit $$rc
+	  $(TEST_KAFKA) scripts/kafka.sh down; S3_PORT=$(TEST_S3_PORT) scripts/s3.sh down; exit $$rc
 
 kafka-up: deps ## start the local broker on 127.0.0.1:9092 (KAFKA_PORT to change)
 	@scripts/kafka.sh up

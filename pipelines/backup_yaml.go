@@ -20,6 +20,7 @@ const DefaultCheckpointInterval = 10 * time.Second
 //	source:
 //	  bootstrap_servers: [broker:9092]
 //	  topics: {include: ["orders-*"], exclude: ["orders-tmp"]}
+//	  security: {security_protocol: SASL_SSL, sasl_mechanism: SCRAM-SHA-512, ...}  # or the same keys flat
 //	storage: {backend: filesystem, path: /backups}   # or backend: s3 with bucket, prefix, ...
 //	backup: {compression: zstd, continuous: false, ...}
 //
@@ -55,6 +56,9 @@ func LoadBackup(file string) (BackupOptions, error) {
 		return fail("source.topics.include", "is missing; list topic names or globs, such as [\"orders-*\"]")
 	}
 	o.ExcludeTopics = d.strs("source.topics.exclude")
+	if o.Security, err = loadSecurity(d, "source"); err != nil {
+		return BackupOptions{}, err
+	}
 	if err := loadStorage(d, &o); err != nil {
 		return BackupOptions{}, err
 	}

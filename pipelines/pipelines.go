@@ -64,6 +64,7 @@ func storageStage(path string, o StoreOptions, extra map[string]any) config.Stag
 // BackupOptions describe a backup.
 type BackupOptions struct {
 	BootstrapServers []string
+	Security         Security // how to reach the cluster
 	Topics           []string
 	Path             string // a folder, or s3://BUCKET/PREFIX
 	Store            StoreOptions
@@ -99,6 +100,7 @@ type RestoreOptions struct {
 	Store            StoreOptions
 	BackupID         string
 	BootstrapServers []string
+	Security         Security // how to reach the target cluster
 	Topics           []string // backup topics to restore; all when empty
 	Partitions       []int32  // source partitions to restore; all when empty
 	// TimeWindowStart and TimeWindowEnd are inclusive epoch milliseconds;
@@ -142,6 +144,7 @@ func Backup(name string, o BackupOptions) config.Pipeline {
 	if o.IsolationLevel != "" {
 		src["isolation_level"] = o.IsolationLevel
 	}
+	o.Security.addTo(src)
 	sink := map[string]any{"backup_id": o.BackupID}
 	if o.Compression != "" {
 		sink["compression"] = o.Compression
@@ -192,7 +195,9 @@ func Restore(name string, o RestoreOptions) config.Pipeline {
 		}
 		p.Transforms = append(p.Transforms, stage("remap", remap))
 	}
-	p.Sink = stage("kafka", map[string]any{"bootstrap_servers": o.BootstrapServers})
+	sink := map[string]any{"bootstrap_servers": o.BootstrapServers}
+	o.Security.addTo(sink)
+	p.Sink = stage("kafka", sink)
 	return p
 }
 

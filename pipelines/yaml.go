@@ -61,13 +61,13 @@ func mapOf(children map[string]schema) schema { return schema{kind: kMap, childr
 var backupSchema = mapOf(map[string]schema{
 	"mode":      leaf(kString),
 	"backup_id": leaf(kString),
-	"source": mapOf(map[string]schema{
+	"source": mapOf(withSecurity(map[string]schema{
 		"bootstrap_servers": leaf(kStrings),
 		"topics": {kind: kTopics, children: map[string]schema{
 			"include": leaf(kStrings),
 			"exclude": leaf(kStrings),
 		}},
-	}),
+	})),
 	"storage": mapOf(map[string]schema{
 		"backend":  leaf(kString),
 		"type":     leaf(kString),
@@ -104,6 +104,26 @@ var backupSchema = mapOf(map[string]schema{
 		"max_broker_outage":       leaf(kDuration),
 	}),
 })
+
+// securityKeys are the keys of a cluster's security settings, the kafka
+// plugin's parameters of the same names.
+var securityKeys = func() map[string]schema {
+	keys := map[string]schema{"ssl_endpoint_identification": leaf(kBool)}
+	for name := range new(Security).fields() {
+		keys[name] = leaf(kString)
+	}
+	return keys
+}()
+
+// withSecurity adds to the keys of a cluster (source or target) its
+// security settings, flat or in a security block.
+func withSecurity(keys map[string]schema) map[string]schema {
+	for k, v := range securityKeys {
+		keys[k] = v
+	}
+	keys["security"] = mapOf(securityKeys)
+	return keys
+}
 
 // doc is a YAML config file read against a schema: its values by dotted
 // key, with ${VAR} references replaced from the environment.
@@ -199,8 +219,19 @@ func (d *doc) expand(n *yaml.Node, key string) error {
 	if n.Kind != yaml.ScalarNode || !strings.Contains(n.Value, "${") {
 		return nil
 	}
+	v, err := ExpandEnv(n.Value)
+	if err != nil {
+		return d.errorf(n, key, "%v", err)
+	}
+	n.Value, n.Tag = v, "!!str"
+	return nil
+}
+
+// ExpandEnv replaces each ${NAME} in s with the environment variable NAME;
+// one that is not set is an error.
+func ExpandEnv(s string) (string, error) {
 	var missing string
-	n.Value = envRef.ReplaceAllStringFunc(n.Value, func(ref string) string {
+	out := envRef.ReplaceAllStringFunc(s, func(ref string) string {
 		name := envRef.FindStringSubmatch(ref)[1]
 		v, ok := os.LookupEnv(name)
 		if !ok && missing == "" {
@@ -209,10 +240,42 @@ func (d *doc) expand(n *yaml.Node, key string) error {
 		return v
 	})
 	if missing != "" {
-		return d.errorf(n, key, "${%s} is not set in the environment; set it, or write the value", missing)
+		return "", fmt.Errorf("${%s} is not set in the environment; set it, or write the value", missing)
 	}
-	n.Tag = "!!str"
-	return nil
+	return out, nil
+}
+
+// loadSecurity reads the security settings of the cluster under prefix
+// (source or target), each given flat or in the security block.
+func loadSecurity(d *doc, prefix string) (Security, error) {
+	var s Security
+	pick := func(name string) (string, error) {
+		flat, block := prefix+"."+name, prefix+".security."+name
+		if d.has(flat) && d.has(block) {
+			return "", d.errorf(d.values[block], block, "is given twice, also as %s; keep one", flat)
+		}
+		if d.has(block) {
+			return block, nil
+		}
+		return flat, nil
+	}
+	for name, to := range s.fields() {
+		key, err := pick(name)
+		if err != nil {
+			return s, err
+		}
+		*to = d.str(key)
+	}
+	key, err := pick("ssl_endpoint_identification")
+	if err != nil {
+		return s, err
+	}
+	check, ok, err := d.bool(key)
+	if err != nil {
+		return s, err
+	}
+	s.SkipEndpointIdentification = ok && !check
+	return s, nil
 }
 
 func (d *doc) has(key string) bool { _, ok := d.values[key]; return ok }

@@ -12,6 +12,10 @@
 #                               deletes its state dir)
 #   scripts/kafka.sh status     prints "running" (exit 0) or "stopped" (exit 1)
 #   scripts/kafka.sh fetch      only download the jars (warm the cache)
+#   scripts/kafka.sh security   for a broker started with KAFKA_SECURE=1, prints
+#                               KEY=VALUE lines: the secure listeners, the CA,
+#                               the client certificate and key, the SASL users
+#                               and their password files
 #   scripts/kafka.sh classpath [tools|broker]
 #                               fetch if needed, print a java -cp value: "tools"
 #                               (default) for the admin CLIs, "broker" for kafka.Kafka
@@ -28,6 +32,15 @@
 #                          clients (default 127.0.0.1:KAFKA_PORT): another
 #                          address, such as a TCP proxy's in front of the
 #                          broker, makes clients reach it only through that
+#   KAFKA_SECURE=1         also open the secure listeners beside PLAINTEXT (on the
+#                          first "up" of a state dir: they need a fresh one):
+#                          SASL_SSL on KAFKA_SASL_SSL_PORT (default KAFKA_PORT+2)
+#                          with PLAIN, SCRAM-SHA-512 and OAUTHBEARER (unsecured
+#                          JWTs, tests only), and mutual TLS on KAFKA_MTLS_PORT
+#                          (default KAFKA_PORT+3); both advertise localhost, the
+#                          name in the broker's certificate. The CA, certificates
+#                          and passwords are made with openssl in STATE/security;
+#                          "security" prints where they are
 #   KPIPE_CACHE            cache folder (default <repo>/.cache)
 #   KAFKA_STATE_DIR        state dir (default $KPIPE_CACHE/kafka-run-$KAFKA_PORT)
 #   KAFKA_START_TIMEOUT    seconds to wait for the broker (default 90)
@@ -87,6 +100,15 @@ TOOLS_LOG4J="$STATE/log4j2-tools.xml"
 BOOTSTRAP="127.0.0.1:$PORT"
 ADVERTISED=${KAFKA_ADVERTISED_ADDR:-$BOOTSTRAP}
 [[ $ADVERTISED =~ ^[^:/[:space:]]+:[0-9]+$ ]] || die "KAFKA_ADVERTISED_ADDR must be host:port, got '$ADVERTISED'"
+SECURE=${KAFKA_SECURE:-0}
+[[ $SECURE == 0 || $SECURE == 1 ]] || die "KAFKA_SECURE must be 0 or 1, got '$SECURE'"
+SPORT=${KAFKA_SASL_SSL_PORT:-$((PORT + 2))}
+MPORT=${KAFKA_MTLS_PORT:-$((PORT + 3))}
+is_port_number "$SPORT" || die "KAFKA_SASL_SSL_PORT must be a TCP port number, got '$SPORT'"
+is_port_number "$MPORT" || die "KAFKA_MTLS_PORT must be a TCP port number, got '$MPORT'"
+SEC="$STATE/security"
+SCRAM_USER=kpipe_scram
+PLAIN_USER=kpipe_plain
 
 # ---------------------------------------------------------------- tools
 
@@ -197,11 +219,11 @@ write_configs() {
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$CPORT
-listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CPORT
-advertised.listeners=PLAINTEXT://$ADVERTISED
+listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CPORT$( ((SECURE)) && echo ",SASL_SSL://127.0.0.1:$SPORT,MTLS://127.0.0.1:$MPORT")
+advertised.listeners=PLAINTEXT://$ADVERTISED$( ((SECURE)) && echo ",SASL_SSL://localhost:$SPORT,MTLS://localhost:$MPORT")
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT$( ((SECURE)) && echo ",SASL_SSL:SASL_SSL,MTLS:SSL")
 log.dirs=$DATA
 num.partitions=1
 default.replication.factor=1
@@ -213,6 +235,7 @@ share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 EOF
+	if ((SECURE)); then secure_props >>"$PROPS"; fi
 	if [[ -n ${KAFKA_EXTRA_PROPS:-} ]]; then
 		printf '# KAFKA_EXTRA_PROPS\n%s\n' "$KAFKA_EXTRA_PROPS" >>"$PROPS"
 	fi
@@ -259,8 +282,76 @@ tools_log4j_config() {
 EOF
 }
 
+# ---------------------------------------------------------------- security
+
+# make_security writes, once per state dir, a CA, the broker's certificate
+# (for the name localhost), a client certificate for mutual TLS, and the
+# SASL users' passwords (random).
+make_security() {
+	[[ -f $SEC/.done ]] && return 0
+	[[ -f $DATA/meta.properties ]] &&
+		die "KAFKA_SECURE=1 needs a fresh state dir (its SCRAM users are made when it is formatted): run 'KAFKA_WIPE=1 scripts/kafka.sh down' first, or set KAFKA_STATE_DIR"
+	command -v openssl >/dev/null 2>&1 || die "openssl not found; it makes the test broker's certificates: 'apt-get install -y openssl' (or make deps)"
+	log "making a CA, certificates and SASL passwords in $SEC"
+	rm -rf "$SEC"
+	mkdir -p "$SEC"
+	chmod 700 "$SEC"
+	(
+		cd "$SEC"
+		ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+		openssl req -x509 "${ec[@]}" -keyout ca.key -out ca.crt -days 3650 -subj "/CN=kpipe test CA" \
+			-addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
+		openssl req "${ec[@]}" -keyout broker.key -out broker.csr -subj "/CN=localhost"
+		printf 'subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n' >broker.ext
+		openssl x509 -req -in broker.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 -extfile broker.ext -out broker.crt
+		cat broker.key broker.crt >broker.pem
+		openssl req "${ec[@]}" -keyout client.key -out client.csr -subj "/CN=kpipe-client"
+		printf 'extendedKeyUsage=clientAuth\n' >client.ext
+		openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 -extfile client.ext -out client.crt
+		openssl rand -hex 16 >scram.password
+		openssl rand -hex 16 >plain.password
+		rm -f ./*.csr ./*.ext
+	) 2>"$SEC/openssl.log" || { cat "$SEC/openssl.log" >&2; die "openssl could not make the certificates (log above)"; }
+	touch "$SEC/.done"
+}
+
+# secure_props are the server.properties lines of the secure listeners.
+secure_props() {
+	cat <<PROPS
+# KAFKA_SECURE=1: SASL_SSL (PLAIN, SCRAM-SHA-512, OAUTHBEARER) and mutual TLS
+ssl.keystore.type=PEM
+ssl.keystore.location=$SEC/broker.pem
+ssl.truststore.type=PEM
+ssl.truststore.location=$SEC/ca.crt
+listener.name.mtls.ssl.client.auth=required
+listener.name.sasl_ssl.sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-512,OAUTHBEARER
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$PLAIN_USER="$(cat "$SEC/plain.password")";
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.oauthbearer.sasl.jaas.config=org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required unsecuredLoginStringClaim_sub="broker";
+listener.name.sasl_ssl.oauthbearer.connections.max.reauth.ms=3600000
+PROPS
+}
+
+cmd_security() {
+	[[ -f $SEC/.done ]] || die "no secure listeners on this state dir ($STATE); start the broker with KAFKA_SECURE=1 (on a fresh state dir)"
+	cat <<INFO
+SASL_SSL_BOOTSTRAP=localhost:$SPORT
+MTLS_BOOTSTRAP=localhost:$MPORT
+CA=$SEC/ca.crt
+CA_KEY=$SEC/ca.key
+CLIENT_CERT=$SEC/client.crt
+CLIENT_KEY=$SEC/client.key
+SCRAM_USER=$SCRAM_USER
+SCRAM_PASSWORD_FILE=$SEC/scram.password
+PLAIN_USER=$PLAIN_USER
+PLAIN_PASSWORD_FILE=$SEC/plain.password
+INFO
+}
+
 format_storage() {
 	[[ -f $DATA/meta.properties ]] && return 0
+	local scram=()
+	if ((SECURE)); then scram=(--add-scram "SCRAM-SHA-512=[name=$SCRAM_USER,password=$(cat "$SEC/scram.password")]"); fi
 	local id
 	id=$("$JAVA" -Dlog4j2.configurationFile="file:$TOOLS_LOG4J" -cp "$LIBS/*" \
 		kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1 | tr -d '[:space:]') ||
@@ -268,7 +359,7 @@ format_storage() {
 	[[ -n $id ]] || die "kafka.tools.StorageTool random-uuid printed nothing"
 	log "formatting $DATA (cluster id $id)"
 	"$JAVA" -Dlog4j2.configurationFile="file:$TOOLS_LOG4J" -cp "$LIBS/*" \
-		kafka.tools.StorageTool format --cluster-id "$id" --config "$PROPS" >&2 ||
+		kafka.tools.StorageTool format --cluster-id "$id" --config "$PROPS" "${scram[@]}" >&2 ||
 		die "kafka.tools.StorageTool format failed for $DATA"
 }
 
@@ -315,6 +406,9 @@ cmd_up() {
 	flock -w $((START_TIMEOUT + 60)) "$lockfd" || die "timed out waiting for another kafka.sh on $STATE"
 
 	if pid=$(pid_of_broker); then
+		if ((SECURE)) && ! grep -q '^listeners=.*SASL_SSL' "$PROPS" 2>/dev/null; then
+			die "kafka on $BOOTSTRAP (pid $pid) runs without the secure listeners KAFKA_SECURE=1 asks for; stop it ('scripts/kafka.sh down') and start it again"
+		fi
 		if port_open "$PORT" && grep -q 'Kafka Server started' "$SERVER_LOG" 2>/dev/null; then
 			log "kafka already running on $BOOTSTRAP (pid $pid)"
 			echo "$BOOTSTRAP"
@@ -337,6 +431,11 @@ cmd_up() {
 	port_open "$PORT" && die "127.0.0.1:$PORT is already in use by another process (not this state dir's broker); pick another KAFKA_PORT"
 	port_open "$CPORT" && die "controller port 127.0.0.1:$CPORT is already in use; set KAFKA_CONTROLLER_PORT"
 
+	if ((SECURE)); then
+		port_open "$SPORT" && die "SASL_SSL port 127.0.0.1:$SPORT is already in use; set KAFKA_SASL_SSL_PORT"
+		port_open "$MPORT" && die "mutual TLS port 127.0.0.1:$MPORT is already in use; set KAFKA_MTLS_PORT"
+		make_security
+	fi
 	write_configs
 	format_storage
 
@@ -465,6 +564,7 @@ case ${1:-} in
 up) cmd_up ;;
 down) cmd_down ;;
 status) cmd_status ;;
+security) cmd_security ;;
 fetch) cmd_fetch ;;
 classpath) cmd_classpath "${2:-tools}" ;;
 tool)
@@ -474,6 +574,6 @@ tool)
 -h | --help | help) usage ;;
 *)
 	usage
-	die "unknown command '${1:-}' (want up, down, status, fetch, classpath or tool)"
+	die "unknown command '${1:-}' (want up, down, status, security, fetch, classpath or tool)"
 	;;
 esac

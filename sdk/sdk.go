@@ -501,12 +501,16 @@ const (
 	OutcomeComplete Outcome = "complete"
 	// OutcomeStopped: the run was stopped (by a signal) before that.
 	OutcomeStopped Outcome = "stopped"
+	// OutcomeNotStarted: the sink opened, but the run failed before any
+	// data could flow (the source could not open: a cluster refusing the
+	// login, say). The sink undoes what opening it wrote.
+	OutcomeNotStarted Outcome = "not_started"
 )
 
 // Ender is implemented by plugins that record how a run ended (a backup
 // store, in its lease, so that listing tells a complete backup from a
 // stopped one). End is called just before Teardown, only after a run
-// without error.
+// without error, or with OutcomeNotStarted.
 type Ender interface {
 	End(ctx context.Context, o Outcome)
 }

@@ -207,6 +207,38 @@ func storeFlags(f *pflag.FlagSet, o *pipelines.StoreOptions) {
 	f.StringVar(&o.S3Profile, "s3-profile", "", "for an s3:// path: profile of the shared AWS config and credentials files (default: AWS_PROFILE or default); credentials come from the standard AWS chain")
 }
 
+// securityFlags declares the flags of a secured Kafka cluster; which says
+// whose it is ("Kafka" or "target Kafka").
+func securityFlags(f *pflag.FlagSet, o *pipelines.Security, which string) {
+	f.StringVar(&o.Protocol, "security-protocol", "", "how to reach the "+which+" brokers: PLAINTEXT (default), SSL (TLS), SASL_PLAINTEXT or SASL_SSL (SASL over TLS)")
+	f.StringVar(&o.Mechanism, "sasl-mechanism", "", "with SASL_*: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER")
+	f.StringVar(&o.Username, "sasl-username", "", "user of PLAIN and SCRAM")
+	f.StringVar(&o.Password, "sasl-password", "", "password of PLAIN and SCRAM; write '${NAME}' (quoted) to read it from the environment variable NAME, which keeps it out of the process list, or use --sasl-password-file")
+	f.StringVar(&o.PasswordFile, "sasl-password-file", "", "file holding the password of PLAIN and SCRAM (a trailing newline is ignored)")
+	f.StringVar(&o.Token, "sasl-oauthbearer-token", "", "OAUTHBEARER: a static token (a JWT); '${NAME}' reads it from the environment variable NAME")
+	f.StringVar(&o.TokenFile, "sasl-oauthbearer-token-file", "", "OAUTHBEARER: file holding the token, read again at every login, so a token rotated in the file is used from the next one")
+	f.StringVar(&o.CALocation, "ssl-ca-location", "", "with SSL and SASL_SSL: PEM file of the CAs that sign the brokers' certificates (default: the system's)")
+	f.StringVar(&o.CertLocation, "ssl-certificate-location", "", "mutual TLS: PEM file of this client's certificate (with --ssl-key-location)")
+	f.StringVar(&o.KeyLocation, "ssl-key-location", "", "mutual TLS: PEM file of this client's private key (unencrypted)")
+	f.Bool("ssl-endpoint-identification", true, "check that each broker's certificate is for the name it is reached by; false skips that check (the certificate must still be signed by a trusted CA)")
+}
+
+// readSecurity finishes the settings securityFlags declared: the check of
+// names, and secrets given as ${NAME}.
+func readSecurity(cmd *cobra.Command, o *pipelines.Security) error {
+	check, err := cmd.Flags().GetBool("ssl-endpoint-identification")
+	if err != nil {
+		return err
+	}
+	o.SkipEndpointIdentification = !check
+	for flag, v := range map[string]*string{"--sasl-password": &o.Password, "--sasl-oauthbearer-token": &o.Token} {
+		if *v, err = pipelines.ExpandEnv(*v); err != nil {
+			return badInput("%s: %v", flag, err)
+		}
+	}
+	return nil
+}
+
 // checkStore refuses S3 flags beside a path that is not an s3:// URL.
 func checkStore(cmd *cobra.Command, path string) error {
 	if pipelines.IsS3(path) {
@@ -402,6 +434,11 @@ environment), instead of the flags that describe what to back up.`,
 					return usageError{err}
 				}
 			}
+			if configFile == "" {
+				if err := readSecurity(cmd, &b.Security); err != nil {
+					return err
+				}
+			}
 			if err := required(map[string]bool{
 				"--bootstrap-servers": len(b.BootstrapServers) > 0, "--topics": len(b.Topics) > 0,
 				"--path": b.Path != "", "--backup-id": b.BackupID != "",
@@ -429,6 +466,7 @@ environment), instead of the flags that describe what to back up.`,
 	f.StringVar(&configFile, "config", "", "YAML file of mode: backup describing the backup (source, storage, backup sections), instead of the flags below up to --segment-max-interval")
 	f.StringSliceVar(&b.BootstrapServers, "bootstrap-servers", nil, "Kafka brokers, host:port, comma separated (required)")
 	f.StringSliceVar(&b.Topics, "topics", nil, "topic names or globs, comma separated (required)")
+	securityFlags(f, &b.Security, "Kafka")
 	f.StringVar(&b.Path, "path", "", "where backups are kept: a folder, or s3://BUCKET/PREFIX (required)")
 	storeFlags(f, &b.Store)
 	f.StringVar(&b.BackupID, "backup-id", "", "name of this backup under --path (required)")
@@ -467,6 +505,9 @@ records are skipped unread. Missing target topics are
 created with as many partitions as the restore needs.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := readSecurity(cmd, &r.Security); err != nil {
+				return err
+			}
 			if err := required(map[string]bool{
 				"--bootstrap-servers": len(r.BootstrapServers) > 0,
 				"--path":              r.Path != "", "--backup-id": r.BackupID != "",
@@ -524,6 +565,7 @@ created with as many partitions as the restore needs.`,
 	storeFlags(f, &r.Store)
 	f.StringVar(&r.BackupID, "backup-id", "", "backup to restore (required)")
 	f.StringSliceVar(&r.BootstrapServers, "bootstrap-servers", nil, "target Kafka brokers, host:port, comma separated (required)")
+	securityFlags(f, &r.Security, "target Kafka")
 	f.StringSliceVar(&r.Topics, "topics", nil, "backup topics (names or globs) to restore; all when empty")
 	f.Int32SliceVar(&r.Partitions, "source-partitions", nil, "backup partitions to restore; all when empty")
 	f.Int64Var(&r.TimeWindowStart, "time-window-start", -1, "restore records with timestamp >= this, epoch milliseconds (-1: from the start)")
@@ -596,7 +638,8 @@ func paramsJSON(ps []param.Param) []paramJSON {
 // configFlags are the backup flags a --config file replaces.
 var configFlags = []string{"bootstrap-servers", "topics", "path", "backup-id", "compression", "continuous", "max-broker-outage", "consumer-group-snapshot",
 	"segment-max-bytes", "segment-max-records", "segment-max-interval", "s3-endpoint", "s3-region", "s3-force-path-style", "s3-profile",
-	"encryption-key-file", "encryption-key-env"}
+	"encryption-key-file", "encryption-key-env", "security-protocol", "sasl-mechanism", "sasl-username", "sasl-password", "sasl-password-file",
+	"sasl-oauthbearer-token", "sasl-oauthbearer-token-file", "ssl-ca-location", "ssl-certificate-location", "ssl-key-location", "ssl-endpoint-identification"}
 
 // onlyConfig refuses flags beside --config that the config file replaces.
 func onlyConfig(cmd *cobra.Command) error {

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"strings"
 )
 
 // Identity names what a pipeline reads and writes: a digest of the plugins
@@ -11,7 +12,9 @@ import (
 // backup and its storage, the target cluster, the mappings...). Pipelines
 // with the same identity are the same pipeline: one may resume the other's
 // state. Where a pipeline is written (file, line, order of attributes) and
-// its name do not count.
+// its name do not count, nor do the settings of how a cluster is reached
+// (see ConnectionParam): a rotated password or certificate is the same
+// pipeline.
 func (p Pipeline) Identity() string {
 	type stage struct {
 		Plugin string         `json:"plugin"`
@@ -21,6 +24,9 @@ func (p Pipeline) Identity() string {
 	for _, s := range append(append([]Stage{p.Source}, p.Transforms...), p.Sink) {
 		params := make(map[string]any, len(s.Params))
 		for k, raw := range s.Params {
+			if ConnectionParam(k) {
+				continue
+			}
 			var v any
 			if err := json.Unmarshal(raw, &v); err != nil {
 				v = string(raw) // not JSON: compare it as written
@@ -35,4 +41,12 @@ func (p Pipeline) Identity() string {
 	}
 	sum := sha256.Sum256(data)
 	return hex.EncodeToString(sum[:8])
+}
+
+// ConnectionParam says whether a plugin parameter is a setting of how a
+// system is reached, credentials among them, rather than of what is read or
+// written: security_protocol and those named sasl_* or ssl_*. Plugins name
+// their TLS and SASL parameters so.
+func ConnectionParam(name string) bool {
+	return name == "security_protocol" || strings.HasPrefix(name, "sasl_") || strings.HasPrefix(name, "ssl_")
 }

@@ -41,3 +41,27 @@ func TestIdentityIsWhatThePipelineReadsAndWrites(t *testing.T) {
 		}
 	}
 }
+
+func TestIdentityLeavesOutHowAClusterIsReached(t *testing.T) {
+	sink := func(kv ...string) Pipeline {
+		s := Stage{Plugin: "kafka", Params: map[string]json.RawMessage{"bootstrap_servers": json.RawMessage(`["h:1"]`)}}
+		for i := 0; i < len(kv); i += 2 {
+			s.Params[kv[i]] = json.RawMessage(kv[i+1])
+		}
+		return Pipeline{Source: Stage{Plugin: "fs", Params: map[string]json.RawMessage{"backup_id": json.RawMessage(`"x"`)}}, Sink: s}
+	}
+	base := sink()
+	rotated := sink("security_protocol", `"SASL_SSL"`, "sasl_mechanism", `"SCRAM-SHA-512"`, "sasl_username", `"u"`,
+		"sasl_password", `"new secret"`, "ssl_ca_location", `"/etc/ca.pem"`)
+	if rotated.Identity() != base.Identity() {
+		t.Errorf("security settings changed the identity: a rotated password would start the pipeline over")
+	}
+	for _, name := range []string{"security_protocol", "sasl_password", "ssl_key_location"} {
+		if !ConnectionParam(name) {
+			t.Errorf("ConnectionParam(%q) = false", name)
+		}
+	}
+	if ConnectionParam("bootstrap_servers") || ConnectionParam("topics") {
+		t.Errorf("ConnectionParam takes what the pipeline reads for how it connects")
+	}
+}

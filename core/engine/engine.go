@@ -274,6 +274,15 @@ func Run(ctx context.Context, p config.Pipeline, opts Options) (rep *Report, err
 	if rep.ResumedFrom != "" {
 		log.Info("resuming", "from", rep.ResumedFrom, "partitions", len(resume))
 	}
+	// A run that fails before data can flow tears the sink down as not
+	// started: it undoes what opening it wrote (a backup's lease).
+	notStarted := func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if _, err := sink.inst.Teardown(ctx, sdk.OutcomeNotStarted); err != nil {
+			log.Warn("sink teardown after a failed start", "error", err)
+		}
+	}
 	for _, t := range transforms {
 		o := sdk.TransformOpen{Codec: opened.Codec, InFlightBytes: opts.InFlightBytes, MetricsInterval: opts.MetricsInterval,
 			Traceparent: traceparent, Tracestate: tracestate}
@@ -281,6 +290,7 @@ func Run(ctx context.Context, p config.Pipeline, opts Options) (rep *Report, err
 			o.InPeerCert, o.OutPeerCert = t.up.cert(), t.down.cert()
 		}
 		if err := t.inst.Transform().Open(setupCtx, o); err != nil {
+			notStarted()
 			return nil, fmt.Errorf("pipeline %q: open transform %q: %w", p.Name, t.cfg.Plugin, err)
 		}
 	}
@@ -290,6 +300,7 @@ func Run(ctx context.Context, p config.Pipeline, opts Options) (rep *Report, err
 		Traceparent: traceparent, Tracestate: tracestate,
 	})
 	if err != nil {
+		notStarted()
 		return nil, fmt.Errorf("pipeline %q: open source %q: %w", p.Name, src.cfg.Plugin, err)
 	}
 

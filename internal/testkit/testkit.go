@@ -62,7 +62,8 @@ func withLock(name string, fn func() error) error {
 }
 
 // Kafka returns the bootstrap address of a real broker: KPIPE_TEST_BOOTSTRAP
-// when set, else one started with scripts/kafka.sh on TestPort. Under -short
+// when set, else one started with scripts/kafka.sh on TestPort, with its
+// secure listeners (see Secure). Under -short
 // the test is skipped.
 func Kafka(t testing.TB) string {
 	t.Helper()
@@ -76,7 +77,7 @@ func Kafka(t testing.TB) string {
 		}
 		brokerErr = withLock("kafka", func() error {
 			cmd := exec.Command(filepath.Join(Root(), "scripts", "kafka.sh"), "up")
-			cmd.Env = append(os.Environ(), "KAFKA_PORT="+TestPort)
+			cmd.Env = append(os.Environ(), "KAFKA_PORT="+TestPort, "KAFKA_SECURE=1")
 			var stderr bytes.Buffer
 			cmd.Stderr = &stderr
 			out, err := cmd.Output()
@@ -403,6 +404,22 @@ func BackupRecords(t testing.TB, root, id string) []*kgo.Record {
 				rec.Release()
 			}
 		}
+	}
+	return out
+}
+
+// ListTopics returns the names of the cluster's topics.
+func ListTopics(t testing.TB, addr string) map[string]bool {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	td, err := kadm.NewClient(Client(t, addr)).ListTopics(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]bool{}
+	for name := range td {
+		out[name] = true
 	}
 	return out
 }

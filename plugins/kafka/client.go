@@ -10,13 +10,15 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// connect builds a client and proves the cluster answers within timeout, so
-// that an unreachable broker is an error at start, not a silent hang.
-func connect(ctx context.Context, servers []string, timeout time.Duration, opts ...kgo.Opt) (*kgo.Client, *kadm.Client, error) {
-	cl, err := kgo.NewClient(append([]kgo.Opt{
+// connect builds a client with the security settings and proves the
+// cluster answers within timeout, so that an unreachable broker is an error
+// at start, not a silent hang, and a failed TLS handshake or SASL login an
+// error that says which.
+func connect(ctx context.Context, servers []string, timeout time.Duration, sec *securityConfig, opts ...kgo.Opt) (*kgo.Client, *kadm.Client, error) {
+	cl, err := kgo.NewClient(append(append([]kgo.Opt{
 		kgo.SeedBrokers(servers...),
 		kgo.ClientID("kpipe"),
-	}, opts...)...)
+	}, sec.opts()...), opts...)...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("kafka client: %w", err)
 	}
@@ -25,6 +27,9 @@ func connect(ctx context.Context, servers []string, timeout time.Duration, opts 
 	defer cancel()
 	if _, err := adm.BrokerMetadata(pctx); err != nil {
 		cl.Close()
+		if explained := sec.explain(err); explained != err {
+			return nil, nil, explained
+		}
 		return nil, nil, fmt.Errorf("cannot reach Kafka at %s within %s: %w; check bootstrap_servers and that the brokers are up", strings.Join(servers, ","), timeout, err)
 	}
 	return cl, adm, nil

@@ -26,6 +26,10 @@ const warnEvery = 10 * time.Second
 // it is an error.
 type outage struct {
 	max time.Duration // 0: unbounded
+	// failure tells a connection that fails for good (a refused login, a
+	// certificate not trusted) from an outage: it returns the error to end
+	// the run with, or nil.
+	failure func(error) error
 
 	mu       sync.Mutex
 	since    time.Time // zero when there is none
@@ -33,6 +37,7 @@ type outage struct {
 	lastWarn time.Time
 	broker   string
 	cause    error
+	fatal    error // a connection failed for good
 	now      func() time.Time
 	// fetches counts each broker's fetches written and not yet answered,
 	// and since when the oldest of them has waited.
@@ -92,6 +97,14 @@ func (o *outage) OnBrokerConnect(meta kgo.BrokerMetadata, _ time.Duration, _ net
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	if o.failure != nil {
+		if ferr := o.failure(err); ferr != nil {
+			if o.fatal == nil {
+				o.fatal = ferr
+			}
+			return
+		}
+	}
 	o.broker, o.cause = net.JoinHostPort(meta.Host, strconv.Itoa(int(meta.Port))), err
 	o.lastFail = o.now()
 	if o.since.IsZero() {
@@ -136,6 +149,9 @@ func (o *outage) limit() string {
 func (o *outage) check() error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	if o.fatal != nil {
+		return o.fatal
+	}
 	now := o.now()
 	for _, p := range o.fetches {
 		if p.n == 0 || now.Sub(p.since) < stallAfter {

@@ -32,6 +32,7 @@ type sinkConfig struct {
 type Sink struct {
 	sdk.UnimplementedSink
 	cfg  sinkConfig
+	sec  securityConfig
 	cl   *kgo.Client
 	adm  *kadm.Client
 	ack  sdk.Acker
@@ -64,11 +65,11 @@ type inFlight struct {
 func NewSink() sdk.Sink { return &Sink{} }
 
 func (s *Sink) Spec() sdk.Spec {
-	return sdk.Spec{Name: "kafka", Version: sdk.Version, Summary: "Apache Kafka topics (franz-go)", Config: &s.cfg}
+	return sdk.Spec{Name: "kafka", Version: sdk.Version, Summary: "Apache Kafka topics (franz-go)", Config: param.Multi{&s.cfg, &s.sec}}
 }
 
 func (s *Sink) Configure(context.Context) error {
-	var errs param.Errors
+	errs := s.sec.check()
 	if len(s.cfg.BootstrapServers) == 0 {
 		errs = append(errs, param.Errorf("bootstrap_servers", "is empty; list at least one broker, e.g. [\"127.0.0.1:9092\"]"))
 	}
@@ -90,7 +91,7 @@ func (s *Sink) Open(ctx context.Context, ack sdk.Acker) error {
 	s.pool = record.NewPoolWithLimit(sdk.InFlightBytes() / 8)
 	s.dec = record.NewDecoder(s.pool)
 	var err error
-	s.cl, s.adm, err = connect(ctx, s.cfg.BootstrapServers, s.cfg.ConnectTimeout,
+	s.cl, s.adm, err = connect(ctx, s.cfg.BootstrapServers, s.cfg.ConnectTimeout, &s.sec,
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.ProducerLinger(5*time.Millisecond),
@@ -281,7 +282,7 @@ func (s *Sink) done(id sdk.BatchID, err error) {
 	defer s.mu.Unlock()
 	if err != nil {
 		if s.err == nil {
-			s.err = fmt.Errorf("produce: %w", err)
+			s.err = fmt.Errorf("produce: %w", s.sec.explain(err))
 		}
 		return
 	}

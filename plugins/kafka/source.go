@@ -63,6 +63,7 @@ func (st *partState) lag(continuous bool) int64 {
 type Source struct {
 	sdk.UnimplementedSource
 	cfg     sourceConfig
+	sec     securityConfig
 	cl      *kgo.Client
 	adm     *kadm.Client
 	pool    *record.Pool
@@ -92,11 +93,11 @@ type Source struct {
 func NewSource() sdk.Source { return &Source{} }
 
 func (s *Source) Spec() sdk.Spec {
-	return sdk.Spec{Name: "kafka", Version: sdk.Version, Summary: "Apache Kafka topics (franz-go)", Config: &s.cfg}
+	return sdk.Spec{Name: "kafka", Version: sdk.Version, Summary: "Apache Kafka topics (franz-go)", Config: param.Multi{&s.cfg, &s.sec}}
 }
 
 func (s *Source) Configure(context.Context) error {
-	var errs param.Errors
+	errs := s.sec.check()
 	if len(s.cfg.BootstrapServers) == 0 {
 		errs = append(errs, param.Errorf("bootstrap_servers", "is empty; list at least one broker, e.g. [\"127.0.0.1:9092\"]"))
 	}
@@ -195,6 +196,7 @@ func (s *Source) Open(ctx context.Context, o sdk.SourceOptions) error {
 	s.pools = newFetchPools(s.pool, s.sizer)
 	wire := s.sizer.wire()
 	s.outage = newOutage(s.outageLimit())
+	s.outage.failure = s.sec.failure
 	opts := []kgo.Opt{
 		kgo.WithHooks(s.outage),
 		kgo.KeepControlRecords(),
@@ -211,7 +213,7 @@ func (s *Source) Open(ctx context.Context, o sdk.SourceOptions) error {
 		opts = append(opts, kgo.FetchIsolationLevel(kgo.ReadUncommitted()))
 	}
 	var err error
-	s.cl, s.adm, err = connect(ctx, s.cfg.BootstrapServers, s.cfg.ConnectTimeout, opts...)
+	s.cl, s.adm, err = connect(ctx, s.cfg.BootstrapServers, s.cfg.ConnectTimeout, &s.sec, opts...)
 	if err != nil {
 		return err
 	}
@@ -517,6 +519,9 @@ func (s *Source) skipTo(st *partState, start int64) {
 
 // partitionError types a fetch error of one partition.
 func (s *Source) partitionError(topic string, partition int32, err error) error {
+	if ferr := s.sec.failure(err); ferr != nil {
+		return ferr // the login or the handshake, not the partition
+	}
 	pe := &sdk.PartitionError{Topic: topic, Partition: partition, Offset: -1, Err: fmt.Errorf("fetch: %w", err)}
 	if st := s.parts[key(topic, partition)]; st != nil {
 		pe.Offset = st.next

@@ -239,6 +239,9 @@ type Lease struct {
 const (
 	OutcomeComplete = "complete"
 	OutcomeStopped  = "stopped"
+	// OutcomeNotStarted is never stored: a run that did not start deletes
+	// its lease.
+	OutcomeNotStarted = "not_started"
 )
 
 // num renders a number for a key: zero-padded, so that key order is number

@@ -245,6 +245,18 @@ func (l *lease) release(ctx context.Context, outcome string) error {
 	return l.store.Put(ctx, l.keys.Lease(l.cur.Epoch), bytes.NewReader(data), int64(len(data)), PutOptions{})
 }
 
+// abandon stops renewing and, unless fenced, deletes the lease: the run
+// wrote nothing under it, and the last run of the backup is again the one
+// before.
+func (l *lease) abandon(ctx context.Context) error {
+	close(l.stop)
+	<-l.done
+	if l.check(ctx) != nil {
+		return nil
+	}
+	return l.store.Delete(ctx, l.keys.Lease(l.cur.Epoch))
+}
+
 // readObject reads a whole object.
 func readObject(ctx context.Context, store BlobStore, key string) ([]byte, error) {
 	r, err := store.Get(ctx, key, 0, -1)

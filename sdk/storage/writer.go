@@ -300,8 +300,12 @@ func (w *Writer) AddPartition(ctx context.Context, topic string, partition int32
 }
 
 // Close lets the lease go, recording the run's outcome (OutcomeComplete
-// or OutcomeStopped; empty when unknown).
+// or OutcomeStopped; empty when unknown). With OutcomeNotStarted, the run
+// wrote nothing: the lease is deleted, as if the run never was.
 func (w *Writer) Close(ctx context.Context, outcome string) error {
+	if outcome == OutcomeNotStarted {
+		return w.lease.abandon(ctx)
+	}
 	if w.lease.err() == nil {
 		if err := w.create(ctx); err != nil {
 			w.lease.release(ctx, "")
