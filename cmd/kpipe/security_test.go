@@ -381,4 +381,3 @@ func TestSecuritySettingsExitTwo(t *testing.T) {
 		}
 	}
 }
-
