@@ -23,6 +23,7 @@ func writeYAML(t *testing.T, text string) string {
 // storage shapes.
 func TestLoadBackupReadsEveryKey(t *testing.T) {
 	t.Setenv("KPIPE_TEST_BROKER", "broker-1:9092")
+	t.Setenv("KPIPE_TEST_PASSWORD", "pass word")
 	cases := []struct {
 		name, yaml string
 		want       BackupOptions
@@ -35,6 +36,17 @@ source:
   topics:
     include: ["orders-*", payments]
     exclude: [orders-tmp]
+  security_protocol: SASL_SSL
+  sasl_mechanism: SCRAM-SHA-512
+  sasl_username: backup
+  sasl_password: ${KPIPE_TEST_PASSWORD}
+  sasl_password_file: /etc/pw
+  sasl_oauthbearer_token: tok
+  sasl_oauthbearer_token_file: /etc/tok
+  ssl_ca_location: /etc/ca.pem
+  ssl_certificate_location: /etc/c.pem
+  ssl_key_location: /etc/k.pem
+  ssl_endpoint_identification: false
 storage:
   backend: filesystem
   path: /backups
@@ -54,6 +66,9 @@ backup:
 `,
 		want: BackupOptions{BackupID: "daily", BootstrapServers: []string{"broker-1:9092", "broker-2:9092"},
 			Topics: []string{"orders-*", "payments"}, ExcludeTopics: []string{"orders-tmp"}, Path: "/backups",
+			Security: Security{Protocol: "SASL_SSL", Mechanism: "SCRAM-SHA-512", Username: "backup", Password: "pass word", PasswordFile: "/etc/pw",
+				Token: "tok", TokenFile: "/etc/tok", CALocation: "/etc/ca.pem", CertLocation: "/etc/c.pem", KeyLocation: "/etc/k.pem",
+				SkipEndpointIdentification: true},
 			Store:       StoreOptions{EncryptionKeyEnv: "BACKUP_KEY"},
 			Compression: "lz4", CompressionLevel: 5, SegmentMaxBytes: 1048576, SegmentMaxRecords: 1000,
 			SegmentMaxInterval: 3 * time.Second, Continuous: true, IncludeInternalTopics: true, ConsumerGroupSnapshot: true,
@@ -80,7 +95,13 @@ backup:
 		name: "s3 block",
 		yaml: `mode: backup
 backup_id: b
-source: {bootstrap_servers: [k:9092], topics: [t, u]}
+source:
+  bootstrap_servers: [k:9092]
+  topics: [t, u]
+  security:
+    security_protocol: SSL
+    ssl_ca_location: /ca.pem
+    ssl_endpoint_identification: true
 storage:
   type: s3
   s3:
@@ -95,6 +116,7 @@ backup:
   continuous: false
 `,
 		want: BackupOptions{BackupID: "b", BootstrapServers: []string{"k:9092"}, Topics: []string{"t", "u"},
+			Security: Security{Protocol: "SSL", CALocation: "/ca.pem"},
 			Path: "s3://dr/kafka", Store: StoreOptions{S3Region: "eu-west-1", S3Endpoint: "http://minio:9000", S3ForcePathStyle: true,
 				S3Profile: "backup", EncryptionKeyFile: "/etc/kpipe/key"},
 			SegmentMaxInterval: DefaultCheckpointInterval},
@@ -117,7 +139,8 @@ backup:
 func TestABackupConfigBecomesItsPipeline(t *testing.T) {
 	o := BackupOptions{BackupID: "daily", BootstrapServers: []string{"k:9092"}, Topics: []string{"orders-*"}, ExcludeTopics: []string{"orders-tmp"},
 		Path: "/backups", Compression: "lz4", CompressionLevel: 5, SegmentMaxBytes: 1 << 20, SegmentMaxRecords: 1000,
-		SegmentMaxInterval: 3 * time.Second, Continuous: true, IncludeInternalTopics: true, ConsumerGroupSnapshot: true, IsolationLevel: "read_uncommitted", MaxBrokerOutage: 2 * time.Minute}
+		SegmentMaxInterval: 3 * time.Second, Continuous: true, IncludeInternalTopics: true, ConsumerGroupSnapshot: true, IsolationLevel: "read_uncommitted", MaxBrokerOutage: 2 * time.Minute,
+		Security: Security{Protocol: "SASL_SSL", Mechanism: "OAUTHBEARER", TokenFile: "/t", CALocation: "/ca", SkipEndpointIdentification: true}}
 	p := Backup("backup", o)
 	params := func(raw map[string]json.RawMessage) map[string]any {
 		out := map[string]any{}
@@ -130,7 +153,8 @@ func TestABackupConfigBecomesItsPipeline(t *testing.T) {
 	}
 	src, sink := params(p.Source.Params), params(p.Sink.Params)
 	wantSrc := map[string]any{"bootstrap_servers": []any{"k:9092"}, "topics": []any{"orders-*"}, "exclude_topics": []any{"orders-tmp"},
-		"continuous": true, "include_internal_topics": true, "consumer_group_snapshot": true, "isolation_level": "read_uncommitted", "max_broker_outage": "2m0s"}
+		"continuous": true, "include_internal_topics": true, "consumer_group_snapshot": true, "isolation_level": "read_uncommitted", "max_broker_outage": "2m0s",
+		"security_protocol": "SASL_SSL", "sasl_mechanism": "OAUTHBEARER", "sasl_oauthbearer_token_file": "/t", "ssl_ca_location": "/ca", "ssl_endpoint_identification": false}
 	wantSink := map[string]any{"path": "/backups", "backup_id": "daily", "compression": "lz4", "compression_level": float64(5),
 		"segment_max_bytes": float64(1 << 20), "segment_max_records": float64(1000), "flush_interval": "3s"}
 	if p.Source.Plugin != "kafka" || !reflect.DeepEqual(src, wantSrc) {
@@ -158,6 +182,10 @@ func TestBadBackupConfigsNameTheKeyAndTheFix(t *testing.T) {
 		{"s3 key on a folder", "mode: backup\nbackup_id: b\nsource: {bootstrap_servers: [k:9092], topics: [t]}\nstorage: {backend: filesystem, path: /b, bucket: x}\n", `:4: storage.bucket: is for backend: s3, not filesystem`},
 		{"unknown storage", "mode: backup\nbackup_id: b\nsource: {bootstrap_servers: [k:9092], topics: [t]}\nstorage: {backend: gcs}\n", `:4: storage.backend: "gcs" is not a storage kpipe knows; use filesystem or s3`},
 		{"compression level out of range", head + "backup:\n  compression_level: 30\n", `:6: backup.compression_level: compression level 30 is out of range for zstd (zstd: 1 to 22, lz4: 1 to 9)`},
+		{"a security key twice", "mode: backup\nbackup_id: b\nsource:\n  bootstrap_servers: [k:9092]\n  topics: [t]\n  sasl_username: a\n  security:\n    sasl_username: b\n",
+			`:8: source.security.sasl_username: is given twice, also as source.sasl_username; keep one`},
+		{"unknown security key", "mode: backup\nbackup_id: b\nsource:\n  bootstrap_servers: [k:9092]\n  topics: [t]\n  security:\n    sasl_pasword: b\n",
+			`:7: source.security.sasl_pasword: unknown key; did you mean sasl_password?`},
 		{"isolation level", head + "backup:\n  isolation_level: committed\n", `:6: backup.isolation_level: "committed" is not read_committed or read_uncommitted`},
 	}
 	for _, c := range cases {

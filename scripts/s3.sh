@@ -98,13 +98,20 @@ s3curl() {
 
 cmd_up() {
 	cmd_bin >/dev/null
+	# One "up" per state dir at a time: two would start two servers on one
+	# port (the server binds it with SO_REUSEPORT) over the same data, each
+	# with its own locks. The server does not inherit the lock.
+	mkdir -p "$STATE"
+	local lockfd
+	exec {lockfd}>"$STATE/.lock"
+	flock -w $((START_TIMEOUT + 60)) "$lockfd" || die "timed out waiting for another s3.sh on $STATE"
 	if ! pid_of_server >/dev/null; then
 		(exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && die "port $PORT is taken by another program; set S3_PORT"
 		mkdir -p "$STATE/data"
 		log "starting the S3 server on $ENDPOINT (data in $STATE/data)"
 		MINIO_ROOT_USER=$ACCESS_KEY MINIO_ROOT_PASSWORD=$SECRET_KEY MINIO_REGION=$REGION \
 			MINIO_BROWSER=off MINIO_UPDATE=off \
-			setsid "$BIN" server --quiet --address "127.0.0.1:$PORT" "$STATE/data" >"$OUTFILE" 2>&1 </dev/null &
+			setsid "$BIN" server --quiet --address "127.0.0.1:$PORT" "$STATE/data" >"$OUTFILE" 2>&1 </dev/null {lockfd}>&- &
 		echo $! >"$PIDFILE"
 	fi
 	local deadline=$((SECONDS + START_TIMEOUT))

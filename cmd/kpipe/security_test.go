@@ -301,6 +301,11 @@ func TestSecurityErrors(t *testing.T) {
 			"Kafka broker " + sec.SASLSSL + " does not enable SASL mechanism SCRAM-SHA-256 on that listener; set sasl_mechanism to one it enables"},
 		{"no client certificate", sec.MTLS, []string{"--security-protocol", "SSL", "--ssl-ca-location", sec.CA},
 			"TLS with Kafka broker " + sec.MTLS + " failed: it refused the handshake (bad certificate): it wants a client certificate (mutual TLS); set ssl_certificate_location and ssl_key_location"},
+		{"expired token", sec.SASLSSL, []string{"--security-protocol", "SASL_SSL", "--sasl-mechanism", "OAUTHBEARER", "--ssl-ca-location", sec.CA,
+			"--sasl-oauthbearer-token", testkit.UnsecuredJWT("old", time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))},
+			"Kafka broker " + sec.SASLSSL + ": OAUTHBEARER login: sasl_oauthbearer_token expired at 2026-01-02T03:04:05Z; renew it"},
+		{"plaintext to a TLS listener", sec.MTLS, nil,
+			"Kafka broker " + sec.MTLS + " speaks TLS on that port; set security_protocol to SSL or SASL_SSL (it is PLAINTEXT)"},
 		{"TLS to a plain listener", strings.Replace(addr, "127.0.0.1", "localhost", 1), []string{"--security-protocol", "SSL", "--ssl-ca-location", sec.CA},
 			"TLS with Kafka broker " + strings.Replace(addr, "127.0.0.1", "localhost", 1) + " failed: it closed the connection at the first message: its listener on that port does not speak TLS; check security_protocol (SSL) against the listener"},
 	} {
