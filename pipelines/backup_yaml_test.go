@@ -117,7 +117,7 @@ backup:
 `,
 		want: BackupOptions{BackupID: "b", BootstrapServers: []string{"k:9092"}, Topics: []string{"t", "u"},
 			Security: Security{Protocol: "SSL", CALocation: "/ca.pem"},
-			Path: "s3://dr/kafka", Store: StoreOptions{S3Region: "eu-west-1", S3Endpoint: "http://minio:9000", S3ForcePathStyle: true,
+			Path:     "s3://dr/kafka", Store: StoreOptions{S3Region: "eu-west-1", S3Endpoint: "http://minio:9000", S3ForcePathStyle: true,
 				S3Profile: "backup", EncryptionKeyFile: "/etc/kpipe/key"},
 			SegmentMaxInterval: DefaultCheckpointInterval},
 	}}
