@@ -82,7 +82,9 @@ func TestABrokerRestartMidRestore(t *testing.T) {
 	restored := func() int64 { return endOffsets(adm, dst) }
 	var out syncBuffer
 	w := restore(&out)
-	waitUntil(t, "the restore wrote a tenth of the records", w, &out, func() bool { return restored() >= total/10 })
+	// The broker goes down early in the restore: stopping it takes a while,
+	// and on a fast machine the restore could finish meanwhile.
+	waitUntil(t, "the restore wrote its first records", w, &out, func() bool { return restored() >= total/50 })
 	pause := size(2*time.Second, 15*time.Second)
 	down := time.Now()
 	k.Down(t)
