@@ -36,9 +36,11 @@
 #                          first "up" of a state dir: they need a fresh one):
 #                          SASL_SSL on KAFKA_SASL_SSL_PORT (default KAFKA_PORT+2)
 #                          with PLAIN, SCRAM-SHA-512 and OAUTHBEARER (unsecured
-#                          JWTs, tests only), and mutual TLS on KAFKA_MTLS_PORT
-#                          (default KAFKA_PORT+3); both advertise localhost, the
-#                          name in the broker's certificate. The CA, certificates
+#                          JWTs, tests only), mutual TLS on KAFKA_MTLS_PORT
+#                          (default KAFKA_PORT+3), both advertised as localhost,
+#                          the name in the broker's certificate, and
+#                          SASL_PLAINTEXT on KAFKA_SASL_PLAINTEXT_PORT (default
+#                          KAFKA_PORT+4) with SCRAM-SHA-256 and PLAIN. The CA, certificates
 #                          and passwords are made with openssl in STATE/security;
 #                          "security" prints where they are
 #   KPIPE_CACHE            cache folder (default <repo>/.cache)
@@ -104,6 +106,8 @@ SECURE=${KAFKA_SECURE:-0}
 [[ $SECURE == 0 || $SECURE == 1 ]] || die "KAFKA_SECURE must be 0 or 1, got '$SECURE'"
 SPORT=${KAFKA_SASL_SSL_PORT:-$((PORT + 2))}
 MPORT=${KAFKA_MTLS_PORT:-$((PORT + 3))}
+PPORT=${KAFKA_SASL_PLAINTEXT_PORT:-$((PORT + 4))}
+is_port_number "$PPORT" || die "KAFKA_SASL_PLAINTEXT_PORT must be a TCP port number, got '$PPORT'"
 is_port_number "$SPORT" || die "KAFKA_SASL_SSL_PORT must be a TCP port number, got '$SPORT'"
 is_port_number "$MPORT" || die "KAFKA_MTLS_PORT must be a TCP port number, got '$MPORT'"
 SEC="$STATE/security"
@@ -219,11 +223,11 @@ write_configs() {
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$CPORT
-listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CPORT$( ((SECURE)) && echo ",SASL_SSL://127.0.0.1:$SPORT,MTLS://127.0.0.1:$MPORT")
-advertised.listeners=PLAINTEXT://$ADVERTISED$( ((SECURE)) && echo ",SASL_SSL://localhost:$SPORT,MTLS://localhost:$MPORT")
+listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CPORT$( ((SECURE)) && echo ",SASL_SSL://127.0.0.1:$SPORT,MTLS://127.0.0.1:$MPORT,SASL_PLAINTEXT://127.0.0.1:$PPORT")
+advertised.listeners=PLAINTEXT://$ADVERTISED$( ((SECURE)) && echo ",SASL_SSL://localhost:$SPORT,MTLS://localhost:$MPORT,SASL_PLAINTEXT://127.0.0.1:$PPORT")
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT$( ((SECURE)) && echo ",SASL_SSL:SASL_SSL,MTLS:SSL")
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT$( ((SECURE)) && echo ",SASL_SSL:SASL_SSL,MTLS:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT")
 log.dirs=$DATA
 num.partitions=1
 default.replication.factor=1
@@ -318,7 +322,8 @@ make_security() {
 # secure_props are the server.properties lines of the secure listeners.
 secure_props() {
 	cat <<PROPS
-# KAFKA_SECURE=1: SASL_SSL (PLAIN, SCRAM-SHA-512, OAUTHBEARER) and mutual TLS
+# KAFKA_SECURE=1: SASL_SSL (PLAIN, SCRAM-SHA-512, OAUTHBEARER), mutual TLS,
+# SASL_PLAINTEXT (SCRAM-SHA-256, PLAIN)
 ssl.keystore.type=PEM
 ssl.keystore.location=$SEC/broker.pem
 ssl.truststore.type=PEM
@@ -329,6 +334,9 @@ listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.p
 listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 listener.name.sasl_ssl.oauthbearer.sasl.jaas.config=org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required unsecuredLoginStringClaim_sub="broker";
 listener.name.sasl_ssl.oauthbearer.connections.max.reauth.ms=3600000
+listener.name.sasl_plaintext.sasl.enabled.mechanisms=SCRAM-SHA-256,PLAIN
+listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$PLAIN_USER="$(cat "$SEC/plain.password")";
+listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 PROPS
 }
 
@@ -337,6 +345,7 @@ cmd_security() {
 	cat <<INFO
 SASL_SSL_BOOTSTRAP=localhost:$SPORT
 MTLS_BOOTSTRAP=localhost:$MPORT
+SASL_PLAINTEXT_BOOTSTRAP=127.0.0.1:$PPORT
 CA=$SEC/ca.crt
 CA_KEY=$SEC/ca.key
 CLIENT_CERT=$SEC/client.crt
@@ -351,7 +360,11 @@ INFO
 format_storage() {
 	[[ -f $DATA/meta.properties ]] && return 0
 	local scram=()
-	if ((SECURE)); then scram=(--add-scram "SCRAM-SHA-512=[name=$SCRAM_USER,password=$(cat "$SEC/scram.password")]"); fi
+	if ((SECURE)); then
+		local pw
+		pw=$(cat "$SEC/scram.password")
+		scram=(--add-scram "SCRAM-SHA-512=[name=$SCRAM_USER,password=$pw]" --add-scram "SCRAM-SHA-256=[name=$SCRAM_USER,password=$pw]")
+	fi
 	local id
 	id=$("$JAVA" -Dlog4j2.configurationFile="file:$TOOLS_LOG4J" -cp "$LIBS/*" \
 		kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1 | tr -d '[:space:]') ||
@@ -434,6 +447,7 @@ cmd_up() {
 	if ((SECURE)); then
 		port_open "$SPORT" && die "SASL_SSL port 127.0.0.1:$SPORT is already in use; set KAFKA_SASL_SSL_PORT"
 		port_open "$MPORT" && die "mutual TLS port 127.0.0.1:$MPORT is already in use; set KAFKA_MTLS_PORT"
+		port_open "$PPORT" && die "SASL_PLAINTEXT port 127.0.0.1:$PPORT is already in use; set KAFKA_SASL_PLAINTEXT_PORT"
 		make_security
 	fi
 	write_configs

@@ -24,10 +24,11 @@ import (
 // mutual TLS and the SASL users.
 type SecureKafka struct {
 	SASLSSL, MTLS         string // host:port of the SASL_SSL and mutual TLS listeners
+	SASLPlaintext         string // host:port of the SASL_PLAINTEXT listener (SCRAM-SHA-256, PLAIN)
 	CA, CAKey             string // PEM files of the CA that signs the broker's and the client's certificates
 	ClientCert, ClientKey string
 	ScramUser, PlainUser  string
-	ScramPassword         string // SCRAM-SHA-512
+	ScramPassword         string // SCRAM-SHA-512 and SCRAM-SHA-256
 	PlainPassword         string
 	ScramPasswordFile     string
 	PlainPasswordFile     string
@@ -59,7 +60,7 @@ func Secure(t testing.TB) SecureKafka {
 		return strings.TrimSpace(string(data))
 	}
 	return SecureKafka{
-		SASLSSL: kv["SASL_SSL_BOOTSTRAP"], MTLS: kv["MTLS_BOOTSTRAP"],
+		SASLSSL: kv["SASL_SSL_BOOTSTRAP"], MTLS: kv["MTLS_BOOTSTRAP"], SASLPlaintext: kv["SASL_PLAINTEXT_BOOTSTRAP"],
 		CA: kv["CA"], CAKey: kv["CA_KEY"], ClientCert: kv["CLIENT_CERT"], ClientKey: kv["CLIENT_KEY"],
 		ScramUser: kv["SCRAM_USER"], PlainUser: kv["PLAIN_USER"],
 		ScramPassword: read(kv["SCRAM_PASSWORD_FILE"]), PlainPassword: read(kv["PLAIN_PASSWORD_FILE"]),
