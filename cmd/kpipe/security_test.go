@@ -331,6 +331,23 @@ func TestSecurityErrors(t *testing.T) {
 		})
 	}
 
+	t.Run("a refused run leaves the backup's last run as it was", func(t *testing.T) {
+		path := t.TempDir()
+		if code, _, stderr := kpipe(t, "backup", "--progress", "off", "--state-dir", t.TempDir(), "--bootstrap-servers", addr, "--topics", topic, "--path", path, "--backup-id", "b"); code != 0 {
+			t.Fatalf("backup: exit %d: %s", code, stderr)
+		}
+		before := describeBackup(t, path, "b").LastRun
+		args := append([]string{"backup", "--progress", "off", "--state-dir", t.TempDir(), "--bootstrap-servers", sec.SASLSSL, "--topics", topic,
+			"--path", path, "--backup-id", "b"}, scram(sec.ScramUser, "wrong-password-7f3a")...)
+		if code, _, stderr := s.run(t, args...); code != 1 {
+			t.Fatalf("backup with a wrong password: exit %d, want 1: %s", code, stderr)
+		}
+		after := describeBackup(t, path, "b").LastRun
+		if after.State != "complete" || after.Runs != 1 || !after.Started.Equal(before.Started) {
+			t.Fatalf("last run after a refused one: %+v, want the first run as it was: %+v", after, before)
+		}
+	})
+
 	t.Run("restore with a wrong password", func(t *testing.T) {
 		path := t.TempDir()
 		if code, _, stderr := kpipe(t, "backup", "--progress", "off", "--state-dir", t.TempDir(), "--bootstrap-servers", addr, "--topics", topic, "--path", path, "--backup-id", "b"); code != 0 {
