@@ -107,9 +107,11 @@ SECURE=${KAFKA_SECURE:-0}
 SPORT=${KAFKA_SASL_SSL_PORT:-$((PORT + 2))}
 MPORT=${KAFKA_MTLS_PORT:-$((PORT + 3))}
 PPORT=${KAFKA_SASL_PLAINTEXT_PORT:-$((PORT + 4))}
-is_port_number "$PPORT" || die "KAFKA_SASL_PLAINTEXT_PORT must be a TCP port number, got '$PPORT'"
-is_port_number "$SPORT" || die "KAFKA_SASL_SSL_PORT must be a TCP port number, got '$SPORT'"
-is_port_number "$MPORT" || die "KAFKA_MTLS_PORT must be a TCP port number, got '$MPORT'"
+if ((SECURE)); then
+	is_port_number "$SPORT" || die "KAFKA_SASL_SSL_PORT must be a TCP port number, got '$SPORT'"
+	is_port_number "$MPORT" || die "KAFKA_MTLS_PORT must be a TCP port number, got '$MPORT'"
+	is_port_number "$PPORT" || die "KAFKA_SASL_PLAINTEXT_PORT must be a TCP port number, got '$PPORT'"
+fi
 SEC="$STATE/security"
 SCRAM_USER=kpipe_scram
 PLAIN_USER=kpipe_plain
@@ -239,7 +241,10 @@ share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 EOF
-	if ((SECURE)); then secure_props >>"$PROPS"; fi
+	if ((SECURE)); then
+		chmod 600 "$PROPS" # it holds the PLAIN user's password
+		secure_props >>"$PROPS"
+	fi
 	if [[ -n ${KAFKA_EXTRA_PROPS:-} ]]; then
 		printf '# KAFKA_EXTRA_PROPS\n%s\n' "$KAFKA_EXTRA_PROPS" >>"$PROPS"
 	fi

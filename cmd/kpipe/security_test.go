@@ -397,6 +397,8 @@ func TestSecuritySettingsExitTwo(t *testing.T) {
 			`parameter "ssl_key_location": is missing; mutual TLS needs the private key of ssl_certificate_location`},
 		{[]string{"--security-protocol", "SSL", "--ssl-ca-location", filepath.Join(dir, "none.pem")},
 			`parameter "ssl_ca_location": cannot read ` + filepath.Join(dir, "none.pem") + `: no such file or directory`},
+		{[]string{"--security-protocol", "SASL_SSL", "--sasl-mechanism", "PLAIN", "--sasl-username", "u", "--sasl-password-file", "not-a-file-but-a-secret"},
+			`parameter "sasl_password_file": cannot read the file: no such file or directory`},
 		{[]string{"--security-protocol", "SASL_SSL", "--sasl-mechanism", "OAUTHBEARER", "--sasl-oauthbearer-token", "${KPIPE_TEST_UNSET_TOKEN}"},
 			`--sasl-oauthbearer-token: ${KPIPE_TEST_UNSET_TOKEN} is not set in the environment; set it, or write the value`},
 	} {

@@ -14,11 +14,15 @@ import (
 // cluster answers within timeout, so that an unreachable broker is an error
 // at start, not a silent hang, and a failed TLS handshake or SASL login an
 // error that says which.
-func connect(ctx context.Context, servers []string, timeout time.Duration, sec *securityConfig, opts ...kgo.Opt) (*kgo.Client, *kadm.Client, error) {
+//
+// fail hears of a connection that fails for good later (a login refused
+// by another broker, a password rotated): nil leaves them to the client's
+// retries.
+func connect(ctx context.Context, servers []string, timeout time.Duration, sec *securityConfig, fail func(error), opts ...kgo.Opt) (*kgo.Client, *kadm.Client, error) {
 	cl, err := kgo.NewClient(append(append([]kgo.Opt{
 		kgo.SeedBrokers(servers...),
 		kgo.ClientID("kpipe"),
-	}, sec.opts()...), opts...)...)
+	}, sec.opts(fail)...), opts...)...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("kafka client: %w", err)
 	}
@@ -32,5 +36,6 @@ func connect(ctx context.Context, servers []string, timeout time.Duration, sec *
 		}
 		return nil, nil, fmt.Errorf("cannot reach Kafka at %s within %s: %w; check bootstrap_servers and that the brokers are up", strings.Join(servers, ","), timeout, err)
 	}
+	sec.connected.Store(true)
 	return cl, adm, nil
 }

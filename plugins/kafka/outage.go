@@ -26,10 +26,6 @@ const warnEvery = 10 * time.Second
 // it is an error.
 type outage struct {
 	max time.Duration // 0: unbounded
-	// failure tells a connection that fails for good (a refused login, a
-	// certificate not trusted) from an outage: it returns the error to end
-	// the run with, or nil.
-	failure func(error) error
 
 	mu       sync.Mutex
 	since    time.Time // zero when there is none
@@ -97,13 +93,8 @@ func (o *outage) OnBrokerConnect(meta kgo.BrokerMetadata, _ time.Duration, _ net
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.failure != nil {
-		if ferr := o.failure(err); ferr != nil {
-			if o.fatal == nil {
-				o.fatal = ferr
-			}
-			return
-		}
+	if o.fatal != nil {
+		return // no outage to wait out: the run ends with it
 	}
 	o.broker, o.cause = net.JoinHostPort(meta.Host, strconv.Itoa(int(meta.Port))), err
 	o.lastFail = o.now()
@@ -111,6 +102,16 @@ func (o *outage) OnBrokerConnect(meta kgo.BrokerMetadata, _ time.Duration, _ net
 		o.since = o.now()
 		o.lastWarn = o.since
 		sdk.Logger().Warn("Kafka broker unreachable; retrying with backoff", "broker", o.broker, "error", err.Error(), "gives_up_after", o.limit())
+	}
+}
+
+// fail ends the run with err at the next check: a connection failed for
+// good (a refused login, a certificate not trusted), which no retry mends.
+func (o *outage) fail(err error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.fatal == nil {
+		o.fatal = err
 	}
 }
 

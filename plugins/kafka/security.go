@@ -51,6 +51,9 @@ type securityConfig struct {
 	// lastBroker is the broker the client last connected to, host:port:
 	// the one a failed handshake or login was with.
 	lastBroker atomic.Pointer[string]
+	// connected is set once the cluster answered: failures that mean the
+	// wrong protocol at start may be an outage after.
+	connected atomic.Bool
 }
 
 var (
@@ -149,15 +152,16 @@ func (c *securityConfig) checkSASL() param.Errors {
 }
 
 // readSecret reads a file holding a secret, without its trailing newline.
-// Its errors never quote the content.
+// Its errors quote neither the content nor the name (a secret given where
+// its file's name goes would be printed).
 func readSecret(file string) (string, error) {
 	data, err := os.ReadFile(file)
 	if err != nil {
-		return "", fmt.Errorf("cannot read %s: %v", file, errors.Unwrap(err))
+		return "", fmt.Errorf("cannot read the file: %v", errors.Unwrap(err))
 	}
 	s := strings.TrimRight(string(data), "\r\n")
 	if s == "" {
-		return "", fmt.Errorf("%s is empty", file)
+		return "", errors.New("the file is empty")
 	}
 	return s, nil
 }
@@ -212,9 +216,10 @@ func (c *securityConfig) loadTLS() param.Errors {
 }
 
 // opts are the client options of the settings: the TLS dialer, the SASL
-// mechanism and a hook that notes the broker each connection is with.
-func (c *securityConfig) opts() []kgo.Opt {
-	opts := []kgo.Opt{kgo.WithHooks(brokerNoter{c})}
+// mechanism and a hook that notes the broker each connection is with and
+// hands a connection that failed for good to fail (nil: nobody).
+func (c *securityConfig) opts(fail func(error)) []kgo.Opt {
+	opts := []kgo.Opt{kgo.WithHooks(watch{c, fail})}
 	if c.usesTLS() {
 		opts = append(opts, kgo.DialTLSConfig(c.tls))
 	}
@@ -248,6 +253,11 @@ type tokenSource struct {
 	last         string
 }
 
+// tokenError is a token that cannot be used: unreadable or expired.
+type tokenError struct{ msg string }
+
+func (e *tokenError) Error() string { return e.msg }
+
 func (t *tokenSource) token() (string, error) {
 	where := "sasl_oauthbearer_token"
 	tok := t.static
@@ -255,7 +265,7 @@ func (t *tokenSource) token() (string, error) {
 		where = "the token in sasl_oauthbearer_token_file (" + t.file + ")"
 		var err error
 		if tok, err = readSecret(t.file); err != nil {
-			return "", fmt.Errorf("sasl_oauthbearer_token_file: %v", err)
+			return "", &tokenError{"sasl_oauthbearer_token_file: " + err.Error()}
 		}
 		t.mu.Lock()
 		changed := t.last != "" && t.last != tok
@@ -266,7 +276,7 @@ func (t *tokenSource) token() (string, error) {
 		}
 	}
 	if exp, ok := tokenExpiry(tok); ok && !exp.After(time.Now()) {
-		return "", fmt.Errorf("%s expired at %s; renew it", where, exp.UTC().Format(time.RFC3339))
+		return "", &tokenError{fmt.Sprintf("%s expired at %s; renew it", where, exp.UTC().Format(time.RFC3339))}
 	}
 	return tok, nil
 }
@@ -297,39 +307,64 @@ func expiryText(tok string) string {
 	return "unknown"
 }
 
-// brokerNoter is a kgo hook noting the broker of each connection.
-type brokerNoter struct{ c *securityConfig }
-
-func (n brokerNoter) OnBrokerConnect(meta kgo.BrokerMetadata, _ time.Duration, _ net.Conn, _ error) {
-	addr := net.JoinHostPort(meta.Host, strconv.Itoa(int(meta.Port)))
-	n.c.lastBroker.Store(&addr)
+// watch is a kgo hook: it notes the broker of each connection, and hands
+// a connection that failed for good (a refused login, a certificate not
+// trusted) to fail, explained.
+type watch struct {
+	c    *securityConfig
+	fail func(error) // nil: only note the broker
 }
 
-// failure is the error explain makes of err when err is a failed TLS
-// handshake or SASL login, else nil: such a failure is for good, not an
-// outage to wait out.
+func (w watch) OnBrokerConnect(meta kgo.BrokerMetadata, _ time.Duration, _ net.Conn, err error) {
+	addr := net.JoinHostPort(meta.Host, strconv.Itoa(int(meta.Port)))
+	w.c.lastBroker.Store(&addr)
+	if err == nil || w.fail == nil {
+		return
+	}
+	if e, permanent := w.c.classify(err, addr); e != err && (permanent || !w.c.connected.Load()) {
+		w.fail(e)
+	}
+}
+
+// failure is the error explain makes of err when err is a TLS handshake or
+// SASL login that failed for good, else nil.
 func (c *securityConfig) failure(err error) error {
-	if explained := c.explain(err); explained != err {
-		return explained
+	broker := "?"
+	if b := c.lastBroker.Load(); b != nil {
+		broker = *b
+	}
+	if e, permanent := c.classify(err, broker); e != err && (permanent || !c.connected.Load()) {
+		return e
 	}
 	return nil
 }
 
-// explain turns a failed TLS handshake or SASL login into an error that
-// says which it was, names the broker and the setting to fix; other errors
-// come back as they are.
+// explain turns a failed TLS handshake or SASL login with the broker the
+// client last connected to into an error that says which it was, names
+// the broker and the setting to fix; other errors come back as they are.
 func (c *securityConfig) explain(err error) error {
 	broker := "?"
 	if b := c.lastBroker.Load(); b != nil {
 		broker = *b
 	}
+	e, _ := c.classify(err, broker)
+	return e
+}
+
+// classify explains err, a failure with broker, when it is a TLS or SASL
+// one, and says whether it is for good. Some are only at the start of a
+// run: a connection closed at its first message means another protocol at
+// start, but may be a broker going down mid-run, and a token file may be
+// caught while it is rewritten.
+func (c *securityConfig) classify(err error, broker string) (error, bool) {
 	msg := err.Error()
 	var (
-		hostErr  x509.HostnameError
-		authErr  x509.UnknownAuthorityError
-		validErr x509.CertificateInvalidError
-		alert    tls.AlertError
-		firstEOF *kgo.ErrFirstReadEOF
+		hostErr   x509.HostnameError
+		authErr   x509.UnknownAuthorityError
+		validErr  x509.CertificateInvalidError
+		verifyErr *tls.CertificateVerificationError
+		alert     tls.AlertError
+		firstEOF  *kgo.ErrFirstReadEOF
 	)
 	tlsFail := func(format string, args ...any) error {
 		return fmt.Errorf("TLS with Kafka broker %s failed: %s", broker, fmt.Sprintf(format, args...))
@@ -337,30 +372,34 @@ func (c *securityConfig) explain(err error) error {
 	switch {
 	case errors.As(err, &hostErr):
 		return tlsFail("its certificate is for %s, not %s; list the brokers in bootstrap_servers by a name their certificates hold, or set ssl_endpoint_identification to false to skip this check",
-			certNames(hostErr.Certificate), hostErr.Host)
+			certNames(hostErr.Certificate), hostErr.Host), true
 	case errors.As(err, &authErr):
 		if c.CALocation == "" {
-			return tlsFail("its certificate is signed by an authority this system does not trust; set ssl_ca_location to the file of the CA that signs the brokers' certificates")
+			return tlsFail("its certificate is signed by an authority this system does not trust; set ssl_ca_location to the file of the CA that signs the brokers' certificates"), true
 		}
-		return tlsFail("its certificate is signed by an authority that ssl_ca_location (%s) does not hold; set ssl_ca_location to the file of the CA that signs the brokers' certificates", c.CALocation)
+		return tlsFail("its certificate is signed by an authority that ssl_ca_location (%s) does not hold; set ssl_ca_location to the file of the CA that signs the brokers' certificates", c.CALocation), true
 	case errors.As(err, &validErr) && validErr.Reason == x509.Expired:
-		return tlsFail("its certificate is not valid now (%s); the broker's certificate must be renewed, or this machine's clock is wrong", validErr.Detail)
-	case errors.As(err, &alert) || strings.Contains(msg, "remote error: tls:"):
-		return c.explainRefused(broker, msg)
-	case errors.As(err, &firstEOF) && c.usesTLS():
-		return tlsFail("it closed the connection at the first message: its listener on that port does not speak TLS; check security_protocol (%s) against the listener", c.Protocol)
-	case strings.Contains(msg, "appear to be a tls alert record"):
-		return fmt.Errorf("Kafka broker %s speaks TLS on that port; set security_protocol to SSL or SASL_SSL (it is %s)", broker, c.Protocol)
+		return tlsFail("its certificate is not valid now (%s); the broker's certificate must be renewed, or this machine's clock is wrong", validErr.Detail), true
+	case errors.As(err, &verifyErr):
+		return tlsFail("its certificate cannot be verified: %v; check ssl_ca_location", verifyErr.Err), true
+	case errors.As(err, &alert) || strings.Contains(msg, "remote error: tls: "):
+		return c.explainRefused(broker, msg), true
+	case errors.As(err, &firstEOF) && strings.Contains(msg, "after a dial") && c.usesTLS():
+		return tlsFail("it closed the connection at the first message: its listener on that port does not speak TLS; check security_protocol (%s) against the listener", c.Protocol), false
+	case errors.As(err, &firstEOF) && strings.Contains(msg, "SASL is required") && !c.usesSASL():
+		return fmt.Errorf("Kafka broker %s closed the connection at the first request: its listener on that port wants a SASL login; set security_protocol to SASL_SSL or SASL_PLAINTEXT, with sasl_mechanism (it is %s)", broker, c.Protocol), false
+	case strings.Contains(msg, "appear to be a tls alert record") || (errors.As(err, &firstEOF) && strings.Contains(msg, "api versions") && !c.usesTLS()):
+		return fmt.Errorf("Kafka broker %s speaks TLS on that port; set security_protocol to SSL or SASL_SSL (it is %s)", broker, c.Protocol), false
 	case errors.Is(err, kerr.UnsupportedSaslMechanism):
-		return fmt.Errorf("Kafka broker %s does not enable SASL mechanism %s on that listener; set sasl_mechanism to one it enables", broker, c.Mechanism)
+		return fmt.Errorf("Kafka broker %s does not enable SASL mechanism %s on that listener; set sasl_mechanism to one it enables", broker, c.Mechanism), true
 	case errors.Is(err, kerr.SaslAuthenticationFailed) && c.Mechanism != "OAUTHBEARER":
-		return fmt.Errorf("Kafka broker %s refused the %s login of user %q: wrong user name or password; check sasl_username and sasl_password", broker, c.Mechanism, c.Username)
+		return fmt.Errorf("Kafka broker %s refused the %s login of user %q: wrong user name or password; check sasl_username and sasl_password", broker, c.Mechanism, c.Username), true
 	case c.Mechanism == "OAUTHBEARER" && (errors.Is(err, kerr.SaslAuthenticationFailed) || strings.Contains(msg, "oauth response")):
-		return fmt.Errorf("Kafka broker %s refused the OAUTHBEARER token of %s: it is not valid for this cluster (expired, not yet valid, or for another audience or scope)", broker, c.tokenSetting())
-	case strings.Contains(msg, "sasl_oauthbearer_token"):
-		return fmt.Errorf("Kafka broker %s: OAUTHBEARER login: %s", broker, msg)
+		return fmt.Errorf("Kafka broker %s refused the OAUTHBEARER token of %s: it is not valid for this cluster (expired, not yet valid, or for another audience or scope)", broker, c.tokenSetting()), true
+	case errors.As(err, new(*tokenError)):
+		return fmt.Errorf("Kafka broker %s: OAUTHBEARER login: %s", broker, msg), false
 	}
-	return err
+	return err, false
 }
 
 func (c *securityConfig) tokenSetting() string {
@@ -370,10 +409,20 @@ func (c *securityConfig) tokenSetting() string {
 	return "sasl_oauthbearer_token"
 }
 
+// clientCertAlerts are the TLS alerts of a client certificate refused.
+var clientCertAlerts = []string{"bad certificate", "unknown certificate", "expired certificate", "revoked certificate",
+	"unsupported certificate", "certificate required", "unknown certificate authority"}
+
 // explainRefused explains a TLS alert from the broker: in mutual TLS, a
 // refused client certificate.
 func (c *securityConfig) explainRefused(broker, msg string) error {
-	alert := msg[strings.Index(msg, "remote error: tls:")+len("remote error: tls: "):]
+	alert := msg
+	if i := strings.Index(msg, "remote error: tls: "); i >= 0 {
+		alert = msg[i+len("remote error: tls: "):]
+	}
+	if !slices.Contains(clientCertAlerts, alert) {
+		return fmt.Errorf("TLS with Kafka broker %s failed: it refused the handshake (%s); check that security_protocol and the port agree, and that the broker accepts this client's TLS version", broker, alert)
+	}
 	switch {
 	case c.leaf == nil:
 		return fmt.Errorf("TLS with Kafka broker %s failed: it refused the handshake (%s): it wants a client certificate (mutual TLS); set ssl_certificate_location and ssl_key_location", broker, alert)

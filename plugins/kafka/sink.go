@@ -50,6 +50,7 @@ type Sink struct {
 	mu          sync.Mutex
 	outstanding map[sdk.BatchID]*inFlight
 	err         error
+	failCh      chan error // gets err, once
 	produced    int64
 	created     int64
 }
@@ -84,6 +85,7 @@ func (s *Sink) Configure(context.Context) error {
 
 func (s *Sink) Open(ctx context.Context, ack sdk.Acker) error {
 	s.ack = ack
+	s.failCh = make(chan error, 1)
 	s.topo = map[string]int{}
 	s.producing = map[string]bool{}
 	s.outstanding = map[sdk.BatchID]*inFlight{}
@@ -91,7 +93,7 @@ func (s *Sink) Open(ctx context.Context, ack sdk.Acker) error {
 	s.pool = record.NewPoolWithLimit(sdk.InFlightBytes() / 8)
 	s.dec = record.NewDecoder(s.pool)
 	var err error
-	s.cl, s.adm, err = connect(ctx, s.cfg.BootstrapServers, s.cfg.ConnectTimeout, &s.sec,
+	s.cl, s.adm, err = connect(ctx, s.cfg.BootstrapServers, s.cfg.ConnectTimeout, &s.sec, s.fail,
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.ProducerLinger(5*time.Millisecond),
@@ -281,9 +283,7 @@ func (s *Sink) done(id sdk.BatchID, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err != nil {
-		if s.err == nil {
-			s.err = fmt.Errorf("produce: %w", s.sec.explain(err))
-		}
+		s.failLocked(fmt.Errorf("produce: %w", s.sec.explain(err)))
 		return
 	}
 	s.produced++
@@ -295,6 +295,25 @@ func (s *Sink) done(id sdk.BatchID, err error) {
 		s.ack(id)
 	}
 }
+
+// fail ends the run with err: a produce that failed, or a connection
+// that failed for good (a login refused by a broker, a certificate not
+// trusted), which the client would retry forever.
+func (s *Sink) fail(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.failLocked(err)
+}
+
+func (s *Sink) failLocked(err error) {
+	if s.err == nil {
+		s.err = err
+		s.failCh <- err
+	}
+}
+
+// Failed hands the run the sink's first failure, at once.
+func (s *Sink) Failed() <-chan error { return s.failCh }
 
 func (s *Sink) failed() error {
 	s.mu.Lock()

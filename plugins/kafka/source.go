@@ -196,7 +196,6 @@ func (s *Source) Open(ctx context.Context, o sdk.SourceOptions) error {
 	s.pools = newFetchPools(s.pool, s.sizer)
 	wire := s.sizer.wire()
 	s.outage = newOutage(s.outageLimit())
-	s.outage.failure = s.sec.failure
 	opts := []kgo.Opt{
 		kgo.WithHooks(s.outage),
 		kgo.KeepControlRecords(),
@@ -213,7 +212,7 @@ func (s *Source) Open(ctx context.Context, o sdk.SourceOptions) error {
 		opts = append(opts, kgo.FetchIsolationLevel(kgo.ReadUncommitted()))
 	}
 	var err error
-	s.cl, s.adm, err = connect(ctx, s.cfg.BootstrapServers, s.cfg.ConnectTimeout, &s.sec, opts...)
+	s.cl, s.adm, err = connect(ctx, s.cfg.BootstrapServers, s.cfg.ConnectTimeout, &s.sec, s.outage.fail, opts...)
 	if err != nil {
 		return err
 	}

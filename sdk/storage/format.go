@@ -239,8 +239,9 @@ type Lease struct {
 const (
 	OutcomeComplete = "complete"
 	OutcomeStopped  = "stopped"
-	// OutcomeNotStarted is never stored: a run that did not start deletes
-	// its lease.
+	// OutcomeNotStarted: the run failed before data could flow. Its lease
+	// is deleted, or, when it fenced the run before it, released with this
+	// outcome and skipped by the backup's state.
 	OutcomeNotStarted = "not_started"
 )
 

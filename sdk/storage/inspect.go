@@ -62,15 +62,17 @@ type RunState struct {
 // runState reads the state of the last run from the leases.
 func runState(leases map[int64]Lease, alive func(pid int) bool) RunState {
 	var last Lease
+	var runs int64
 	for _, l := range leases {
-		if l.Epoch > last.Epoch {
+		runs = max(runs, l.Epoch)
+		if l.Epoch > last.Epoch && !(l.Released && l.Outcome == OutcomeNotStarted) {
 			last = l
 		}
 	}
 	if last.Epoch == 0 {
-		return RunState{State: StateFailed}
+		return RunState{State: StateFailed, Runs: runs}
 	}
-	rs := RunState{Runs: last.Epoch, Host: last.Host, Pid: last.Pid, Started: last.Since, Renewed: last.Renewed}
+	rs := RunState{Runs: runs, Host: last.Host, Pid: last.Pid, Started: last.Since, Renewed: last.Renewed}
 	host, _ := osHostname()
 	switch {
 	case last.Released:

@@ -245,10 +245,16 @@ func (l *lease) release(ctx context.Context, outcome string) error {
 	return l.store.Put(ctx, l.keys.Lease(l.cur.Epoch), bytes.NewReader(data), int64(len(data)), PutOptions{})
 }
 
-// abandon stops renewing and, unless fenced, deletes the lease: the run
-// wrote nothing under it, and the last run of the backup is again the one
-// before.
+// abandon ends the lease of a run that did not start. Unless it fenced
+// the writer before (whose lease had expired: the fence entries carry this
+// epoch, which no later run may take again), the run wrote nothing under
+// it, and the lease is deleted: the last run of the backup is again the
+// one before. A fencing lease is released as not started instead, and
+// the state of the backup skips it.
 func (l *lease) abandon(ctx context.Context) error {
+	if l.fence {
+		return l.release(ctx, OutcomeNotStarted)
+	}
 	close(l.stop)
 	<-l.done
 	if l.check(ctx) != nil {
