@@ -61,7 +61,9 @@ bench: deps build ## kpipe (fs and s3) vs the reference tool vs bare franz-go: b
 	$(GO) build -o bin/kpipe-bench ./bench/cmd/kpipe-bench
 	@$(TEST_KAFKA) scripts/kafka.sh up >/dev/null
 	@S3_PORT=$(TEST_S3_PORT) scripts/s3.sh up >/dev/null
+	@$(TEST_KAFKA) scripts/kafka.sh security >bin/kafka-security.env
 	@bin/kpipe-bench --bootstrap 127.0.0.1:$(TEST_KAFKA_PORT) --peer "$(PEER)" --s3 http://127.0.0.1:$(TEST_S3_PORT) \
+	  --kafka-security bin/kafka-security.env \
 	  --kpipe bin/kpipe --plugin-dir bin/plugins --out bench/RESULTS.md \
 	  --kafka-version "$$(sed -n 's/^readonly KAFKA_VERSION=\([^ ]*\).*/\1/p' scripts/kafka.sh)" \
 	  $(BENCH_FLAGS) ; rc=$$?; \

@@ -123,7 +123,7 @@ func TestSecureRoundTrips(t *testing.T) {
 			"--sasl-oauthbearer-token", "${KPIPE_TEST_TOKEN}", "--ssl-ca-location", sec.CA},
 			yaml: "    security_protocol: SASL_SSL\n    sasl_mechanism: OAUTHBEARER\n    sasl_oauthbearer_token_file: " + tokenFile +
 				"\n    ssl_ca_location: " + sec.CA + "\n"},
-		{name: "SCRAM-SHA-256 without TLS", broker: sec.SASLPlaintext, flags: []string{"--security-protocol", "SASL_PLAINTEXT", "--sasl-mechanism", "SCRAM-SHA-256",
+		{name: "SCRAM-SHA-256 without TLS", broker: sec.SASLPlaintext, flags: []string{"--security-protocol", "SASL_PLAINTEXT", "--sasl-mechanism", "scram-sha256",
 			"--sasl-username", sec.ScramUser, "--sasl-password-file", sec.ScramPasswordFile}},
 		{name: "no hostname check", broker: strings.Replace(sec.SASLSSL, "localhost", "127.0.0.1", 1), flags: []string{"--security-protocol", "SASL_SSL",
 			"--sasl-mechanism", "SCRAM-SHA-512", "--sasl-username", sec.ScramUser, "--sasl-password-file", sec.ScramPasswordFile,

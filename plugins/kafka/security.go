@@ -59,6 +59,9 @@ type securityConfig struct {
 var (
 	protocols  = []string{"PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"}
 	mechanisms = []string{"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"}
+	// mechanismAliases are other spellings in use (kafka-backup's YAML
+	// writes SCRAM-SHA512).
+	mechanismAliases = map[string]string{"SCRAM-SHA256": "SCRAM-SHA-256", "SCRAM-SHA512": "SCRAM-SHA-512"}
 )
 
 func (c *securityConfig) usesTLS() bool  { return c.Protocol == "SSL" || c.Protocol == "SASL_SSL" }
@@ -71,6 +74,9 @@ func (c *securityConfig) check() param.Errors {
 	add := func(name, format string, args ...any) { errs = append(errs, param.Errorf(name, format, args...)) }
 	c.Protocol = strings.ToUpper(c.Protocol)
 	c.Mechanism = strings.ToUpper(c.Mechanism)
+	if m, ok := mechanismAliases[c.Mechanism]; ok {
+		c.Mechanism = m
+	}
 	if !slices.Contains(protocols, c.Protocol) {
 		add("security_protocol", "%q is not one of %s", c.Protocol, strings.Join(protocols, ", "))
 		return errs

@@ -255,6 +255,7 @@ func (r *runner) runTopic(ctx context.Context, g bench.Gen) error {
 		{r.selected(kindBackup, g), r.backupCase},
 		{r.selected(kindRestore, g) || r.selected(kindValidate, g), r.restoreCase},
 		{r.selected(kindPITRWindow, g) || r.selected(kindPITRFull, g), r.pitrCases},
+		{r.cfg.sec != nil && g.Partitions == 8 && (r.selected(kindBackupTLS, g) || r.selected(kindRestoreTLS, g)), r.tlsCases},
 	}
 	for _, s := range steps {
 		if s.on {

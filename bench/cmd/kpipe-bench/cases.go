@@ -312,3 +312,59 @@ func (r *runner) restore(ctx context.Context, t tool, job task, expected int64, 
 	x.Records, x.Segments, x.Report = got, m.outcome.segments, m.outcome.report
 	return x, nil
 }
+
+// tlsCases time a backup and a restore over the broker's SASL_SSL
+// listener (SCRAM-SHA-512): kpipe beside the reference tool (the ceiling
+// speaks plaintext only). The restores read backups made over plaintext.
+func (r *runner) tlsCases(ctx context.Context, src task) error {
+	var tools []tool
+	for _, t := range r.tools {
+		if t.name() == toolKpipe || t.name() == toolRef {
+			tools = append(tools, t)
+		}
+	}
+	if r.selected(kindBackupTLS, src.gen) {
+		c := r.newCase(kindBackupTLS, src, src.records)
+		for round := 1; round <= r.cfg.runs; round++ {
+			for _, t := range tools {
+				job, err := r.backupTask(src, t.name(), 0)
+				if err != nil {
+					return err
+				}
+				job.sec = r.cfg.sec
+				x, err := r.backup(ctx, t, job, round)
+				os.RemoveAll(job.scratch)
+				if err != nil {
+					return err
+				}
+				c.Runs = append(c.Runs, x)
+				r.progress(c, round, x, "")
+			}
+		}
+	}
+	if !r.selected(kindRestoreTLS, src.gen) {
+		return nil
+	}
+	backups := map[string]task{}
+	defer removeBackups(backups)
+	for _, t := range tools {
+		job, err := r.backupTask(src, t.name(), 0)
+		if err != nil {
+			return err
+		}
+		if _, err := r.backup(ctx, t, job, 0); err != nil {
+			return err
+		}
+		job.sec = r.cfg.sec
+		backups[t.name()] = job
+	}
+	c := r.newCase(kindRestoreTLS, src, src.records)
+	for round := 1; round <= r.cfg.runs; round++ {
+		for _, t := range tools {
+			if err := r.restoreRun(ctx, c, t, backups[t.name()], src, nil, round); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}

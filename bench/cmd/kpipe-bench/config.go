@@ -34,10 +34,12 @@ type config struct {
 	warmups      int
 	timeout      time.Duration
 	interval     time.Duration
+	sec          *secure // the broker's SASL_SSL listener; nil skips the cases over it
 }
 
 func parseConfig(args []string) (config, error) {
 	var c config
+	var secFile string
 	var only, parts string
 	fs := flag.NewFlagSet("kpipe-bench", flag.ContinueOnError)
 	fs.StringVar(&c.bootstrap, "bootstrap", "127.0.0.1:19092", "Kafka broker host:port")
@@ -57,12 +59,19 @@ func parseConfig(args []string) (config, error) {
 	fs.IntVar(&c.warmups, "warmups", 2, "untimed full reads of each topic before its runs")
 	fs.DurationVar(&c.timeout, "timeout", 15*time.Minute, "longest a single tool run may take")
 	fs.DurationVar(&c.interval, "interval", 10*time.Millisecond, "how often /proc is sampled during a run")
+	fs.StringVar(&secFile, "kafka-security", "", "file of the KEY=VALUE lines `scripts/kafka.sh security` prints for a broker started with KAFKA_SECURE=1: adds the backup and restore cases over its SASL_SSL listener (SCRAM-SHA-512) on the 8-partition topics; empty skips them")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: kpipe-bench [flags]\n       kpipe-bench ceiling-backup|ceiling-restore -h\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
 		return c, err
+	}
+	if secFile != "" {
+		var err error
+		if c.sec, err = readSecure(secFile); err != nil {
+			return c, fmt.Errorf("--kafka-security %s: %w", secFile, err)
+		}
 	}
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected argument %q (flags only; see -h)", fs.Arg(0))

@@ -257,6 +257,9 @@ const legend = `## Legend
   this is what the restore had to read. **rchar MiB**: bytes returned by read-like system calls,
   sockets and pipes included (kpipe's plugins talk over local sockets, so its figure counts its
   batches more than once).
+- **backup-sasl-ssl, restore-sasl-ssl**: the same backup and restore over the broker's SASL_SSL
+  listener, logging in with SCRAM-SHA-512 (the restores read backups made over plaintext); the
+  ceiling speaks plaintext only. The broker's share of the TLS work is not counted.
 - **Backups on disk**: the size of the files a backup run wrote.
 - **kpipe with its backups on S3**: ` + "`kpipe backup|restore --path s3://kpipe/bench/...`" + ` against the
   local S3 server; its CPU-s and RSS are kpipe's alone (the server is another process, not counted),

@@ -17,9 +17,13 @@ const (
 	kindPITRWindow = "pitr-window"
 	kindPITRFull   = "pitr-full"
 	kindValidate   = "validate-deep"
+	// Over the broker's SASL_SSL listener (SCRAM-SHA-512), on the
+	// 8-partition topics.
+	kindBackupTLS  = "backup-sasl-ssl"
+	kindRestoreTLS = "restore-sasl-ssl"
 )
 
-var kinds = []string{kindBackup, kindRestore, kindPITRWindow, kindPITRFull, kindValidate}
+var kinds = []string{kindBackup, kindRestore, kindPITRWindow, kindPITRFull, kindValidate, kindBackupTLS, kindRestoreTLS}
 
 // caseName is how cases are named in the report and matched by --only,
 // e.g. "backup/fresh/p8".

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 
 	"github.com/kpipe/kpipe/bench"
 )
@@ -37,7 +38,56 @@ type task struct {
 	// segmentRecords, when set, makes a backup cut a segment every that
 	// many records.
 	segmentRecords int64
-	scratch        string // a folder of the run's own: configs, state
+	scratch        string  // a folder of the run's own: configs, state
+	sec            *secure // set: over the SASL_SSL listener
+}
+
+// secure is the broker's SASL_SSL listener and a SCRAM-SHA-512 user of it.
+type secure struct {
+	bootstrap, user, password, passwordFile, ca string
+}
+
+// readSecure reads the KEY=VALUE lines of `scripts/kafka.sh security`.
+func readSecure(file string) (*secure, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	kv := map[string]string{}
+	for _, line := range strings.Split(string(data), "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok {
+			kv[k] = v
+		}
+	}
+	s := &secure{bootstrap: kv["SASL_SSL_BOOTSTRAP"], user: kv["SCRAM_USER"], passwordFile: kv["SCRAM_PASSWORD_FILE"], ca: kv["CA"]}
+	if s.bootstrap == "" || s.user == "" || s.passwordFile == "" || s.ca == "" {
+		return nil, errors.New("want SASL_SSL_BOOTSTRAP, SCRAM_USER, SCRAM_PASSWORD_FILE and CA")
+	}
+	pw, err := os.ReadFile(s.passwordFile)
+	if err != nil {
+		return nil, err
+	}
+	s.password = strings.TrimSpace(string(pw))
+	return s, nil
+}
+
+// kpipeFlags are kpipe's flags of the broker t reaches.
+func (t task) kpipeFlags() []string {
+	if t.sec == nil {
+		return []string{"--bootstrap-servers", t.bootstrap}
+	}
+	return []string{"--bootstrap-servers", t.sec.bootstrap, "--security-protocol", "SASL_SSL", "--sasl-mechanism", "SCRAM-SHA-512",
+		"--sasl-username", t.sec.user, "--sasl-password-file", t.sec.passwordFile, "--ssl-ca-location", t.sec.ca}
+}
+
+// refYAML is the reference tool's bootstrap_servers line and security
+// block of the broker t reaches, indented under source or target.
+func (t task) refYAML() string {
+	if t.sec == nil {
+		return fmt.Sprintf("  bootstrap_servers: [%q]\n", t.bootstrap)
+	}
+	return fmt.Sprintf("  bootstrap_servers: [%q]\n  security:\n    security_protocol: SASL_SSL\n    sasl_mechanism: SCRAM-SHA512\n"+
+		"    sasl_username: %q\n    sasl_password: %q\n    ssl_ca_location: %q\n", t.sec.bootstrap, t.sec.user, t.sec.password, t.sec.ca)
 }
 
 // outcome is what a finished run reports about its work.
@@ -86,8 +136,8 @@ func (k kpipeTool) backup(t task) (prepared, error) {
 		}
 		return prepared{cmd: k.command(t, "run", file, "--state-dir", state), read: readKpipeRun}, nil
 	}
-	cmd := k.command(t, "backup", "--bootstrap-servers", t.bootstrap, "--topics", t.topic,
-		"--path", t.dir, "--backup-id", t.backupID, "--state-dir", state)
+	cmd := k.command(t, append([]string{"backup", "--topics", t.topic,
+		"--path", t.dir, "--backup-id", t.backupID, "--state-dir", state}, t.kpipeFlags()...)...)
 	return prepared{cmd: cmd, read: readKpipeBackup}, nil
 }
 
@@ -119,8 +169,8 @@ pipeline "backup" {
 func segmentBytes(records int64) int64 { return records * int64(bench.RecordSize) * 3 / 2 }
 
 func (k kpipeTool) restore(t task) (prepared, error) {
-	args := []string{"restore", "--bootstrap-servers", t.bootstrap, "--path", t.dir, "--backup-id", t.backupID,
-		"--topics", t.topic, "--topic-mapping", t.topic + "=" + t.target, "--state-dir", filepath.Join(t.scratch, "state")}
+	args := append([]string{"restore", "--path", t.dir, "--backup-id", t.backupID,
+		"--topics", t.topic, "--topic-mapping", t.topic + "=" + t.target, "--state-dir", filepath.Join(t.scratch, "state")}, t.kpipeFlags()...)
 	if t.window != nil {
 		args = append(args, "--time-window-start", strconv.FormatInt(t.window.Start, 10),
 			"--time-window-end", strconv.FormatInt(t.window.End, 10))
@@ -294,8 +344,7 @@ func (r refTool) backup(t task) (prepared, error) {
 mode: backup
 backup_id: %q
 source:
-  bootstrap_servers: [%q]
-  topics:
+%s  topics:
     include: [%q]
 storage:
   backend: filesystem
@@ -307,7 +356,7 @@ backup:
   compression_level: 1
   stop_at_current_offsets: true
   include_offset_headers: false
-%s`, t.backupID, t.bootstrap, t.topic, t.dir, segments))
+%s`, t.backupID, t.refYAML(), t.topic, t.dir, segments))
 	if err != nil {
 		return prepared{}, err
 	}
@@ -354,8 +403,7 @@ func (r refTool) restore(t task) (prepared, error) {
 mode: restore
 backup_id: %q
 target:
-  bootstrap_servers: [%q]
-  topics:
+%s  topics:
     include: [%q]
 storage:
   backend: filesystem
@@ -366,7 +414,7 @@ restore:
   create_topics: true
   topic_mapping:
     %q: %q
-%s`, t.backupID, t.bootstrap, t.topic, t.dir, t.topic, t.target, window))
+%s`, t.backupID, t.refYAML(), t.topic, t.dir, t.topic, t.target, window))
 	if err != nil {
 		return prepared{}, err
 	}
