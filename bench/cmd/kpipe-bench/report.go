@@ -62,6 +62,11 @@ func (r *runner) markdown() string {
 	fmt.Fprintf(&b, "- kpipe: %s\n- Reference: %s\n- Ceiling: `kpipe-bench ceiling-backup` / `ceiling-restore` (%s)\n\n", m.Kpipe, m.Reference, m.Go)
 	b.WriteString("## Time, CPU and memory (medians)\n\n")
 	b.WriteString(r.mainTable().String())
+	for _, c := range r.results {
+		for tool, msg := range c.Failures {
+			fmt.Fprintf(&b, "\n%s: %s failed, so the row has no figures of it: `%s`\n", c.Name, tool, msg)
+		}
+	}
 	if r.cfg.s3 != "" {
 		fmt.Fprintf(&b, "\n## kpipe with its backups on S3 (medians)\n\nThe same backups and restores by kpipe into a bucket of the local S3 server (`scripts/s3.sh`, the MinIO server, at %s) beside kpipe on the local disk and the ceiling, which writes to the local disk.\n\n", r.cfg.s3)
 		b.WriteString(r.s3Table().String())

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 
 	"github.com/kpipe/kpipe/bench"
 )
@@ -85,6 +86,27 @@ type caseResult struct {
 	BackupSegments map[string]int64 `json:"backup_segments,omitempty"`
 	Window         *bench.Window    `json:"window,omitempty"`
 	Runs           []run            `json:"runs"`
+	// Failures holds, by tool, why a tool that is not kpipe failed the
+	// case: its runs stop there, and the report says why it has no
+	// figures.
+	Failures map[string]string `json:"failures,omitempty"`
+}
+
+// fail records that tool failed the case with err: the error line of its
+// output, or the error's first line.
+func (c *caseResult) fail(tool string, err error) {
+	lines := strings.Split(err.Error(), "\n")
+	msg := lines[0]
+	for _, l := range lines {
+		if strings.HasPrefix(l, "Error: ") {
+			msg = l
+			break
+		}
+	}
+	if c.Failures == nil {
+		c.Failures = map[string]string{}
+	}
+	c.Failures[tool] = msg
 }
 
 // series returns one figure of every run of tool, in round order (NaN for
