@@ -337,13 +337,11 @@ func (r *runner) tlsCases(ctx context.Context, src task) error {
 				job.sec = r.cfg.sec
 				x, err := r.backup(ctx, t, job, round)
 				os.RemoveAll(job.scratch)
-				if err != nil && t.name() != toolKpipe {
-					r.logf("%s failed %s; no more runs of it there", t.name(), c.Name)
-					c.fail(t.name(), err)
-					continue
-				}
 				if err != nil {
-					return err
+					if err := r.tolerate(c, t, err); err != nil {
+						return err
+					}
+					continue
 				}
 				c.Runs = append(c.Runs, x)
 				r.progress(c, round, x, "")
@@ -372,16 +370,24 @@ func (r *runner) tlsCases(ctx context.Context, src task) error {
 			if c.Failures[t.name()] != "" {
 				continue
 			}
-			err := r.restoreRun(ctx, c, t, backups[t.name()], src, nil, round)
-			if err != nil && t.name() != toolKpipe {
-				r.logf("%s failed %s; no more runs of it there", t.name(), c.Name)
-				c.fail(t.name(), err)
-				continue
-			}
-			if err != nil {
-				return err
+			if err := r.restoreRun(ctx, c, t, backups[t.name()], src, nil, round); err != nil {
+				if err := r.tolerate(c, t, err); err != nil {
+					return err
+				}
 			}
 		}
 	}
+	return nil
+}
+
+// tolerate records that a tool other than kpipe failed case c with err,
+// which ends its runs there, and returns nil; kpipe's failure comes back
+// as it is.
+func (r *runner) tolerate(c *caseResult, t tool, err error) error {
+	if t.name() == toolKpipe {
+		return err
+	}
+	r.logf("%s failed %s; no more runs of it there", t.name(), c.Name)
+	c.fail(t.name(), err)
 	return nil
 }
