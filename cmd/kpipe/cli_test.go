@@ -61,7 +61,7 @@ func TestBadInputExitsTwoWithAClearError(t *testing.T) {
 	}, {
 		name: "epoch seconds in a time window",
 		hcl:  "pipeline \"p\" {\n  source \"fs\" {\n    path = \"b\"\n    backup_id = \"x\"\n  }\n  transform \"filter\" {\n    time_window_start = 1731236400\n  }\n  sink \"fs\" {\n    path = \"b\"\n    backup_id = \"y\"\n  }\n}\n",
-		want: "kpipe: pipeline \"p\" has invalid parameters:\n  FILE:7,5-22: transform \"filter\": parameter \"time_window_start\": 1731236400 looks like epoch seconds, not milliseconds; use 13-digit epoch milliseconds, e.g. 1731236400000",
+		want: "kpipe: pipeline \"p\" has invalid parameters:\n  FILE:7,5-22: transform \"filter\": parameter \"time_window_start\": 1731236400 looks like epoch seconds, not milliseconds: read as milliseconds it is 1970-01-21T00:53:56.4Z, as seconds 2024-11-10T11:00:00Z; use 13-digit epoch milliseconds: 1731236400000",
 	}, {
 		name: "replication factor of zero",
 		hcl:  "pipeline \"p\" {\n  source \"fs\" {\n    path = \"b\"\n    backup_id = \"x\"\n  }\n  sink \"kafka\" {\n    bootstrap_servers = [\"127.0.0.1:1\"]\n    replication_factor = 0\n  }\n}\n",
@@ -73,7 +73,11 @@ func TestBadInputExitsTwoWithAClearError(t *testing.T) {
 	}, {
 		name: "restore with epoch seconds",
 		args: []string{"restore", "--path", "b", "--backup-id", "x", "--bootstrap-servers", "127.0.0.1:1", "--time-window-end", "1731250800"},
-		want: "kpipe: --time-window-end 1731250800 looks like epoch seconds, not milliseconds; use 13-digit epoch milliseconds, e.g. 1731250800000",
+		want: "kpipe: --time-window-end 1731250800 looks like epoch seconds, not milliseconds: read as milliseconds it is 1970-01-21T00:54:10.8Z, as seconds 2024-11-10T15:00:00Z; use 13-digit epoch milliseconds: 1731250800000",
+	}, {
+		name: "restore with epoch microseconds",
+		args: []string{"restore", "--path", "b", "--backup-id", "x", "--bootstrap-servers", "127.0.0.1:1", "--time-window-start", "1731236400000000"},
+		want: "kpipe: --time-window-start 1731236400000000 looks like epoch microseconds, not milliseconds: read as milliseconds it is the year 56830, as microseconds 2024-11-10T11:00:00Z; use 13-digit epoch milliseconds: 1731236400000",
 	}, {
 		name: "backup without required flags",
 		args: []string{"backup", "--topics", "orders"},

@@ -129,7 +129,7 @@ func TestFilterPassesAWholeBatchWithoutReencoding(t *testing.T) {
 
 func TestFilterRejectsBadParameters(t *testing.T) {
 	_, err := newFilter(t, map[string]any{"expression": "offset + 1", "time_window_start": 1731236400, "time_window_end": base})
-	want := `parameter "time_window_start": 1731236400 looks like epoch seconds, not milliseconds; use 13-digit epoch milliseconds, e.g. 1731236400000; ` +
+	want := `parameter "time_window_start": 1731236400 looks like epoch seconds, not milliseconds: read as milliseconds it is 1970-01-21T00:53:56.4Z, as seconds 2024-11-10T11:00:00Z; use 13-digit epoch milliseconds: 1731236400000; ` +
 		`parameter "expression": CEL expression must be true or false for a record, but it gives int`
 	if err == nil || err.Error() != want {
 		t.Fatalf("got %v\nwant %s", err, want)

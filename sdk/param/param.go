@@ -305,16 +305,38 @@ func setDefault(fv reflect.Value, s string) error {
 
 // CheckEpochMillis rejects a time bound that is not epoch milliseconds. -1
 // means "no bound". A value below 10^11 is almost surely epoch seconds (the
-// classic mistake, which would select data from 1970): the error says so and
-// shows the value in milliseconds.
+// classic mistake, which would select data from 1970), one of 16 digits or
+// more epoch microseconds or nanoseconds (which would select data from tens
+// of thousands of years ahead): the error shows the date each reading
+// gives and the value in milliseconds.
 func CheckEpochMillis(name string, v int64) *Error {
 	if v < -1 {
 		return Errorf(name, "%d is negative; use epoch milliseconds, or leave it out for no bound", v)
 	}
-	if v > 0 && v < 100_000_000_000 {
-		return Errorf(name, "%d looks like epoch seconds, not milliseconds; use 13-digit epoch milliseconds, e.g. %d", v, v*1000)
+	var unit string
+	var ms int64 // v read in unit, in milliseconds
+	switch {
+	case v > 0 && v < 100_000_000_000:
+		unit, ms = "seconds", v*1000
+	case v >= 1_000_000_000_000_000_000:
+		unit, ms = "nanoseconds", v/1_000_000
+	case v >= 1_000_000_000_000_000:
+		unit, ms = "microseconds", v/1000
+	default:
+		return nil
 	}
-	return nil
+	return Errorf(name, "%d looks like epoch %s, not milliseconds: read as milliseconds it is %s, as %s %s; use 13-digit epoch milliseconds: %d",
+		v, unit, dateOf(v), unit, dateOf(ms), ms)
+}
+
+// dateOf is the UTC date of epoch milliseconds, or its year when that has
+// more than four digits.
+func dateOf(ms int64) string {
+	t := time.UnixMilli(ms).UTC()
+	if t.Year() > 9999 {
+		return fmt.Sprintf("the year %d", t.Year())
+	}
+	return t.Format(time.RFC3339Nano)
 }
 
 // CheckTimeWindow checks the bounds of a time window, named

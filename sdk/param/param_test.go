@@ -289,9 +289,12 @@ func TestCheckEpochMillis(t *testing.T) {
 		{0, ""},
 		{1731236400000, ""},
 		{100_000_000_000, ""},
-		{1731236400, `parameter "start": 1731236400 looks like epoch seconds, not milliseconds; use 13-digit epoch milliseconds, e.g. 1731236400000`},
-		{1, `parameter "start": 1 looks like epoch seconds, not milliseconds; use 13-digit epoch milliseconds, e.g. 1000`},
-		{99_999_999_999, `parameter "start": 99999999999 looks like epoch seconds, not milliseconds; use 13-digit epoch milliseconds, e.g. 99999999999000`},
+		{1731236400, `parameter "start": 1731236400 looks like epoch seconds, not milliseconds: read as milliseconds it is 1970-01-21T00:53:56.4Z, as seconds 2024-11-10T11:00:00Z; use 13-digit epoch milliseconds: 1731236400000`},
+		{1, `parameter "start": 1 looks like epoch seconds, not milliseconds: read as milliseconds it is 1970-01-01T00:00:00.001Z, as seconds 1970-01-01T00:00:01Z; use 13-digit epoch milliseconds: 1000`},
+		{99_999_999_999, `parameter "start": 99999999999 looks like epoch seconds, not milliseconds: read as milliseconds it is 1973-03-03T09:46:39.999Z, as seconds 5138-11-16T09:46:39Z; use 13-digit epoch milliseconds: 99999999999000`},
+		{999_999_999_999_999, ""},
+		{1731236400123456, `parameter "start": 1731236400123456 looks like epoch microseconds, not milliseconds: read as milliseconds it is the year 56830, as microseconds 2024-11-10T11:00:00.123Z; use 13-digit epoch milliseconds: 1731236400123`},
+		{1731236400123456789, `parameter "start": 1731236400123456789 looks like epoch nanoseconds, not milliseconds: read as milliseconds it is the year 54862667, as nanoseconds 2024-11-10T11:00:00.123Z; use 13-digit epoch milliseconds: 1731236400123`},
 		{-5, `parameter "start": -5 is negative; use epoch milliseconds, or leave it out for no bound`},
 		{-2, `parameter "start": -2 is negative; use epoch milliseconds, or leave it out for no bound`},
 	}
@@ -318,7 +321,7 @@ func TestCheckTimeWindow(t *testing.T) {
 		{-1, -1, ""},
 		{1731236400000, 1731236400000, ""},
 		{1731236400001, 1731236400000, `parameter "time_window_end": 1731236400000 is before time_window_start 1731236400001`},
-		{1731236400, 1731236400000, `parameter "time_window_start": 1731236400 looks like epoch seconds, not milliseconds; use 13-digit epoch milliseconds, e.g. 1731236400000`},
+		{1731236400, 1731236400000, `parameter "time_window_start": 1731236400 looks like epoch seconds, not milliseconds: read as milliseconds it is 1970-01-21T00:53:56.4Z, as seconds 2024-11-10T11:00:00Z; use 13-digit epoch milliseconds: 1731236400000`},
 	} {
 		got := ""
 		if errs := CheckTimeWindow(c.start, c.end); len(errs) > 0 {
