@@ -120,9 +120,12 @@ cmd_up() {
 		((SECONDS < deadline)) || die "the S3 server did not get ready within ${START_TIMEOUT}s; see $OUTFILE"
 		sleep 0.2
 	done
-	if ! s3curl HEAD "/$BUCKET" >/dev/null 2>&1; then
-		s3curl PUT "/$BUCKET" >/dev/null || die "could not create bucket $BUCKET"
-	fi
+	# Ready may come a moment before the server serves buckets (503): the
+	# bucket is tried until the same deadline.
+	until s3curl HEAD "/$BUCKET" >/dev/null 2>&1 || s3curl PUT "/$BUCKET" >/dev/null 2>&1; do
+		((SECONDS < deadline)) || die "could not create bucket $BUCKET: $(s3curl PUT "/$BUCKET" 2>&1 >/dev/null)"
+		sleep 0.2
+	done
 	echo "$ENDPOINT"
 }
 
