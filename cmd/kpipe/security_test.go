@@ -69,13 +69,10 @@ func (s *secrets) check(t *testing.T, dirs ...string) {
 	t.Helper()
 	texts := map[string]string{"the output of the runs": s.out.String()}
 	for _, dir := range dirs {
-		filepath.Walk(dir, func(path string, info os.FileInfo, err error) error {
-			if err == nil && info.Mode().IsRegular() {
-				data, _ := os.ReadFile(path)
-				texts[path] = string(data)
-			}
-			return nil
-		})
+		for _, path := range filesUnder(dir) {
+			data, _ := os.ReadFile(path)
+			texts[path] = string(data)
+		}
 	}
 	if s.out.Len() == 0 {
 		t.Fatalf("nothing to look for secrets in")
