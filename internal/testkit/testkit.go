@@ -153,10 +153,17 @@ func Client(t testing.TB, addr string, opts ...kgo.Opt) *kgo.Client {
 // CreateTopic creates a topic with the given partitions.
 func CreateTopic(t testing.TB, addr, topic string, partitions int32) {
 	t.Helper()
+	CreateTopicWithConfigs(t, addr, topic, partitions, nil)
+}
+
+// CreateTopicWithConfigs creates a topic with the given partitions and
+// topic configs, and returns once every partition has a leader.
+func CreateTopicWithConfigs(t testing.TB, addr, topic string, partitions int32, configs map[string]*string) {
+	t.Helper()
 	adm := kadm.NewClient(Client(t, addr))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	resp, err := adm.CreateTopic(ctx, partitions, 1, nil, topic)
+	resp, err := adm.CreateTopic(ctx, partitions, 1, configs, topic)
 	if err == nil {
 		err = resp.Err
 	}
