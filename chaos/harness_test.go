@@ -436,12 +436,13 @@ func start(t *testing.T, out *syncBuffer, env []string, args ...string) *exec.Cm
 
 // waiter waits for cmd once, in the background: done closes when it ended.
 type waiter struct {
+	cmd  *exec.Cmd
 	done chan struct{}
 	err  error
 }
 
 func wait(cmd *exec.Cmd) *waiter {
-	w := &waiter{done: make(chan struct{})}
+	w := &waiter{cmd: cmd, done: make(chan struct{})}
 	go func() { w.err = cmd.Wait(); close(w.done) }()
 	return w
 }

@@ -308,11 +308,10 @@ func TestEveryPluginRunsAsItsOwnProcess(t *testing.T) {
 	}
 	rp := pipelines.Restore("restore", pipelines.RestoreOptions{
 		Path: root, BackupID: "b", BootstrapServers: []string{addr}, TimeWindowStart: time.Now().Add(-time.Hour).UnixMilli(), TimeWindowEnd: -1,
-		TopicMapping: map[string]string{src: testkit.Topic(t, "dst")},
 	})
 	filter := config.Stage{Plugin: "filter", Params: map[string]json.RawMessage{}}
 	setParam(&filter, "expression", "partition == 0")
-	rp.Transforms = append([]config.Stage{filter}, rp.Transforms...)
+	rp.Transforms = []config.Stage{filter, remapStage(t, src, testkit.Topic(t, "dst"))}
 	run(t, rp, opts)
 	if len(procs) != 4 {
 		t.Fatalf("launched %d plugins, want 4 (fs source, filter, remap, kafka sink): %v", len(procs), procs)
@@ -586,4 +585,12 @@ func TestADamagedPartitionLetsTheOthersRestore(t *testing.T) {
 			t.Errorf("the plugin's log line %v: %s is %v, want %v", line, k, line[k], v)
 		}
 	}
+}
+
+// remapStage is the remap transform renaming topic from to to.
+func remapStage(t *testing.T, from, to string) config.Stage {
+	t.Helper()
+	st := config.Stage{Plugin: "remap", Params: map[string]json.RawMessage{}}
+	setParam(&st, "topic_mapping", map[string]string{from: to})
+	return st
 }

@@ -1,12 +1,14 @@
 // Package pipelines turns the Kafka backup and restore verbs of the CLI into
 // pipeline graphs for the engine: a backup is kafka → storage, a restore is
-// storage → [remap] → kafka, where the storage is the fs plugin for a folder
+// storage → kafka, where the storage is the fs plugin for a folder
 // and the s3 plugin for an s3:// URL.
 package pipelines
 
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -112,6 +114,9 @@ type RestoreOptions struct {
 	// TopicIncarnations picks, by topic name, the incarnation (topic ID)
 	// of a topic re-created during the backup; the latest when not listed.
 	TopicIncarnations map[string]string
+	// AllowNonemptyTarget lets the restore start on target partitions that
+	// hold records already, appending after them.
+	AllowNonemptyTarget bool
 }
 
 func stage(plugin string, params map[string]any) config.Stage {
@@ -164,12 +169,13 @@ func Backup(name string, o BackupOptions) config.Pipeline {
 	return config.Pipeline{Name: name, Source: stage("kafka", src), Sink: storageStage(o.Path, o.Store, sink)}
 }
 
-// Restore returns the pipeline of a restore. The storage source reads only the
-// chosen topics and partitions and the records of the time window: it skips
-// segments and batches outside the window unread and cuts those that
-// straddle a bound. The backup's topic metadata flows
-// from the source through remap to the kafka sink, which creates each
-// target topic with as many partitions as it needs.
+// Restore returns the pipeline of a restore: storage → kafka. The storage
+// source reads only the chosen topics and partitions and the records of
+// the time window: it skips segments and batches outside the window unread
+// and cuts those that straddle a bound. The kafka sink maps topics and
+// partitions and creates each missing target topic with the partitions and
+// configs of the backup's metadata. Run it through WithRestoreState, which
+// makes it exactly once.
 func Restore(name string, o RestoreOptions) config.Pipeline {
 	src := map[string]any{
 		"backup_id":         o.BackupID,
@@ -184,21 +190,30 @@ func Restore(name string, o RestoreOptions) config.Pipeline {
 	if len(o.TopicIncarnations) > 0 {
 		src["topic_incarnations"] = o.TopicIncarnations
 	}
-	p := config.Pipeline{Name: name, Source: storageStage(o.Path, o.Store, src)}
-	if len(o.TopicMapping) > 0 || len(o.PartitionMapping) > 0 {
-		remap := map[string]any{}
-		if len(o.TopicMapping) > 0 {
-			remap["topic_mapping"] = o.TopicMapping
-		}
-		if len(o.PartitionMapping) > 0 {
-			remap["partition_mapping"] = o.PartitionMapping
-		}
-		p.Transforms = append(p.Transforms, stage("remap", remap))
-	}
 	sink := map[string]any{"bootstrap_servers": o.BootstrapServers}
+	if len(o.TopicMapping) > 0 {
+		sink["topic_mapping"] = o.TopicMapping
+	}
+	if len(o.PartitionMapping) > 0 {
+		sink["partition_mapping"] = o.PartitionMapping
+	}
+	if o.AllowNonemptyTarget {
+		sink["allow_nonempty_target"] = true
+	}
 	o.Security.addTo(sink)
-	p.Sink = stage("kafka", sink)
-	return p
+	return config.Pipeline{Name: name, Source: storageStage(o.Path, o.Store, src), Sink: stage("kafka", sink)}
+}
+
+// WithRestoreState gives a restore pipeline its state file under stateDir,
+// named by the pipeline's identity: the kafka sink keeps the restore's
+// progress and offset map there and writes exactly once (package
+// sdk/restore). It returns the pipeline and the file.
+func WithRestoreState(p config.Pipeline, stateDir string) (config.Pipeline, string) {
+	file := filepath.Join(stateDir, p.Name+"-"+p.Identity()+".restore.json")
+	params := maps.Clone(p.Sink.Params)
+	params["restore_state"], _ = json.Marshal(file)
+	p.Sink.Params = params
+	return p, file
 }
 
 // RestoreSummary is what a restore did, in the terms of a PITR report.

@@ -200,10 +200,10 @@ func TestARunIsOneTraceAcrossPluginProcesses(t *testing.T) {
 	// A restore through the filter (which gets the batches' bytes) and the
 	// remap (which gets envelopes only): source → filter → remap → sink.
 	rp := pipelines.Restore("restore", pipelines.RestoreOptions{Path: root, BackupID: "t", BootstrapServers: []string{addr},
-		TimeWindowStart: -1, TimeWindowEnd: -1, TopicMapping: map[string]string{src: testkit.Topic(t, "dst")}})
+		TimeWindowStart: -1, TimeWindowEnd: -1})
 	filter := config.Stage{Plugin: "filter", Params: map[string]json.RawMessage{}}
 	setParam(&filter, "expression", "offset < 25")
-	rp.Transforms = append([]config.Stage{filter}, rp.Transforms...)
+	rp.Transforms = []config.Stage{filter, remapStage(t, src, testkit.Topic(t, "dst"))}
 	rep, err, spans = traced(t, rp, options(t))
 	if err != nil {
 		t.Fatal(err)

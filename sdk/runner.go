@@ -941,13 +941,15 @@ func (r *SinkRunner) Open(ctx context.Context, o SinkOpen) (SinkOpened, error) {
 		opened.Codec = fs.Codec()
 	}
 	if pt, ok := r.sink.(PositionTracker); ok {
-		ps, err := pt.DurablePositions(ctx)
-		if err != nil {
+		switch ps, err := pt.DurablePositions(ctx); {
+		case errors.Is(err, ErrPositionsNotTracked):
+		case err != nil:
 			in.Close()
 			return SinkOpened{}, fmt.Errorf("durable positions: %w", err)
+		default:
+			opened.TracksPositions = true
+			opened.Resume = ps
 		}
-		opened.TracksPositions = true
-		opened.Resume = ps
 	}
 	return opened, nil
 }

@@ -23,6 +23,7 @@ package sdk
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -474,9 +475,16 @@ func (UnimplementedSink) mustEmbedUnimplementedSink()     {}
 // such as backup stores. After Open, DurablePositions returns the positions
 // to resume from; the host prefers them to its own checkpoint, so a crash
 // between a sink's write and the host's checkpoint never duplicates data.
+// A sink that tracks positions only in some configurations returns
+// ErrPositionsNotTracked in the others: the host then keeps its own
+// checkpoint.
 type PositionTracker interface {
 	DurablePositions(ctx context.Context) ([]Position, error)
 }
+
+// ErrPositionsNotTracked is what DurablePositions returns when the sink,
+// as configured, does not track positions.
+var ErrPositionsNotTracked = errors.New("this sink does not track positions as configured")
 
 // FrameStore is implemented by sinks that store frames as they come (a
 // backup store): Codec is the codec they store, which sources then encode

@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/kpipe/kpipe/core/checkpoint"
 	"github.com/kpipe/kpipe/core/config"
 	"github.com/kpipe/kpipe/core/engine"
 	"github.com/kpipe/kpipe/core/host"
@@ -23,6 +24,7 @@ import (
 	"github.com/kpipe/kpipe/core/telemetry"
 	"github.com/kpipe/kpipe/pipelines"
 	"github.com/kpipe/kpipe/sdk/param"
+	"github.com/kpipe/kpipe/sdk/restore"
 )
 
 func (g *globals) host(fileDir string) *host.Host {
@@ -497,12 +499,21 @@ func newRestoreCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "restore",
 		Short: "Restore a backup to Kafka, whole or for a time window (PITR)",
-		Long: `Restore a backup to a Kafka cluster as the pipeline fs → [remap] → kafka
-(s3 → [remap] → kafka for an s3:// --path).
+		Long: `Restore a backup to a Kafka cluster as the pipeline fs → kafka
+(s3 → kafka for an s3:// --path).
 A time window keeps the records whose timestamp t satisfies start <= t <= end
 (both bounds inclusive, epoch milliseconds); segments that cannot hold such
-records are skipped unread. Missing target topics are
-created with as many partitions as the restore needs.`,
+records are skipped unread. Missing target topics are created with the
+partitions and topic configs of the backup.
+
+A restore is exactly once: it keeps its progress and offset map in a state
+file under --state-dir, and a restore stopped or killed at any moment and
+run again continues where it stopped, no record twice and none missing. It
+must be the only writer of its target partitions: it starts only on empty
+ones (unless --allow-nonempty-target), and another producer writing to one
+stops it. Merged partitions (--partition-mapping 1=0,2=0) are written one
+after the other, lowest source partition first. A restore that finished
+says so when run again; --fresh runs it again from the start.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := readSecurity(cmd, &r.Security); err != nil {
@@ -553,7 +564,19 @@ created with as many partitions as the restore needs.`,
 				return err
 			}
 			defer o.close()
-			rep, err := runPipeline(cmd.Context(), pipelines.Restore("restore", r), opts)
+			p, stateFile := pipelines.WithRestoreState(pipelines.Restore("restore", r), opts.StateDir)
+			if o.fresh {
+				if err := os.Remove(stateFile); err != nil && !errors.Is(err, os.ErrNotExist) {
+					return err
+				}
+			} else if st, err := restore.Load(stateFile); err != nil {
+				return err
+			} else if st != nil && st.Finished != nil {
+				rep := &engine.Report{Pipeline: p.Name, AlreadyFinished: &checkpoint.Finished{At: *st.Finished, RecordsOut: st.Records()}}
+				printRestore(cmd.OutOrStdout(), g.format, r, rep)
+				return nil
+			}
+			rep, err := runPipeline(cmd.Context(), p, opts)
 			if rep != nil {
 				printRestore(cmd.OutOrStdout(), g.format, r, rep)
 			}
@@ -572,6 +595,7 @@ created with as many partitions as the restore needs.`,
 	f.Int64Var(&r.TimeWindowEnd, "time-window-end", -1, "restore records with timestamp <= this, epoch milliseconds (-1: to the end)")
 	f.StringSliceVar(&topicMap, "topic-mapping", nil, "SOURCE=TARGET topic renames, comma separated")
 	f.StringSliceVar(&partMap, "partition-mapping", nil, "SOURCE=TARGET partition moves, comma separated (several may merge into one)")
+	f.BoolVar(&r.AllowNonemptyTarget, "allow-nonempty-target", false, "let the restore start on target partitions that already hold records, appending after them (a restore otherwise writes only to empty ones, so that a rerun tells its own records from others')")
 	f.StringSliceVar(&incarnations, "topic-incarnation", nil, "TOPIC=TOPIC_ID: for a topic deleted and re-created during the backup, the incarnation to restore (its topic ID); the latest when not given")
 	o.flags(cmd)
 	return cmd

@@ -406,7 +406,7 @@ func TestRestoresKeepStateOfTheirOwn(t *testing.T) {
 	}
 	count := func(topic string) int { return len(testkit.ConsumeAll(t, addr, topic)) }
 	one, two := testkit.Topic(t, "one"), testkit.Topic(t, "two")
-	if out := restore(one); !strings.Contains(out, "\n  metadata: 1 message(s), the last naming "+one+" (2 partitions)\n") {
+	if out := restore(one); !strings.Contains(out, "\n  metadata: 1 message(s), the last naming "+src+" (2 partitions)\n") {
 		t.Errorf("restore report %q does not name the metadata the sink got", out)
 	}
 	restore(two)
@@ -437,7 +437,17 @@ func TestRestoresKeepStateOfTheirOwn(t *testing.T) {
 		t.Fatalf("a finished restore run again left %d records, want 20", n)
 	}
 
-	restore(one, "--fresh")
+	// --fresh starts over, and the target holds records now: refused, until
+	// appending is allowed.
+	code, _, stderr := kpipe(t, "restore", "--bootstrap-servers", addr, "--path", path, "--backup-id", "b",
+		"--topic-mapping", src+"="+one, "--state-dir", state, "--fresh")
+	if want := "target partition " + one + "/0 already holds records (offsets 0 to 9)"; code != 1 || !strings.Contains(stderr, want) {
+		t.Fatalf("--fresh onto the filled target: exit %d, stderr %q; want exit 1 and %q", code, stderr, want)
+	}
+	if n := count(one); n != 20 {
+		t.Fatalf("the refused restore left %d records in the target, want 20", n)
+	}
+	restore(one, "--fresh", "--allow-nonempty-target")
 	if n := count(one); n != 40 {
 		t.Fatalf("after --fresh the target holds %d records, want 40 (restored again)", n)
 	}

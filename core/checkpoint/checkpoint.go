@@ -1,5 +1,5 @@
 // Package checkpoint stores a pipeline's resume positions in a small JSON
-// file, replaced atomically (writeFileAtomic), so that a crash
+// file, replaced atomically (package atomicfile), so that a crash
 // leaves either the old or the new checkpoint, never a torn one. A file
 // belongs to one pipeline identity (config.Pipeline.Identity): a pipeline
 // that reads or writes anything else never sees it.
@@ -14,6 +14,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/kpipe/kpipe/internal/atomicfile"
 	"github.com/kpipe/kpipe/sdk"
 )
 
@@ -83,48 +84,5 @@ func (s *Store) Save(positions []sdk.Position, finished *Finished) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(s.Path, data)
-}
-
-// writeFileAtomic writes data to path through a temporary file in the same
-// folder: fsync, rename, then fsync of the folder. A crash leaves the old
-// file or the new one, never a torn one.
-func writeFileAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after a successful rename
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("sync %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync folder %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync folder %s: %w", dir, err)
-	}
-	return nil
+	return atomicfile.Write(s.Path, data)
 }

@@ -14,7 +14,7 @@ import (
 // state. Where a pipeline is written (file, line, order of attributes) and
 // its name do not count, nor do the settings of how a cluster is reached
 // (see ConnectionParam): a rotated password or certificate is the same
-// pipeline.
+// pipeline; nor do the settings of how a run goes (see RunParam).
 func (p Pipeline) Identity() string {
 	type stage struct {
 		Plugin string         `json:"plugin"`
@@ -24,7 +24,7 @@ func (p Pipeline) Identity() string {
 	for _, s := range append(append([]Stage{p.Source}, p.Transforms...), p.Sink) {
 		params := make(map[string]any, len(s.Params))
 		for k, raw := range s.Params {
-			if ConnectionParam(k) {
+			if ConnectionParam(k) || RunParam(k) {
 				continue
 			}
 			var v any
@@ -49,4 +49,12 @@ func (p Pipeline) Identity() string {
 // their TLS and SASL parameters so.
 func ConnectionParam(name string) bool {
 	return name == "security_protocol" || strings.HasPrefix(name, "sasl_") || strings.HasPrefix(name, "ssl_")
+}
+
+// RunParam says whether a plugin parameter is a setting of how a run goes
+// rather than of what is read or written: restore_state (where a restore
+// keeps its progress, itself named by the identity) and
+// allow_nonempty_target (a rerun that adds it continues the same restore).
+func RunParam(name string) bool {
+	return name == "restore_state" || name == "allow_nonempty_target"
 }

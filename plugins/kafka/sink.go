@@ -16,14 +16,19 @@ import (
 	"github.com/kpipe/kpipe/sdk"
 	"github.com/kpipe/kpipe/sdk/param"
 	"github.com/kpipe/kpipe/sdk/record"
+	"github.com/kpipe/kpipe/sdk/restore"
 )
 
 type sinkConfig struct {
-	BootstrapServers  []string         `param:"bootstrap_servers" required:"true" help:"Kafka brokers of the target cluster, host:port"`
-	CreateTopics      bool             `param:"create_topics" default:"true" help:"create missing target topics, and add partitions when a batch names one the topic lacks"`
-	TopicPartitions   map[string]int32 `param:"topic_partitions" help:"partitions of topics this sink creates, by target topic name; a topic not listed gets as many as the batches need (highest partition + 1)"`
-	ReplicationFactor int              `param:"replication_factor" default:"-1" help:"replication factor of created topics; -1 for the broker default"`
-	ConnectTimeout    time.Duration    `param:"connect_timeout" default:"30s" help:"how long to wait for the cluster to answer at start"`
+	BootstrapServers  []string          `param:"bootstrap_servers" required:"true" help:"Kafka brokers of the target cluster, host:port"`
+	CreateTopics      bool              `param:"create_topics" default:"true" help:"create missing target topics, and add partitions when a batch names one the topic lacks"`
+	TopicPartitions   map[string]int32  `param:"topic_partitions" help:"partitions of topics this sink creates, by target topic name; a topic not listed gets as many as the batches need (highest partition + 1)"`
+	ReplicationFactor int               `param:"replication_factor" default:"-1" help:"replication factor of created topics; -1 for the broker default"`
+	ConnectTimeout    time.Duration     `param:"connect_timeout" default:"30s" help:"how long to wait for the cluster to answer at start"`
+	TopicMapping      map[string]string `param:"topic_mapping" help:"source topic = target topic; unmapped topics keep their name"`
+	PartitionMapping  map[string]int32  `param:"partition_mapping" help:"source partition = target partition, for every topic (several may merge into one: they are written one after the other, lowest first); unmapped partitions keep their number"`
+	RestoreState      string            `param:"restore_state" help:"file of the restore's progress and offset map: set, the sink writes exactly once, a rerun continuing where a killed run stopped (it must be the only writer of its target partitions, and get each source partition's batches in order)"`
+	AllowNonempty     bool              `param:"allow_nonempty_target" help:"with restore_state: let the restore start on target partitions that already hold records, appending after them"`
 }
 
 // Sink produces batches to Kafka with an idempotent producer, partition for
@@ -31,12 +36,18 @@ type sinkConfig struct {
 // records is acknowledged by the brokers (acks=all).
 type Sink struct {
 	sdk.UnimplementedSink
-	cfg  sinkConfig
-	sec  securityConfig
-	cl   *kgo.Client
-	adm  *kadm.Client
-	ack  sdk.Acker
-	topo map[string]int // partitions per target topic, as far as known
+	cfg sinkConfig
+	sec securityConfig
+	m   restore.Mapping
+	// eo keeps a restore exactly once; nil without restore_state.
+	eo       *exactly
+	outcome  sdk.Outcome
+	stopSave chan struct{}
+	saved    chan struct{}
+	cl       *kgo.Client
+	adm      *kadm.Client
+	ack      sdk.Acker
+	topo     map[string]int // partitions per target topic, as far as known
 	// producing holds the topics records were produced to.
 	producing map[string]bool
 
@@ -52,14 +63,23 @@ type Sink struct {
 	err         error
 	failCh      chan error // gets err, once
 	produced    int64
+	matched     int64 // records a resumed restore found in the target already
 	created     int64
 }
 
 // inFlight is a batch whose records the producer has not all acknowledged:
 // its decoded records stay alive until then.
 type inFlight struct {
+	id   sdk.BatchID
+	n    int
 	left int
 	rec  arrow.RecordBatch
+	view *record.View
+	// With restore_state: the batch's source partition, the position after
+	// it, and its target partition.
+	src  sdk.TopicPartition
+	next int64
+	tgt  *targetTrack
 }
 
 // NewSink returns the kafka sink.
@@ -73,6 +93,12 @@ func (s *Sink) Configure(context.Context) error {
 	errs := s.sec.check()
 	if len(s.cfg.BootstrapServers) == 0 {
 		errs = append(errs, param.Errorf("bootstrap_servers", "is empty; list at least one broker, e.g. [\"127.0.0.1:9092\"]"))
+	}
+	var merrs param.Errors
+	s.m, merrs = restore.NewMapping(s.cfg.TopicMapping, s.cfg.PartitionMapping)
+	errs = append(errs, merrs...)
+	if s.cfg.AllowNonempty && s.cfg.RestoreState == "" {
+		errs = append(errs, param.Errorf("allow_nonempty_target", "is for a restore: set restore_state too"))
 	}
 	if rf := s.cfg.ReplicationFactor; rf != -1 && (rf < 1 || rf > math.MaxInt16) {
 		errs = append(errs, param.Errorf("replication_factor", "%d is not a replication factor; use 1 or more, or -1 for the broker default", rf))
@@ -100,7 +126,61 @@ func (s *Sink) Open(ctx context.Context, ack sdk.Acker) error {
 		kgo.ProducerBatchMaxBytes(1<<20),
 		kgo.MetadataMinAge(10*time.Millisecond), // see new topics and partitions as soon as they exist
 	)
-	return err
+	if err != nil || s.cfg.RestoreState == "" {
+		return err
+	}
+	if s.eo, err = loadExactly(s.cfg.RestoreState, s.cfg.AllowNonempty); err != nil {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(ctx, s.cfg.ConnectTimeout)
+	defer cancel()
+	if err := s.eo.catchUp(cctx, s.adm, &s.sec, s.cfg.BootstrapServers, s.cfg.ConnectTimeout); err != nil {
+		return err
+	}
+	s.stopSave, s.saved = make(chan struct{}), make(chan struct{})
+	go s.saveLoop()
+	return nil
+}
+
+// DurablePositions implements sdk.PositionTracker: with restore_state, the
+// restore resumes from the positions its state holds.
+func (s *Sink) DurablePositions(context.Context) ([]sdk.Position, error) {
+	if s.eo == nil {
+		return nil, sdk.ErrPositionsNotTracked
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.eo.positions(), nil
+}
+
+// saveLoop saves the restore's state every saveEvery while it changes.
+func (s *Sink) saveLoop() {
+	defer close(s.saved)
+	t := time.NewTicker(saveEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stopSave:
+			return
+		case <-t.C:
+			if err := s.saveState(false); err != nil {
+				s.fail(err)
+				return
+			}
+		}
+	}
+}
+
+// saveState saves the restore's state if it changed (or, finished, marks
+// it so). The snapshot is taken while no other save runs, so that saves
+// land in the order they were taken.
+func (s *Sink) saveState(finished bool) error {
+	s.eo.saving.Lock()
+	defer s.eo.saving.Unlock()
+	s.mu.Lock()
+	c := s.eo.snapshot(finished)
+	s.mu.Unlock()
+	return s.eo.save(c)
 }
 
 // ensure makes sure topic exists with more than partition partitions,
@@ -207,6 +287,7 @@ func (s *Sink) partitions(ctx context.Context, topic string) (int, bool, error) 
 // on their way; a topic that exists is left as it is until a batch needs
 // more of it.
 func (s *Sink) WriteMetadata(ctx context.Context, m sdk.Metadata) error {
+	m = s.m.Metadata(m)
 	for _, t := range m.Topics {
 		s.planned[t.Name] = max(s.planned[t.Name], t.Partitions)
 		if len(t.Configs) > 0 {
@@ -232,14 +313,35 @@ func (s *Sink) Write(ctx context.Context, b sdk.Batch) error {
 	if err := s.failed(); err != nil {
 		return err
 	}
-	if b.IsGap() {
-		s.ack(b.ID()) // nothing to produce
+	src := sdk.TopicPartition{Topic: b.Topic, Partition: b.Partition}
+	if b.IsGap() || b.Count == 0 {
+		// Nothing to produce: the batch only moves the source position.
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.complete(&inFlight{id: b.ID(), src: src, next: b.NextOffset})
 		return nil
 	}
-	if err := s.ensure(ctx, b.Topic, b.Partition); err != nil {
+	dst := sdk.TopicPartition{Topic: s.m.Topic(b.Topic), Partition: s.m.Partition(b.Partition)}
+	if err := s.ensure(ctx, dst.Topic, dst.Partition); err != nil {
 		return err
 	}
-	s.producing[b.Topic] = true
+	s.producing[dst.Topic] = true
+	var tgt *targetTrack
+	if s.eo != nil {
+		var started bool
+		var err error
+		s.mu.Lock()
+		tgt, started, err = s.eo.open(ctx, s.adm, dst)
+		s.mu.Unlock()
+		if err != nil {
+			return err
+		}
+		if started {
+			if err := s.saveState(false); err != nil {
+				return err
+			}
+		}
+	}
 	rec, err := s.dec.Decode(b.Arrow)
 	if err != nil {
 		return err
@@ -257,14 +359,34 @@ func (s *Sink) Write(ctx context.Context, b sdk.Batch) error {
 	// which stay alive until the producer is done with them.
 	n := v.Len()
 	id := b.ID()
+	f := &inFlight{id: id, n: n, left: n, rec: rec, view: v, src: src, next: b.NextOffset, tgt: tgt}
 	s.mu.Lock()
-	s.outstanding[id] = &inFlight{left: n, rec: rec}
+	s.outstanding[id] = f
+	first := 0
+	if s.eo != nil {
+		s.eo.source(src).pending = append(s.eo.source(src).pending, f)
+		// A resumed run: the records the last run wrote after its last
+		// save are in the target already; match them instead.
+		for ; first < n && len(tgt.ahead) > 0; first++ {
+			if s.eo.hash(v.Key(first), v.Value(first), v.Timestamp(first), viewHeaders(v, first)) != tgt.ahead[0] {
+				s.mu.Unlock()
+				return errMismatch(dst, tgt.t.Next)
+			}
+			tgt.ahead = tgt.ahead[1:]
+			s.eo.landed(f, first, tgt.t.Next)
+			s.matched++
+			f.left--
+		}
+		if f.left == 0 {
+			s.complete(f)
+		}
+	}
 	s.mu.Unlock()
 	recs := make([]kgo.Record, n)
-	done := func(_ *kgo.Record, err error) { s.done(id, err) }
-	for i := range n {
+	done := func(r *kgo.Record, err error) { s.done(id, r, err) }
+	for i := first; i < n; i++ {
 		r := &recs[i]
-		r.Topic, r.Partition = b.Topic, b.Partition
+		r.Topic, r.Partition = dst.Topic, dst.Partition
 		r.Key, r.Value = v.Key(i), v.Value(i)
 		r.Timestamp = time.UnixMilli(v.Timestamp(i))
 		if nh := v.NumHeaders(i); nh > 0 {
@@ -279,21 +401,51 @@ func (s *Sink) Write(ctx context.Context, b sdk.Batch) error {
 	return nil
 }
 
-func (s *Sink) done(id sdk.BatchID, err error) {
+func (s *Sink) done(id sdk.BatchID, r *kgo.Record, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err != nil {
 		s.failLocked(fmt.Errorf("produce: %w", s.sec.explain(err)))
 		return
 	}
-	s.produced++
 	f := s.outstanding[id]
+	if f == nil || s.err != nil {
+		return
+	}
+	if s.eo != nil {
+		// The promises of a partition come in order: this is the batch's
+		// next record.
+		t := f.tgt.t
+		if r.Offset != t.Next {
+			s.failLocked(errForeign(sdk.TopicPartition{Topic: r.Topic, Partition: r.Partition}, r.Offset, t.Next))
+			return
+		}
+		s.eo.landed(f, f.n-f.left, r.Offset)
+	}
+	s.produced++
 	f.left--
 	if f.left == 0 {
-		delete(s.outstanding, id)
-		f.rec.Release()
-		s.ack(id)
+		s.complete(f)
 	}
+}
+
+// complete acknowledges a batch whose records are all durable and, for a
+// restore, moves its source partition's position. The caller holds s.mu.
+func (s *Sink) complete(f *inFlight) {
+	delete(s.outstanding, f.id)
+	if f.rec != nil {
+		f.rec.Release()
+	}
+	if s.eo != nil {
+		src := s.eo.source(f.src)
+		if f.n == 0 { // a batch with no records joins the queue here
+			src.pending = append(src.pending, f)
+		}
+		if src.settle() {
+			s.eo.dirty = true
+		}
+	}
+	s.ack(f.id)
 }
 
 // fail ends the run with err: a produce that failed, or a connection
@@ -331,10 +483,29 @@ func (s *Sink) Flush(ctx context.Context) error {
 func (s *Sink) Metrics() map[string]int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return map[string]int64{"records_produced": s.produced, "records_durable": s.produced, "topics_created": s.created}
+	return map[string]int64{"records_produced": s.produced, "records_matched": s.matched, "records_durable": s.produced + s.matched, "topics_created": s.created}
 }
 
+// End implements sdk.Ender: a restore that completed is marked finished
+// in its state at Teardown.
+func (s *Sink) End(_ context.Context, o sdk.Outcome) { s.outcome = o }
+
 func (s *Sink) Teardown(context.Context) error {
+	var err error
+	if s.eo != nil && s.stopSave != nil {
+		close(s.stopSave)
+		<-s.saved
+		s.stopSave = nil
+		finished := false
+		if s.outcome == sdk.OutcomeComplete {
+			s.mu.Lock()
+			err = s.eo.leftAhead()
+			s.mu.Unlock()
+			finished = err == nil
+		}
+		// After a failure too: what is durable stays accounted for.
+		err = errors.Join(err, s.saveState(finished))
+	}
 	if s.cl != nil {
 		s.cl.Close()
 		s.cl = nil
@@ -342,7 +513,19 @@ func (s *Sink) Teardown(context.Context) error {
 	if s.dec != nil {
 		s.dec.Close()
 	}
-	return nil
+	return err
+}
+
+// viewHeaders yields the headers of record i of v.
+func viewHeaders(v *record.View, i int) func(yield func(string, []byte) bool) {
+	return func(yield func(string, []byte) bool) {
+		for j := range v.NumHeaders(i) {
+			h := v.Header(i, j)
+			if !yield(h.Key, h.Value) {
+				return
+			}
+		}
+	}
 }
 
 // configPtrs is a topic's configs as CreateTopic takes them.

@@ -1,0 +1,340 @@
+package main
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kpipe/kpipe/sdk"
+	"github.com/kpipe/kpipe/sdk/restore"
+)
+
+// exactly makes a restore exactly once, as package restore describes: it
+// keeps the restore's state (positions and offset map) up to date with the
+// brokers' acknowledgements, saves it every saveEvery and at the end, and
+// on a resumed run checks the records the last run wrote after its last
+// save against the records it is handed again, instead of producing them
+// twice. Its fields are guarded by the sink's mutex.
+type exactly struct {
+	path          string
+	allowNonempty bool
+	st            *restore.State
+	sources       map[sdk.TopicPartition]*sourceTrack
+	targets       map[sdk.TopicPartition]*targetTrack
+	dirty         bool
+	saving        sync.Mutex // one save at a time
+	seed          maphash.Seed
+}
+
+// sourceTrack is a source partition: its entry in the state and its
+// batches not yet all acknowledged, in the order they came.
+type sourceTrack struct {
+	pos     *restore.Source
+	pending []*inFlight
+}
+
+// targetTrack is a target partition: its entry in the state and, on a
+// resumed run, the hashes of the records already in it past the state's
+// Next, which the next records handed for it must match.
+type targetTrack struct {
+	t     *restore.Target
+	ahead []uint64
+}
+
+const saveEvery = 500 * time.Millisecond
+
+// loadExactly reads the state at path (none yet: a new restore).
+func loadExactly(path string, allowNonempty bool) (*exactly, error) {
+	st, err := restore.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	if st == nil {
+		st = &restore.State{}
+	}
+	e := &exactly{path: path, allowNonempty: allowNonempty, st: st, seed: maphash.MakeSeed(),
+		sources: map[sdk.TopicPartition]*sourceTrack{}, targets: map[sdk.TopicPartition]*targetTrack{}}
+	for i := range st.Sources {
+		s := &st.Sources[i]
+		e.sources[sdk.TopicPartition{Topic: s.Topic, Partition: s.Partition}] = &sourceTrack{pos: s}
+	}
+	for _, t := range st.Targets {
+		e.targets[sdk.TopicPartition{Topic: t.Topic, Partition: t.Partition}] = &targetTrack{t: t}
+	}
+	return e, nil
+}
+
+// positions are the source positions to resume from.
+func (e *exactly) positions() []sdk.Position {
+	out := make([]sdk.Position, 0, len(e.st.Sources))
+	for _, s := range e.st.Sources {
+		if s.NextOffset >= 0 {
+			out = append(out, sdk.Position{Topic: s.Topic, Partition: s.Partition, NextOffset: s.NextOffset})
+		}
+	}
+	return out
+}
+
+// catchUp looks at the target partitions a former run wrote to: each must
+// still hold what the state accounts for, and the records past it (written
+// after the last save) are read back, to be matched.
+func (e *exactly) catchUp(ctx context.Context, adm *kadm.Client, sec *securityConfig, servers []string, timeout time.Duration) error {
+	if len(e.targets) == 0 {
+		return nil
+	}
+	topics := map[string]bool{}
+	for tp := range e.targets {
+		topics[tp.Topic] = true
+	}
+	names := make([]string, 0, len(topics))
+	for t := range topics {
+		names = append(names, t)
+	}
+	ends, err := adm.ListEndOffsets(ctx, names...)
+	if err != nil {
+		return fmt.Errorf("list end offsets of the target topics: %w", err)
+	}
+	read := map[string]map[int32]kgo.Offset{}
+	until := map[sdk.TopicPartition]int64{}
+	for tp, tt := range e.targets {
+		end, ok := ends.Lookup(tp.Topic, tp.Partition)
+		if !ok || end.Err != nil {
+			return fmt.Errorf("target partition %s/%d, which this restore wrote %d records to, cannot be read (%v): it was deleted; restore again from the start with --fresh",
+				tp.Topic, tp.Partition, tt.t.Records(), errOr(end.Err, "not in the cluster's metadata"))
+		}
+		switch {
+		case end.Offset < tt.t.Next:
+			return fmt.Errorf("target partition %s/%d ends at offset %d, but this restore wrote up to offset %d: it was truncated or re-created; restore again from the start with --fresh",
+				tp.Topic, tp.Partition, end.Offset, tt.t.Next)
+		case end.Offset > tt.t.Next:
+			if read[tp.Topic] == nil {
+				read[tp.Topic] = map[int32]kgo.Offset{}
+			}
+			read[tp.Topic][tp.Partition] = kgo.NewOffset().At(tt.t.Next)
+			until[tp] = end.Offset
+		}
+	}
+	if len(read) == 0 {
+		return nil
+	}
+	rd, _, err := connect(ctx, servers, timeout, sec, func(error) {}, kgo.ConsumePartitions(read))
+	if err != nil {
+		return err
+	}
+	defer rd.Close()
+	left := len(until)
+	for left > 0 {
+		fs := rd.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("read back the target partitions' last records: %w", err)
+		}
+		var ferr error
+		fs.EachError(func(t string, p int32, err error) { ferr = fmt.Errorf("read back %s/%d: %w", t, p, err) })
+		if ferr != nil {
+			return ferr
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			tp := sdk.TopicPartition{Topic: r.Topic, Partition: r.Partition}
+			end, ok := until[tp]
+			if !ok || r.Offset >= end {
+				return
+			}
+			tt := e.targets[tp]
+			tt.ahead = append(tt.ahead, e.hash(r.Key, r.Value, r.Timestamp.UnixMilli(), kgoHeaders(r.Headers)))
+			if r.Offset == end-1 {
+				delete(until, tp)
+				left--
+			}
+		})
+	}
+	for tp, tt := range e.targets {
+		if n := len(tt.ahead); n > 0 {
+			sdk.Logger().Info("resuming the restore: records written after the last save are matched, not produced again",
+				"topic", tp.Topic, "partition", tp.Partition, "from_offset", tt.t.Next, "records", n)
+		}
+	}
+	return nil
+}
+
+func errOr(err error, s string) any {
+	if err != nil {
+		return err
+	}
+	return s
+}
+
+func kgoHeaders(hs []kgo.RecordHeader) func(yield func(k string, v []byte) bool) {
+	return func(yield func(string, []byte) bool) {
+		for _, h := range hs {
+			if !yield(h.Key, h.Value) {
+				return
+			}
+		}
+	}
+}
+
+// hash is a digest of a record's key, value, timestamp and headers, to
+// tell whether the record in the target is the one the restore would
+// write.
+func (e *exactly) hash(key, value []byte, ts int64, headers func(yield func(string, []byte) bool)) uint64 {
+	var h maphash.Hash
+	h.SetSeed(e.seed)
+	var n [8]byte
+	field := func(b []byte) {
+		binary.LittleEndian.PutUint64(n[:], uint64(len(b)))
+		h.Write(n[:])
+		h.Write(b)
+	}
+	field(key)
+	field(value)
+	binary.LittleEndian.PutUint64(n[:], uint64(ts))
+	h.Write(n[:])
+	headers(func(k string, v []byte) bool {
+		field([]byte(k))
+		field(v)
+		return true
+	})
+	return h.Sum64()
+}
+
+// source returns the track of a source partition.
+func (e *exactly) source(tp sdk.TopicPartition) *sourceTrack {
+	s, ok := e.sources[tp]
+	if !ok {
+		e.st.Sources = append(e.st.Sources, restore.Source{Topic: tp.Topic, Partition: tp.Partition, NextOffset: -1})
+		// The slice may have moved: point every track at its new place.
+		for i := range e.st.Sources {
+			p := &e.st.Sources[i]
+			if tr := e.sources[sdk.TopicPartition{Topic: p.Topic, Partition: p.Partition}]; tr != nil {
+				tr.pos = p
+			}
+		}
+		s = &sourceTrack{pos: &e.st.Sources[len(e.st.Sources)-1]}
+		e.sources[tp] = s
+	}
+	return s
+}
+
+// landed records that record i of batch f is in its target partition at
+// offset: in the offset map, and as its source partition's position, so
+// that a run resumed from the state starts right after it (within the
+// batch, if need be).
+func (e *exactly) landed(f *inFlight, i int, offset int64) {
+	from := f.view.Offset(i)
+	f.tgt.t.Add(f.src.Topic, f.src.Partition, from, offset)
+	if pos := e.source(f.src).pos; from+1 > pos.NextOffset {
+		pos.NextOffset = from + 1
+	}
+	e.dirty = true
+}
+
+// settle moves a source partition's position past its batches that are
+// all acknowledged, in the order they came.
+func (s *sourceTrack) settle() bool {
+	moved := false
+	for len(s.pending) > 0 && s.pending[0].left == 0 {
+		s.pos.NextOffset = s.pending[0].next
+		s.pending[0] = nil
+		s.pending = s.pending[1:]
+		moved = true
+	}
+	return moved
+}
+
+// errNonEmpty is the refusal of a target partition that held records
+// before the restore first wrote to it.
+func errNonEmpty(tp sdk.TopicPartition, start, end int64) error {
+	return fmt.Errorf("target partition %s/%d already holds records (offsets %d to %d); a restore writes only to partitions it alone fills, so that a rerun can tell its own records: restore into another topic (topic_mapping), or append after them with --allow-nonempty-target (allow_nonempty_target = true)",
+		tp.Topic, tp.Partition, start, end-1)
+}
+
+// errForeign is what a target partition moved past the restore's own
+// records tells.
+func errForeign(tp sdk.TopicPartition, got, want int64) error {
+	return fmt.Errorf("target partition %s/%d: a record of this restore landed at offset %d, the restore expected %d: another producer writes to the partition; a restore must be the only writer of its target partitions, so it stopped. Stop the other producer and run the restore again: it continues where it stopped",
+		tp.Topic, tp.Partition, got, want)
+}
+
+// errMismatch is what a resumed run tells when the record past the state
+// is not the one it would write.
+func errMismatch(tp sdk.TopicPartition, offset int64) error {
+	return fmt.Errorf("target partition %s/%d: offset %d holds a record this restore did not write there: another producer wrote to the partition; a restore must be the only writer of its target partitions. Restore into another topic, or from the start with --fresh",
+		tp.Topic, tp.Partition, offset)
+}
+
+// open returns the track of a target partition, starting it when the
+// restore writes to it for the first time: a partition that holds records
+// is refused unless allowNonempty, and its base offset is saved before
+// anything is produced to it.
+func (e *exactly) open(ctx context.Context, adm *kadm.Client, tp sdk.TopicPartition) (*targetTrack, bool, error) {
+	if tt, ok := e.targets[tp]; ok {
+		return tt, false, nil
+	}
+	starts, err := adm.ListStartOffsets(ctx, tp.Topic)
+	if err != nil {
+		return nil, false, fmt.Errorf("list start offsets of %q: %w", tp.Topic, err)
+	}
+	ends, err := adm.ListEndOffsets(ctx, tp.Topic)
+	if err != nil {
+		return nil, false, fmt.Errorf("list end offsets of %q: %w", tp.Topic, err)
+	}
+	start, sok := starts.Lookup(tp.Topic, tp.Partition)
+	end, eok := ends.Lookup(tp.Topic, tp.Partition)
+	if !sok || !eok || start.Err != nil || end.Err != nil {
+		return nil, false, fmt.Errorf("target partition %s/%d: offsets unknown: %v", tp.Topic, tp.Partition, errors.Join(start.Err, end.Err))
+	}
+	if end.Offset > start.Offset && !e.allowNonempty {
+		return nil, false, errNonEmpty(tp, start.Offset, end.Offset)
+	}
+	t := &restore.Target{Topic: tp.Topic, Partition: tp.Partition, Base: end.Offset, Next: end.Offset}
+	e.st.Targets = append(e.st.Targets, t)
+	tt := &targetTrack{t: t}
+	e.targets[tp] = tt
+	e.dirty = true
+	return tt, true, nil
+}
+
+// snapshot is a copy of the state to save, or nil when nothing changed.
+func (e *exactly) snapshot(finished bool) *restore.State {
+	if !e.dirty && !finished {
+		return nil
+	}
+	e.dirty = false
+	c := e.st.Clone()
+	if finished {
+		now := time.Now().UTC()
+		c.Finished = &now
+	}
+	return c
+}
+
+// save writes a snapshot; the caller holds e.saving.
+func (e *exactly) save(c *restore.State) error {
+	if c == nil {
+		return nil
+	}
+	if err := restore.Save(e.path, c); err != nil {
+		return fmt.Errorf("save the restore's state: %w", err)
+	}
+	return nil
+}
+
+// leftAhead names a target partition that still holds records past what
+// the restore wrote once the restore handed all its records: another
+// producer's.
+func (e *exactly) leftAhead() error {
+	for tp, tt := range e.targets {
+		if n := len(tt.ahead); n > 0 {
+			return fmt.Errorf("target partition %s/%d holds %d records after offset %d that this restore did not write: another producer wrote to the partition; a restore must be the only writer of its target partitions",
+				tp.Topic, tp.Partition, n, tt.t.Next-1)
+		}
+	}
+	return nil
+}

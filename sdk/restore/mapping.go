@@ -1,0 +1,85 @@
+package restore
+
+import (
+	"strconv"
+
+	"github.com/kpipe/kpipe/sdk"
+	"github.com/kpipe/kpipe/sdk/param"
+)
+
+// Mapping renames topics and moves partitions. Partition moves apply to
+// every topic; several source partitions may move to one target partition
+// (a merge). What is not listed keeps its name and number.
+type Mapping struct {
+	Topics     map[string]string
+	Partitions map[int32]int32
+}
+
+// NewMapping checks the parameters topic_mapping and partition_mapping (a
+// partition number as a string, for each source partition) and returns
+// their mapping.
+func NewMapping(topics map[string]string, partitions map[string]int32) (Mapping, param.Errors) {
+	var errs param.Errors
+	for from, to := range topics {
+		if from == "" || to == "" {
+			errs = append(errs, param.Errorf("topic_mapping", "%q = %q: topic names must not be empty", from, to))
+		}
+	}
+	m := Mapping{Topics: topics, Partitions: map[int32]int32{}}
+	for from, to := range partitions {
+		n, err := strconv.ParseInt(from, 10, 32)
+		if err != nil || n < 0 {
+			errs = append(errs, param.Errorf("partition_mapping", "key %q is not a partition number", from))
+			continue
+		}
+		if to < 0 {
+			errs = append(errs, param.Errorf("partition_mapping", "%s = %d: target partition must not be negative", from, to))
+			continue
+		}
+		m.Partitions[int32(n)] = to
+	}
+	return m, errs
+}
+
+// Topic returns the target name of a source topic.
+func (m Mapping) Topic(topic string) string {
+	if t, ok := m.Topics[topic]; ok {
+		return t
+	}
+	return topic
+}
+
+// Partition returns the target number of a source partition.
+func (m Mapping) Partition(p int32) int32 {
+	if q, ok := m.Partitions[p]; ok {
+		return q
+	}
+	return p
+}
+
+// Metadata renames the topics of m: a renamed topic loses its topic ID (a
+// new topic, or another incarnation), a topic whose partitions move gets
+// as many partitions as its records land in, and topics mapped onto one
+// name merge.
+func (m Mapping) Metadata(in sdk.Metadata) sdk.Metadata {
+	var out sdk.Metadata
+	index := map[string]int{}
+	for _, t := range in.Topics {
+		if name := m.Topic(t.Name); name != t.Name {
+			t.Name = name
+			t.ID = sdk.TopicID{}
+		}
+		n := int32(0)
+		for p := range t.Partitions {
+			n = max(n, m.Partition(p)+1)
+		}
+		t.Partitions = n
+		if i, ok := index[t.Name]; ok {
+			out.Topics[i].Partitions = max(out.Topics[i].Partitions, t.Partitions)
+			continue
+		}
+		index[t.Name] = len(out.Topics)
+		out.Topics = append(out.Topics, t)
+	}
+	return out
+}

@@ -1,0 +1,147 @@
+// Package restore holds what makes a restore exactly once: its durable
+// progress and offset map (State), kept in one small file that the kafka
+// sink replaces atomically as the brokers acknowledge records, and the
+// topic and partition mapping rule (Mapping).
+//
+// The mechanism: the restore is the only writer of its target partitions,
+// and each target partition receives the records of its source partitions
+// in one fixed order (each source partition in offset order; merged source
+// partitions one after the other, lowest first). So the target partition's
+// records are a prefix of a sequence the restore can compute again. The
+// state says, for each target partition, up to which target offset the
+// records are accounted for and from where in each source partition the
+// sequence goes on. A run killed at any moment leaves the target partition
+// at most some records past that; the next run reads those records back,
+// checks that they are the sequence's next ones, counts them as restored
+// and produces from the first one missing.
+package restore
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"time"
+
+	"github.com/kpipe/kpipe/internal/atomicfile"
+)
+
+// Version is the version of the state file's format.
+const Version = 1
+
+// State is a restore's durable progress.
+type State struct {
+	Version   int       `json:"version"`
+	UpdatedAt time.Time `json:"updated_at"`
+	// Finished is when the restore completed; nil while it has not.
+	Finished *time.Time `json:"finished,omitempty"`
+	// Sources holds, per source partition, the position the sequence goes
+	// on from: every record before it is in its target partition.
+	Sources []Source `json:"sources"`
+	// Targets holds, per target partition, what the restore wrote to it.
+	Targets []*Target `json:"targets"`
+}
+
+// Source is the position of a source partition.
+type Source struct {
+	Topic      string `json:"topic"`
+	Partition  int32  `json:"partition"`
+	NextOffset int64  `json:"next_offset"`
+}
+
+// Target is what the restore wrote to one target partition: its records
+// from Base (the partition's end offset when the restore first wrote to
+// it) up to Next, each range of source offsets at its target offsets.
+type Target struct {
+	Topic     string  `json:"topic"`
+	Partition int32   `json:"partition"`
+	Base      int64   `json:"base_offset"`
+	Next      int64   `json:"next_offset"`
+	Ranges    []Range `json:"ranges"`
+}
+
+// Range is a run of records whose source and target offsets both grow by
+// one: source offsets SourceOffset … SourceOffset+Count-1 of the source
+// partition landed at TargetOffset … TargetOffset+Count-1.
+type Range struct {
+	SourceTopic     string `json:"source_topic"`
+	SourcePartition int32  `json:"source_partition"`
+	SourceOffset    int64  `json:"source_offset"`
+	TargetOffset    int64  `json:"target_offset"`
+	Count           int64  `json:"count"`
+}
+
+// Records is how many records the restore accounts for in the target
+// partition.
+func (t *Target) Records() int64 { return t.Next - t.Base }
+
+// Add records that the record at sourceOffset of the source partition
+// landed at targetOffset, the partition's next offset: it extends the last
+// range when both offsets follow on.
+func (t *Target) Add(sourceTopic string, sourcePartition int32, sourceOffset, targetOffset int64) {
+	if n := len(t.Ranges); n > 0 {
+		r := &t.Ranges[n-1]
+		if r.SourceTopic == sourceTopic && r.SourcePartition == sourcePartition &&
+			r.SourceOffset+r.Count == sourceOffset && r.TargetOffset+r.Count == targetOffset {
+			r.Count++
+			t.Next = targetOffset + 1
+			return
+		}
+	}
+	t.Ranges = append(t.Ranges, Range{SourceTopic: sourceTopic, SourcePartition: sourcePartition, SourceOffset: sourceOffset, TargetOffset: targetOffset, Count: 1})
+	t.Next = targetOffset + 1
+}
+
+// Clone returns a deep copy of s, for saving while s changes.
+func (s *State) Clone() *State {
+	c := *s
+	c.Sources = slices.Clone(s.Sources)
+	c.Targets = make([]*Target, len(s.Targets))
+	for i, t := range s.Targets {
+		tc := *t
+		tc.Ranges = slices.Clone(t.Ranges)
+		c.Targets[i] = &tc
+	}
+	return &c
+}
+
+// Records is how many records the restore accounts for in all target
+// partitions.
+func (s *State) Records() int64 {
+	var n int64
+	for _, t := range s.Targets {
+		n += t.Records()
+	}
+	return n
+}
+
+// Load reads the state file at path; a nil State when there is none yet.
+func Load(path string) (*State, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read restore state: %w", err)
+	}
+	var s State
+	if err := json.Unmarshal(data, &s); err != nil {
+		return nil, fmt.Errorf("restore state %s is not valid JSON (%v); move it aside to start the restore over", path, err)
+	}
+	if s.Version != Version {
+		return nil, fmt.Errorf("restore state %s has format version %d, this kpipe reads version %d", path, s.Version, Version)
+	}
+	return &s, nil
+}
+
+// Save replaces the state file at path with s.
+func Save(path string, s *State) error {
+	s.Version = Version
+	s.UpdatedAt = time.Now().UTC()
+	data, err := json.MarshalIndent(s, "", " ")
+	if err != nil {
+		return err
+	}
+	return atomicfile.Write(path, append(data, '\n'))
+}
