@@ -117,6 +117,8 @@ type RestoreOptions struct {
 	// AllowNonemptyTarget lets the restore start on target partitions that
 	// hold records already, appending after them.
 	AllowNonemptyTarget bool
+	// AllowEmpty lets a restore that selects no record succeed.
+	AllowEmpty bool
 }
 
 func stage(plugin string, params map[string]any) config.Stage {
@@ -189,6 +191,9 @@ func Restore(name string, o RestoreOptions) config.Pipeline {
 	}
 	if len(o.TopicIncarnations) > 0 {
 		src["topic_incarnations"] = o.TopicIncarnations
+	}
+	if o.AllowEmpty {
+		src["allow_empty"] = true
 	}
 	sink := map[string]any{"bootstrap_servers": o.BootstrapServers}
 	if len(o.TopicMapping) > 0 {

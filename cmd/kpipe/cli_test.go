@@ -57,7 +57,7 @@ func TestBadInputExitsTwoWithAClearError(t *testing.T) {
 	}, {
 		name: "unknown parameter",
 		hcl:  "pipeline \"p\" {\n  source \"fs\" {\n    path = \"b\"\n    backup_id = \"x\"\n    window = 5\n  }\n  sink \"fs\" {\n    path = \"b\"\n    backup_id = \"y\"\n  }\n}\n",
-		want: "kpipe: pipeline \"p\" has invalid parameters:\n  FILE:5,5-11: source \"fs\": parameter \"window\": unknown parameter; known parameters: path, backup_id, topics, partitions, time_window_start, time_window_end, topic_incarnations, encryption_key_file, encryption_key_env",
+		want: "kpipe: pipeline \"p\" has invalid parameters:\n  FILE:5,5-11: source \"fs\": parameter \"window\": unknown parameter; known parameters: path, backup_id, topics, partitions, time_window_start, time_window_end, topic_incarnations, allow_empty, encryption_key_file, encryption_key_env",
 	}, {
 		name: "epoch seconds in a time window",
 		hcl:  "pipeline \"p\" {\n  source \"fs\" {\n    path = \"b\"\n    backup_id = \"x\"\n  }\n  transform \"filter\" {\n    time_window_start = 1731236400\n  }\n  sink \"fs\" {\n    path = \"b\"\n    backup_id = \"y\"\n  }\n}\n",
@@ -78,6 +78,18 @@ func TestBadInputExitsTwoWithAClearError(t *testing.T) {
 		name: "restore with epoch microseconds",
 		args: []string{"restore", "--path", "b", "--backup-id", "x", "--bootstrap-servers", "127.0.0.1:1", "--time-window-start", "1731236400000000"},
 		want: "kpipe: --time-window-start 1731236400000000 looks like epoch microseconds, not milliseconds: read as milliseconds it is the year 56830, as microseconds 2024-11-10T11:00:00Z; use 13-digit epoch milliseconds: 1731236400000",
+	}, {
+		name: "restore with an ISO-8601 time without its zone",
+		args: []string{"restore", "--path", "b", "--backup-id", "x", "--bootstrap-servers", "127.0.0.1:1", "--time-window-start", "2024-11-10T10:00:00"},
+		want: "kpipe: --time-window-start \"2024-11-10T10:00:00\" has no time zone; add one, such as 2024-11-10T10:00:00Z for UTC",
+	}, {
+		name: "restore with a time that is neither",
+		args: []string{"restore", "--path", "b", "--backup-id", "x", "--bootstrap-servers", "127.0.0.1:1", "--time-window-end", "yesterday"},
+		want: "kpipe: --time-window-end \"yesterday\" is neither epoch milliseconds nor an ISO-8601 time such as 2024-11-10T10:00:00Z",
+	}, {
+		name: "restore with the window's end before its start",
+		args: []string{"restore", "--path", "b", "--backup-id", "x", "--bootstrap-servers", "127.0.0.1:1", "--time-window-start", "2024-11-10T14:00:00Z", "--time-window-end", "1731236400000"},
+		want: "kpipe: --time-window-end 2024-11-10T11:00:00Z (1731236400000) is before --time-window-start 2024-11-10T14:00:00Z (1731247200000); swap them",
 	}, {
 		name: "backup without required flags",
 		args: []string{"backup", "--topics", "orders"},

@@ -24,6 +24,7 @@ import (
 	"github.com/kpipe/kpipe/core/telemetry"
 	"github.com/kpipe/kpipe/pipelines"
 	"github.com/kpipe/kpipe/sdk/param"
+	"github.com/kpipe/kpipe/sdk/record"
 	"github.com/kpipe/kpipe/sdk/restore"
 )
 
@@ -496,6 +497,7 @@ func newRestoreCmd(g *globals) *cobra.Command {
 	var o runOpts
 	r := pipelines.RestoreOptions{}
 	var topicMap, partMap, incarnations []string
+	var windowStart, windowEnd string
 	cmd := &cobra.Command{
 		Use:   "restore",
 		Short: "Restore a backup to Kafka, whole or for a time window (PITR)",
@@ -528,15 +530,10 @@ says so when run again; --fresh runs it again from the start.`,
 			if err := checkStore(cmd, r.Path); err != nil {
 				return err
 			}
-			for _, b := range []struct {
-				flag string
-				v    int64
-			}{{"--time-window-start", r.TimeWindowStart}, {"--time-window-end", r.TimeWindowEnd}} {
-				if err := param.CheckEpochMillis(b.flag, b.v); err != nil {
-					return badInput("%s %s", b.flag, err.Message)
-				}
-			}
 			var err error
+			if r.TimeWindowStart, r.TimeWindowEnd, err = timeWindowFlags(windowStart, windowEnd); err != nil {
+				return err
+			}
 			if r.TopicMapping, err = parseMapping("--topic-mapping", topicMap); err != nil {
 				return err
 			}
@@ -591,8 +588,9 @@ says so when run again; --fresh runs it again from the start.`,
 	securityFlags(f, &r.Security, "target Kafka")
 	f.StringSliceVar(&r.Topics, "topics", nil, "backup topics (names or globs) to restore; all when empty")
 	f.Int32SliceVar(&r.Partitions, "source-partitions", nil, "backup partitions to restore; all when empty")
-	f.Int64Var(&r.TimeWindowStart, "time-window-start", -1, "restore records with timestamp >= this, epoch milliseconds (-1: from the start)")
-	f.Int64Var(&r.TimeWindowEnd, "time-window-end", -1, "restore records with timestamp <= this, epoch milliseconds (-1: to the end)")
+	f.StringVar(&windowStart, "time-window-start", "", "restore records with timestamp >= this: epoch milliseconds or an ISO-8601 time with its zone, such as 2024-11-10T10:00:00Z (empty: from the start)")
+	f.StringVar(&windowEnd, "time-window-end", "", "restore records with timestamp <= this: epoch milliseconds or an ISO-8601 time with its zone (empty: to the end)")
+	f.BoolVar(&r.AllowEmpty, "allow-empty", false, "let a restore that selects no record succeed (exit 0); else a time window outside the backup's records, or topics and partitions matching none, fail with exit 1")
 	f.StringSliceVar(&topicMap, "topic-mapping", nil, "SOURCE=TARGET topic renames, comma separated")
 	f.StringSliceVar(&partMap, "partition-mapping", nil, "SOURCE=TARGET partition moves, comma separated (several may merge into one)")
 	f.BoolVar(&r.AllowNonemptyTarget, "allow-nonempty-target", false, "let the restore start on target partitions that already hold records, appending after them (a restore otherwise writes only to empty ones, so that a rerun tells its own records from others')")
@@ -611,6 +609,26 @@ func printRestore(w io.Writer, format string, r pipelines.RestoreOptions, rep *e
 		fmt.Fprintf(w, "restore %s: %d records restored, %d skipped outside the time window\n", r.BackupID, s.Restored, s.Skipped)
 	}
 	printReport(w, rep)
+}
+
+// timeWindowFlags reads --time-window-start and --time-window-end: epoch
+// milliseconds or ISO-8601 times; empty is no bound.
+func timeWindowFlags(start, end string) (int64, int64, error) {
+	var bounds [2]int64
+	for i, b := range []struct{ flag, v string }{{"--time-window-start", start}, {"--time-window-end", end}} {
+		v, err := param.ParseTimeBound(b.v)
+		if err != nil {
+			return 0, 0, badInput("%s %v", b.flag, err)
+		}
+		if err := param.CheckEpochMillis(b.flag, v); err != nil {
+			return 0, 0, badInput("%s %s", b.flag, err.Message)
+		}
+		bounds[i] = v
+	}
+	if bounds[0] >= 0 && bounds[1] >= 0 && bounds[1] < bounds[0] {
+		return 0, 0, badInput("--time-window-end %s is before --time-window-start %s; swap them", record.Instant(bounds[1]), record.Instant(bounds[0]))
+	}
+	return bounds[0], bounds[1], nil
 }
 
 func required(set map[string]bool) error {

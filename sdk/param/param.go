@@ -339,6 +339,28 @@ func dateOf(ms int64) string {
 	return t.Format(time.RFC3339Nano)
 }
 
+// ParseTimeBound reads a time window bound given as epoch milliseconds or
+// as an RFC 3339 (ISO-8601) time with its zone, such as
+// 2024-11-10T10:00:00Z or 2024-11-10T12:00:00.250+02:00; empty is no bound
+// (-1). Epoch values are returned as given, for CheckEpochMillis.
+func ParseTimeBound(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	if s == "" || s == "-1" {
+		return -1, nil
+	}
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+		return n, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err == nil {
+		return t.UnixMilli(), nil
+	}
+	if _, lerr := time.Parse("2006-01-02T15:04:05.999999999", s); lerr == nil {
+		return 0, fmt.Errorf("%q has no time zone; add one, such as %sZ for UTC", s, s)
+	}
+	return 0, fmt.Errorf("%q is neither epoch milliseconds nor an ISO-8601 time such as 2024-11-10T10:00:00Z", s)
+}
+
 // CheckTimeWindow checks the bounds of a time window, named
 // time_window_start and time_window_end: each must be epoch milliseconds or
 // -1 (open), and the end must not come before the start.

@@ -23,6 +23,8 @@ type sourceConfig struct {
 	// TopicIncarnations picks, by topic name, which incarnation of a topic
 	// deleted and re-created during the backup to read.
 	TopicIncarnations map[string]string `param:"topic_incarnations" help:"for a topic re-created during the backup, the topic ID of the incarnation to read, by topic name; the current (latest) one when not listed"`
+	// AllowEmpty lets a first run that would read no record succeed.
+	AllowEmpty bool `param:"allow_empty" help:"let a run read no record at all: a time window outside the backup's records, or topics and partitions that match none, end without error (else they fail, naming the backup's range)"`
 }
 
 // work is one entry of a partition to read: the batches of a segment that
@@ -52,6 +54,10 @@ type Source struct {
 	meta  *sdk.Metadata // sent with the first Read
 	next  int64         // position after the last batch of the current entry
 	pool  *record.Pool  // frames handed to the SDK until sent
+	// empty, set when a first run could read records, says why none came
+	// if none does (every record of the batches read fell outside the
+	// window).
+	empty error
 
 	segmentsRead, segmentsPruned, batchesPruned, recordsPruned, recordsRead atomic.Int64
 }
@@ -130,11 +136,14 @@ func (s *Source) Open(ctx context.Context, o sdk.SourceOptions) error {
 		from[fmt.Sprintf("%s/%d", p.Topic, p.Partition)] = p.NextOffset
 	}
 	win := s.window()
+	var partitions, batches int
+	held := record.Window{Start: -1, End: -1} // the timestamps of the wanted partitions' records
 	for _, t := range s.meta.Topics {
 		for p := range t.Partitions {
 			if !s.wanted(t.Name, p) {
 				continue
 			}
+			partitions++
 			m, err := s.b.Manifest(ctx, t.Name, p)
 			if err != nil {
 				return err
@@ -151,6 +160,7 @@ func (s *Source) Open(ctx context.Context, o sdk.SourceOptions) error {
 				w := work{topic: t.Name, part: p, entry: e, from: start}
 				if e.Kind == KindSegment {
 					for i, bi := range e.Batches {
+						held = held.Widen(bi.MinTimestamp, bi.MaxTimestamp)
 						switch {
 						case bi.MaxOffset < start:
 						case !win.Overlaps(bi.MinTimestamp, bi.MaxTimestamp):
@@ -158,6 +168,7 @@ func (s *Source) Open(ctx context.Context, o sdk.SourceOptions) error {
 							s.recordsPruned.Add(bi.Records)
 						default:
 							w.which = append(w.which, i)
+							batches++
 						}
 					}
 					if len(w.which) == 0 {
@@ -168,7 +179,49 @@ func (s *Source) Open(ctx context.Context, o sdk.SourceOptions) error {
 			}
 		}
 	}
+	if len(o.Resume) > 0 || s.cfg.AllowEmpty {
+		return nil
+	}
+	return s.checkSelection(meta, partitions, batches, held)
+}
+
+// checkSelection fails a first run that would read nothing: topics or
+// partitions that match none of the backup's, or a time window in which
+// no batch of the backup can hold a record. A window that overlaps
+// batches whose records all lie outside it is found at the end (Read).
+func (s *Source) checkSelection(meta Metadata, partitions, batches int, held record.Window) error {
+	hint := "; or allow an empty run with --allow-empty (allow_empty = true)"
+	if len(s.meta.Topics) == 0 {
+		var names []string
+		for _, t := range meta.Topics {
+			names = append(names, t.Name)
+		}
+		return fmt.Errorf("no topic of backup %q matches topics %s: it holds %s%s", s.cfg.BackupID, strings.Join(s.cfg.Topics, ", "), orNone(names), hint)
+	}
+	if partitions == 0 {
+		var have []string
+		for _, t := range s.meta.Topics {
+			have = append(have, fmt.Sprintf("%s has %d", t.Name, t.Partitions))
+		}
+		return fmt.Errorf("no partition of backup %q matches source_partitions %v: %s%s", s.cfg.BackupID, s.cfg.Partitions, strings.Join(have, ", "), hint)
+	}
+	range_ := "holds no records"
+	if held.Start >= 0 {
+		range_ = "holds records from " + held.String()
+	}
+	s.empty = fmt.Errorf("No records found in specified time window %s: backup %q (of the topics and partitions chosen) %s; choose a window in that range%s",
+		s.window(), s.cfg.BackupID, range_, hint)
+	if batches == 0 {
+		return s.empty
+	}
 	return nil
+}
+
+func orNone(names []string) string {
+	if len(names) == 0 {
+		return "no topics"
+	}
+	return strings.Join(names, ", ")
 }
 
 // incarnations returns the metadata of the wanted topics, each in the
@@ -221,6 +274,9 @@ func (s *Source) Read(ctx context.Context) (sdk.Batch, error) {
 		}
 		if s.cur == nil {
 			if len(s.queue) == 0 {
+				if s.empty != nil && s.recordsRead.Load() == 0 {
+					return sdk.Batch{}, s.empty
+				}
 				return sdk.Batch{}, io.EOF
 			}
 			s.curW, s.queue = s.queue[0], s.queue[1:]

@@ -1,0 +1,247 @@
+package main
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kpipe/kpipe/internal/testkit"
+	"github.com/kpipe/kpipe/sdk/record"
+)
+
+// aStore is where a test's backups go: a folder, or a prefix of the test
+// S3 server with the flags that reach it.
+type aStore struct {
+	name  string
+	path  string
+	flags []string
+}
+
+// eachStore runs fn for a folder and for the S3 server.
+func eachStore(t *testing.T, fn func(t *testing.T, st aStore)) {
+	t.Run("fs", func(t *testing.T) { fn(t, aStore{name: "fs", path: t.TempDir()}) })
+	t.Run("s3", func(t *testing.T) {
+		srv := testkit.S3(t)
+		fn(t, aStore{name: "s3", path: srv.Path(t), flags: []string{"--s3-endpoint", srv.Endpoint, "--s3-force-path-style", "--s3-region", srv.Region}})
+	})
+}
+
+// pitrData is a topic of 2 partitions whose timestamps are not monotonic:
+// in every run of 10 records the first lies an hour before the window and
+// the last an hour after it, the others inside; and 30 records of each
+// partition lie well before the window, 30 well after. Segments of 10
+// records make each segment's first and last record lie outside the
+// window while the ones between lie inside.
+type pitrData struct {
+	topic      string
+	start, end int64 // the window
+	records    []*kgo.Record
+}
+
+func newPITRData(t *testing.T, addr string) *pitrData {
+	t.Helper()
+	d := &pitrData{topic: testkit.Topic(t, "pitr")}
+	d.start = time.Now().Add(-2*time.Hour).Truncate(time.Second).UnixMilli() + 123
+	d.end = d.start + 60_000
+	testkit.CreateTopic(t, addr, d.topic, 2)
+	for p := range int32(2) {
+		for i := range 120 {
+			var ts int64
+			switch {
+			case i < 30:
+				ts = d.start - 600_000 + int64(i)
+			case i >= 90:
+				ts = d.end + 600_000 + int64(i)
+			case i%10 == 0:
+				ts = d.start - 3_600_000
+			case i%10 == 9:
+				ts = d.end + 3_600_000
+			default:
+				ts = d.end - int64(i)*100 // inside, and going down
+			}
+			r := &kgo.Record{Topic: d.topic, Partition: p, Key: fmt.Appendf(nil, "k%d-%d", p, i), Value: fmt.Appendf(nil, "v%d-%d", p, i),
+				Timestamp: time.UnixMilli(ts), Headers: []kgo.RecordHeader{{Key: "i", Value: []byte(strconv.Itoa(i))}}}
+			if i%7 == 0 {
+				r.Headers = append(r.Headers, kgo.RecordHeader{Key: "seven"})
+			}
+			d.records = append(d.records, r)
+		}
+	}
+	testkit.Produce(t, addr, d.records)
+	return d
+}
+
+// within returns the records of d with start <= timestamp <= end (-1: open)
+// in partition and offset order.
+func (d *pitrData) within(start, end int64) []*kgo.Record {
+	var out []*kgo.Record
+	for _, r := range d.records {
+		ts := r.Timestamp.UnixMilli()
+		if (start < 0 || ts >= start) && (end < 0 || ts <= end) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// sameRecordsInOrder checks got against want record by record: partition,
+// key, value, headers and timestamp.
+func sameRecordsInOrder(t *testing.T, what string, got, want []*kgo.Record) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s: %d records, want %d", what, len(got), len(want))
+	}
+	for i, w := range want {
+		g := got[i]
+		if g.Partition != w.Partition || string(g.Key) != string(w.Key) || string(g.Value) != string(w.Value) ||
+			g.Timestamp.UnixMilli() != w.Timestamp.UnixMilli() || fmt.Sprint(g.Headers) != fmt.Sprint(w.Headers) {
+			t.Fatalf("%s: record %d is %d/%s=%s at %d %v, want %d/%s=%s at %d %v", what, i, g.Partition, g.Key, g.Value, g.Timestamp.UnixMilli(), g.Headers,
+				w.Partition, w.Key, w.Value, w.Timestamp.UnixMilli(), w.Headers)
+		}
+	}
+}
+
+// TestPointInTimeRestores: on fs and on s3, a window whose segments begin
+// and end with records outside it gives back exactly its records; so do a
+// window open at its start, one open at its end, and "just before the
+// incident" given as an ISO-8601 time.
+func TestPointInTimeRestores(t *testing.T) {
+	addr := testkit.Kafka(t)
+	d := newPITRData(t, addr)
+	eachStore(t, func(t *testing.T, st aStore) {
+		code, _, stderr := kpipe(t, append([]string{"backup", "--bootstrap-servers", addr, "--topics", d.topic, "--path", st.path, "--backup-id", "p",
+			"--segment-max-records", "10"}, st.flags...)...)
+		if code != 0 {
+			t.Fatalf("backup: exit %d: %s", code, stderr)
+		}
+		incident := d.end + 60_000
+		for _, c := range []struct {
+			name       string
+			start, end string
+			want       []*kgo.Record
+			skipped    int
+		}{
+			{"window", fmt.Sprint(d.start), fmt.Sprint(d.end), d.within(d.start, d.end), 240 - 2*48},
+			{"start only", fmt.Sprint(d.start), "", d.within(d.start, -1), 240 - len(d.within(d.start, -1))},
+			{"end only", "", fmt.Sprint(d.end), d.within(-1, d.end), 240 - len(d.within(-1, d.end))},
+			{"just before the incident", "", time.UnixMilli(incident - 60_000).UTC().Format("2006-01-02T15:04:05.000Z07:00"), d.within(-1, d.end), 240 - len(d.within(-1, d.end))},
+		} {
+			dst := testkit.Topic(t, "pitrdst")
+			args := append([]string{"restore", "--bootstrap-servers", addr, "--path", st.path, "--backup-id", "p", "--topic-mapping", d.topic + "=" + dst,
+				"--state-dir", t.TempDir()}, st.flags...)
+			if c.start != "" {
+				args = append(args, "--time-window-start", c.start)
+			}
+			if c.end != "" {
+				args = append(args, "--time-window-end", c.end)
+			}
+			code, stdout, stderr := kpipe(t, args...)
+			if code != 0 {
+				t.Fatalf("%s: restore: exit %d: %s", c.name, code, stderr)
+			}
+			if want := fmt.Sprintf("restore p: %d records restored, %d skipped outside the time window\n", len(c.want), c.skipped); !strings.HasPrefix(stdout, want) {
+				t.Errorf("%s: the report begins %q, want %q", c.name, firstLine(stdout), want)
+			}
+			got := testkit.ConsumeAll(t, addr, dst)
+			sameRecordsInOrder(t, c.name, got, c.want)
+		}
+		if n := len(d.within(d.start, d.end)); n != 2*48 {
+			t.Fatalf("the window holds %d records, want 96: the data is not what the test means", n)
+		}
+	})
+}
+
+func firstLine(s string) string {
+	first, _, _ := strings.Cut(s, "\n")
+	return first
+}
+
+// TestEmptySelectionsFail: a window outside the backup's records, one that
+// falls between the records of the batches it overlaps, topics or
+// partitions that match none: exit 1 naming what the backup holds, nothing
+// created; --allow-empty makes each exit 0.
+func TestEmptySelectionsFail(t *testing.T) {
+	addr := testkit.Kafka(t)
+	d := newPITRData(t, addr)
+	path := t.TempDir()
+	if code, _, stderr := kpipe(t, "backup", "--bootstrap-servers", addr, "--topics", d.topic, "--path", path, "--backup-id", "e", "--segment-max-records", "10"); code != 0 {
+		t.Fatalf("backup: exit %d: %s", code, stderr)
+	}
+	first, last := d.start-3_600_000, d.end+3_600_000
+	held := fmt.Sprintf("holds records from %s to %s", record.Instant(first), record.Instant(last))
+	hint := "; or allow an empty run with --allow-empty (allow_empty = true)"
+	for _, c := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"window before the backup", []string{"--time-window-end", fmt.Sprint(first - 1)},
+			fmt.Sprintf("No records found in specified time window the start to %s: backup \"e\" (of the topics and partitions chosen) %s; choose a window in that range%s", record.Instant(first-1), held, hint)},
+		{"window after the backup", []string{"--time-window-start", fmt.Sprint(last + 1)},
+			fmt.Sprintf("No records found in specified time window %s to the end: backup \"e\" (of the topics and partitions chosen) %s; choose a window in that range%s", record.Instant(last+1), held, hint)},
+		{"window between the records of its batches", []string{"--time-window-start", fmt.Sprint(d.end + 1), "--time-window-end", fmt.Sprint(d.end + 1000)},
+			fmt.Sprintf("No records found in specified time window %s to %s: backup \"e\" (of the topics and partitions chosen) %s; choose a window in that range%s", record.Instant(d.end+1), record.Instant(d.end+1000), held, hint)},
+		{"topics", []string{"--topics", "nope-*"},
+			fmt.Sprintf("no topic of backup \"e\" matches topics nope-*: it holds %s%s", d.topic, hint)},
+		{"source partitions", []string{"--source-partitions", "7"},
+			fmt.Sprintf("no partition of backup \"e\" matches source_partitions [7]: %s has 2%s", d.topic, hint)},
+	} {
+		dst := testkit.Topic(t, "emptydst")
+		args := append([]string{"restore", "--bootstrap-servers", addr, "--path", path, "--backup-id", "e", "--topic-mapping", d.topic + "=" + dst,
+			"--state-dir", t.TempDir()}, c.args...)
+		code, _, stderr := kpipe(t, args...)
+		if code != 1 || !strings.Contains(stderr, c.want) {
+			t.Errorf("%s: exit %d, stderr:\n%s\nwant exit 1 and %q", c.name, code, stderr, c.want)
+		}
+		code, stdout, stderr := kpipe(t, append(args, "--allow-empty", "--fresh")...)
+		if code != 0 || !strings.HasPrefix(stdout, "restore e: 0 records restored") {
+			t.Errorf("%s with --allow-empty: exit %d, stdout %q, stderr:\n%s\nwant exit 0 and 0 records restored", c.name, code, firstLine(stdout), stderr)
+		}
+	}
+}
+
+
+// TestAMergeWritesPartitionsOneAfterTheOther: partition_mapping 1=0, 2=0
+// merges three partitions into one, source partition 0's records first,
+// then 1's, then 2's, each in its order; --source-partitions 0,2 with the
+// same mapping writes only those two.
+func TestAMergeWritesPartitionsOneAfterTheOther(t *testing.T) {
+	addr := testkit.Kafka(t)
+	src := testkit.Topic(t, "merge")
+	ts := time.Now().Add(-time.Hour).UnixMilli()
+	seedPartitions(t, addr, src, 3, 50, ts)
+	path := t.TempDir()
+	if code, _, stderr := kpipe(t, "backup", "--bootstrap-servers", addr, "--topics", src, "--path", path, "--backup-id", "m", "--segment-max-records", "20"); code != 0 {
+		t.Fatalf("backup: exit %d: %s", code, stderr)
+	}
+	for _, c := range []struct {
+		parts string
+		from  []int
+	}{{"", []int{0, 1, 2}}, {"0,2", []int{0, 2}}} {
+		dst := testkit.Topic(t, "mergedst")
+		args := []string{"restore", "--bootstrap-servers", addr, "--path", path, "--backup-id", "m", "--topic-mapping", src + "=" + dst,
+			"--partition-mapping", "1=0,2=0", "--state-dir", t.TempDir()}
+		if c.parts != "" {
+			args = append(args, "--source-partitions", c.parts)
+		}
+		if code, _, stderr := kpipe(t, args...); code != 0 {
+			t.Fatalf("restore: exit %d: %s", code, stderr)
+		}
+		var want, got []string
+		for _, p := range c.from {
+			for i := range 50 {
+				want = append(want, fmt.Sprintf("0:p%d-%d@%d", p, i, ts+int64(i)))
+			}
+		}
+		for _, r := range testkit.ConsumeAll(t, addr, dst) {
+			got = append(got, fmt.Sprintf("%d:%s@%d", r.Partition, r.Value, r.Timestamp.UnixMilli()))
+		}
+		if strings.Join(got, " ") != strings.Join(want, " ") {
+			t.Errorf("source partitions %q merged into partition 0: got\n%v\nwant\n%v", c.parts, got, want)
+		}
+	}
+}
