@@ -59,7 +59,7 @@ func LoadBackup(file string) (BackupOptions, error) {
 	if o.Security, err = loadSecurity(d, "source"); err != nil {
 		return BackupOptions{}, err
 	}
-	if err := loadStorage(d, &o); err != nil {
+	if o.Path, o.Store, err = loadStorage(d); err != nil {
 		return BackupOptions{}, err
 	}
 	return o, loadBackupSection(d, &o)
@@ -67,10 +67,14 @@ func LoadBackup(file string) (BackupOptions, error) {
 
 // loadStorage reads the storage section in either shape: backend with flat
 // keys, or type with an s3 block.
-func loadStorage(d *doc, o *BackupOptions) error {
+func loadStorage(d *doc) (string, StoreOptions, error) {
+	var o struct {
+		Path  string
+		Store StoreOptions
+	}
 	backend, typ := d.str("storage.backend"), d.str("storage.type")
 	if backend != "" && typ != "" && backend != typ {
-		return d.errorf(d.values["storage.type"], "storage.type", "says %q, storage.backend %q; give one of them", typ, backend)
+		return "", StoreOptions{}, d.errorf(d.values["storage.type"], "storage.type", "says %q, storage.backend %q; give one of them", typ, backend)
 	}
 	s3Keys := []string{"storage.bucket", "storage.region", "storage.prefix", "storage.endpoint", "storage.force_path_style", "storage.profile",
 		"storage.s3.bucket", "storage.s3.region", "storage.s3.prefix", "storage.s3.endpoint", "storage.s3.force_path_style", "storage.s3.profile"}
@@ -78,27 +82,27 @@ func loadStorage(d *doc, o *BackupOptions) error {
 	case "filesystem", "fs", "local":
 		for _, k := range s3Keys {
 			if d.has(k) {
-				return d.errorf(d.values[k], k, "is for backend: s3, not %s", kind)
+				return "", StoreOptions{}, d.errorf(d.values[k], k, "is for backend: s3, not %s", kind)
 			}
 		}
 		if o.Path = d.str("storage.path"); o.Path == "" {
-			return d.errorf(nil, "storage.path", "is missing; give the folder backups go to")
+			return "", StoreOptions{}, d.errorf(nil, "storage.path", "is missing; give the folder backups go to")
 		}
 	case "s3":
 		if d.has("storage.path") {
-			return d.errorf(d.values["storage.path"], "storage.path", "is for backend: filesystem; give bucket and prefix for s3")
+			return "", StoreOptions{}, d.errorf(d.values["storage.path"], "storage.path", "is for backend: filesystem; give bucket and prefix for s3")
 		}
 		pick := func(key string) string { return cmp.Or(d.str("storage.s3."+key), d.str("storage."+key)) }
 		bucket := pick("bucket")
 		if bucket == "" {
-			return d.errorf(nil, "storage.bucket", "is missing; name the bucket backups go to")
+			return "", StoreOptions{}, d.errorf(nil, "storage.bucket", "is missing; name the bucket backups go to")
 		}
 		o.Path = "s3://" + bucket + "/" + strings.Trim(pick("prefix"), "/")
 		o.Store.S3Region, o.Store.S3Endpoint, o.Store.S3Profile = pick("region"), pick("endpoint"), pick("profile")
 		for _, k := range []string{"storage.s3.force_path_style", "storage.force_path_style"} {
 			v, ok, err := d.bool(k)
 			if err != nil {
-				return err
+				return "", StoreOptions{}, err
 			}
 			if ok {
 				o.Store.S3ForcePathStyle = v
@@ -106,16 +110,16 @@ func loadStorage(d *doc, o *BackupOptions) error {
 			}
 		}
 	case "":
-		return d.errorf(nil, "storage.backend", "is missing; write backend: filesystem with path, or backend: s3 with bucket")
+		return "", StoreOptions{}, d.errorf(nil, "storage.backend", "is missing; write backend: filesystem with path, or backend: s3 with bucket")
 	default:
 		key := "storage.backend"
 		if backend == "" {
 			key = "storage.type"
 		}
-		return d.errorf(d.values[key], key, "%q is not a storage kpipe knows; use filesystem or s3", kind)
+		return "", StoreOptions{}, d.errorf(d.values[key], key, "%q is not a storage kpipe knows; use filesystem or s3", kind)
 	}
 	o.Store.EncryptionKeyFile, o.Store.EncryptionKeyEnv = d.str("storage.encryption_key_file"), d.str("storage.encryption_key_env")
-	return nil
+	return o.Path, o.Store, nil
 }
 
 // loadBackupSection reads the backup section.

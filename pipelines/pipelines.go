@@ -5,15 +5,18 @@
 package pipelines
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"maps"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/kpipe/kpipe/core/config"
 	"github.com/kpipe/kpipe/core/engine"
+	"github.com/kpipe/kpipe/sdk/restore"
 )
 
 // StoreOptions are settings of the storage beside its path.
@@ -119,6 +122,9 @@ type RestoreOptions struct {
 	AllowNonemptyTarget bool
 	// AllowEmpty lets a restore that selects no record succeed.
 	AllowEmpty bool
+	// NoCreateTopics fails the restore on a missing target topic (or one
+	// with too few partitions) instead of creating (or growing) it.
+	NoCreateTopics bool
 }
 
 func stage(plugin string, params map[string]any) config.Stage {
@@ -205,6 +211,9 @@ func Restore(name string, o RestoreOptions) config.Pipeline {
 	if o.AllowNonemptyTarget {
 		sink["allow_nonempty_target"] = true
 	}
+	if o.NoCreateTopics {
+		sink["create_topics"] = false
+	}
 	o.Security.addTo(sink)
 	return config.Pipeline{Name: name, Source: storageStage(o.Path, o.Store, src), Sink: stage("kafka", sink)}
 }
@@ -226,7 +235,8 @@ type RestoreSummary struct {
 	Restored int64 `json:"records_restored"`
 	// Skipped counts records outside the window: those the source skipped
 	// or cut (records_pruned) plus any a transform dropped (records_dropped).
-	Skipped int64 `json:"records_skipped"`
+	Skipped   int64 `json:"records_skipped"`
+	BytesRead int64 `json:"bytes_read"`
 }
 
 // Summarize reads a restore's summary from its run report.
@@ -234,6 +244,31 @@ func Summarize(rep *engine.Report) RestoreSummary {
 	s := RestoreSummary{Restored: rep.RecordsDurable}
 	for _, p := range rep.Plugins {
 		s.Skipped += p.Metrics["records_pruned"] + p.Metrics["records_dropped"]
+		s.BytesRead += p.Metrics["bytes_read"]
 	}
 	return s
+}
+
+// TargetSummary is what a restore wrote to one target partition.
+type TargetSummary struct {
+	Topic     string `json:"topic"`
+	Partition int32  `json:"partition"`
+	Records   int64  `json:"records"`
+	// FirstOffset and LastOffset bound the restore's records; both are
+	// the partition's end offset before the restore when it holds none.
+	FirstOffset int64 `json:"first_offset"`
+	LastOffset  int64 `json:"last_offset"`
+}
+
+// TargetsOf lists what a restore's state says it wrote, by target topic
+// and partition.
+func TargetsOf(st *restore.State) []TargetSummary {
+	out := make([]TargetSummary, 0, len(st.Targets))
+	for _, t := range st.Targets {
+		out = append(out, TargetSummary{Topic: t.Topic, Partition: t.Partition, Records: t.Records(), FirstOffset: t.Base, LastOffset: max(t.Base, t.Next-1)})
+	}
+	slices.SortFunc(out, func(a, b TargetSummary) int {
+		return cmp.Or(strings.Compare(a.Topic, b.Topic), cmp.Compare(a.Partition, b.Partition))
+	})
+	return out
 }

@@ -44,6 +44,9 @@ const (
 	kMap
 	// kTopics is either a list of topics or a map with include and exclude.
 	kTopics
+	// kPairs is a mapping of names to values, written as a map (from: to)
+	// or as a list of {source: from, target: to}.
+	kPairs
 )
 
 // schema describes the keys of a YAML config: a key of kind kMap has the
@@ -68,27 +71,7 @@ var backupSchema = mapOf(map[string]schema{
 			"exclude": leaf(kStrings),
 		}},
 	})),
-	"storage": mapOf(map[string]schema{
-		"backend":  leaf(kString),
-		"type":     leaf(kString),
-		"path":     leaf(kString),
-		"bucket":   leaf(kString),
-		"region":   leaf(kString),
-		"prefix":   leaf(kString),
-		"endpoint": leaf(kString),
-		"s3": mapOf(map[string]schema{
-			"bucket":           leaf(kString),
-			"region":           leaf(kString),
-			"prefix":           leaf(kString),
-			"endpoint":         leaf(kString),
-			"force_path_style": leaf(kBool),
-			"profile":          leaf(kString),
-		}),
-		"force_path_style":    leaf(kBool),
-		"profile":             leaf(kString),
-		"encryption_key_file": leaf(kString),
-		"encryption_key_env":  leaf(kString),
-	}),
+	"storage": storageSchema,
 	"backup": mapOf(map[string]schema{
 		"compression":             leaf(kString),
 		"compression_level":       leaf(kInt),
@@ -103,6 +86,29 @@ var backupSchema = mapOf(map[string]schema{
 		"isolation_level":         leaf(kString),
 		"max_broker_outage":       leaf(kDuration),
 	}),
+})
+
+// storageSchema holds the keys of the storage section, in either shape.
+var storageSchema = mapOf(map[string]schema{
+	"backend":  leaf(kString),
+	"type":     leaf(kString),
+	"path":     leaf(kString),
+	"bucket":   leaf(kString),
+	"region":   leaf(kString),
+	"prefix":   leaf(kString),
+	"endpoint": leaf(kString),
+	"s3": mapOf(map[string]schema{
+		"bucket":           leaf(kString),
+		"region":           leaf(kString),
+		"prefix":           leaf(kString),
+		"endpoint":         leaf(kString),
+		"force_path_style": leaf(kBool),
+		"profile":          leaf(kString),
+	}),
+	"force_path_style":    leaf(kBool),
+	"profile":             leaf(kString),
+	"encryption_key_file": leaf(kString),
+	"encryption_key_env":  leaf(kString),
 })
 
 // securityKeys are the keys of a cluster's security settings, the kafka
@@ -189,6 +195,10 @@ func (d *doc) walk(n *yaml.Node, path string, s schema) error {
 		return err
 	}
 	switch s.kind {
+	case kPairs:
+		if err := d.checkPairs(n, key); err != nil {
+			return err
+		}
 	case kStrings:
 		if n.Kind == yaml.ScalarNode { // one value for a list of one
 			break
@@ -276,6 +286,71 @@ func loadSecurity(d *doc, prefix string) (Security, error) {
 	}
 	s.SkipEndpointIdentification = ok && !check
 	return s, nil
+}
+
+// checkPairs checks a kPairs value: a map of scalars, or a list of maps
+// with source and target.
+func (d *doc) checkPairs(n *yaml.Node, key string) error {
+	switch n.Kind {
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if v := n.Content[i+1]; v.Kind != yaml.ScalarNode {
+				return d.errorf(v, key+"."+n.Content[i].Value, "must be a single value")
+			}
+			if err := d.expand(n.Content[i+1], key); err != nil {
+				return err
+			}
+		}
+		return nil
+	case yaml.SequenceNode:
+		for _, item := range n.Content {
+			if item.Kind != yaml.MappingNode || len(item.Content) != 4 {
+				return d.errorf(item, key, "each item must be {source: NAME, target: NAME}")
+			}
+			seen := map[string]bool{}
+			for i := 0; i+1 < len(item.Content); i += 2 {
+				k, v := item.Content[i], item.Content[i+1]
+				if (k.Value != "source" && k.Value != "target") || v.Kind != yaml.ScalarNode {
+					return d.errorf(k, key, "each item must be {source: NAME, target: NAME}, not %s", k.Value)
+				}
+				if err := d.expand(v, key); err != nil {
+					return err
+				}
+				seen[k.Value] = true
+			}
+			if len(seen) != 2 {
+				return d.errorf(item, key, "each item must be {source: NAME, target: NAME}")
+			}
+		}
+		return nil
+	}
+	return d.errorf(n, key, "must be a map (source: target) or a list of {source: NAME, target: NAME}")
+}
+
+// pairs reads a kPairs key as its (from, to) pairs, each with its node.
+func (d *doc) pairs(key string) (pairs [][2]*yaml.Node) {
+	n := d.values[key]
+	if n == nil {
+		return nil
+	}
+	if n.Kind == yaml.MappingNode {
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			pairs = append(pairs, [2]*yaml.Node{n.Content[i], n.Content[i+1]})
+		}
+		return pairs
+	}
+	for _, item := range n.Content {
+		var p [2]*yaml.Node
+		for i := 0; i+1 < len(item.Content); i += 2 {
+			if item.Content[i].Value == "source" {
+				p[0] = item.Content[i+1]
+			} else {
+				p[1] = item.Content[i+1]
+			}
+		}
+		pairs = append(pairs, p)
+	}
+	return pairs
 }
 
 func (d *doc) has(key string) bool { _, ok := d.values[key]; return ok }

@@ -429,7 +429,7 @@ environment), instead of the flags that describe what to back up.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if configFile != "" {
-				if err := onlyConfig(cmd); err != nil {
+				if err := onlyConfig(cmd, configFlags, "back up"); err != nil {
 					return err
 				}
 				var err error
@@ -497,7 +497,9 @@ func newRestoreCmd(g *globals) *cobra.Command {
 	var o runOpts
 	r := pipelines.RestoreOptions{}
 	var topicMap, partMap, incarnations []string
-	var windowStart, windowEnd string
+	var windowStart, windowEnd, configFile string
+	var dryRun bool
+	createTopics := true
 	cmd := &cobra.Command{
 		Use:   "restore",
 		Short: "Restore a backup to Kafka, whole or for a time window (PITR)",
@@ -518,41 +520,30 @@ after the other, lowest source partition first. A restore that finished
 says so when run again; --fresh runs it again from the start.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := readSecurity(cmd, &r.Security); err != nil {
-				return err
-			}
-			if err := required(map[string]bool{
-				"--bootstrap-servers": len(r.BootstrapServers) > 0,
-				"--path":              r.Path != "", "--backup-id": r.BackupID != "",
-			}); err != nil {
+			if configFile != "" {
+				if err := onlyConfig(cmd, restoreConfigFlags, "restore"); err != nil {
+					return err
+				}
+				c, err := pipelines.LoadRestore(configFile)
+				if err != nil {
+					return usageError{err}
+				}
+				c.Restore.AllowEmpty = c.Restore.AllowEmpty || r.AllowEmpty
+				c.Restore.AllowNonemptyTarget = c.Restore.AllowNonemptyTarget || r.AllowNonemptyTarget
+				r, dryRun = c.Restore, dryRun || c.DryRun
+			} else if err := restoreFlags(cmd, &r, windowStart, windowEnd, topicMap, partMap, incarnations, createTopics); err != nil {
 				return err
 			}
 			if err := checkStore(cmd, r.Path); err != nil {
 				return err
 			}
-			var err error
-			if r.TimeWindowStart, r.TimeWindowEnd, err = timeWindowFlags(windowStart, windowEnd); err != nil {
-				return err
-			}
-			if r.TopicMapping, err = parseMapping("--topic-mapping", topicMap); err != nil {
-				return err
-			}
-			if r.TopicIncarnations, err = parseMapping("--topic-incarnation", incarnations); err != nil {
-				return err
-			}
-			pm, err := parseMapping("--partition-mapping", partMap)
+			plan, err := planRestore(cmd, g, r)
 			if err != nil {
 				return err
 			}
-			for k, v := range pm {
-				n, err := strconv.ParseInt(v, 10, 32)
-				if err != nil {
-					return badInput("--partition-mapping %s=%s: %q is not a partition number", k, v, v)
-				}
-				if r.PartitionMapping == nil {
-					r.PartitionMapping = map[string]int32{}
-				}
-				r.PartitionMapping[k] = int32(n)
+			if dryRun {
+				printPlan(cmd.OutOrStdout(), g.format, r, plan)
+				return nil
 			}
 			h := g.host("")
 			defer h.Close()
@@ -570,20 +561,26 @@ says so when run again; --fresh runs it again from the start.`,
 				return err
 			} else if st != nil && st.Finished != nil {
 				rep := &engine.Report{Pipeline: p.Name, AlreadyFinished: &checkpoint.Finished{At: *st.Finished, RecordsOut: st.Records()}}
-				printRestore(cmd.OutOrStdout(), g.format, r, rep)
+				printRestore(cmd.OutOrStdout(), g.format, r, plan, rep, stateFile)
 				return nil
+			}
+			if g.format != "json" {
+				printPlan(cmd.OutOrStdout(), g.format, r, plan)
 			}
 			rep, err := runPipeline(cmd.Context(), p, opts)
 			if rep != nil {
-				printRestore(cmd.OutOrStdout(), g.format, r, rep)
+				printRestore(cmd.OutOrStdout(), g.format, r, plan, rep, stateFile)
 			}
 			return err
 		},
 	}
 	f := cmd.Flags()
+	f.StringVar(&configFile, "config", "", "YAML file of mode: restore describing the restore (target, storage, restore sections; or restore.source, restore.target, restore.options), instead of the flags below that say what to restore")
+	f.BoolVar(&dryRun, "dry-run", false, "plan the restore from the backup's index and print the plan (window, topics → targets, partitions, segments and records to read), writing nothing")
 	f.StringVar(&r.Path, "path", "", "where backups are kept: a folder, or s3://BUCKET/PREFIX (required)")
 	storeFlags(f, &r.Store)
 	f.StringVar(&r.BackupID, "backup-id", "", "backup to restore (required)")
+	f.BoolVar(&createTopics, "create-topics", true, "create missing target topics with the backup's partitions and configs, and add partitions to a target with too few; false fails the restore instead, before writing")
 	f.StringSliceVar(&r.BootstrapServers, "bootstrap-servers", nil, "target Kafka brokers, host:port, comma separated (required)")
 	securityFlags(f, &r.Security, "target Kafka")
 	f.StringSliceVar(&r.Topics, "topics", nil, "backup topics (names or globs) to restore; all when empty")
@@ -599,14 +596,105 @@ says so when run again; --fresh runs it again from the start.`,
 	return cmd
 }
 
-func printRestore(w io.Writer, format string, r pipelines.RestoreOptions, rep *engine.Report) {
-	s := pipelines.Summarize(rep)
+// restoreFlags reads the flags that say what to restore into r.
+func restoreFlags(cmd *cobra.Command, r *pipelines.RestoreOptions, windowStart, windowEnd string, topicMap, partMap, incarnations []string, createTopics bool) error {
+	if err := readSecurity(cmd, &r.Security); err != nil {
+		return err
+	}
+	if err := required(map[string]bool{
+		"--bootstrap-servers": len(r.BootstrapServers) > 0,
+		"--path":              r.Path != "", "--backup-id": r.BackupID != "",
+	}); err != nil {
+		return err
+	}
+	var err error
+	if r.TimeWindowStart, r.TimeWindowEnd, err = timeWindowFlags(windowStart, windowEnd); err != nil {
+		return err
+	}
+	if r.TopicMapping, err = parseMapping("--topic-mapping", topicMap); err != nil {
+		return err
+	}
+	if r.TopicIncarnations, err = parseMapping("--topic-incarnation", incarnations); err != nil {
+		return err
+	}
+	pm, err := parseMapping("--partition-mapping", partMap)
+	if err != nil {
+		return err
+	}
+	for k, v := range pm {
+		n, err := strconv.ParseInt(v, 10, 32)
+		if err != nil {
+			return badInput("--partition-mapping %s=%s: %q is not a partition number", k, v, v)
+		}
+		if r.PartitionMapping == nil {
+			r.PartitionMapping = map[string]int32{}
+		}
+		r.PartitionMapping[k] = int32(n)
+	}
+	r.NoCreateTopics = !createTopics
+	return nil
+}
+
+// planRestore plans r from the backup's index, through its storage plugin.
+func planRestore(cmd *cobra.Command, g *globals, r pipelines.RestoreOptions) (*pipelines.RestorePlan, error) {
+	st, done, err := (&storeArgs{path: r.Path, store: r.Store}).open(cmd.Context(), cmd, g)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	plan, err := pipelines.PlanRestore(cmd.Context(), st, r)
+	if err != nil {
+		return nil, storageErr(err)
+	}
+	return plan, nil
+}
+
+// printPlan prints what the restore will read and write: the window, each
+// topic → target with partition counts, and what each chosen partition
+// holds.
+func printPlan(w io.Writer, format string, r pipelines.RestoreOptions, p *pipelines.RestorePlan) {
 	if format == "json" {
-		writeJSON(w, map[string]any{"backup_id": r.BackupID, "summary": s, "report": rep})
+		writeJSON(w, map[string]any{"backup_id": r.BackupID, "dry_run": true, "plan": p})
+		return
+	}
+	fmt.Fprintf(w, "Restore of backup %s from %s\n", r.BackupID, r.Path)
+	fmt.Fprintf(w, "  time window: %s\n", p.WindowText)
+	fmt.Fprintf(w, "  to read: %d of %d segments, at most %s records, %s\n", p.SegmentsMatching, p.SegmentsTotal, thousands(p.Records), humanBytes(p.Bytes))
+	for _, t := range p.Topics {
+		fmt.Fprintf(w, "  topic %s → %s: %d partitions (%d in the backup), at most %s records\n", t.Topic, t.Target, t.TargetPartitions, t.Partitions, thousands(t.Records))
+		for _, pp := range t.Chosen {
+			fmt.Fprintf(w, "    partition %d → %d: at most %s records in %d segments\n", pp.Partition, pp.Target, thousands(pp.Records), pp.Segments)
+		}
+	}
+}
+
+// printRestore prints the restore's summary: records restored (acknowledged
+// by the brokers, in every run of this restore), those skipped outside the
+// window, bytes read and duration, then each target partition.
+func printRestore(w io.Writer, format string, r pipelines.RestoreOptions, plan *pipelines.RestorePlan, rep *engine.Report, stateFile string) {
+	s := pipelines.Summarize(rep)
+	st, _ := restore.Load(stateFile)
+	if format == "json" {
+		out := map[string]any{"backup_id": r.BackupID, "summary": s, "plan": plan, "state_file": stateFile, "report": rep}
+		if st != nil {
+			out["targets"] = pipelines.TargetsOf(st)
+		}
+		writeJSON(w, out)
 		return
 	}
 	if rep.AlreadyFinished == nil {
-		fmt.Fprintf(w, "restore %s: %d records restored, %d skipped outside the time window\n", r.BackupID, s.Restored, s.Skipped)
+		fmt.Fprintf(w, "restore %s: %d records restored, %d skipped outside the time window, %s read, in %s\n", r.BackupID, s.Restored, s.Skipped,
+			humanBytes(s.BytesRead), (time.Duration(rep.DurationMS) * time.Millisecond).String())
+		if st != nil {
+			for _, t := range pipelines.TargetsOf(st) {
+				fmt.Fprintf(w, "  %s/%d: %s records", t.Topic, t.Partition, thousands(t.Records))
+				if t.Records > 0 {
+					fmt.Fprintf(w, " at offsets %d to %d", t.FirstOffset, t.LastOffset)
+				}
+				fmt.Fprintln(w)
+			}
+			fmt.Fprintf(w, "  state and offset map: %s (kpipe describe --restore-state FILE shows it)\n", stateFile)
+		}
 	}
 	printReport(w, rep)
 }
@@ -683,11 +771,17 @@ var configFlags = []string{"bootstrap-servers", "topics", "path", "backup-id", "
 	"encryption-key-file", "encryption-key-env", "security-protocol", "sasl-mechanism", "sasl-username", "sasl-password", "sasl-password-file",
 	"sasl-oauthbearer-token", "sasl-oauthbearer-token-file", "ssl-ca-location", "ssl-certificate-location", "ssl-key-location", "ssl-endpoint-identification"}
 
+// restoreConfigFlags are the restore flags a --config file replaces.
+var restoreConfigFlags = []string{"bootstrap-servers", "path", "backup-id", "topics", "source-partitions", "time-window-start", "time-window-end",
+	"topic-mapping", "partition-mapping", "topic-incarnation", "create-topics", "s3-endpoint", "s3-region", "s3-force-path-style", "s3-profile",
+	"encryption-key-file", "encryption-key-env", "security-protocol", "sasl-mechanism", "sasl-username", "sasl-password", "sasl-password-file",
+	"sasl-oauthbearer-token", "sasl-oauthbearer-token-file", "ssl-ca-location", "ssl-certificate-location", "ssl-key-location", "ssl-endpoint-identification"}
+
 // onlyConfig refuses flags beside --config that the config file replaces.
-func onlyConfig(cmd *cobra.Command) error {
-	for _, name := range configFlags {
+func onlyConfig(cmd *cobra.Command, flags []string, what string) error {
+	for _, name := range flags {
 		if f := cmd.Flags().Lookup(name); f != nil && f.Changed {
-			return badInput("--%s with --config: the config file says what to back up; give one or the other", name)
+			return badInput("--%s with --config: the config file says what to %s; give one or the other", name, what)
 		}
 	}
 	return nil

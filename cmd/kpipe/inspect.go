@@ -19,6 +19,7 @@ import (
 	"github.com/kpipe/kpipe/pipelines"
 	"github.com/kpipe/kpipe/sdk"
 	"github.com/kpipe/kpipe/sdk/param"
+	"github.com/kpipe/kpipe/sdk/restore"
 	"github.com/kpipe/kpipe/sdk/storage"
 )
 
@@ -222,7 +223,7 @@ func thousands(n int64) string {
 
 func newDescribeCmd(g *globals) *cobra.Command {
 	var a storeArgs
-	var id string
+	var id, stateFile string
 	cmd := &cobra.Command{
 		Use:   "describe",
 		Short: "Describe a backup: time range, topics, partitions, records, gaps, state",
@@ -234,9 +235,17 @@ re-created during the backup is a new incarnation, restored with
 uncompressed, the gaps the cluster's retention left (offsets, reason, when),
 the last commit of each partition, the consumer group snapshot, and the state
 of its last run (see kpipe list --help). --format json prints the
-description as documented in the README.`,
+description as documented in the README.
+
+With --restore-state FILE it describes a restore instead, from the state
+file the restore keeps (its report names it): whether it finished, and per
+target partition its records and offset map, the ranges of source offsets
+and the target offsets they landed at.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if stateFile != "" {
+				return describeRestore(cmd.OutOrStdout(), g.format, stateFile)
+			}
 			if id == "" {
 				return badInput("missing required flag(s) --backup-id; see --help")
 			}
@@ -257,8 +266,48 @@ description as documented in the README.`,
 		},
 	}
 	a.flags(cmd)
-	cmd.Flags().StringVar(&id, "backup-id", "", "backup to describe (required)")
+	cmd.Flags().StringVar(&id, "backup-id", "", "backup to describe (required, unless --restore-state)")
+	cmd.Flags().StringVar(&stateFile, "restore-state", "", "describe a restore from its state file (kpipe restore prints where it is) instead of a backup")
 	return cmd
+}
+
+// describeRestore prints a restore's state: per target partition, its
+// records and the offset map.
+func describeRestore(w io.Writer, format, file string) error {
+	st, err := restore.Load(file)
+	if err != nil {
+		return err
+	}
+	if st == nil {
+		return badInput("--restore-state %s: no such file; kpipe restore prints where its state file is", file)
+	}
+	if format == "json" {
+		return writeJSON(w, st)
+	}
+	fmt.Fprintf(w, "Restore state: %s\n", file)
+	if st.Finished != nil {
+		fmt.Fprintf(w, "  finished at %s\n", st.Finished.Format(time.RFC3339))
+	} else {
+		fmt.Fprintf(w, "  not finished; last saved at %s (running it again continues it)\n", st.UpdatedAt.Format(time.RFC3339))
+	}
+	fmt.Fprintf(w, "  records restored: %s\n", thousands(st.Records()))
+	for _, t := range pipelines.TargetsOf(st) {
+		fmt.Fprintf(w, "  %s/%d: %s records", t.Topic, t.Partition, thousands(t.Records))
+		if t.Records > 0 {
+			fmt.Fprintf(w, " at offsets %d to %d", t.FirstOffset, t.LastOffset)
+		}
+		fmt.Fprintln(w)
+		for _, tt := range st.Targets {
+			if tt.Topic != t.Topic || tt.Partition != t.Partition {
+				continue
+			}
+			for _, r := range tt.Ranges {
+				fmt.Fprintf(w, "    %s/%d offsets %d to %d → offsets %d to %d\n", r.SourceTopic, r.SourcePartition, r.SourceOffset, r.SourceOffset+r.Count-1,
+					r.TargetOffset, r.TargetOffset+r.Count-1)
+			}
+		}
+	}
+	return nil
 }
 
 func printDescription(w io.Writer, d storage.Description) {

@@ -86,23 +86,9 @@ func (s *Source) Configure(ctx context.Context) error {
 	return nil
 }
 
-func (s *Source) wanted(topic string, partition int32) bool {
-	if len(s.cfg.Partitions) > 0 && !slices.Contains(s.cfg.Partitions, partition) {
-		return false
-	}
-	return s.wantedTopic(topic)
-}
-
-func (s *Source) wantedTopic(topic string) bool {
-	if len(s.cfg.Topics) == 0 {
-		return true
-	}
-	for _, g := range s.cfg.Topics {
-		if ok, _ := path.Match(g, topic); ok {
-			return true
-		}
-	}
-	return false
+// selection is what the source reads.
+func (s *Source) selection() Selection {
+	return Selection{Topics: s.cfg.Topics, Partitions: s.cfg.Partitions, Window: s.window()}
 }
 
 func (s *Source) window() record.Window {
@@ -135,12 +121,12 @@ func (s *Source) Open(ctx context.Context, o sdk.SourceOptions) error {
 	for _, p := range o.Resume {
 		from[fmt.Sprintf("%s/%d", p.Topic, p.Partition)] = p.NextOffset
 	}
-	win := s.window()
+	sel := s.selection()
 	var partitions, batches int
 	held := record.Window{Start: -1, End: -1} // the timestamps of the wanted partitions' records
 	for _, t := range s.meta.Topics {
 		for p := range t.Partitions {
-			if !s.wanted(t.Name, p) {
+			if !sel.Wants(t.Name, p) {
 				continue
 			}
 			partitions++
@@ -159,17 +145,15 @@ func (s *Source) Open(ctx context.Context, o sdk.SourceOptions) error {
 				}
 				w := work{topic: t.Name, part: p, entry: e, from: start}
 				if e.Kind == KindSegment {
-					for i, bi := range e.Batches {
+					for _, bi := range e.Batches {
 						held = held.Widen(bi.MinTimestamp, bi.MaxTimestamp)
-						switch {
-						case bi.MaxOffset < start:
-						case !win.Overlaps(bi.MinTimestamp, bi.MaxTimestamp):
-							s.batchesPruned.Add(1)
-							s.recordsPruned.Add(bi.Records)
-						default:
-							w.which = append(w.which, i)
-							batches++
-						}
+					}
+					var pruned []int
+					w.which, pruned = sel.Batches(e, start)
+					batches += len(w.which)
+					for _, i := range pruned {
+						s.batchesPruned.Add(1)
+						s.recordsPruned.Add(e.Batches[i].Records)
 					}
 					if len(w.which) == 0 {
 						s.segmentsPruned.Add(1)
@@ -243,7 +227,7 @@ func (s *Source) incarnations(meta Metadata) (*sdk.Metadata, error) {
 		}
 	}
 	for _, cur := range meta.Topics {
-		if !s.wantedTopic(cur.Name) {
+		if !s.selection().WantsTopic(cur.Name) {
 			continue
 		}
 		t, _ := meta.Incarnation(cur.Name, s.cfg.TopicIncarnations[cur.Name])

@@ -1,0 +1,112 @@
+package pipelines
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/kpipe/kpipe/sdk"
+	"github.com/kpipe/kpipe/sdk/record"
+	"github.com/kpipe/kpipe/sdk/restore"
+	"github.com/kpipe/kpipe/sdk/storage"
+)
+
+// RestorePlan is what a restore will read and where it will write, from
+// the backup's index alone: no segment is read, no cluster asked.
+type RestorePlan struct {
+	BackupID string        `json:"backup_id"`
+	Window   record.Window `json:"-"`
+	// WindowText is the window as the reports show it.
+	WindowText string      `json:"time_window"`
+	Topics     []TopicPlan `json:"topics"`
+	// SegmentsMatching of SegmentsTotal (of the chosen partitions) hold
+	// batches that can have records in the window.
+	SegmentsMatching int `json:"segments_matching"`
+	SegmentsTotal    int `json:"segments_total"`
+	// Records and Bytes count the batches to read: with a window, the
+	// batches a bound cuts count whole, so Records is at most that.
+	Records int64 `json:"records_at_most"`
+	Bytes   int64 `json:"bytes_to_read"`
+}
+
+// TopicPlan is one backed-up topic and its target.
+type TopicPlan struct {
+	Topic            string          `json:"topic"`
+	Target           string          `json:"target"`
+	Partitions       int32           `json:"partitions"`
+	TargetPartitions int32           `json:"target_partitions"`
+	Records          int64           `json:"records_at_most"`
+	Chosen           []PartitionPlan `json:"chosen_partitions"`
+}
+
+// PartitionPlan is one chosen partition of a topic.
+type PartitionPlan struct {
+	Partition int32 `json:"partition"`
+	Target    int32 `json:"target_partition"`
+	Segments  int   `json:"segments"`
+	Records   int64 `json:"records_at_most"`
+	Bytes     int64 `json:"bytes"`
+}
+
+// PlanRestore plans the restore o from the backup's metadata and
+// manifests, read through the storage service st.
+func PlanRestore(ctx context.Context, st sdk.StorageReader, o RestoreOptions) (*RestorePlan, error) {
+	_, meta, err := st.ReadMetadata(ctx, o.BackupID)
+	if err != nil {
+		return nil, err
+	}
+	sel := storage.Selection{Topics: o.Topics, Partitions: o.Partitions, Window: record.Window{Start: o.TimeWindowStart, End: o.TimeWindowEnd}}
+	m, _ := restore.NewMapping(o.TopicMapping, o.PartitionMapping)
+	plan := &RestorePlan{BackupID: o.BackupID, Window: sel.Window, WindowText: sel.Window.String()}
+	for _, t := range meta.Topics {
+		if !sel.WantsTopic(t.Name) {
+			continue
+		}
+		target := m.Metadata(sdk.Metadata{Topics: []sdk.TopicMetadata{t}}).Topics[0]
+		tp := TopicPlan{Topic: t.Name, Target: target.Name, Partitions: t.Partitions, TargetPartitions: target.Partitions}
+		for p := range t.Partitions {
+			if !sel.Wants(t.Name, p) {
+				continue
+			}
+			raw, err := st.ReadManifest(ctx, o.BackupID, t.Name, p)
+			if err != nil {
+				return nil, err
+			}
+			pp := PartitionPlan{Partition: p, Target: m.Partition(p)}
+			for _, js := range raw {
+				var e storage.Entry
+				if err := json.Unmarshal(js, &e); err != nil {
+					return nil, fmt.Errorf("manifest of %s/%d: %w", t.Name, p, err)
+				}
+				if e.Kind != storage.KindSegment || (e.TopicID != "" && e.TopicID != incarnation(o, t)) {
+					continue
+				}
+				plan.SegmentsTotal++
+				read, _ := sel.Batches(e, -1)
+				if len(read) == 0 {
+					continue
+				}
+				plan.SegmentsMatching++
+				pp.Segments++
+				for _, i := range read {
+					pp.Records += e.Batches[i].Records
+					pp.Bytes += e.Batches[i].Length
+				}
+			}
+			tp.Records += pp.Records
+			plan.Records += pp.Records
+			plan.Bytes += pp.Bytes
+			tp.Chosen = append(tp.Chosen, pp)
+		}
+		plan.Topics = append(plan.Topics, tp)
+	}
+	return plan, nil
+}
+
+// incarnation is the topic ID a restore reads of topic t.
+func incarnation(o RestoreOptions, t sdk.TopicMetadata) string {
+	if id := o.TopicIncarnations[t.Name]; id != "" {
+		return id
+	}
+	return t.ID.String()
+}
