@@ -98,17 +98,11 @@ func loadStorage(d *doc) (string, StoreOptions, error) {
 			return "", StoreOptions{}, d.errorf(nil, "storage.bucket", "is missing; name the bucket backups go to")
 		}
 		o.Path = "s3://" + bucket + "/" + strings.Trim(pick("prefix"), "/")
-		o.Store.S3Region, o.Store.S3Endpoint, o.Store.S3Profile = pick("region"), pick("endpoint"), pick("profile")
-		for _, k := range []string{"storage.s3.force_path_style", "storage.force_path_style"} {
-			v, ok, err := d.bool(k)
-			if err != nil {
-				return "", StoreOptions{}, err
-			}
-			if ok {
-				o.Store.S3ForcePathStyle = v
-				break
-			}
+		var err error
+		if o.Store, err = loadStoreSettings(d); err != nil {
+			return "", StoreOptions{}, err
 		}
+		return o.Path, o.Store, nil
 	case "":
 		return "", StoreOptions{}, d.errorf(nil, "storage.backend", "is missing; write backend: filesystem with path, or backend: s3 with bucket")
 	default:
@@ -120,6 +114,26 @@ func loadStorage(d *doc) (string, StoreOptions, error) {
 	}
 	o.Store.EncryptionKeyFile, o.Store.EncryptionKeyEnv = d.str("storage.encryption_key_file"), d.str("storage.encryption_key_env")
 	return o.Path, o.Store, nil
+}
+
+// loadStoreSettings reads the storage section's settings beside where the
+// backups are: S3 region, endpoint, profile and path style (flat or in the
+// s3 block), and the encryption key.
+func loadStoreSettings(d *doc) (StoreOptions, error) {
+	pick := func(key string) string { return cmp.Or(d.str("storage.s3."+key), d.str("storage."+key)) }
+	st := StoreOptions{S3Region: pick("region"), S3Endpoint: pick("endpoint"), S3Profile: pick("profile"),
+		EncryptionKeyFile: d.str("storage.encryption_key_file"), EncryptionKeyEnv: d.str("storage.encryption_key_env")}
+	for _, k := range []string{"storage.s3.force_path_style", "storage.force_path_style"} {
+		v, ok, err := d.bool(k)
+		if err != nil {
+			return StoreOptions{}, err
+		}
+		if ok {
+			st.S3ForcePathStyle = v
+			break
+		}
+	}
+	return st, nil
 }
 
 // loadBackupSection reads the backup section.

@@ -121,13 +121,15 @@ func LoadRestore(file string) (RestoreConfig, error) {
 	}
 	// Where the backup is: storage and backup_id, or restore.source.
 	if d.has("restore.source.path") {
-		for _, k := range []string{"storage.backend", "storage.type", "storage.path", "storage.bucket", "storage.s3.bucket"} {
+		for _, k := range []string{"storage.path", "storage.bucket", "storage.prefix", "storage.s3.bucket", "storage.s3.prefix"} {
 			if d.has(k) {
-				return fail(k, "is given with restore.source.path; name the backup's storage in one of them")
+				return fail(k, "is given with restore.source.path; say where the backups are in one of them")
 			}
 		}
 		o.Path = d.str("restore.source.path")
-		o.Store.EncryptionKeyFile, o.Store.EncryptionKeyEnv = d.str("storage.encryption_key_file"), d.str("storage.encryption_key_env")
+		if o.Store, err = loadStoreSettings(d); err != nil {
+			return RestoreConfig{}, err
+		}
 	} else if o.Path, o.Store, err = loadStorage(d); err != nil {
 		return RestoreConfig{}, err
 	}

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -11,6 +14,7 @@ import (
 
 	"github.com/kpipe/kpipe/internal/testkit"
 	"github.com/kpipe/kpipe/sdk/record"
+	"github.com/kpipe/kpipe/sdk/restore"
 )
 
 // aStore is where a test's backups go: a folder, or a prefix of the test
@@ -248,5 +252,142 @@ func TestAMergeWritesPartitionsOneAfterTheOther(t *testing.T) {
 		if strings.Join(got, " ") != strings.Join(want, " ") {
 			t.Errorf("source partitions %q merged into partition 0: got\n%v\nwant\n%v", c.parts, got, want)
 		}
+	}
+}
+
+// TestRestoreConfigFile: kpipe restore --config with the second shape
+// (restore.source, restore.target, restore.options with topic_mapping as
+// a list) restores what it says; dry_run writes nothing and prints the
+// plan; create_topics: false refuses a missing target before writing.
+func TestRestoreConfigFile(t *testing.T) {
+	addr := testkit.Kafka(t)
+	src := testkit.Topic(t, "cfg")
+	ts := time.Now().Add(-time.Hour).UnixMilli()
+	seedPartitions(t, addr, src, 3, 20, ts)
+	path := t.TempDir()
+	if code, _, stderr := kpipe(t, "backup", "--bootstrap-servers", addr, "--topics", src, "--path", path, "--backup-id", "c"); code != 0 {
+		t.Fatalf("backup: exit %d: %s", code, stderr)
+	}
+	dst := testkit.Topic(t, "cfgdst")
+	config := func(extra string) string {
+		return writeYAMLFile(t, fmt.Sprintf(`restore:
+  source:
+    path: %s
+    backup_id: c
+  target:
+    bootstrap_servers: [%s]
+  options:
+    time_window_start: %d
+    time_window_end: %s
+    source_partitions: [0, 2]
+    topic_mapping:
+      - source: %s
+        target: %s
+%s`, path, addr, ts+5, time.UnixMilli(ts+14).UTC().Format(time.RFC3339Nano), src, dst, extra))
+	}
+	code, stdout, stderr := kpipe(t, "restore", "--config", config("    dry_run: true\n"), "--state-dir", t.TempDir())
+	if code != 0 {
+		t.Fatalf("dry run: exit %d: %s", code, stderr)
+	}
+	wantPlan := fmt.Sprintf("Restore of backup c from %s\n  time window: %s to %s\n  to read: 2 of 2 segments, at most 40 records, ", path, record.Instant(ts+5), record.Instant(ts+14))
+	if !strings.HasPrefix(stdout, wantPlan) || !strings.Contains(stdout, fmt.Sprintf("\n  topic %s → %s: 3 partitions (3 in the backup), at most 40 records\n    partition 0 → 0: at most 20 records in 1 segments\n    partition 2 → 2: at most 20 records in 1 segments\n", src, dst)) {
+		t.Errorf("dry run printed:\n%s\nwant it to begin %q and list the topic and its partitions 0 and 2", stdout, wantPlan)
+	}
+	if testkit.ListTopics(t, addr)[dst] {
+		t.Fatalf("the dry run created the target topic %s", dst)
+	}
+	code, _, stderr = kpipe(t, "restore", "--config", config("    create_topics: false\n"), "--state-dir", t.TempDir())
+	if want := fmt.Sprintf("target topic %q does not exist; create it or set create_topics = true", dst); code != 1 || !strings.Contains(stderr, want) {
+		t.Errorf("create_topics: false onto a missing topic: exit %d, stderr:\n%s\nwant exit 1 and %q", code, stderr, want)
+	}
+	if testkit.ListTopics(t, addr)[dst] {
+		t.Fatalf("create_topics: false created the target topic %s", dst)
+	}
+	state := t.TempDir()
+	if code, _, stderr := kpipe(t, "restore", "--config", config(""), "--state-dir", state); code != 0 {
+		t.Fatalf("restore: exit %d: %s", code, stderr)
+	}
+	got := map[int32][]string{}
+	for _, r := range testkit.ConsumeAll(t, addr, dst) {
+		got[r.Partition] = append(got[r.Partition], string(r.Value))
+	}
+	for _, p := range []int32{0, 2} {
+		var want []string
+		for i := 5; i <= 14; i++ {
+			want = append(want, fmt.Sprintf("p%d-%d", p, i))
+		}
+		if fmt.Sprint(got[p]) != fmt.Sprint(want) {
+			t.Errorf("partition %d holds %v, want %v", p, got[p], want)
+		}
+	}
+	if len(got) != 2 {
+		t.Errorf("restored partitions %v, want 0 and 2", got)
+	}
+	// Flags that the file replaces are refused beside it.
+	code, _, stderr = kpipe(t, "restore", "--config", config(""), "--topics", src)
+	if want := "kpipe: --topics with --config: the config file says what to restore; give one or the other"; code != 2 || errorText(stderr) != want {
+		t.Errorf("--topics with --config: exit %d, %q; want exit 2 and %q", code, errorText(stderr), want)
+	}
+}
+
+func writeYAMLFile(t *testing.T, text string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "restore.yaml")
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestTheOffsetMapIsWhatAConsumerSees: after a restore with a window and a
+// merge, the offset map that describe --restore-state prints maps each
+// restored record's source offset to the offset a consumer of the target
+// reads it at, and holds nothing else.
+func TestTheOffsetMapIsWhatAConsumerSees(t *testing.T) {
+	addr := testkit.Kafka(t)
+	src := testkit.Topic(t, "omap")
+	ts := time.Now().Add(-time.Hour).UnixMilli()
+	seedPartitions(t, addr, src, 3, 40, ts)
+	path := t.TempDir()
+	if code, _, stderr := kpipe(t, "backup", "--bootstrap-servers", addr, "--topics", src, "--path", path, "--backup-id", "o", "--segment-max-records", "7"); code != 0 {
+		t.Fatalf("backup: exit %d: %s", code, stderr)
+	}
+	dst := testkit.Topic(t, "omapdst")
+	code, stdout, stderr := kpipe(t, "restore", "--bootstrap-servers", addr, "--path", path, "--backup-id", "o", "--topic-mapping", src+"="+dst,
+		"--partition-mapping", "2=1", "--time-window-start", fmt.Sprint(ts+3), "--time-window-end", fmt.Sprint(ts+30), "--state-dir", t.TempDir())
+	if code != 0 {
+		t.Fatalf("restore: exit %d: %s", code, stderr)
+	}
+	_, file, ok := strings.Cut(stdout, "state and offset map: ")
+	if !ok {
+		t.Fatalf("the report names no state file:\n%s", stdout)
+	}
+	file, _, _ = strings.Cut(file, " ")
+	code, js, stderr := kpipe(t, "describe", "--restore-state", file, "--format", "json")
+	if code != 0 {
+		t.Fatalf("describe --restore-state: exit %d: %s", code, stderr)
+	}
+	var st restore.State
+	if err := json.Unmarshal([]byte(js), &st); err != nil {
+		t.Fatal(err)
+	}
+	mapped := map[string]string{} // source "p/offset" → target "p/offset"
+	for _, tg := range st.Targets {
+		for _, r := range tg.Ranges {
+			for i := range r.Count {
+				mapped[fmt.Sprintf("%s/%d/%d", r.SourceTopic, r.SourcePartition, r.SourceOffset+i)] = fmt.Sprintf("%s/%d/%d", tg.Topic, tg.Partition, r.TargetOffset+i)
+			}
+		}
+	}
+	seen := map[string]string{}
+	for _, r := range testkit.ConsumeAll(t, addr, dst) {
+		var p, i int
+		if _, err := fmt.Sscanf(string(r.Value), "p%d-%d", &p, &i); err != nil {
+			t.Fatal(err)
+		}
+		seen[fmt.Sprintf("%s/%d/%d", src, p, i)] = fmt.Sprintf("%s/%d/%d", dst, r.Partition, r.Offset)
+	}
+	if len(seen) != 3*28 || fmt.Sprint(seen) != fmt.Sprint(mapped) {
+		t.Fatalf("the offset map holds %d records, a consumer reads %d (want 84):\nmap      %v\nconsumer %v", len(mapped), len(seen), mapped, seen)
 	}
 }

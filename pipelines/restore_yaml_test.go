@@ -1,0 +1,137 @@
+package pipelines
+
+import (
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// TestLoadRestoreReadsEveryKey: each key of a restore config lands in the
+// options (a key read and ignored would leave its field at zero), in both
+// shapes of the file.
+func TestLoadRestoreReadsEveryKey(t *testing.T) {
+	t.Setenv("KPIPE_TEST_PASSWORD", "pass word")
+	want := RestoreConfig{DryRun: true, Restore: RestoreOptions{
+		Path: "s3://backups/prod", BackupID: "daily",
+		Store:            StoreOptions{S3Region: "eu-west-1", S3Endpoint: "http://minio:9000", S3ForcePathStyle: true, EncryptionKeyEnv: "KEY"},
+		BootstrapServers: []string{"dr-0:9092", "dr-1:9092"},
+		Security:         Security{Protocol: "SASL_SSL", Mechanism: "SCRAM-SHA-512", Username: "restorer", Password: "pass word", CALocation: "/etc/ca.pem"},
+		TimeWindowStart:  1731236400000, TimeWindowEnd: 1731250800000,
+		Topics: []string{"orders", "payments"}, Partitions: []int32{0, 2},
+		TopicMapping:        map[string]string{"orders": "orders_pitr", "payments": "payments_pitr"},
+		PartitionMapping:    map[string]int32{"1": 0, "2": 1},
+		TopicIncarnations:   map[string]string{"orders": "AAAAAAAAAAAAAAAAAAAAAQ"},
+		AllowNonemptyTarget: true, AllowEmpty: true, NoCreateTopics: true,
+	}}
+	options := `time_window_start: 1731236400000
+  time_window_end: "2024-11-10T15:00:00Z"
+  topics: [orders, payments]
+  source_partitions: [0, 2]
+  partition_mapping: {1: 0, 2: 1}
+  incarnation: {orders: AAAAAAAAAAAAAAAAAAAAAQ}
+  create_topics: false
+  max_concurrent_partitions: 1
+  dry_run: true
+  allow_empty: true
+  allow_nonempty_target: true
+  include_original_offset_header: false
+  consumer_group_strategy: skip
+  reset_consumer_offsets: false
+  repartitioning: none
+`
+	target := `bootstrap_servers: [dr-0:9092, dr-1:9092]
+  security_protocol: SASL_SSL
+  sasl_mechanism: SCRAM-SHA-512
+  sasl_username: restorer
+  sasl_password: ${KPIPE_TEST_PASSWORD}
+  ssl_ca_location: /etc/ca.pem
+`
+	for _, c := range []struct{ name, yaml string }{{
+		name: "target and storage at the top, options flat under restore, topic_mapping a map",
+		yaml: `mode: restore
+backup_id: daily
+target:
+  ` + target + `storage:
+  backend: s3
+  bucket: backups
+  prefix: prod
+  region: eu-west-1
+  endpoint: http://minio:9000
+  force_path_style: true
+  encryption_key_env: KEY
+restore:
+  topic_mapping:
+    orders: orders_pitr
+    payments: payments_pitr
+  ` + options,
+	}, {
+		name: "restore.source, restore.target, restore.options, topic_mapping a list",
+		yaml: `restore:
+  source:
+    path: s3://backups/prod
+    backup_id: daily
+  target:
+    ` + strings.ReplaceAll(target, "\n  ", "\n    ") + `  options:
+    topic_mapping:
+      - source: orders
+        target: orders_pitr
+      - {source: payments, target: payments_pitr}
+    ` + strings.ReplaceAll(options, "\n  ", "\n    ") + `storage:
+  type: s3
+  s3:
+    region: eu-west-1
+    endpoint: http://minio:9000
+    force_path_style: true
+  encryption_key_env: KEY
+`,
+	}} {
+		got, err := LoadRestore(writeYAML(t, c.yaml))
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", c.name, err, c.yaml)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%s:\n got %+v\nwant %+v", c.name, got, want)
+		}
+	}
+}
+
+// TestBadRestoreConfigs: each mistake names its key, line and fix.
+func TestBadRestoreConfigs(t *testing.T) {
+	head := "mode: restore\nbackup_id: b\ntarget: {bootstrap_servers: [k:9092]}\nstorage: {backend: filesystem, path: /b}\nrestore:\n"
+	for _, c := range []struct{ yaml, want string }{
+		{head + "  time_window_start: 1731236400\n", "FILE:6: restore.time_window_start: 1731236400 looks like epoch seconds, not milliseconds: read as milliseconds it is 1970-01-21T00:53:56.4Z, as seconds 2024-11-10T11:00:00Z; use 13-digit epoch milliseconds: 1731236400000"},
+		{head + "  time_window_end: 1731236400000000\n", "FILE:6: restore.time_window_end: 1731236400000000 looks like epoch microseconds, not milliseconds: read as milliseconds it is the year 56830, as microseconds 2024-11-10T11:00:00Z; use 13-digit epoch milliseconds: 1731236400000"},
+		{head + "  time_window_start: 1731250800000\n  time_window_end: 1731236400000\n", "FILE:7: restore.time_window_end: is before time_window_start; swap them"},
+		{head + "  time_window_start: 2024-11-10T10:00:00\n", "FILE:6: restore.time_window_start: \"2024-11-10T10:00:00\" has no time zone; add one, such as 2024-11-10T10:00:00Z for UTC"},
+		{head + "  include_original_offset_header: true\n", "FILE:6: restore.include_original_offset_header: is not supported yet; leave it out or set it to false"},
+		{head + "  consumer_group_strategy: header-based\n", "FILE:6: restore.consumer_group_strategy: is not supported yet; leave it out or set it to skip"},
+		{head + "  consumer_groups: [g]\n", "FILE:6: restore.consumer_groups: is not supported yet; leave it out"},
+		{head + "  reset_consumer_offsets: true\n", "FILE:6: restore.reset_consumer_offsets: is not supported yet; leave it out or set it to false"},
+		{head + "  repartitioning: murmur2\n", "FILE:6: restore.repartitioning: is not supported yet; leave it out or set it to none"},
+		{head + "  rate_limit_records_per_sec: 100\n", "FILE:6: restore.rate_limit_records_per_sec: is not supported yet; leave it out or set it to 0"},
+		{head + "  rate_limit_bytes_per_sec: 100\n", "FILE:6: restore.rate_limit_bytes_per_sec: is not supported yet; leave it out or set it to 0"},
+		{head + "  filter: \"partition == 0\"\n", "FILE:6: restore.filter: is not supported yet; leave it out"},
+		{head + "  max_concurrent_partitions: 4\n", "FILE:6: restore.max_concurrent_partitions: 4 is not supported yet: kpipe reads one source partition at a time, producing to every target partition at once; leave it out or set it to 1"},
+		{head + "  topic_mapping: [{source: a}]\n", "FILE:6: restore.topic_mapping: each item must be {source: NAME, target: NAME}"},
+		{head + "  partition_mapping: {one: 0}\n", "FILE:6: restore.partition_mapping: one: 0 is not a partition number = partition number"},
+		{head + "  source_partitions: [x]\n", "FILE:6: restore.source_partitions: \"x\" is not a partition number"},
+		{head + "  time_window_start: 1\n  options: {time_window_start: 2}\n", "FILE:7: restore.options.time_window_start: is given twice, also as restore.time_window_start; keep one"},
+		{head + "  topic_mappings: {a: b}\n", "FILE:6: restore.topic_mappings: unknown key; did you mean topic_mapping?"},
+		{"mode: backup\n", "FILE:1: mode: is \"backup\": kpipe restore --config reads a config of mode: restore"},
+		{"restore: {source: {path: /b}, target: {bootstrap_servers: [k:9092]}}\n", "FILE: backup_id: is missing; name the backup to restore, such as backup_id: daily"},
+		{"backup_id: b\nstorage: {backend: filesystem, path: /b}\nrestore: {}\n", "FILE: target.bootstrap_servers: is missing; list the target cluster's brokers, such as [\"kafka-dr-0:9092\"]"},
+		{"backup_id: b\ntarget: {bootstrap_servers: [k:9092]}\nstorage: {backend: filesystem, path: /b}\nrestore: {source: {path: /c}}\n", "FILE:3: storage.path: is given with restore.source.path; say where the backups are in one of them"},
+	} {
+		file := writeYAML(t, c.yaml)
+		_, err := LoadRestore(file)
+		var ce *ConfigError
+		if !errors.As(err, &ce) {
+			t.Errorf("%q: error %v, want a *ConfigError", c.yaml, err)
+			continue
+		}
+		if got := strings.ReplaceAll(err.Error(), file, "FILE"); got != c.want {
+			t.Errorf("%q:\n got %s\nwant %s", c.yaml, got, c.want)
+		}
+	}
+}
