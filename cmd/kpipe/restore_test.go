@@ -213,7 +213,6 @@ func TestEmptySelectionsFail(t *testing.T) {
 	}
 }
 
-
 // TestAMergeWritesPartitionsOneAfterTheOther: partition_mapping 1=0, 2=0
 // merges three partitions into one, source partition 0's records first,
 // then 1's, then 2's, each in its order; --source-partitions 0,2 with the
