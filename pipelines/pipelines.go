@@ -122,6 +122,9 @@ type RestoreOptions struct {
 	AllowNonemptyTarget bool
 	// AllowEmpty lets a restore that selects no record succeed.
 	AllowEmpty bool
+	// Verify checks every segment of the chosen partitions against its
+	// checksums before anything is written.
+	Verify bool
 	// NoCreateTopics fails the restore on a missing target topic (or one
 	// with too few partitions) instead of creating (or growing) it.
 	NoCreateTopics bool
@@ -200,6 +203,9 @@ func Restore(name string, o RestoreOptions) config.Pipeline {
 	}
 	if o.AllowEmpty {
 		src["allow_empty"] = true
+	}
+	if o.Verify {
+		src["verify"] = true
 	}
 	sink := map[string]any{"bootstrap_servers": o.BootstrapServers}
 	if len(o.TopicMapping) > 0 {

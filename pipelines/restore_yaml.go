@@ -25,6 +25,7 @@ var restoreOptionKeys = map[string]schema{
 	"dry_run":                   leaf(kBool),
 	"allow_empty":               leaf(kBool),
 	"allow_nonempty_target":     leaf(kBool),
+	"verify":                    leaf(kBool),
 	// Not built yet: recognised, and refused unless left at their default.
 	"repartitioning":                 leaf(kString),
 	"include_original_offset_header": leaf(kBool),
@@ -283,7 +284,7 @@ func loadRestoreOptions(d *doc, c *RestoreConfig) error {
 	for _, f := range []struct {
 		name string
 		to   *bool
-	}{{"dry_run", &c.DryRun}, {"allow_empty", &o.AllowEmpty}, {"allow_nonempty_target", &o.AllowNonemptyTarget}} {
+	}{{"dry_run", &c.DryRun}, {"allow_empty", &o.AllowEmpty}, {"allow_nonempty_target", &o.AllowNonemptyTarget}, {"verify", &o.Verify}} {
 		if *f.to, _, err = d.bool(keys[f.name]); err != nil {
 			return err
 		}

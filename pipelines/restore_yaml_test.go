@@ -22,7 +22,7 @@ func TestLoadRestoreReadsEveryKey(t *testing.T) {
 		TopicMapping:        map[string]string{"orders": "orders_pitr", "payments": "payments_pitr"},
 		PartitionMapping:    map[string]int32{"1": 0, "2": 1},
 		TopicIncarnations:   map[string]string{"orders": "AAAAAAAAAAAAAAAAAAAAAQ"},
-		AllowNonemptyTarget: true, AllowEmpty: true, NoCreateTopics: true,
+		AllowNonemptyTarget: true, AllowEmpty: true, NoCreateTopics: true, Verify: true,
 	}}
 	options := `time_window_start: 1731236400000
   time_window_end: "2024-11-10T15:00:00Z"
@@ -35,6 +35,7 @@ func TestLoadRestoreReadsEveryKey(t *testing.T) {
   dry_run: true
   allow_empty: true
   allow_nonempty_target: true
+  verify: true
   include_original_offset_header: false
   consumer_group_strategy: skip
   reset_consumer_offsets: false

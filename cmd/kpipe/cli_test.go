@@ -57,7 +57,7 @@ func TestBadInputExitsTwoWithAClearError(t *testing.T) {
 	}, {
 		name: "unknown parameter",
 		hcl:  "pipeline \"p\" {\n  source \"fs\" {\n    path = \"b\"\n    backup_id = \"x\"\n    window = 5\n  }\n  sink \"fs\" {\n    path = \"b\"\n    backup_id = \"y\"\n  }\n}\n",
-		want: "kpipe: pipeline \"p\" has invalid parameters:\n  FILE:5,5-11: source \"fs\": parameter \"window\": unknown parameter; known parameters: path, backup_id, topics, partitions, time_window_start, time_window_end, topic_incarnations, allow_empty, encryption_key_file, encryption_key_env",
+		want: "kpipe: pipeline \"p\" has invalid parameters:\n  FILE:5,5-11: source \"fs\": parameter \"window\": unknown parameter; known parameters: path, backup_id, topics, partitions, time_window_start, time_window_end, topic_incarnations, preflight, verify, allow_empty, encryption_key_file, encryption_key_env",
 	}, {
 		name: "epoch seconds in a time window",
 		hcl:  "pipeline \"p\" {\n  source \"fs\" {\n    path = \"b\"\n    backup_id = \"x\"\n  }\n  transform \"filter\" {\n    time_window_start = 1731236400\n  }\n  sink \"fs\" {\n    path = \"b\"\n    backup_id = \"y\"\n  }\n}\n",
@@ -126,7 +126,7 @@ func TestBadInputExitsTwoWithAClearError(t *testing.T) {
 	}, {
 		name: "an s3 URL without a bucket",
 		args: []string{"restore", "--bootstrap-servers", "h:1", "--path", "s3://", "--backup-id", "x"},
-		want: "kpipe: pipeline \"restore\" has invalid parameters:\n  source \"s3\": parameter \"path\": \"s3://\" names no bucket: write s3://BUCKET/PREFIX",
+		want: "kpipe: storage s3://: parameter \"path\": \"s3://\" names no bucket: write s3://BUCKET/PREFIX",
 	}, {
 		name: "an S3 endpoint that is no URL",
 		args: []string{"backup", "--bootstrap-servers", "h:1", "--topics", "t", "--path", "s3://b/p", "--backup-id", "x", "--s3-endpoint", "127.0.0.1:9000"},

@@ -530,20 +530,13 @@ says so when run again; --fresh runs it again from the start.`,
 				}
 				c.Restore.AllowEmpty = c.Restore.AllowEmpty || r.AllowEmpty
 				c.Restore.AllowNonemptyTarget = c.Restore.AllowNonemptyTarget || r.AllowNonemptyTarget
+				c.Restore.Verify = c.Restore.Verify || r.Verify
 				r, dryRun = c.Restore, dryRun || c.DryRun
 			} else if err := restoreFlags(cmd, &r, windowStart, windowEnd, topicMap, partMap, incarnations, createTopics); err != nil {
 				return err
 			}
 			if err := checkStore(cmd, r.Path); err != nil {
 				return err
-			}
-			plan, err := planRestore(cmd, g, r)
-			if err != nil {
-				return err
-			}
-			if dryRun {
-				printPlan(cmd.OutOrStdout(), g.format, r, plan)
-				return nil
 			}
 			h := g.host("")
 			defer h.Close()
@@ -552,6 +545,17 @@ says so when run again; --fresh runs it again from the start.`,
 				return err
 			}
 			defer o.close()
+			// A damaged partition stops the restore at once: the report
+			// then says exactly what was written.
+			opts.FailFast = true
+			plan, err := planRestore(cmd, g, r)
+			if err != nil {
+				return err
+			}
+			if dryRun {
+				printPlan(cmd.OutOrStdout(), g.format, r, plan)
+				return nil
+			}
 			p, stateFile := pipelines.WithRestoreState(pipelines.Restore("restore", r), opts.StateDir)
 			if o.fresh {
 				if err := os.Remove(stateFile); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -587,6 +591,7 @@ says so when run again; --fresh runs it again from the start.`,
 	f.Int32SliceVar(&r.Partitions, "source-partitions", nil, "backup partitions to restore; all when empty")
 	f.StringVar(&windowStart, "time-window-start", "", "restore records with timestamp >= this: epoch milliseconds or an ISO-8601 time with its zone, such as 2024-11-10T10:00:00Z (empty: from the start)")
 	f.StringVar(&windowEnd, "time-window-end", "", "restore records with timestamp <= this: epoch milliseconds or an ISO-8601 time with its zone (empty: to the end)")
+	f.BoolVar(&r.Verify, "verify", false, "before writing, read every segment of the chosen partitions and check it against its checksums (the deep validation of what the restore reads); without it the restore checks before writing that every segment is there with its size and every manifest continuous, and a checksum mismatch found while restoring stops it at once")
 	f.BoolVar(&r.AllowEmpty, "allow-empty", false, "let a restore that selects no record succeed (exit 0); else a time window outside the backup's records, or topics and partitions matching none, fail with exit 1")
 	f.StringSliceVar(&topicMap, "topic-mapping", nil, "SOURCE=TARGET topic renames, comma separated")
 	f.StringSliceVar(&partMap, "partition-mapping", nil, "SOURCE=TARGET partition moves, comma separated (several may merge into one)")

@@ -23,6 +23,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kpipe/kpipe/internal/testkit"
+	"github.com/kpipe/kpipe/sdk/storage"
 )
 
 func seedPartitions(t *testing.T, addr, topic string, partitions int32, per int, ts int64) {
@@ -458,41 +459,76 @@ func TestRestoresKeepStateOfTheirOwn(t *testing.T) {
 
 // TestRestoreWithAMissingSegment: without --fail-fast the other partitions
 // are restored and the report names the failed one; with it the run ends at
-// the failure. Both exit 1.
-func TestRestoreWithAMissingSegment(t *testing.T) {
+// TestRestoreChecksTheBackupFirst: a segment missing from partition 1
+// fails the restore before anything is written (no target topic); a
+// segment of partition 1 with a flipped byte passes that check, and the
+// restore stops at it, naming it, writing nothing after it; with --verify
+// the flipped byte fails it before anything is written.
+func TestRestoreChecksTheBackupFirst(t *testing.T) {
 	addr := testkit.Kafka(t)
 	src := testkit.Topic(t, "src")
 	seedPartitions(t, addr, src, 3, 20, time.Now().Add(-time.Hour).UnixMilli())
-	path := t.TempDir()
-	if code, _, stderr := kpipe(t, "backup", "--bootstrap-servers", addr, "--topics", src, "--path", path, "--backup-id", "b"); code != 0 {
-		t.Fatalf("backup: exit %d: %s", code, stderr)
+	backup := func() (string, []storage.Manifest) {
+		path := t.TempDir()
+		if code, _, stderr := kpipe(t, "backup", "--bootstrap-servers", addr, "--topics", src, "--path", path, "--backup-id", "b", "--compression", "none"); code != 0 {
+			t.Fatalf("backup: exit %d: %s", code, stderr)
+		}
+		parts := testkit.Manifests(t, path, "b")
+		if len(parts) != 3 {
+			t.Fatalf("backup partitions %+v", parts)
+		}
+		return path, parts
 	}
-	parts := testkit.Manifests(t, path, "b")
-	if len(parts) != 3 {
-		t.Fatalf("backup partitions %+v", parts)
+	restore := func(path string, extra ...string) (string, int, string, string) {
+		dst := testkit.Topic(t, "dst")
+		code, stdout, stderr := kpipe(t, append([]string{"restore", "--bootstrap-servers", addr, "--path", path, "--backup-id", "b", "--topic-mapping", src + "=" + dst,
+			"--state-dir", t.TempDir()}, extra...)...)
+		return dst, code, stdout, stderr
 	}
+
+	path, parts := backup()
+	seg := parts[1].Entries[0].Segment
 	if err := os.Remove(testkit.SegmentFile(path, "b", src, 1, parts[1].Entries[0])); err != nil {
 		t.Fatal(err)
 	}
-	failure := src + "/1 at offset 0: segment b/topics/" + src + "/1/" + parts[1].Entries[0].Segment + " is missing (BACKUP_DAMAGED"
+	dst, code, _, stderr := restore(path)
+	want := fmt.Sprintf(`kpipe: pipeline "restore": open source "fs": open: backup "b" at %s is damaged where this run reads, so nothing was read: %s/1: segment %s is missing: its 20 records (offsets 0 to 19) are lost; kpipe validate lists every problem`, path, src, seg)
+	if code != 1 || errorText(stderr) != want {
+		t.Fatalf("restore with a missing segment: exit %d, error\n%s\nwant exit 1 and\n%s", code, errorText(stderr), want)
+	}
+	if testkit.ListTopics(t, addr)[dst] {
+		t.Fatalf("the restore of a damaged backup created %s", dst)
+	}
 
-	dst := testkit.Topic(t, "dst")
-	code, stdout, stderr := kpipe(t, "restore", "--bootstrap-servers", addr, "--path", path, "--backup-id", "b", "--topic-mapping", src+"="+dst)
-	if code != 1 || !strings.Contains(stdout, "\n  failed partition "+failure+")\n") ||
-		errorText(stderr) != `kpipe: pipeline "restore": 1 partition(s) failed, the others finished: `+failure+")" {
-		t.Fatalf("restore: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+	path, parts = backup()
+	file := testkit.SegmentFile(path, "b", src, 1, parts[1].Entries[0])
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := parts[1].Entries[0].Batches[0].Start + parts[1].Entries[0].Batches[0].Length/2
+	data[at] ^= 0xff
+	if err := os.WriteFile(file, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dst, code, _, stderr = restore(path)
+	if code != 1 || !strings.Contains(errorText(stderr), fmt.Sprintf("%s/1 at offset 0: segment b/topics/%s/1/%s: batch at byte ", src, src, seg)) || !strings.Contains(errorText(stderr), "checksum") {
+		t.Fatalf("restore onto a flipped byte: exit %d, error %q; want exit 1 naming %s/1 and segment %s and its checksum", code, errorText(stderr), src, seg)
 	}
 	got := map[int32]int{}
 	for _, r := range testkit.ConsumeAll(t, addr, dst) {
 		got[r.Partition]++
 	}
-	if got[0] != 20 || got[1] != 0 || got[2] != 20 {
-		t.Errorf("restored per partition %v, want 20, 0 and 20", got)
+	if (got[0] != 0 && got[0] != 20) || got[1] != 0 || got[2] != 0 {
+		t.Errorf("written per partition %v, want nothing past the damage: the restore stops at it", got)
 	}
-
-	code, _, stderr = kpipe(t, "restore", "--fail-fast", "--bootstrap-servers", addr, "--path", path, "--backup-id", "b", "--topic-mapping", src+"="+testkit.Topic(t, "fast"))
-	if want := `kpipe: pipeline "restore": source "fs": ` + failure + ", fatal)"; code != 1 || errorText(stderr) != want {
-		t.Fatalf("restore --fail-fast: exit %d, error %q, want exit 1 and %q", code, errorText(stderr), want)
+	dst, code, _, stderr = restore(path, "--verify")
+	want = fmt.Sprintf(`kpipe: pipeline "restore": open source "fs": open: backup "b" at %s is damaged where this run reads, so nothing was read: %s/1: `, path, src)
+	if code != 1 || !strings.HasPrefix(errorText(stderr), want) || !strings.Contains(errorText(stderr), seg) {
+		t.Fatalf("restore --verify onto a flipped byte: exit %d, error\n%s\nwant exit 1, beginning\n%s\nand naming %s", code, errorText(stderr), want, seg)
+	}
+	if testkit.ListTopics(t, addr)[dst] {
+		t.Fatalf("restore --verify of a damaged backup created %s", dst)
 	}
 }
 

@@ -23,6 +23,10 @@ type sourceConfig struct {
 	// TopicIncarnations picks, by topic name, which incarnation of a topic
 	// deleted and re-created during the backup to read.
 	TopicIncarnations map[string]string `param:"topic_incarnations" help:"for a topic re-created during the backup, the topic ID of the incarnation to read, by topic name; the current (latest) one when not listed"`
+	// Preflight checks what the run will read before sending anything.
+	Preflight bool `param:"preflight" default:"true" help:"before sending anything, check that every segment of the chosen partitions is there with its size and every manifest continuous (the plain validation of them): a problem fails the run before it sends a batch; false lets a damaged partition fail alone while the others are read"`
+	// Verify checks every segment the run will read before sending any.
+	Verify bool `param:"verify" help:"before sending anything, read every segment of the chosen partitions and check each batch against its checksum (a deep validation of them); without it the run checks before sending that each segment is there with its size and each manifest continuous, and a checksum mismatch found while reading stops the partition"`
 	// AllowEmpty lets a first run that would read no record succeed.
 	AllowEmpty bool `param:"allow_empty" help:"let a run read no record at all: a time window outside the backup's records, or topics and partitions that match none, end without error (else they fail, naming the backup's range)"`
 }
@@ -109,6 +113,11 @@ func (s *Source) Open(ctx context.Context, o sdk.SourceOptions) error {
 	}
 	if err := s.b.UseKey(s.key); err != nil {
 		return fmt.Errorf("%s: %w", s.plugin.Location(), err)
+	}
+	if s.cfg.Preflight || s.cfg.Verify {
+		if err := s.preflight(ctx, store); err != nil {
+			return err
+		}
 	}
 	meta, err := s.b.AllMetadata(ctx)
 	if err != nil {
@@ -206,6 +215,31 @@ func orNone(names []string) string {
 		return "no topics"
 	}
 	return strings.Join(names, ", ")
+}
+
+// preflight validates the chosen partitions of the backup before anything
+// is read: each segment there with its size and each manifest continuous,
+// and with verify every batch against its checksum. A problem fails the
+// run before it sends anything.
+func (s *Source) preflight(ctx context.Context, store BlobStore) error {
+	rep, err := ValidateSelected(ctx, store, s.cfg.BackupID, s.key, s.cfg.Verify, s.selection())
+	if err != nil {
+		return fmt.Errorf("%s: check the backup before reading it: %w", s.plugin.Location(), err)
+	}
+	if len(rep.Problems) == 0 {
+		return nil
+	}
+	p := rep.Problems[0]
+	where := p.Topic
+	if p.Partition != nil {
+		where += fmt.Sprintf("/%d", *p.Partition)
+	}
+	more := ""
+	if n := len(rep.Problems) - 1; n > 0 {
+		more = fmt.Sprintf(" (and %d more problems)", n)
+	}
+	return fmt.Errorf("backup %q at %s is damaged where this run reads, so nothing was read: %s: %s%s; kpipe validate lists every problem",
+		s.cfg.BackupID, s.plugin.Location(), where, p.Message, more)
 }
 
 // incarnations returns the metadata of the wanted topics, each in the

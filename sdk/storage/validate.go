@@ -111,6 +111,19 @@ var ErrNeedsKey = errors.New("give its key (encryption_key_file or encryption_ke
 // segments (a deep validation needs it). A backup with problems is no
 // error: the report lists them. progress, when set, hears how far it got.
 func Validate(ctx context.Context, store BlobStore, id string, key *Key, o sdk.ValidateOptions, progress func(sdk.ValidateProgress)) (*Report, error) {
+	return validate(ctx, store, id, key, o, nil, progress)
+}
+
+// ValidateSelected validates only the partitions of backup id that sel
+// selects (all their segments, whatever the window): what a restore of sel
+// reads is whole and, deep, intact.
+func ValidateSelected(ctx context.Context, store BlobStore, id string, key *Key, deep bool, sel Selection) (*Report, error) {
+	return validate(ctx, store, id, key, sdk.ValidateOptions{Deep: deep}, sel.Wants, nil)
+}
+
+// validate validates the partitions of backup id that want selects (all
+// when nil).
+func validate(ctx context.Context, store BlobStore, id string, key *Key, o sdk.ValidateOptions, want func(topic string, partition int32) bool, progress func(sdk.ValidateProgress)) (*Report, error) {
 	b, err := OpenBackup(ctx, store, id)
 	if err != nil {
 		return nil, err
@@ -139,12 +152,16 @@ func Validate(ctx context.Context, store BlobStore, id string, key *Key, o sdk.V
 		return nil, fmt.Errorf("backup %q: list its objects: %w", id, err)
 	}
 	byPart := v.sortObjects(objs)
-	v.total = int64(len(s.parts))
+	parts := s.parts
+	if want != nil {
+		parts = slices.DeleteFunc(slices.Clone(parts), func(ps *partScan) bool { return !want(ps.topic, ps.partition) })
+	}
+	v.total = int64(len(parts))
 	n := scanConcurrency
 	if o.Deep {
 		n = deepConcurrency
 	}
-	err = forEach(ctx, n, s.parts, func(ps *partScan) error {
+	err = forEach(ctx, n, parts, func(ps *partScan) error {
 		v.partition(ctx, ps, byPart[ps.prefix])
 		v.partsDone.Add(1)
 		v.report()
