@@ -226,6 +226,17 @@ func (s *Source) preflight(ctx context.Context, store BlobStore) error {
 	if err != nil {
 		return fmt.Errorf("%s: check the backup before reading it: %w", s.plugin.Location(), err)
 	}
+	// What no entry accounts for (an orphan segment, an unknown object)
+	// is not read: it is logged, not fatal.
+	var problems []Problem
+	for _, p := range rep.Problems {
+		if p.Check == CheckUnknownObject {
+			sdk.Logger().Warn("the backup holds an object no entry accounts for; the run does not read it", "object", p.Object, "problem", p.Message)
+			continue
+		}
+		problems = append(problems, p)
+	}
+	rep.Problems = problems
 	if len(rep.Problems) == 0 {
 		return nil
 	}
