@@ -260,7 +260,8 @@ type scan struct {
 	parts  []*partScan // in topic, then partition order
 }
 
-// partScan is one partition and its manifest.
+// partScan is one partition and its manifest (unread when the scan was
+// asked for other partitions).
 type partScan struct {
 	topic     string
 	partition int32
@@ -273,9 +274,9 @@ type partScan struct {
 // latency, not its bandwidth, bounds reading manifests.
 const scanConcurrency = 16
 
-// scanBackup reads a backup's leases, metadata and every partition's
-// manifest.
-func scanBackup(ctx context.Context, b *Backup) (*scan, error) {
+// scanBackup reads a backup's leases, metadata and the manifest of every
+// partition that want selects (all when nil).
+func scanBackup(ctx context.Context, b *Backup, want func(topic string, partition int32) bool) (*scan, error) {
 	s := &scan{b: b, leases: map[int64]Lease{}}
 	objs, err := ListAll(ctx, b.store, b.keys.LeasePrefix(), "")
 	if err != nil {
@@ -298,11 +299,19 @@ func scanBackup(ctx context.Context, b *Backup) (*scan, error) {
 			s.parts = append(s.parts, &partScan{topic: t.Name, partition: p, prefix: b.keys.Partition(t.Name, p)})
 		}
 	}
-	err = forEach(ctx, scanConcurrency, s.parts, func(ps *partScan) error {
+	err = forEach(ctx, scanConcurrency, s.wanted(want), func(ps *partScan) error {
 		ps.manifest, ps.err = b.Manifest(ctx, ps.topic, ps.partition)
 		return nil
 	})
 	return s, err
+}
+
+// wanted returns the partitions that want selects (all when nil).
+func (s *scan) wanted(want func(topic string, partition int32) bool) []*partScan {
+	if want == nil {
+		return s.parts
+	}
+	return slices.DeleteFunc(slices.Clone(s.parts), func(ps *partScan) bool { return !want(ps.topic, ps.partition) })
 }
 
 // forEach runs fn on every item, n at a time, and returns the first
@@ -420,7 +429,7 @@ func Describe(ctx context.Context, store BlobStore, id string) (Description, err
 	if err != nil {
 		return Description{}, err
 	}
-	s, err := scanBackup(ctx, b)
+	s, err := scanBackup(ctx, b, nil)
 	if err != nil {
 		return Description{}, err
 	}

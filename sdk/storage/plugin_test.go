@@ -371,9 +371,9 @@ func TestSinkNeverOverwritesABackupItCannotRead(t *testing.T) {
 	}
 }
 
-// TestASegmentWithoutEntryIsIgnoredAndReported: a crash between a segment
-// and its entry leaves a segment no entry names: the next writer reports it
-// and the source never reads it.
+// TestASegmentWithoutEntryIsIgnoredAndReported: a segment no entry names
+// (its entry lost): the next writer reports it, the source's check before
+// reading fails on it, and without the check the source never reads it.
 func TestASegmentWithoutEntryIsIgnoredAndReported(t *testing.T) {
 	path := t.TempDir()
 	ctx := context.Background()
@@ -401,12 +401,22 @@ func TestASegmentWithoutEntryIsIgnoredAndReported(t *testing.T) {
 		t.Fatalf("metrics %v, want 1 orphan segment reported", m)
 	}
 	s.Teardown(ctx)
+	// The run that wrote the orphan ended cleanly: its entry was lost, and
+	// the source's check before reading says so instead of restoring less.
+	src := storage.NewSource(&folder{})
+	if err := configure(t, src, map[string]any{"path": path, "backup_id": "b"}); err != nil {
+		t.Fatal(err)
+	}
+	want := "segment segment-00000000000000000010-1 is named by no manifest entry, and the run that wrote it (1) ended cleanly: its entry was lost (records from offset 10 on are not restorable)"
+	if err := src.Open(ctx, sdk.SourceOptions{InFlightBytes: 1 << 20}); err == nil || !strings.Contains(err.Error(), "is damaged where this run reads, so nothing was read: t/0: "+want) {
+		t.Fatalf("source open: %v, want the orphan named", err)
+	}
 	var read int64
-	for _, b := range readAll(t, openSource(t, map[string]any{"path": path, "backup_id": "b"})) {
+	for _, b := range readAll(t, openSource(t, map[string]any{"path": path, "backup_id": "b", "preflight": false})) {
 		read += b.Count
 	}
 	if read != 10 {
-		t.Fatalf("the source read %d records, want the 10 committed", read)
+		t.Fatalf("without the check the source read %d records, want the 10 committed", read)
 	}
 }
 
@@ -497,9 +507,7 @@ func TestANarrowWindowReadsOnlyItsBatches(t *testing.T) {
 	end := start + (span+1)/100 - 1
 	store := &counting{BlobStore: blob.New(path)}
 	src := storage.NewSource(&counted{store: store})
-	// The check before reading reads every manifest once more; this test
-	// measures what reading the window costs.
-	if err := configure(t, src, map[string]any{"path": path, "backup_id": "b", "time_window_start": start, "time_window_end": end, "preflight": false}); err != nil {
+	if err := configure(t, src, map[string]any{"path": path, "backup_id": "b", "time_window_start": start, "time_window_end": end}); err != nil {
 		t.Fatal(err)
 	}
 	if err := src.Open(ctx, sdk.SourceOptions{}); err != nil {

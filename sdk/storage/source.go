@@ -114,8 +114,9 @@ func (s *Source) Open(ctx context.Context, o sdk.SourceOptions) error {
 	if err := s.b.UseKey(s.key); err != nil {
 		return fmt.Errorf("%s: %w", s.plugin.Location(), err)
 	}
+	var manifests map[sdk.TopicPartition]Manifest // read by the check, if it ran
 	if s.cfg.Preflight || s.cfg.Verify {
-		if err := s.preflight(ctx, store); err != nil {
+		if manifests, err = s.preflight(ctx); err != nil {
 			return err
 		}
 	}
@@ -139,9 +140,11 @@ func (s *Source) Open(ctx context.Context, o sdk.SourceOptions) error {
 				continue
 			}
 			partitions++
-			m, err := s.b.Manifest(ctx, t.Name, p)
-			if err != nil {
-				return err
+			m, ok := manifests[sdk.TopicPartition{Topic: t.Name, Partition: p}]
+			if !ok {
+				if m, err = s.b.Manifest(ctx, t.Name, p); err != nil {
+					return err
+				}
 			}
 			m = m.Of(t.ID.String())
 			start, resumed := from[fmt.Sprintf("%s/%d", t.Name, p)]
@@ -220,25 +223,27 @@ func orNone(names []string) string {
 // preflight validates the chosen partitions of the backup before anything
 // is read: each segment there with its size and each manifest continuous,
 // and with verify every batch against its checksum. A problem fails the
-// run before it sends anything.
-func (s *Source) preflight(ctx context.Context, store BlobStore) error {
-	rep, err := ValidateSelected(ctx, store, s.cfg.BackupID, s.key, s.cfg.Verify, s.selection())
+// run before it sends anything. It returns the partitions' manifests,
+// read once for the check and the run.
+func (s *Source) preflight(ctx context.Context) (map[sdk.TopicPartition]Manifest, error) {
+	rep, manifests, err := ValidateSelected(ctx, s.b, s.cfg.Verify, s.selection())
 	if err != nil {
-		return fmt.Errorf("%s: check the backup before reading it: %w", s.plugin.Location(), err)
+		return nil, fmt.Errorf("%s: check the backup before reading it: %w", s.plugin.Location(), err)
 	}
-	// What no entry accounts for (an orphan segment, an unknown object)
-	// is not read: it is logged, not fatal.
+	// An object that is no part of a backup's format (a file someone put
+	// in the folder) is not read: it is logged, not fatal. A segment no
+	// entry names is: its records are lost to the restore.
 	var problems []Problem
 	for _, p := range rep.Problems {
-		if p.Check == CheckUnknownObject {
-			sdk.Logger().Warn("the backup holds an object no entry accounts for; the run does not read it", "object", p.Object, "problem", p.Message)
+		if p.Check == CheckUnknownObject && p.Segment == "" {
+			sdk.Logger().Warn("the backup holds an object that is no part of it; the run does not read it", "object", p.Object)
 			continue
 		}
 		problems = append(problems, p)
 	}
 	rep.Problems = problems
 	if len(rep.Problems) == 0 {
-		return nil
+		return manifests, nil
 	}
 	p := rep.Problems[0]
 	where := p.Topic
@@ -249,7 +254,7 @@ func (s *Source) preflight(ctx context.Context, store BlobStore) error {
 	if n := len(rep.Problems) - 1; n > 0 {
 		more = fmt.Sprintf(" (and %d more problems)", n)
 	}
-	return fmt.Errorf("backup %q at %s is damaged where this run reads, so nothing was read: %s: %s%s; kpipe validate lists every problem",
+	return nil, fmt.Errorf("backup %q at %s is damaged where this run reads, so nothing was read: %s: %s%s; kpipe validate lists every problem",
 		s.cfg.BackupID, s.plugin.Location(), where, p.Message, more)
 }
 

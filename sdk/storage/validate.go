@@ -111,19 +111,6 @@ var ErrNeedsKey = errors.New("give its key (encryption_key_file or encryption_ke
 // segments (a deep validation needs it). A backup with problems is no
 // error: the report lists them. progress, when set, hears how far it got.
 func Validate(ctx context.Context, store BlobStore, id string, key *Key, o sdk.ValidateOptions, progress func(sdk.ValidateProgress)) (*Report, error) {
-	return validate(ctx, store, id, key, o, nil, progress)
-}
-
-// ValidateSelected validates only the partitions of backup id that sel
-// selects (all their segments, whatever the window): what a restore of sel
-// reads is whole and, deep, intact.
-func ValidateSelected(ctx context.Context, store BlobStore, id string, key *Key, deep bool, sel Selection) (*Report, error) {
-	return validate(ctx, store, id, key, sdk.ValidateOptions{Deep: deep}, sel.Wants, nil)
-}
-
-// validate validates the partitions of backup id that want selects (all
-// when nil).
-func validate(ctx context.Context, store BlobStore, id string, key *Key, o sdk.ValidateOptions, want func(topic string, partition int32) bool, progress func(sdk.ValidateProgress)) (*Report, error) {
 	b, err := OpenBackup(ctx, store, id)
 	if err != nil {
 		return nil, err
@@ -136,26 +123,49 @@ func validate(ctx context.Context, store BlobStore, id string, key *Key, o sdk.V
 			return nil, sdk.BadRequest(err)
 		}
 	}
-	s, err := scanBackup(ctx, b)
+	rep, _, err := validate(ctx, b, o, nil, progress)
+	return rep, err
+}
+
+// ValidateSelected validates only the partitions of backup b (opened, with
+// its key in use) that sel selects, all their segments whatever the
+// window: what a restore of sel reads is whole and, deep, intact. It
+// returns their manifests too, read once for both.
+func ValidateSelected(ctx context.Context, b *Backup, deep bool, sel Selection) (*Report, map[sdk.TopicPartition]Manifest, error) {
+	rep, s, err := validate(ctx, b, sdk.ValidateOptions{Deep: deep}, sel.Wants, nil)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	manifests := map[sdk.TopicPartition]Manifest{}
+	for _, ps := range s.wanted(sel.Wants) {
+		if ps.err == nil {
+			manifests[sdk.TopicPartition{Topic: ps.topic, Partition: ps.partition}] = ps.manifest
+		}
+	}
+	return rep, manifests, nil
+}
+
+// validate validates the partitions of b that want selects (all when nil),
+// and returns its scan of them.
+func validate(ctx context.Context, b *Backup, o sdk.ValidateOptions, want func(topic string, partition int32) bool, progress func(sdk.ValidateProgress)) (*Report, *scan, error) {
+	id := b.keys.ID
+	s, err := scanBackup(ctx, b, want)
+	if err != nil {
+		return nil, nil, err
 	}
 	v := &validator{b: b, s: s, deep: o.Deep, progress: progress,
 		rep: &Report{BackupID: id, Deep: o.Deep, CheckedAt: time.Now().UTC(), LastRun: runState(s.leases, alive),
 			Partitions: []PartitionReport{}, Problems: []Problem{}}}
 	if s.metaOK != nil {
 		v.problem(Problem{Check: CheckMetadata, Message: s.metaOK.Error()})
-		return v.done(o), nil
+		return v.done(o), s, nil
 	}
-	objs, err := ListAll(ctx, store, id+"/", "")
+	objs, err := ListAll(ctx, b.store, id+"/", "")
 	if err != nil {
-		return nil, fmt.Errorf("backup %q: list its objects: %w", id, err)
+		return nil, nil, fmt.Errorf("backup %q: list its objects: %w", id, err)
 	}
 	byPart := v.sortObjects(objs)
-	parts := s.parts
-	if want != nil {
-		parts = slices.DeleteFunc(slices.Clone(parts), func(ps *partScan) bool { return !want(ps.topic, ps.partition) })
-	}
+	parts := s.wanted(want)
 	v.total = int64(len(parts))
 	n := scanConcurrency
 	if o.Deep {
@@ -168,9 +178,9 @@ func validate(ctx context.Context, store BlobStore, id string, key *Key, o sdk.V
 		return ctx.Err()
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return v.done(o), nil
+	return v.done(o), s, nil
 }
 
 // deepConcurrency is how many partitions a deep validation reads at once.
