@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"hash/maphash"
 	"sync"
@@ -42,10 +41,12 @@ type sourceTrack struct {
 
 // targetTrack is a target partition: its entry in the state and, on a
 // resumed run, the hashes of the records already in it past the state's
-// Next, which the next records handed for it must match.
+// Next, which the next records handed for it must match. used says this
+// run handed it records.
 type targetTrack struct {
 	t     *restore.Target
 	ahead []uint64
+	used  bool
 }
 
 const saveEvery = 500 * time.Millisecond
@@ -61,8 +62,7 @@ func loadExactly(path string, allowNonempty bool) (*exactly, error) {
 	}
 	e := &exactly{path: path, allowNonempty: allowNonempty, st: st, seed: maphash.MakeSeed(),
 		sources: map[sdk.TopicPartition]*sourceTrack{}, targets: map[sdk.TopicPartition]*targetTrack{}}
-	for i := range st.Sources {
-		s := &st.Sources[i]
+	for _, s := range st.Sources {
 		e.sources[sdk.TopicPartition{Topic: s.Topic, Partition: s.Partition}] = &sourceTrack{pos: s}
 	}
 	for _, t := range st.Targets {
@@ -208,15 +208,8 @@ func (e *exactly) hash(key, value []byte, ts int64, headers func(yield func(stri
 func (e *exactly) source(tp sdk.TopicPartition) *sourceTrack {
 	s, ok := e.sources[tp]
 	if !ok {
-		e.st.Sources = append(e.st.Sources, restore.Source{Topic: tp.Topic, Partition: tp.Partition, NextOffset: -1})
-		// The slice may have moved: point every track at its new place.
-		for i := range e.st.Sources {
-			p := &e.st.Sources[i]
-			if tr := e.sources[sdk.TopicPartition{Topic: p.Topic, Partition: p.Partition}]; tr != nil {
-				tr.pos = p
-			}
-		}
-		s = &sourceTrack{pos: &e.st.Sources[len(e.st.Sources)-1]}
+		s = &sourceTrack{pos: &restore.Source{Topic: tp.Topic, Partition: tp.Partition, NextOffset: -1}}
+		e.st.Sources = append(e.st.Sources, s.pos)
 		e.sources[tp] = s
 	}
 	return s
@@ -229,7 +222,7 @@ func (e *exactly) source(tp sdk.TopicPartition) *sourceTrack {
 func (e *exactly) landed(f *inFlight, i int, offset int64) {
 	from := f.view.Offset(i)
 	f.tgt.t.Add(f.src.Topic, f.src.Partition, from, offset)
-	if pos := e.source(f.src).pos; from+1 > pos.NextOffset {
+	if pos := f.srcT.pos; from+1 > pos.NextOffset {
 		pos.NextOffset = from + 1
 	}
 	e.dirty = true
@@ -269,36 +262,56 @@ func errMismatch(tp sdk.TopicPartition, offset int64) error {
 		tp.Topic, tp.Partition, offset)
 }
 
-// open returns the track of a target partition, starting it when the
-// restore writes to it for the first time: a partition that holds records
-// is refused unless allowNonempty, and its base offset is saved before
-// anything is produced to it.
-func (e *exactly) open(ctx context.Context, adm *kadm.Client, tp sdk.TopicPartition) (*targetTrack, bool, error) {
-	if tt, ok := e.targets[tp]; ok {
-		return tt, false, nil
+// register takes on every partition of topics that it has not yet: it
+// notes each one's start and end offsets, in one request of each for all,
+// so that the caller saves them all at once before anything is produced.
+// Partitions of topics missing from the cluster are left for later.
+func (e *exactly) register(ctx context.Context, adm *kadm.Client, topics ...string) error {
+	if len(topics) == 0 {
+		return nil
 	}
-	starts, err := adm.ListStartOffsets(ctx, tp.Topic)
+	starts, err := adm.ListStartOffsets(ctx, topics...)
 	if err != nil {
-		return nil, false, fmt.Errorf("list start offsets of %q: %w", tp.Topic, err)
+		return fmt.Errorf("list start offsets of the target topics: %w", err)
 	}
-	ends, err := adm.ListEndOffsets(ctx, tp.Topic)
+	ends, err := adm.ListEndOffsets(ctx, topics...)
 	if err != nil {
-		return nil, false, fmt.Errorf("list end offsets of %q: %w", tp.Topic, err)
+		return fmt.Errorf("list end offsets of the target topics: %w", err)
 	}
-	start, sok := starts.Lookup(tp.Topic, tp.Partition)
-	end, eok := ends.Lookup(tp.Topic, tp.Partition)
-	if !sok || !eok || start.Err != nil || end.Err != nil {
-		return nil, false, fmt.Errorf("target partition %s/%d: offsets unknown: %v", tp.Topic, tp.Partition, errors.Join(start.Err, end.Err))
+	ends.Each(func(end kadm.ListedOffset) {
+		tp := sdk.TopicPartition{Topic: end.Topic, Partition: end.Partition}
+		start, ok := starts.Lookup(end.Topic, end.Partition)
+		if _, known := e.targets[tp]; known || !ok || start.Err != nil || end.Err != nil {
+			return
+		}
+		t := &restore.Target{Topic: tp.Topic, Partition: tp.Partition, Start: start.Offset, Base: end.Offset, Next: end.Offset}
+		e.st.Targets = append(e.st.Targets, t)
+		e.targets[tp] = &targetTrack{t: t}
+		e.dirty = true
+	})
+	return nil
+}
+
+// open returns the track of a target partition the restore writes to,
+// taking it on first if need be (then started is set: the caller saves
+// the state before anything is produced to it). A partition that held
+// records before the restore took it on is refused unless allowNonempty.
+func (e *exactly) open(ctx context.Context, adm *kadm.Client, tp sdk.TopicPartition) (tt *targetTrack, started bool, err error) {
+	tt, ok := e.targets[tp]
+	if !ok {
+		if err := e.register(ctx, adm, tp.Topic); err != nil {
+			return nil, false, err
+		}
+		if tt, ok = e.targets[tp]; !ok {
+			return nil, false, fmt.Errorf("target partition %s/%d: its offsets are unknown to the cluster", tp.Topic, tp.Partition)
+		}
+		started = true
 	}
-	if end.Offset > start.Offset && !e.allowNonempty {
-		return nil, false, errNonEmpty(tp, start.Offset, end.Offset)
+	if !tt.used && tt.t.Records() == 0 && tt.t.HeldRecords() && !e.allowNonempty {
+		return nil, false, errNonEmpty(tp, tt.t.Start, tt.t.Base)
 	}
-	t := &restore.Target{Topic: tp.Topic, Partition: tp.Partition, Base: end.Offset, Next: end.Offset}
-	e.st.Targets = append(e.st.Targets, t)
-	tt := &targetTrack{t: t}
-	e.targets[tp] = tt
-	e.dirty = true
-	return tt, true, nil
+	tt.used = true
+	return tt, started, nil
 }
 
 // snapshot is a copy of the state to save, or nil when nothing changed.
@@ -331,7 +344,8 @@ func (e *exactly) save(c *restore.State) error {
 // producer's.
 func (e *exactly) leftAhead() error {
 	for tp, tt := range e.targets {
-		if n := len(tt.ahead); n > 0 {
+		// A partition the restore never wrote to is not its business.
+		if n := len(tt.ahead); n > 0 && (tt.used || tt.t.Records() > 0) {
 			return fmt.Errorf("target partition %s/%d holds %d records after offset %d that this restore did not write: another producer wrote to the partition; a restore must be the only writer of its target partitions",
 				tp.Topic, tp.Partition, n, tt.t.Next-1)
 		}

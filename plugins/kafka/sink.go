@@ -78,6 +78,7 @@ type inFlight struct {
 	// With restore_state: the batch's source partition, the position after
 	// it, and its target partition.
 	src  sdk.TopicPartition
+	srcT *sourceTrack
 	next int64
 	tgt  *targetTrack
 }
@@ -294,17 +295,31 @@ func (s *Sink) WriteMetadata(ctx context.Context, m sdk.Metadata) error {
 			s.configs[t.Name] = t.Configs
 		}
 	}
-	if !s.cfg.CreateTopics {
-		return nil
-	}
-	for _, t := range m.Topics {
-		if _, known := s.topo[t.Name]; !known {
-			if err := s.ensure(ctx, t.Name, 0); err != nil {
-				return err
+	if s.cfg.CreateTopics {
+		for _, t := range m.Topics {
+			if _, known := s.topo[t.Name]; !known {
+				if err := s.ensure(ctx, t.Name, 0); err != nil {
+					return err
+				}
 			}
 		}
 	}
-	return nil
+	if s.eo == nil {
+		return nil
+	}
+	// The restore takes on the target partitions all at once: one save,
+	// instead of one before the first record of each.
+	names := make([]string, 0, len(m.Topics))
+	for _, t := range m.Topics {
+		names = append(names, t.Name)
+	}
+	s.mu.Lock()
+	err := s.eo.register(ctx, s.adm, names...)
+	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return s.saveState(false)
 }
 
 // Write decodes the batch once and hands its records to the producer; the
@@ -318,7 +333,12 @@ func (s *Sink) Write(ctx context.Context, b sdk.Batch) error {
 		// Nothing to produce: the batch only moves the source position.
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		s.complete(&inFlight{id: b.ID(), src: src, next: b.NextOffset})
+		f := &inFlight{id: b.ID(), src: src, next: b.NextOffset}
+		if s.eo != nil {
+			f.srcT = s.eo.source(src)
+			f.srcT.pending = append(f.srcT.pending, f)
+		}
+		s.complete(f)
 		return nil
 	}
 	dst := sdk.TopicPartition{Topic: s.m.Topic(b.Topic), Partition: s.m.Partition(b.Partition)}
@@ -364,7 +384,8 @@ func (s *Sink) Write(ctx context.Context, b sdk.Batch) error {
 	s.outstanding[id] = f
 	first := 0
 	if s.eo != nil {
-		s.eo.source(src).pending = append(s.eo.source(src).pending, f)
+		f.srcT = s.eo.source(src)
+		f.srcT.pending = append(f.srcT.pending, f)
 		// A resumed run: the records the last run wrote after its last
 		// save are in the target already; match them instead.
 		for ; first < n && len(tgt.ahead) > 0; first++ {
@@ -436,14 +457,8 @@ func (s *Sink) complete(f *inFlight) {
 	if f.rec != nil {
 		f.rec.Release()
 	}
-	if s.eo != nil {
-		src := s.eo.source(f.src)
-		if f.n == 0 { // a batch with no records joins the queue here
-			src.pending = append(src.pending, f)
-		}
-		if src.settle() {
-			s.eo.dirty = true
-		}
+	if s.eo != nil && f.srcT.settle() {
+		s.eo.dirty = true
 	}
 	s.ack(f.id)
 }

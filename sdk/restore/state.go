@@ -38,7 +38,7 @@ type State struct {
 	Finished *time.Time `json:"finished,omitempty"`
 	// Sources holds, per source partition, the position the sequence goes
 	// on from: every record before it is in its target partition.
-	Sources []Source `json:"sources"`
+	Sources []*Source `json:"sources"`
 	// Targets holds, per target partition, what the restore wrote to it.
 	Targets []*Target `json:"targets"`
 }
@@ -51,11 +51,14 @@ type Source struct {
 }
 
 // Target is what the restore wrote to one target partition: its records
-// from Base (the partition's end offset when the restore first wrote to
-// it) up to Next, each range of source offsets at its target offsets.
+// from Base (the partition's end offset when the restore took it on) up
+// to Next, each range of source offsets at its target offsets. Start is
+// the partition's log start offset then: it held records before the
+// restore when Base > Start.
 type Target struct {
 	Topic     string  `json:"topic"`
 	Partition int32   `json:"partition"`
+	Start     int64   `json:"start_offset"`
 	Base      int64   `json:"base_offset"`
 	Next      int64   `json:"next_offset"`
 	Ranges    []Range `json:"ranges"`
@@ -75,6 +78,10 @@ type Range struct {
 // Records is how many records the restore accounts for in the target
 // partition.
 func (t *Target) Records() int64 { return t.Next - t.Base }
+
+// HeldRecords says whether the partition held records before the restore
+// took it on.
+func (t *Target) HeldRecords() bool { return t.Base > t.Start }
 
 // Add records that the record at sourceOffset of the source partition
 // landed at targetOffset, the partition's next offset: it extends the last
@@ -96,7 +103,11 @@ func (t *Target) Add(sourceTopic string, sourcePartition int32, sourceOffset, ta
 // Clone returns a deep copy of s, for saving while s changes.
 func (s *State) Clone() *State {
 	c := *s
-	c.Sources = slices.Clone(s.Sources)
+	c.Sources = make([]*Source, len(s.Sources))
+	for i, src := range s.Sources {
+		sc := *src
+		c.Sources[i] = &sc
+	}
 	c.Targets = make([]*Target, len(s.Targets))
 	for i, t := range s.Targets {
 		tc := *t
