@@ -678,7 +678,7 @@ func printPlan(w io.Writer, format string, r pipelines.RestoreOptions, p *pipeli
 // window, bytes read and duration, then each target partition.
 func printRestore(w io.Writer, format string, r pipelines.RestoreOptions, plan *pipelines.RestorePlan, rep *engine.Report, stateFile string) {
 	s := pipelines.Summarize(rep)
-	st, _ := restore.Load(stateFile)
+	st, stErr := restore.Load(stateFile)
 	if format == "json" {
 		out := map[string]any{"backup_id": r.BackupID, "summary": s, "plan": plan, "state_file": stateFile, "report": rep}
 		if st != nil {
@@ -690,14 +690,11 @@ func printRestore(w io.Writer, format string, r pipelines.RestoreOptions, plan *
 	if rep.AlreadyFinished == nil {
 		fmt.Fprintf(w, "restore %s: %d records restored, %d skipped outside the time window, %s read, in %s\n", r.BackupID, s.Restored, s.Skipped,
 			humanBytes(s.BytesRead), (time.Duration(rep.DurationMS) * time.Millisecond).String())
-		if st != nil {
-			for _, t := range pipelines.TargetsOf(st) {
-				fmt.Fprintf(w, "  %s/%d: %s records", t.Topic, t.Partition, thousands(t.Records))
-				if t.Records > 0 {
-					fmt.Fprintf(w, " at offsets %d to %d", t.FirstOffset, t.LastOffset)
-				}
-				fmt.Fprintln(w)
-			}
+		switch {
+		case stErr != nil:
+			fmt.Fprintf(w, "  state: %v\n", stErr)
+		case st != nil:
+			printTargets(w, st, false)
 			fmt.Fprintf(w, "  state and offset map: %s (kpipe describe --restore-state FILE shows it)\n", stateFile)
 		}
 	}
@@ -722,6 +719,34 @@ func timeWindowFlags(start, end string) (int64, int64, error) {
 		return 0, 0, badInput("--time-window-end %s is before --time-window-start %s; swap them", record.Instant(bounds[1]), record.Instant(bounds[0]))
 	}
 	return bounds[0], bounds[1], nil
+}
+
+// printTargets prints what a restore's state says each target partition
+// got, with its offset map when ranges is set; partitions that got nothing
+// are counted, not listed.
+func printTargets(w io.Writer, st *restore.State, ranges bool) {
+	byName := map[string]*restore.Target{}
+	for _, t := range st.Targets {
+		byName[fmt.Sprintf("%s/%d", t.Topic, t.Partition)] = t
+	}
+	none := 0
+	for _, t := range pipelines.TargetsOf(st) {
+		if t.Records == 0 {
+			none++
+			continue
+		}
+		fmt.Fprintf(w, "  %s/%d: %s records at offsets %d to %d\n", t.Topic, t.Partition, thousands(t.Records), t.FirstOffset, t.LastOffset)
+		if !ranges {
+			continue
+		}
+		for _, r := range byName[fmt.Sprintf("%s/%d", t.Topic, t.Partition)].Ranges {
+			fmt.Fprintf(w, "    %s/%d offsets %d to %d → offsets %d to %d\n", r.SourceTopic, r.SourcePartition, r.SourceOffset, r.SourceOffset+r.Count-1,
+				r.TargetOffset, r.TargetOffset+r.Count-1)
+		}
+	}
+	if none > 0 {
+		fmt.Fprintf(w, "  %d other partitions of the target topics got no records\n", none)
+	}
 }
 
 func required(set map[string]bool) error {
@@ -770,17 +795,21 @@ func paramsJSON(ps []param.Param) []paramJSON {
 	return out
 }
 
+// storeFlagNames and securityFlagNames are the flags storeFlags and
+// securityFlags define.
+var (
+	storeFlagNames    = []string{"s3-endpoint", "s3-region", "s3-force-path-style", "s3-profile", "encryption-key-file", "encryption-key-env"}
+	securityFlagNames = []string{"security-protocol", "sasl-mechanism", "sasl-username", "sasl-password", "sasl-password-file",
+		"sasl-oauthbearer-token", "sasl-oauthbearer-token-file", "ssl-ca-location", "ssl-certificate-location", "ssl-key-location", "ssl-endpoint-identification"}
+)
+
 // configFlags are the backup flags a --config file replaces.
-var configFlags = []string{"bootstrap-servers", "topics", "path", "backup-id", "compression", "continuous", "max-broker-outage", "consumer-group-snapshot",
-	"segment-max-bytes", "segment-max-records", "segment-max-interval", "s3-endpoint", "s3-region", "s3-force-path-style", "s3-profile",
-	"encryption-key-file", "encryption-key-env", "security-protocol", "sasl-mechanism", "sasl-username", "sasl-password", "sasl-password-file",
-	"sasl-oauthbearer-token", "sasl-oauthbearer-token-file", "ssl-ca-location", "ssl-certificate-location", "ssl-key-location", "ssl-endpoint-identification"}
+var configFlags = slices.Concat([]string{"bootstrap-servers", "topics", "path", "backup-id", "compression", "continuous", "max-broker-outage",
+	"consumer-group-snapshot", "segment-max-bytes", "segment-max-records", "segment-max-interval"}, storeFlagNames, securityFlagNames)
 
 // restoreConfigFlags are the restore flags a --config file replaces.
-var restoreConfigFlags = []string{"bootstrap-servers", "path", "backup-id", "topics", "source-partitions", "time-window-start", "time-window-end",
-	"topic-mapping", "partition-mapping", "topic-incarnation", "create-topics", "s3-endpoint", "s3-region", "s3-force-path-style", "s3-profile",
-	"encryption-key-file", "encryption-key-env", "security-protocol", "sasl-mechanism", "sasl-username", "sasl-password", "sasl-password-file",
-	"sasl-oauthbearer-token", "sasl-oauthbearer-token-file", "ssl-ca-location", "ssl-certificate-location", "ssl-key-location", "ssl-endpoint-identification"}
+var restoreConfigFlags = slices.Concat([]string{"bootstrap-servers", "path", "backup-id", "topics", "source-partitions", "time-window-start",
+	"time-window-end", "topic-mapping", "partition-mapping", "topic-incarnation", "create-topics"}, storeFlagNames, securityFlagNames)
 
 // onlyConfig refuses flags beside --config that the config file replaces.
 func onlyConfig(cmd *cobra.Command, flags []string, what string) error {

@@ -291,22 +291,7 @@ func describeRestore(w io.Writer, format, file string) error {
 		fmt.Fprintf(w, "  not finished; last saved at %s (running it again continues it)\n", st.UpdatedAt.Format(time.RFC3339))
 	}
 	fmt.Fprintf(w, "  records restored: %s\n", thousands(st.Records()))
-	for _, t := range pipelines.TargetsOf(st) {
-		fmt.Fprintf(w, "  %s/%d: %s records", t.Topic, t.Partition, thousands(t.Records))
-		if t.Records > 0 {
-			fmt.Fprintf(w, " at offsets %d to %d", t.FirstOffset, t.LastOffset)
-		}
-		fmt.Fprintln(w)
-		for _, tt := range st.Targets {
-			if tt.Topic != t.Topic || tt.Partition != t.Partition {
-				continue
-			}
-			for _, r := range tt.Ranges {
-				fmt.Fprintf(w, "    %s/%d offsets %d to %d → offsets %d to %d\n", r.SourceTopic, r.SourcePartition, r.SourceOffset, r.SourceOffset+r.Count-1,
-					r.TargetOffset, r.TargetOffset+r.Count-1)
-			}
-		}
-	}
+	printTargets(w, st, true)
 	return nil
 }
 

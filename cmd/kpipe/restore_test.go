@@ -295,6 +295,20 @@ func TestRestoreConfigFile(t *testing.T) {
 	if testkit.ListTopics(t, addr)[dst] {
 		t.Fatalf("the dry run created the target topic %s", dst)
 	}
+	// The same restore in flags: --dry-run plans, --create-topics=false
+	// refuses the missing target.
+	flags := []string{"restore", "--path", path, "--backup-id", "c", "--bootstrap-servers", addr, "--time-window-start", fmt.Sprint(ts + 5),
+		"--time-window-end", fmt.Sprint(ts + 14), "--source-partitions", "0,2", "--topic-mapping", src + "=" + dst, "--state-dir", t.TempDir()}
+	if code, out, stderr := kpipe(t, append(flags, "--dry-run")...); code != 0 || out != stdout {
+		t.Errorf("--dry-run: exit %d, printed\n%s%s\nwant what dry_run printed:\n%s", code, out, stderr, stdout)
+	}
+	code, _, stderr = kpipe(t, append(flags, "--create-topics=false")...)
+	if want := fmt.Sprintf("target topic %q does not exist; create it or set create_topics = true", dst); code != 1 || !strings.Contains(stderr, want) {
+		t.Errorf("--create-topics=false onto a missing topic: exit %d, stderr:\n%s\nwant exit 1 and %q", code, stderr, want)
+	}
+	if testkit.ListTopics(t, addr)[dst] {
+		t.Fatalf("--dry-run or --create-topics=false created the target topic %s", dst)
+	}
 	code, _, stderr = kpipe(t, "restore", "--config", config("    create_topics: false\n"), "--state-dir", t.TempDir())
 	if want := fmt.Sprintf("target topic %q does not exist; create it or set create_topics = true", dst); code != 1 || !strings.Contains(stderr, want) {
 		t.Errorf("create_topics: false onto a missing topic: exit %d, stderr:\n%s\nwant exit 1 and %q", code, stderr, want)
@@ -388,5 +402,11 @@ func TestTheOffsetMapIsWhatAConsumerSees(t *testing.T) {
 	}
 	if len(seen) != 3*28 || fmt.Sprint(seen) != fmt.Sprint(mapped) {
 		t.Fatalf("the offset map holds %d records, a consumer reads %d (want 84):\nmap      %v\nconsumer %v", len(mapped), len(seen), mapped, seen)
+	}
+	code, text, stderr := kpipe(t, "describe", "--restore-state", file)
+	want := fmt.Sprintf("  records restored: 84\n  %[1]s/0: 28 records at offsets 0 to 27\n    %[2]s/0 offsets 3 to 30 → offsets 0 to 27\n"+
+		"  %[1]s/1: 56 records at offsets 0 to 55\n    %[2]s/1 offsets 3 to 30 → offsets 0 to 27\n    %[2]s/2 offsets 3 to 30 → offsets 28 to 55\n", dst, src)
+	if code != 0 || !strings.HasPrefix(text, "Restore state: "+file+"\n  finished at ") || !strings.HasSuffix(text, want) {
+		t.Fatalf("describe --restore-state: exit %d, printed\n%s%s\nwant it to end\n%s", code, text, stderr, want)
 	}
 }
