@@ -256,6 +256,7 @@ func (r *runner) runTopic(ctx context.Context, g bench.Gen) error {
 		{r.selected(kindRestore, g) || r.selected(kindValidate, g), r.restoreCase},
 		{r.selected(kindPITRWindow, g) || r.selected(kindPITRFull, g), r.pitrCases},
 		{r.cfg.sec != nil && g.Partitions == 8 && (r.selected(kindBackupTLS, g) || r.selected(kindRestoreTLS, g)), r.tlsCases},
+		{g.Partitions == 8 && r.selected(kindRestoreMerge, g), r.mergeCase},
 	}
 	for _, s := range steps {
 		if s.on {

@@ -165,6 +165,36 @@ func (r *runner) restoreCase(ctx context.Context, src task) error {
 	return nil
 }
 
+// mergeCase times a restore that merges every partition of src into
+// partition 0 of a new topic: kpipe and the reference tool from backups
+// they made themselves, the ceiling producing the same records to one
+// partition.
+func (r *runner) mergeCase(ctx context.Context, src task) error {
+	backups, segments, err := r.sourceBackups(ctx, src, 0)
+	if err != nil {
+		return err
+	}
+	defer removeBackups(backups)
+	c := r.newCase(kindRestoreMerge, src, src.records)
+	c.BackupSegments = segments
+	src.merge = true
+	for round := 1; round <= r.cfg.runs; round++ {
+		for _, t := range r.tools {
+			job := backups[t.name()]
+			job.merge = true
+			if c.Failures[t.name()] != "" {
+				continue
+			}
+			if err := r.restoreRun(ctx, c, t, job, src, nil, round); err != nil {
+				if err := r.tolerate(c, t, err); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
 // validateCase times a deep validation of the backups the restores read,
 // each tool its own; the ceiling has none.
 func (r *runner) validateCase(ctx context.Context, src task, backups map[string]task, segments map[string]int64) error {

@@ -35,6 +35,7 @@ func ceilingRestoreMain(args []string) error {
 	fs.StringVar(&shape, "shape", string(bench.Fresh), "record shape: repetitive or fresh")
 	fs.Int64Var(&o.gen.BaseMs, "base-ms", 0, "timestamp of record 0, epoch ms (required)")
 	partitions := fs.Int("partitions", 1, "partitions of the topic")
+	fs.BoolVar(&o.merge, "merge", false, "write every record to partition 0 of a topic of one partition, as a restore merging all partitions does")
 	fs.StringVar(&o.compression, "compression", "none", "producer batch compression: none, lz4, snappy or zstd")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -50,14 +51,18 @@ func ceilingRestoreMain(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	defer startProfile()()
-	if err := createTopic(ctx, o.bootstrap, o.topic, o.gen.Partitions, nil); err != nil {
+	topicPartitions, partitionOf := o.gen.Partitions, o.gen.Partition
+	if o.merge {
+		topicPartitions, partitionOf = 1, func(int64) int32 { return 0 }
+	}
+	if err := createTopic(ctx, o.bootstrap, o.topic, topicPartitions, nil); err != nil {
 		return err
 	}
 	codec, err := codecByName(o.compression)
 	if err != nil {
 		return err
 	}
-	n, err := produceRecords(ctx, o.bootstrap, o.topic, o.gen, 0, o.records, producerOpts(codec)...)
+	n, err := produceRecords(ctx, o.bootstrap, o.topic, o.gen, partitionOf, 0, o.records, producerOpts(codec)...)
 	if err != nil {
 		return err
 	}
@@ -68,6 +73,7 @@ type ceilingRestoreOpts struct {
 	bootstrap, topic, compression string
 	records                       int64
 	gen                           bench.Gen
+	merge                         bool
 }
 
 // codecByName returns the producer compression named by --compression.
@@ -151,7 +157,7 @@ type pooledRecord struct {
 
 // produceRecords writes records [from, to) of g to topic, each to its own
 // partition with its own timestamp, and waits until all are acknowledged.
-func produceRecords(ctx context.Context, bootstrap, topic string, g bench.Gen, from, to int64, opts ...kgo.Opt) (int64, error) {
+func produceRecords(ctx context.Context, bootstrap, topic string, g bench.Gen, partition func(i int64) int32, from, to int64, opts ...kgo.Opt) (int64, error) {
 	cl, err := kgo.NewClient(append([]kgo.Opt{
 		kgo.SeedBrokers(bootstrap),
 		kgo.DefaultProduceTopic(topic),
@@ -168,7 +174,7 @@ func produceRecords(ctx context.Context, bootstrap, topic string, g bench.Gen, f
 		pr := pool.Get().(*pooledRecord)
 		key, value, hv := g.Fill(i, pr.buf)
 		pr.hdr[0] = kgo.RecordHeader{Key: bench.HeaderKey, Value: hv}
-		pr.rec = kgo.Record{Key: key, Value: value, Headers: pr.hdr[:], Partition: g.Partition(i),
+		pr.rec = kgo.Record{Key: key, Value: value, Headers: pr.hdr[:], Partition: partition(i),
 			Timestamp: time.UnixMilli(g.Timestamp(i))}
 		cl.Produce(ctx, &pr.rec, func(_ *kgo.Record, err error) {
 			if err != nil {

@@ -265,6 +265,9 @@ const legend = `## Legend
 - **backup-sasl-ssl, restore-sasl-ssl**: the same backup and restore over the broker's SASL_SSL
   listener, logging in with SCRAM-SHA-512 (the restores read backups made over plaintext); the
   ceiling speaks plaintext only. The broker's share of the TLS work is not counted.
+- **restore-merge**: a restore of the 8-partition topics that merges every partition into partition 0
+  of the new topic (kpipe: ` + "`--partition-mapping 1=0,...,7=0`" + `; the reference tool: its ` + "`partition_mapping`" + `);
+  the ceiling produces the same records to a topic of one partition.
 - **Backups on disk**: the size of the files a backup run wrote.
 - **kpipe with its backups on S3**: ` + "`kpipe backup|restore --path s3://kpipe/bench/...`" + ` against the
   local S3 server; its CPU-s and RSS are kpipe's alone (the server is another process, not counted),

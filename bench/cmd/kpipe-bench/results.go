@@ -22,9 +22,12 @@ const (
 	// 8-partition topics.
 	kindBackupTLS  = "backup-sasl-ssl"
 	kindRestoreTLS = "restore-sasl-ssl"
+	// kindRestoreMerge restores the 8-partition topics merging every
+	// partition into one.
+	kindRestoreMerge = "restore-merge"
 )
 
-var kinds = []string{kindBackup, kindRestore, kindPITRWindow, kindPITRFull, kindValidate, kindBackupTLS, kindRestoreTLS}
+var kinds = []string{kindBackup, kindRestore, kindPITRWindow, kindPITRFull, kindValidate, kindBackupTLS, kindRestoreTLS, kindRestoreMerge}
 
 // caseName is how cases are named in the report and matched by --only,
 // e.g. "backup/fresh/p8".

@@ -35,6 +35,7 @@ type task struct {
 	backupID  string
 	target    string        // restore: the new topic
 	window    *bench.Window // restore: only this time window
+	merge     bool          // restore: every partition into partition 0
 	// segmentRecords, when set, makes a backup cut a segment every that
 	// many records.
 	segmentRecords int64
@@ -174,6 +175,13 @@ func (k kpipeTool) restore(t task) (prepared, error) {
 	if t.window != nil {
 		args = append(args, "--time-window-start", strconv.FormatInt(t.window.Start, 10),
 			"--time-window-end", strconv.FormatInt(t.window.End, 10))
+	}
+	if t.merge {
+		var moves []string
+		for p := int32(1); p < t.gen.Partitions; p++ {
+			moves = append(moves, fmt.Sprintf("%d=0", p))
+		}
+		args = append(args, "--partition-mapping", strings.Join(moves, ","))
 	}
 	return prepared{cmd: k.command(t, args...), read: readKpipeRestore}, nil
 }
@@ -399,6 +407,12 @@ func (r refTool) restore(t task) (prepared, error) {
 	if t.window != nil {
 		window = fmt.Sprintf("  time_window_start: %d\n  time_window_end: %d\n", t.window.Start, t.window.End)
 	}
+	if t.merge {
+		window += "  partition_mapping:\n"
+		for p := int32(1); p < t.gen.Partitions; p++ {
+			window += fmt.Sprintf("    %d: 0\n", p)
+		}
+	}
 	cmd, err := r.command(t, "restore", fmt.Sprintf(`# Written by kpipe-bench.
 mode: restore
 backup_id: %q
@@ -489,7 +503,7 @@ func (c ceilingTool) restore(t task) (prepared, error) {
 	}
 	cmd := exec.Command(c.self, "ceiling-restore", "--bootstrap", t.bootstrap, "--topic", t.target,
 		"--partitions", strconv.Itoa(int(t.gen.Partitions)), "--records", strconv.FormatInt(t.records, 10),
-		"--shape", string(t.gen.Shape), "--base-ms", strconv.FormatInt(t.gen.BaseMs, 10))
+		"--shape", string(t.gen.Shape), "--base-ms", strconv.FormatInt(t.gen.BaseMs, 10), "--merge="+strconv.FormatBool(t.merge))
 	cmd.Dir = t.scratch
 	return prepared{cmd: cmd, read: readCeiling}, nil
 }
