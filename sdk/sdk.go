@@ -513,12 +513,16 @@ const (
 	// data could flow (the source could not open: a cluster refusing the
 	// login, say). The sink undoes what opening it wrote.
 	OutcomeNotStarted Outcome = "not_started"
+	// OutcomeFailed: the run failed while data flowed. Only the sink hears
+	// it (the other plugins are stopped): it records what is durable (a
+	// restore's state) and lets go, as a crash would leave things.
+	OutcomeFailed Outcome = "failed"
 )
 
 // Ender is implemented by plugins that record how a run ended (a backup
 // store, in its lease, so that listing tells a complete backup from a
-// stopped one). End is called just before Teardown, only after a run
-// without error, or with OutcomeNotStarted.
+// stopped one). End is called just before Teardown, after a run without
+// error, with OutcomeNotStarted, or, for the sink, with OutcomeFailed.
 type Ender interface {
 	End(ctx context.Context, o Outcome)
 }

@@ -693,7 +693,9 @@ func printRestore(w io.Writer, format string, r pipelines.RestoreOptions, plan *
 		switch {
 		case stErr != nil:
 			fmt.Fprintf(w, "  state: %v\n", stErr)
-		case st != nil:
+		case st == nil:
+			fmt.Fprintf(w, "  no record was written to the target cluster\n")
+		default:
 			printTargets(w, st, false)
 			fmt.Fprintf(w, "  state and offset map: %s (kpipe describe --restore-state FILE shows it)\n", stateFile)
 		}
@@ -744,7 +746,10 @@ func printTargets(w io.Writer, st *restore.State, ranges bool) {
 				r.TargetOffset, r.TargetOffset+r.Count-1)
 		}
 	}
-	if none > 0 {
+	switch {
+	case none == 1:
+		fmt.Fprintf(w, "  1 other partition of the target topics got no records\n")
+	case none > 1:
 		fmt.Fprintf(w, "  %d other partitions of the target topics got no records\n", none)
 	}
 }

@@ -461,9 +461,10 @@ func TestRestoresKeepStateOfTheirOwn(t *testing.T) {
 // are restored and the report names the failed one; with it the run ends at
 // TestRestoreChecksTheBackupFirst: a segment missing from partition 1
 // fails the restore before anything is written (no target topic); a
-// segment of partition 1 with a flipped byte passes that check, and the
-// restore stops at it, naming it, writing nothing after it; with --verify
-// the flipped byte fails it before anything is written.
+// segment of partition 2 with a flipped byte passes that check, and the
+// restore stops at it, naming it, writing nothing of it, its report saying
+// exactly what the target holds; with --verify the flipped byte fails it
+// before anything is written.
 func TestRestoreChecksTheBackupFirst(t *testing.T) {
 	addr := testkit.Kafka(t)
 	src := testkit.Topic(t, "src")
@@ -501,29 +502,38 @@ func TestRestoreChecksTheBackupFirst(t *testing.T) {
 	}
 
 	path, parts = backup()
-	file := testkit.SegmentFile(path, "b", src, 1, parts[1].Entries[0])
+	seg = parts[2].Entries[0].Segment
+	file := testkit.SegmentFile(path, "b", src, 2, parts[2].Entries[0])
 	data, err := os.ReadFile(file)
 	if err != nil {
 		t.Fatal(err)
 	}
-	at := parts[1].Entries[0].Batches[0].Start + parts[1].Entries[0].Batches[0].Length/2
+	at := parts[2].Entries[0].Batches[0].Start + parts[2].Entries[0].Batches[0].Length/2
 	data[at] ^= 0xff
 	if err := os.WriteFile(file, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	dst, code, _, stderr = restore(path)
-	if code != 1 || !strings.Contains(errorText(stderr), fmt.Sprintf("%s/1 at offset 0: segment b/topics/%s/1/%s: batch at byte ", src, src, seg)) || !strings.Contains(errorText(stderr), "checksum") {
-		t.Fatalf("restore onto a flipped byte: exit %d, error %q; want exit 1 naming %s/1 and segment %s and its checksum", code, errorText(stderr), src, seg)
+	// One batch in flight: partitions 0 and 1 are written before the source
+	// reads partition 2.
+	dst, code, stdout, stderr := restore(path, "--window", "1")
+	if code != 1 || !strings.Contains(errorText(stderr), fmt.Sprintf("%s/2 at offset 0: segment b/topics/%s/2/%s: batch at byte ", src, src, seg)) || !strings.Contains(errorText(stderr), "checksum") {
+		t.Fatalf("restore onto a flipped byte: exit %d, error %q; want exit 1 naming %s/2 and segment %s and its checksum", code, errorText(stderr), src, seg)
 	}
 	got := map[int32]int{}
 	for _, r := range testkit.ConsumeAll(t, addr, dst) {
 		got[r.Partition]++
 	}
-	if (got[0] != 0 && got[0] != 20) || got[1] != 0 || got[2] != 0 {
-		t.Errorf("written per partition %v, want nothing past the damage: the restore stops at it", got)
+	if got[0] != 20 || got[1] != 20 || got[2] != 0 {
+		t.Errorf("written per partition %v, want partitions 0 and 1 whole and nothing of the damaged partition 2", got)
+	}
+	// The report says exactly what the target holds: the records that got
+	// there before the restore stopped, and nothing else.
+	said := fmt.Sprintf("\n  %[1]s/0: 20 records at offsets 0 to 19\n  %[1]s/1: 20 records at offsets 0 to 19\n  1 other partition of the target topics got no records\n", dst)
+	if !strings.Contains(stdout, said) {
+		t.Errorf("the report of the stopped restore:\n%s\nwant it to say what the target holds (%v): %q", stdout, got, said)
 	}
 	dst, code, _, stderr = restore(path, "--verify")
-	want = fmt.Sprintf(`kpipe: pipeline "restore": open source "fs": open: backup "b" at %s is damaged where this run reads, so nothing was read: %s/1: `, path, src)
+	want = fmt.Sprintf(`kpipe: pipeline "restore": open source "fs": open: backup "b" at %s is damaged where this run reads, so nothing was read: %s/2: `, path, src)
 	if code != 1 || !strings.HasPrefix(errorText(stderr), want) || !strings.Contains(errorText(stderr), seg) {
 		t.Fatalf("restore --verify onto a flipped byte: exit %d, error\n%s\nwant exit 1, beginning\n%s\nand naming %s", code, errorText(stderr), want, seg)
 	}

@@ -321,8 +321,13 @@ func Run(ctx context.Context, p config.Pipeline, opts Options) (rep *Report, err
 	rep.Positions = positions
 	rep.MaxInFlight, rep.MaxInFlightBytes = r.tracker.peaks()
 
-	outcome := sdk.OutcomeComplete
-	if rep.Stopped {
+	outcome, teardownWithin := sdk.OutcomeComplete, 30*time.Second
+	switch {
+	case err != nil:
+		// Only the sink winds down, briefly, to record what is durable;
+		// the others are stopped.
+		outcome, teardownWithin = sdk.OutcomeFailed, 5*time.Second
+	case rep.Stopped:
 		outcome = sdk.OutcomeStopped
 	}
 	rep.Plugins = make([]PluginReport, len(stages))
@@ -334,19 +339,21 @@ func Run(ctx context.Context, p config.Pipeline, opts Options) (rep *Report, err
 		s.mu.Lock()
 		rep.Plugins[i].Metrics = s.metrics
 		s.mu.Unlock()
-		if err != nil {
+		if err != nil && s != sink {
 			continue
 		}
 		wg.Add(1)
 		go func() { // the plugins wind down at once, each on its own
 			defer wg.Done()
-			tctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			tctx, cancel := context.WithTimeout(context.Background(), teardownWithin)
 			defer cancel()
 			m, terr := s.inst.Teardown(tctx, outcome)
 			if terr != nil {
 				terrs[i] = fmt.Errorf("pipeline %q: %w", p.Name, terr)
 			}
-			rep.Plugins[i].Metrics = m
+			if m != nil {
+				rep.Plugins[i].Metrics = m
+			}
 			if opts.OnMetrics != nil && m != nil {
 				opts.OnMetrics(s.role, s.cfg.Plugin, m) // the last word
 			}

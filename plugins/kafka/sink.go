@@ -505,7 +505,20 @@ func (s *Sink) Metrics() map[string]int64 {
 // in its state at Teardown.
 func (s *Sink) End(_ context.Context, o sdk.Outcome) { s.outcome = o }
 
-func (s *Sink) Teardown(context.Context) error {
+func (s *Sink) Teardown(ctx context.Context) error {
+	// The producer goes first: the acks it got until then are in the
+	// restore's state that follows. After a failed run, what it was
+	// handed is given a moment to be acknowledged (or to fail), so that the
+	// state says exactly what the target holds.
+	if s.cl != nil {
+		if s.eo != nil && s.outcome == sdk.OutcomeFailed {
+			fctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			_ = s.cl.Flush(fctx)
+			cancel()
+		}
+		s.cl.Close()
+		s.cl = nil
+	}
 	var err error
 	if s.eo != nil && s.stopSave != nil {
 		close(s.stopSave)
@@ -518,12 +531,9 @@ func (s *Sink) Teardown(context.Context) error {
 			s.mu.Unlock()
 			finished = err == nil
 		}
-		// After a failure too: what is durable stays accounted for.
+		// After a failure too (OutcomeFailed): what is durable stays
+		// accounted for, and the report says exactly that.
 		err = errors.Join(err, s.saveState(finished))
-	}
-	if s.cl != nil {
-		s.cl.Close()
-		s.cl = nil
 	}
 	if s.dec != nil {
 		s.dec.Close()

@@ -243,6 +243,8 @@ const (
 	// is deleted, or, when it fenced the run before it, released with this
 	// outcome and skipped by the backup's state.
 	OutcomeNotStarted = "not_started"
+	// OutcomeFailed: the run failed; its lease is left unreleased.
+	OutcomeFailed = "failed"
 )
 
 // num renders a number for a key: zero-padded, so that key order is number

@@ -245,6 +245,12 @@ func (l *lease) release(ctx context.Context, outcome string) error {
 	return l.store.Put(ctx, l.keys.Lease(l.cur.Epoch), bytes.NewReader(data), int64(len(data)), PutOptions{})
 }
 
+// drop stops renewing the lease and leaves it as it is, as a crash would.
+func (l *lease) drop() {
+	close(l.stop)
+	<-l.done
+}
+
 // abandon ends the lease of a run that did not start. Unless it fenced
 // the writer before (whose lease had expired: the fence entries carry this
 // epoch, which no later run may take again), the run wrote nothing under

@@ -301,10 +301,17 @@ func (w *Writer) AddPartition(ctx context.Context, topic string, partition int32
 
 // Close lets the lease go, recording the run's outcome (OutcomeComplete
 // or OutcomeStopped; empty when unknown). With OutcomeNotStarted, the run
-// wrote nothing: the lease is deleted, as if the run never was.
+// wrote nothing: the lease is deleted, as if the run never was. With
+// OutcomeFailed it stops renewing the lease and leaves it.
 func (w *Writer) Close(ctx context.Context, outcome string) error {
-	if outcome == OutcomeNotStarted {
+	switch outcome {
+	case OutcomeNotStarted:
 		return w.lease.abandon(ctx)
+	case OutcomeFailed:
+		// Left as a crash leaves it: the lease stays, and with its
+		// process gone the run reads as failed.
+		w.lease.drop()
+		return nil
 	}
 	if w.lease.err() == nil {
 		if err := w.create(ctx); err != nil {
