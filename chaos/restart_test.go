@@ -58,7 +58,7 @@ func TestABrokerRestartMidRestore(t *testing.T) {
 	k := testkit.StartKafka(t)
 	topic := testkit.Topic(t, "restart")
 	const partitions = 3
-	per := size(20_000, 80_000)
+	per := size(40_000, 80_000) // enough that the restore is still running when the broker stops
 	testkit.CreateTopic(t, k.Addr, topic, partitions)
 	newDataset(topic, partitions).produce(t, k.Addr, 0, per)
 	total := int64(partitions * per)
@@ -76,7 +76,7 @@ func TestABrokerRestartMidRestore(t *testing.T) {
 	restore := func(out *syncBuffer) *waiter {
 		return wait(start(t, out, nil, "--plugin-dir", testkit.PluginDir(t), "restore", "--path", path, "--backup-id", "r",
 			"--bootstrap-servers", k.Addr, "--topic-mapping", topic+"="+dst, "--state-dir", state, "--progress", "off",
-			"--in-flight-bytes", "1MiB", "--window", "2"))
+			"--in-flight-bytes", "1MiB", "--window", "1"))
 	}
 	adm := kadm.NewClient(testkit.Client(t, k.Addr))
 	restored := func() int64 { return endOffsets(adm, dst) }
