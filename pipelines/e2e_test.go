@@ -415,7 +415,7 @@ func TestKafkaTopicsByGlobAndNoTopicCreation(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	_, err := engine.Run(ctx, rp, options(t))
-	want := `target topic "` + prefix + `-missing" does not exist; create it or set create_topics = true`
+	want := `target topic "` + prefix + `-missing" does not exist; create it, or let the restore create it (create_topics = true, --create-topics)`
 	if err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("restore into a missing topic: %v, want an error containing %q", err, want)
 	}

@@ -128,6 +128,9 @@ type RestoreOptions struct {
 	// NoCreateTopics fails the restore on a missing target topic (or one
 	// with too few partitions) instead of creating (or growing) it.
 	NoCreateTopics bool
+	// ReplicationFactor of the topics the restore creates: 0 for the
+	// backup's, -1 for the broker default.
+	ReplicationFactor int
 }
 
 func stage(plugin string, params map[string]any) config.Stage {
@@ -219,6 +222,9 @@ func Restore(name string, o RestoreOptions) config.Pipeline {
 	}
 	if o.NoCreateTopics {
 		sink["create_topics"] = false
+	}
+	if o.ReplicationFactor != 0 {
+		sink["replication_factor"] = o.ReplicationFactor
 	}
 	o.Security.addTo(sink)
 	return config.Pipeline{Name: name, Source: storageStage(o.Path, o.Store, src), Sink: stage("kafka", sink)}

@@ -25,6 +25,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -252,6 +253,52 @@ type TopicMetadata struct {
 	// MinInsyncReplicas is the topic's min.insync.replicas in effect, its
 	// own or the broker's; 0 when unknown.
 	MinInsyncReplicas int32 `json:"min_insync_replicas,omitempty"`
+	// LargestRecord is the largest record a run reads of the topic, so
+	// that a sink can refuse one it cannot write before it writes any;
+	// nil when unknown.
+	LargestRecord *LargestRecord `json:"largest_record,omitempty"`
+	// ReadPartitions are the partitions a run reads of the topic, in
+	// order, so that a sink can tell the partitions it will write before
+	// it writes; nil when unknown (all of them).
+	ReadPartitions []int32 `json:"read_partitions,omitempty"`
+}
+
+// Needs is how many partitions a topic must have to take the partitions a
+// run reads of it.
+func (t TopicMetadata) Needs() int32 {
+	if len(t.ReadPartitions) == 0 {
+		return t.Partitions
+	}
+	return slices.Max(t.ReadPartitions) + 1
+}
+
+// LargestRecord is a topic's largest record and the batch that holds it,
+// in the topic as read: a sink that renames topics still names the source.
+type LargestRecord struct {
+	Topic     string `json:"topic"`
+	Partition int32  `json:"partition"`
+	// MinOffset and MaxOffset are the offsets of the batch that holds it.
+	MinOffset int64 `json:"min_offset"`
+	MaxOffset int64 `json:"max_offset"`
+	// Bytes is its size: key, value and headers.
+	Bytes int64 `json:"bytes"`
+}
+
+// Larger returns the larger of l and o (either may be nil).
+func (l *LargestRecord) Larger(o *LargestRecord) *LargestRecord {
+	if l == nil || (o != nil && o.Bytes > l.Bytes) {
+		return o
+	}
+	return l
+}
+
+// Where names the record's place: its partition and offset, or the
+// offsets of its batch.
+func (l *LargestRecord) Where() string {
+	if l.MinOffset == l.MaxOffset {
+		return fmt.Sprintf("%s/%d at offset %d", l.Topic, l.Partition, l.MinOffset)
+	}
+	return fmt.Sprintf("%s/%d in the batch of offsets %d to %d", l.Topic, l.Partition, l.MinOffset, l.MaxOffset)
 }
 
 // Metadata describes the topics of a run. A source sends it before any data

@@ -140,6 +140,10 @@ func MetadataToProto(m Metadata) *pb.Metadata {
 		if t.ID != (TopicID{}) {
 			pt.TopicId = append([]byte(nil), t.ID[:]...)
 		}
+		pt.ReadPartitions = t.ReadPartitions
+		if l := t.LargestRecord; l != nil {
+			pt.LargestRecord = &pb.LargestRecord{Topic: l.Topic, Partition: l.Partition, MinOffset: l.MinOffset, MaxOffset: l.MaxOffset, Bytes: l.Bytes}
+		}
 		out.Topics = append(out.Topics, pt)
 	}
 	return out
@@ -163,6 +167,10 @@ func MetadataFromProto(p *pb.Metadata) Metadata {
 		tm := TopicMetadata{Name: t.GetName(), Partitions: t.GetPartitions(), ReplicationFactor: t.GetReplicationFactor(), Configs: t.GetConfigs(),
 			MinInsyncReplicas: t.GetMinInsyncReplicas()}
 		copy(tm.ID[:], t.GetTopicId())
+		tm.ReadPartitions = t.GetReadPartitions()
+		if l := t.GetLargestRecord(); l != nil {
+			tm.LargestRecord = &LargestRecord{Topic: l.GetTopic(), Partition: l.GetPartition(), MinOffset: l.GetMinOffset(), MaxOffset: l.GetMaxOffset(), Bytes: l.GetBytes()}
+		}
 		m.Topics = append(m.Topics, tm)
 	}
 	return m

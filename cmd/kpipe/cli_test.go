@@ -64,8 +64,8 @@ func TestBadInputExitsTwoWithAClearError(t *testing.T) {
 		want: "kpipe: pipeline \"p\" has invalid parameters:\n  FILE:7,5-22: transform \"filter\": parameter \"time_window_start\": 1731236400 looks like epoch seconds, not milliseconds: read as milliseconds it is 1970-01-21T00:53:56.4Z, as seconds 2024-11-10T11:00:00Z; use 13-digit epoch milliseconds: 1731236400000",
 	}, {
 		name: "replication factor of zero",
-		hcl:  "pipeline \"p\" {\n  source \"fs\" {\n    path = \"b\"\n    backup_id = \"x\"\n  }\n  sink \"kafka\" {\n    bootstrap_servers = [\"127.0.0.1:1\"]\n    replication_factor = 0\n  }\n}\n",
-		want: "kpipe: pipeline \"p\" has invalid parameters:\n  FILE:8,5-23: sink \"kafka\": parameter \"replication_factor\": 0 is not a replication factor; use 1 or more, or -1 for the broker default",
+		hcl:  "pipeline \"p\" {\n  source \"fs\" {\n    path = \"b\"\n    backup_id = \"x\"\n  }\n  sink \"kafka\" {\n    bootstrap_servers = [\"127.0.0.1:1\"]\n    replication_factor = -2\n  }\n}\n",
+		want: "kpipe: pipeline \"p\" has invalid parameters:\n  FILE:8,5-23: sink \"kafka\": parameter \"replication_factor\": -2 is not a replication factor; use 1 or more, 0 for the source's, or -1 for the broker default",
 	}, {
 		name: "plugin binary that does not exist",
 		hcl:  "pipeline \"p\" {\n  source \"nosuch\" {}\n  sink \"fs\" {}\n}\n",

@@ -531,6 +531,7 @@ says so when run again; --fresh runs it again from the start.`,
 				c.Restore.AllowEmpty = c.Restore.AllowEmpty || r.AllowEmpty
 				c.Restore.AllowNonemptyTarget = c.Restore.AllowNonemptyTarget || r.AllowNonemptyTarget
 				c.Restore.Verify = c.Restore.Verify || r.Verify
+				c.Restore.ReplicationFactor = r.ReplicationFactor
 				r, dryRun = c.Restore, dryRun || c.DryRun
 			} else if err := restoreFlags(cmd, &r, windowStart, windowEnd, topicMap, partMap, incarnations, createTopics); err != nil {
 				return err
@@ -584,7 +585,8 @@ says so when run again; --fresh runs it again from the start.`,
 	f.StringVar(&r.Path, "path", "", "where backups are kept: a folder, or s3://BUCKET/PREFIX (required)")
 	storeFlags(f, &r.Store)
 	f.StringVar(&r.BackupID, "backup-id", "", "backup to restore (required)")
-	f.BoolVar(&createTopics, "create-topics", true, "create missing target topics with the backup's partitions and configs, and add partitions to a target with too few; false fails the restore instead, before writing")
+	f.BoolVar(&createTopics, "create-topics", true, "create missing target topics with the backup's partitions, configs and replication factor, and add partitions to a target with too few; false fails the restore instead, before writing")
+	f.IntVar(&r.ReplicationFactor, "replication-factor", 0, "replication factor of the target topics the restore creates: 0 for the backup's, -1 for the broker default; one the target cluster has too few brokers for fails the restore before writing")
 	f.StringSliceVar(&r.BootstrapServers, "bootstrap-servers", nil, "target Kafka brokers, host:port, comma separated (required)")
 	securityFlags(f, &r.Security, "target Kafka")
 	f.StringSliceVar(&r.Topics, "topics", nil, "backup topics (names or globs) to restore; all when empty")

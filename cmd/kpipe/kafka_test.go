@@ -325,7 +325,7 @@ func TestRestoreReplicationFactor(t *testing.T) {
 	}
 	tooMany := src + "-rf2"
 	code, msg := restore(2, tooMany)
-	want := fmt.Sprintf(`create topic %q: replication_factor 2 is more than the cluster's brokers; lower it, or set -1 for the broker default`, tooMany)
+	want := fmt.Sprintf(`create target topic %q: replication factor 2 (replication_factor) needs 2 brokers, the target cluster has 1: nothing was written; set replication_factor (--replication-factor) to 1 or less, or -1 for the broker default`, tooMany)
 	if code != exitFailed || !strings.HasSuffix(msg, want) {
 		t.Fatalf("replication_factor 2 on one broker: exit %d, error %q; want exit %d and an error ending in %q", code, msg, exitFailed, want)
 	}

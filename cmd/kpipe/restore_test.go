@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -303,14 +304,14 @@ func TestRestoreConfigFile(t *testing.T) {
 		t.Errorf("--dry-run: exit %d, printed\n%s%s\nwant what dry_run printed:\n%s", code, out, stderr, stdout)
 	}
 	code, _, stderr = kpipe(t, append(flags, "--create-topics=false")...)
-	if want := fmt.Sprintf("target topic %q does not exist; create it or set create_topics = true", dst); code != 1 || !strings.Contains(stderr, want) {
+	if want := fmt.Sprintf("target topic %q does not exist; create it, or let the restore create it (create_topics = true, --create-topics)", dst); code != 1 || !strings.Contains(stderr, want) {
 		t.Errorf("--create-topics=false onto a missing topic: exit %d, stderr:\n%s\nwant exit 1 and %q", code, stderr, want)
 	}
 	if testkit.ListTopics(t, addr)[dst] {
 		t.Fatalf("--dry-run or --create-topics=false created the target topic %s", dst)
 	}
 	code, _, stderr = kpipe(t, "restore", "--config", config("    create_topics: false\n"), "--state-dir", t.TempDir())
-	if want := fmt.Sprintf("target topic %q does not exist; create it or set create_topics = true", dst); code != 1 || !strings.Contains(stderr, want) {
+	if want := fmt.Sprintf("target topic %q does not exist; create it, or let the restore create it (create_topics = true, --create-topics)", dst); code != 1 || !strings.Contains(stderr, want) {
 		t.Errorf("create_topics: false onto a missing topic: exit %d, stderr:\n%s\nwant exit 1 and %q", code, stderr, want)
 	}
 	if testkit.ListTopics(t, addr)[dst] {
@@ -408,5 +409,59 @@ func TestTheOffsetMapIsWhatAConsumerSees(t *testing.T) {
 		"  %[1]s/1: 56 records at offsets 0 to 55\n    %[2]s/1 offsets 3 to 30 → offsets 0 to 27\n    %[2]s/2 offsets 3 to 30 → offsets 28 to 55\n", dst, src)
 	if code != 0 || !strings.HasPrefix(text, "Restore state: "+file+"\n  finished at ") || !strings.HasSuffix(text, want) {
 		t.Fatalf("describe --restore-state: exit %d, printed\n%s%s\nwant it to end\n%s", code, text, stderr, want)
+	}
+}
+
+// TestAForeignTransactionStopsAResumedRestoreAtOnce: a restore that did
+// not finish, whose target partition another producer has since written
+// to in a transaction, stops when run again, at once, naming the
+// transaction marker, instead of waiting for a last record that never
+// comes.
+func TestAForeignTransactionStopsAResumedRestoreAtOnce(t *testing.T) {
+	addr := testkit.Kafka(t)
+	src := testkit.Topic(t, "txnsrc")
+	seedPartitions(t, addr, src, 1, 10, time.Now().Add(-time.Hour).UnixMilli())
+	path, state := t.TempDir(), t.TempDir()
+	if code, _, stderr := kpipe(t, "backup", "--bootstrap-servers", addr, "--topics", src, "--path", path, "--backup-id", "x"); code != 0 {
+		t.Fatalf("backup: exit %d: %s", code, stderr)
+	}
+	dst := testkit.Topic(t, "txndst")
+	args := []string{"restore", "--bootstrap-servers", addr, "--path", path, "--backup-id", "x", "--topic-mapping", src + "=" + dst, "--state-dir", state}
+	if code, _, stderr := kpipe(t, args...); code != 0 {
+		t.Fatalf("restore: exit %d: %s", code, stderr)
+	}
+	// As if the run had been killed before it saved that it finished.
+	files, _ := filepath.Glob(filepath.Join(state, "*.restore.json"))
+	if len(files) != 1 {
+		t.Fatalf("state files %v, want one", files)
+	}
+	st, err := restore.Load(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Finished = nil
+	if err := restore.Save(files[0], st); err != nil {
+		t.Fatal(err)
+	}
+	cl := testkit.Client(t, addr, kgo.TransactionalID("foreign-"+dst), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := cl.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: dst, Partition: 0, Value: []byte("foreign")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.EndTransaction(ctx, kgo.TryCommit); err != nil {
+		t.Fatal(err)
+	}
+	began := time.Now()
+	code, _, stderr := kpipeWithin(t, time.Minute, args...)
+	want := fmt.Sprintf("target partition %s/0: offset 11 holds a transaction marker, which this restore never writes: another producer wrote to the partition; a restore must be the only writer of its target partitions. Restore into another topic, or from the start with --fresh", dst)
+	if code != exitFailed || !strings.HasSuffix(errorText(stderr), want) {
+		t.Fatalf("rerun after a foreign transaction: exit %d, error %q\nwant exit 1 and an error ending in %q", code, errorText(stderr), want)
+	}
+	if d := time.Since(began); d > 20*time.Second {
+		t.Fatalf("the rerun took %s to stop: it waited for the read back to time out", d)
 	}
 }

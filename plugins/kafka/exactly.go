@@ -124,13 +124,17 @@ func (e *exactly) catchUp(ctx context.Context, adm *kadm.Client, sec *securityCo
 	if len(read) == 0 {
 		return nil
 	}
-	rd, _, err := connect(ctx, servers, timeout, sec, func(error) {}, kgo.ConsumePartitions(read))
+	// Transaction markers are kept: the restore never writes one, so one
+	// past its records is another producer's (and, left out, the read
+	// would wait for a last record that never comes).
+	rd, _, err := connect(ctx, servers, timeout, sec, func(error) {}, kgo.ConsumePartitions(read), kgo.KeepControlRecords())
 	if err != nil {
 		return err
 	}
 	defer rd.Close()
 	left := len(until)
-	for left > 0 {
+	var foreign error
+	for left > 0 && foreign == nil {
 		fs := rd.PollFetches(ctx)
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("read back the target partitions' last records: %w", err)
@@ -146,6 +150,10 @@ func (e *exactly) catchUp(ctx context.Context, adm *kadm.Client, sec *securityCo
 			if !ok || r.Offset >= end {
 				return
 			}
+			if r.Attrs.IsControl() && foreign == nil {
+				foreign = fmt.Errorf("target partition %s/%d: offset %d holds a transaction marker, which this restore never writes: another producer wrote to the partition; a restore must be the only writer of its target partitions. Restore into another topic, or from the start with --fresh",
+					tp.Topic, tp.Partition, r.Offset)
+			}
 			tt := e.targets[tp]
 			tt.ahead = append(tt.ahead, e.hash(r.Key, r.Value, r.Timestamp.UnixMilli(), kgoHeaders(r.Headers)))
 			if r.Offset == end-1 {
@@ -153,6 +161,9 @@ func (e *exactly) catchUp(ctx context.Context, adm *kadm.Client, sec *securityCo
 				left--
 			}
 		})
+	}
+	if foreign != nil {
+		return foreign
 	}
 	for tp, tt := range e.targets {
 		if n := len(tt.ahead); n > 0 {

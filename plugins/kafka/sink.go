@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"sync"
 	"time"
@@ -23,7 +24,7 @@ type sinkConfig struct {
 	BootstrapServers  []string          `param:"bootstrap_servers" required:"true" help:"Kafka brokers of the target cluster, host:port"`
 	CreateTopics      bool              `param:"create_topics" default:"true" help:"create missing target topics, and add partitions when a batch names one the topic lacks"`
 	TopicPartitions   map[string]int32  `param:"topic_partitions" help:"partitions of topics this sink creates, by target topic name; a topic not listed gets as many as the batches need (highest partition + 1)"`
-	ReplicationFactor int               `param:"replication_factor" default:"-1" help:"replication factor of created topics; -1 for the broker default"`
+	ReplicationFactor int               `param:"replication_factor" default:"0" help:"replication factor of created topics: 0 for the source's (the backup's), or the broker default when unknown; -1 for the broker default; a factor the cluster has too few brokers for is refused before anything is written"`
 	ConnectTimeout    time.Duration     `param:"connect_timeout" default:"30s" help:"how long to wait for the cluster to answer at start"`
 	TopicMapping      map[string]string `param:"topic_mapping" help:"source topic = target topic; unmapped topics keep their name"`
 	PartitionMapping  map[string]int32  `param:"partition_mapping" help:"source partition = target partition, for every topic (several may merge into one: they are written one after the other, lowest first); unmapped partitions keep their number"`
@@ -52,9 +53,12 @@ type Sink struct {
 	producing map[string]bool
 
 	// planned holds the partitions the metadata asks each topic to have,
-	// configs the configs it sets on a topic it creates.
+	// configs and rfs the configs and replication factor of a topic it
+	// creates; limits the batch limit of each topic.
 	planned map[string]int32
 	configs map[string]map[string]string
+	rfs     map[string]int
+	limits  batchLimits
 	dec     *record.Decoder
 	pool    *record.Pool
 
@@ -101,8 +105,8 @@ func (s *Sink) Configure(context.Context) error {
 	if s.cfg.AllowNonempty && s.cfg.RestoreState == "" {
 		errs = append(errs, param.Errorf("allow_nonempty_target", "is for a restore: set restore_state too"))
 	}
-	if rf := s.cfg.ReplicationFactor; rf != -1 && (rf < 1 || rf > math.MaxInt16) {
-		errs = append(errs, param.Errorf("replication_factor", "%d is not a replication factor; use 1 or more, or -1 for the broker default", rf))
+	if rf := s.cfg.ReplicationFactor; rf < -1 || rf > math.MaxInt16 {
+		errs = append(errs, param.Errorf("replication_factor", "%d is not a replication factor; use 1 or more, 0 for the source's, or -1 for the broker default", rf))
 	}
 	if len(errs) > 0 {
 		return errs
@@ -116,7 +120,7 @@ func (s *Sink) Open(ctx context.Context, ack sdk.Acker) error {
 	s.topo = map[string]int{}
 	s.producing = map[string]bool{}
 	s.outstanding = map[sdk.BatchID]*inFlight{}
-	s.planned, s.configs = map[string]int32{}, map[string]map[string]string{}
+	s.planned, s.configs, s.rfs = map[string]int32{}, map[string]map[string]string{}, map[string]int{}
 	s.pool = record.NewPoolWithLimit(sdk.InFlightBytes() / 8)
 	s.dec = record.NewDecoder(s.pool)
 	var err error
@@ -124,7 +128,9 @@ func (s *Sink) Open(ctx context.Context, ack sdk.Acker) error {
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.ProducerLinger(5*time.Millisecond),
-		kgo.ProducerBatchMaxBytes(1<<20),
+		// Batches as large as each target topic takes (max.message.bytes),
+		// learnt before the first record is produced to it.
+		kgo.ProducerBatchMaxBytesFn(s.limits.producerLimit),
 		kgo.MetadataMinAge(10*time.Millisecond), // see new topics and partitions as soon as they exist
 	)
 	if err != nil || s.cfg.RestoreState == "" {
@@ -219,7 +225,11 @@ func (s *Sink) ensure(ctx context.Context, topic string, partition int32) error 
 			return fmt.Errorf("target topic %q has %d partitions, a batch needs partition %d; add partitions or set create_topics = true", topic, have, partition)
 		}
 		if !exists {
-			resp, err := s.adm.CreateTopic(ctx, int32(want), int16(s.cfg.ReplicationFactor), configPtrs(s.configs[topic]), topic)
+			rf, ok := s.rfs[topic]
+			if !ok {
+				rf = s.replication(sdk.TopicMetadata{})
+			}
+			resp, err := s.adm.CreateTopic(ctx, int32(want), int16(rf), configPtrs(s.configs[topic]), topic)
 			if err == nil {
 				err = resp.Err
 			}
@@ -227,7 +237,7 @@ func (s *Sink) ensure(ctx context.Context, topic string, partition int32) error 
 				continue // created meanwhile, maybe with fewer partitions: look again
 			}
 			if errors.Is(err, kerr.InvalidReplicationFactor) {
-				return fmt.Errorf("create topic %q: replication_factor %d is more than the cluster's brokers; lower it, or set -1 for the broker default", topic, s.cfg.ReplicationFactor)
+				return fmt.Errorf("create topic %q: replication factor %d is more than the cluster's brokers; lower replication_factor, or set -1 for the broker default", topic, rf)
 			}
 			if errors.Is(err, kerr.InvalidConfig) || errors.Is(err, kerr.PolicyViolation) {
 				return fmt.Errorf("create topic %q with the backup's topic configs %v: %w; the target cluster refuses one of them", topic, s.configs[topic], err)
@@ -263,6 +273,15 @@ func (s *Sink) ensure(ctx context.Context, topic string, partition int32) error 
 		}
 	}
 	s.topo[topic] = have
+	if _, known := s.limits.of(topic); !known {
+		tt, err := describeTopics(ctx, s.adm, []string{topic})
+		if err != nil {
+			return err
+		}
+		if n := tt[topic].maxMessage; n > 0 {
+			s.limits.set(topic, n)
+		}
+	}
 	return nil
 }
 
@@ -283,24 +302,43 @@ func (s *Sink) partitions(ctx context.Context, topic string) (int, bool, error) 
 }
 
 // WriteMetadata learns the partitions each topic should have: a topic this
-// sink creates gets them all, even those no batch needs. With create_topics
-// it creates the missing topics at once, while the first batches are still
-// on their way; a topic that exists is left as it is until a batch needs
-// more of it.
+// sink creates gets them all, even those no batch needs, with the source's
+// configs and replication factor. Before anything is written it checks
+// every target topic (checkTopics): a restore that cannot write all it
+// reads fails before it writes any of it. It adds partitions a topic
+// lacks when create_topics allows.
 func (s *Sink) WriteMetadata(ctx context.Context, m sdk.Metadata) error {
 	m = s.m.Metadata(m)
+	names := make([]string, 0, len(m.Topics))
 	for _, t := range m.Topics {
+		names = append(names, t.Name)
 		s.planned[t.Name] = max(s.planned[t.Name], t.Partitions)
 		if len(t.Configs) > 0 {
 			s.configs[t.Name] = t.Configs
 		}
+		s.rfs[t.Name] = s.replication(t)
+	}
+	cctx, cancel := context.WithTimeout(ctx, s.cfg.ConnectTimeout)
+	defer cancel()
+	have, err := describeTopics(cctx, s.adm, names)
+	if err != nil {
+		return err
 	}
 	if s.cfg.CreateTopics {
-		for _, t := range m.Topics {
-			if _, known := s.topo[t.Name]; !known {
-				if err := s.ensure(ctx, t.Name, 0); err != nil {
-					return err
-				}
+		if err := s.createMissing(cctx, m, have); err != nil {
+			return err
+		}
+	}
+	if err := s.checkTopics(m, have); err != nil {
+		return err
+	}
+	for _, t := range m.Topics {
+		if n := have[t.Name].maxMessage; n > 0 {
+			s.limits.set(t.Name, n)
+		}
+		if have[t.Name].partitions < int(t.Needs()) { // create_topics: checkTopics refuses it otherwise
+			if err := s.ensure(ctx, t.Name, t.Needs()-1); err != nil {
+				return err
 			}
 		}
 	}
@@ -309,17 +347,49 @@ func (s *Sink) WriteMetadata(ctx context.Context, m sdk.Metadata) error {
 	}
 	// The restore takes on the target partitions all at once: one save,
 	// instead of one before the first record of each.
-	names := make([]string, 0, len(m.Topics))
-	for _, t := range m.Topics {
-		names = append(names, t.Name)
-	}
 	s.mu.Lock()
-	err := s.eo.register(ctx, s.adm, names...)
+	err = s.eo.register(ctx, s.adm, names...)
 	s.mu.Unlock()
 	if err != nil {
 		return err
 	}
 	return s.saveState(false)
+}
+
+// createMissing creates the topics of m missing from the cluster, once
+// each passed checkCreate, and notes them in have as they are now.
+func (s *Sink) createMissing(ctx context.Context, m sdk.Metadata, have map[string]targetTopic) error {
+	var missing []sdk.TopicMetadata
+	for _, t := range m.Topics {
+		if !have[t.Name].exists {
+			missing = append(missing, t)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	md, err := s.adm.BrokerMetadata(ctx)
+	if err != nil {
+		return fmt.Errorf("describe the target cluster: %w", err)
+	}
+	names := make([]string, 0, len(missing))
+	for _, t := range missing {
+		if err := s.checkCreate(t, len(md.Brokers)); err != nil {
+			return err
+		}
+		names = append(names, t.Name)
+	}
+	for _, name := range names {
+		if err := s.ensure(ctx, name, 0); err != nil {
+			return err
+		}
+	}
+	created, err := describeTopics(ctx, s.adm, names)
+	if err != nil {
+		return err
+	}
+	maps.Copy(have, created)
+	return nil
 }
 
 // Write decodes the batch once and hands its records to the producer; the
@@ -375,6 +445,10 @@ func (s *Sink) Write(ctx context.Context, b sdk.Batch) error {
 		rec.Release()
 		return err
 	}
+	if err := s.fits(src, dst.Topic, b.MaxRecordBytes, v); err != nil {
+		rec.Release()
+		return err
+	}
 	// The records alias the decoded batch (and, uncompressed, the frame),
 	// which stay alive until the producer is done with them.
 	n := v.Len()
@@ -418,6 +492,22 @@ func (s *Sink) Write(ctx context.Context, b sdk.Batch) error {
 			}
 		}
 		s.cl.Produce(ctx, r, done)
+	}
+	return nil
+}
+
+// fits fails a batch with a record larger than the target topic takes,
+// before any of it is produced. Each record is measured only when the
+// batch's largest record (maxRecord; 0 unknown) comes near the limit.
+func (s *Sink) fits(src sdk.TopicPartition, topic string, maxRecord int64, v *record.View) error {
+	limit, _ := s.limits.of(topic)
+	if maxRecord > 0 && minBatchBytes(maxRecord)+1024 <= limit {
+		return nil
+	}
+	for i := range v.Len() {
+		if need := batchBytes(v.Key(i), v.Value(i), viewHeaders(v, i)); need > limit {
+			return errTooLarge(src, v.Offset(i), v.RecordBytes(i), need, topic, limit)
+		}
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package restore
 
 import (
+	"slices"
 	"strconv"
 
 	"github.com/kpipe/kpipe/sdk"
@@ -74,12 +75,32 @@ func (m Mapping) Metadata(in sdk.Metadata) sdk.Metadata {
 			n = max(n, m.Partition(p)+1)
 		}
 		t.Partitions = n
+		if t.ReadPartitions != nil {
+			t.ReadPartitions = m.partitions(t.ReadPartitions)
+		}
 		if i, ok := index[t.Name]; ok {
-			out.Topics[i].Partitions = max(out.Topics[i].Partitions, t.Partitions)
+			o := &out.Topics[i]
+			o.Partitions = max(o.Partitions, t.Partitions)
+			o.LargestRecord = o.LargestRecord.Larger(t.LargestRecord)
+			if o.ReadPartitions == nil || t.ReadPartitions == nil {
+				o.ReadPartitions = nil // all of one of them
+			} else {
+				o.ReadPartitions = slices.Compact(slices.Sorted(slices.Values(append(slices.Clone(o.ReadPartitions), t.ReadPartitions...))))
+			}
 			continue
 		}
 		index[t.Name] = len(out.Topics)
 		out.Topics = append(out.Topics, t)
 	}
 	return out
+}
+
+// partitions maps source partitions to target ones, sorted, each once.
+func (m Mapping) partitions(ps []int32) []int32 {
+	out := make([]int32, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, m.Partition(p))
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
 }

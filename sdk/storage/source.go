@@ -134,12 +134,13 @@ func (s *Source) Open(ctx context.Context, o sdk.SourceOptions) error {
 	sel := s.selection()
 	var partitions, batches int
 	held := record.Window{Start: -1, End: -1} // the timestamps of the wanted partitions' records
-	for _, t := range s.meta.Topics {
+	for ti, t := range s.meta.Topics {
 		for p := range t.Partitions {
 			if !sel.Wants(t.Name, p) {
 				continue
 			}
 			partitions++
+			s.meta.Topics[ti].ReadPartitions = append(s.meta.Topics[ti].ReadPartitions, p)
 			m, ok := manifests[sdk.TopicPartition{Topic: t.Name, Partition: p}]
 			if !ok {
 				if m, err = s.b.Manifest(ctx, t.Name, p); err != nil {
@@ -163,6 +164,12 @@ func (s *Source) Open(ctx context.Context, o sdk.SourceOptions) error {
 					var pruned []int
 					w.which, pruned = sel.Batches(e, start)
 					batches += len(w.which)
+					for _, i := range w.which {
+						if bi := e.Batches[i]; bi.MaxRecordBytes > 0 {
+							lr := &s.meta.Topics[ti].LargestRecord
+							*lr = (*lr).Larger(&sdk.LargestRecord{Topic: t.Name, Partition: p, MinOffset: bi.MinOffset, MaxOffset: bi.MaxOffset, Bytes: bi.MaxRecordBytes})
+						}
+					}
 					for _, i := range pruned {
 						s.batchesPruned.Add(1)
 						s.recordsPruned.Add(e.Batches[i].Records)

@@ -891,8 +891,12 @@ type TopicMetadata struct {
 	// The topic's min.insync.replicas in effect (its own or the broker's);
 	// 0 when unknown.
 	MinInsyncReplicas int32 `protobuf:"varint,6,opt,name=min_insync_replicas,json=minInsyncReplicas,proto3" json:"min_insync_replicas,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// The largest record the run reads of the topic; unset when unknown.
+	LargestRecord *LargestRecord `protobuf:"bytes,7,opt,name=largest_record,json=largestRecord,proto3" json:"largest_record,omitempty"`
+	// The partitions the run reads of the topic; empty when unknown (all).
+	ReadPartitions []int32 `protobuf:"varint,8,rep,packed,name=read_partitions,json=readPartitions,proto3" json:"read_partitions,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *TopicMetadata) Reset() {
@@ -967,6 +971,98 @@ func (x *TopicMetadata) GetMinInsyncReplicas() int32 {
 	return 0
 }
 
+func (x *TopicMetadata) GetLargestRecord() *LargestRecord {
+	if x != nil {
+		return x.LargestRecord
+	}
+	return nil
+}
+
+func (x *TopicMetadata) GetReadPartitions() []int32 {
+	if x != nil {
+		return x.ReadPartitions
+	}
+	return nil
+}
+
+// LargestRecord is a topic's largest record (key, value and headers) and
+// the batch that holds it, in the topic as read (before any renaming).
+type LargestRecord struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Topic         string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	Partition     int32                  `protobuf:"varint,2,opt,name=partition,proto3" json:"partition,omitempty"`
+	MinOffset     int64                  `protobuf:"varint,3,opt,name=min_offset,json=minOffset,proto3" json:"min_offset,omitempty"`
+	MaxOffset     int64                  `protobuf:"varint,4,opt,name=max_offset,json=maxOffset,proto3" json:"max_offset,omitempty"`
+	Bytes         int64                  `protobuf:"varint,5,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LargestRecord) Reset() {
+	*x = LargestRecord{}
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LargestRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LargestRecord) ProtoMessage() {}
+
+func (x *LargestRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LargestRecord.ProtoReflect.Descriptor instead.
+func (*LargestRecord) Descriptor() ([]byte, []int) {
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *LargestRecord) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *LargestRecord) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *LargestRecord) GetMinOffset() int64 {
+	if x != nil {
+		return x.MinOffset
+	}
+	return 0
+}
+
+func (x *LargestRecord) GetMaxOffset() int64 {
+	if x != nil {
+		return x.MaxOffset
+	}
+	return 0
+}
+
+func (x *LargestRecord) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
 // Metadata describes the topics of a run. A source sends it before any data
 // and again, whole, whenever it changes (a new topic, a new topic ID, added
 // partitions). Transforms receive it and may rewrite it; the sink stores it.
@@ -986,7 +1082,7 @@ type Metadata struct {
 
 func (x *Metadata) Reset() {
 	*x = Metadata{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[12]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -998,7 +1094,7 @@ func (x *Metadata) String() string {
 func (*Metadata) ProtoMessage() {}
 
 func (x *Metadata) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[12]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1011,7 +1107,7 @@ func (x *Metadata) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Metadata.ProtoReflect.Descriptor instead.
 func (*Metadata) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{12}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Metadata) GetTopics() []*TopicMetadata {
@@ -1053,7 +1149,7 @@ type GroupOffsets struct {
 
 func (x *GroupOffsets) Reset() {
 	*x = GroupOffsets{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[13]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1065,7 +1161,7 @@ func (x *GroupOffsets) String() string {
 func (*GroupOffsets) ProtoMessage() {}
 
 func (x *GroupOffsets) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[13]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1078,7 +1174,7 @@ func (x *GroupOffsets) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupOffsets.ProtoReflect.Descriptor instead.
 func (*GroupOffsets) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{13}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GroupOffsets) GetGroup() string {
@@ -1110,7 +1206,7 @@ type GroupOffset struct {
 
 func (x *GroupOffset) Reset() {
 	*x = GroupOffset{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[14]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1122,7 +1218,7 @@ func (x *GroupOffset) String() string {
 func (*GroupOffset) ProtoMessage() {}
 
 func (x *GroupOffset) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[14]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1135,7 +1231,7 @@ func (x *GroupOffset) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupOffset.ProtoReflect.Descriptor instead.
 func (*GroupOffset) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{14}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GroupOffset) GetTopic() string {
@@ -1192,7 +1288,7 @@ type PartitionError struct {
 
 func (x *PartitionError) Reset() {
 	*x = PartitionError{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[15]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1204,7 +1300,7 @@ func (x *PartitionError) String() string {
 func (*PartitionError) ProtoMessage() {}
 
 func (x *PartitionError) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[15]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1217,7 +1313,7 @@ func (x *PartitionError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionError.ProtoReflect.Descriptor instead.
 func (*PartitionError) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{15}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PartitionError) GetTopic() string {
@@ -1275,7 +1371,7 @@ type Metrics struct {
 
 func (x *Metrics) Reset() {
 	*x = Metrics{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[16]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1287,7 +1383,7 @@ func (x *Metrics) String() string {
 func (*Metrics) ProtoMessage() {}
 
 func (x *Metrics) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[16]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1300,7 +1396,7 @@ func (x *Metrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Metrics.ProtoReflect.Descriptor instead.
 func (*Metrics) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{16}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Metrics) GetCounters() map[string]int64 {
@@ -1330,7 +1426,7 @@ type PartitionMetric struct {
 
 func (x *PartitionMetric) Reset() {
 	*x = PartitionMetric{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[17]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1342,7 +1438,7 @@ func (x *PartitionMetric) String() string {
 func (*PartitionMetric) ProtoMessage() {}
 
 func (x *PartitionMetric) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[17]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1355,7 +1451,7 @@ func (x *PartitionMetric) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionMetric.ProtoReflect.Descriptor instead.
 func (*PartitionMetric) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{17}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PartitionMetric) GetTopic() string {
@@ -1398,7 +1494,7 @@ type Spans struct {
 
 func (x *Spans) Reset() {
 	*x = Spans{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[18]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1410,7 +1506,7 @@ func (x *Spans) String() string {
 func (*Spans) ProtoMessage() {}
 
 func (x *Spans) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[18]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1423,7 +1519,7 @@ func (x *Spans) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Spans.ProtoReflect.Descriptor instead.
 func (*Spans) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{18}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Spans) GetTracesData() []byte {
@@ -1444,7 +1540,7 @@ type Credit struct {
 
 func (x *Credit) Reset() {
 	*x = Credit{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[19]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1456,7 +1552,7 @@ func (x *Credit) String() string {
 func (*Credit) ProtoMessage() {}
 
 func (x *Credit) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[19]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1469,7 +1565,7 @@ func (x *Credit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Credit.ProtoReflect.Descriptor instead.
 func (*Credit) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{19}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Credit) GetBatches() int64 {
@@ -1510,7 +1606,7 @@ type SourceOpenRequest struct {
 
 func (x *SourceOpenRequest) Reset() {
 	*x = SourceOpenRequest{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[20]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1522,7 +1618,7 @@ func (x *SourceOpenRequest) String() string {
 func (*SourceOpenRequest) ProtoMessage() {}
 
 func (x *SourceOpenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[20]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1535,7 +1631,7 @@ func (x *SourceOpenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SourceOpenRequest.ProtoReflect.Descriptor instead.
 func (*SourceOpenRequest) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{20}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SourceOpenRequest) GetResume() []*Position {
@@ -1595,7 +1691,7 @@ type SourceOpenResponse struct {
 
 func (x *SourceOpenResponse) Reset() {
 	*x = SourceOpenResponse{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[21]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1607,7 +1703,7 @@ func (x *SourceOpenResponse) String() string {
 func (*SourceOpenResponse) ProtoMessage() {}
 
 func (x *SourceOpenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[21]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1620,7 +1716,7 @@ func (x *SourceOpenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SourceOpenResponse.ProtoReflect.Descriptor instead.
 func (*SourceOpenResponse) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{21}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{22}
 }
 
 // SourceRequest flows from host to source on the Run stream. The host ends
@@ -1638,7 +1734,7 @@ type SourceRequest struct {
 
 func (x *SourceRequest) Reset() {
 	*x = SourceRequest{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[22]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1650,7 +1746,7 @@ func (x *SourceRequest) String() string {
 func (*SourceRequest) ProtoMessage() {}
 
 func (x *SourceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[22]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1663,7 +1759,7 @@ func (x *SourceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SourceRequest.ProtoReflect.Descriptor instead.
 func (*SourceRequest) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{22}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *SourceRequest) GetMsg() isSourceRequest_Msg {
@@ -1716,7 +1812,7 @@ type End struct {
 
 func (x *End) Reset() {
 	*x = End{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[23]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1728,7 +1824,7 @@ func (x *End) String() string {
 func (*End) ProtoMessage() {}
 
 func (x *End) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[23]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1741,7 +1837,7 @@ func (x *End) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use End.ProtoReflect.Descriptor instead.
 func (*End) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{23}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{24}
 }
 
 // SourceEvent flows from source to host on the Run stream. The frame of a
@@ -1763,7 +1859,7 @@ type SourceEvent struct {
 
 func (x *SourceEvent) Reset() {
 	*x = SourceEvent{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[24]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1775,7 +1871,7 @@ func (x *SourceEvent) String() string {
 func (*SourceEvent) ProtoMessage() {}
 
 func (x *SourceEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[24]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1788,7 +1884,7 @@ func (x *SourceEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SourceEvent.ProtoReflect.Descriptor instead.
 func (*SourceEvent) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{24}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *SourceEvent) GetEvent() isSourceEvent_Event {
@@ -1913,7 +2009,7 @@ type TransformOpenRequest struct {
 
 func (x *TransformOpenRequest) Reset() {
 	*x = TransformOpenRequest{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[25]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1925,7 +2021,7 @@ func (x *TransformOpenRequest) String() string {
 func (*TransformOpenRequest) ProtoMessage() {}
 
 func (x *TransformOpenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[25]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1938,7 +2034,7 @@ func (x *TransformOpenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransformOpenRequest.ProtoReflect.Descriptor instead.
 func (*TransformOpenRequest) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{25}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *TransformOpenRequest) GetCodec() string {
@@ -1998,7 +2094,7 @@ type TransformOpenResponse struct {
 
 func (x *TransformOpenResponse) Reset() {
 	*x = TransformOpenResponse{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[26]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2010,7 +2106,7 @@ func (x *TransformOpenResponse) String() string {
 func (*TransformOpenResponse) ProtoMessage() {}
 
 func (x *TransformOpenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[26]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2023,7 +2119,7 @@ func (x *TransformOpenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransformOpenResponse.ProtoReflect.Descriptor instead.
 func (*TransformOpenResponse) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{26}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{27}
 }
 
 // TransformRequest flows from host to transform: envelopes in order, whose
@@ -2041,7 +2137,7 @@ type TransformRequest struct {
 
 func (x *TransformRequest) Reset() {
 	*x = TransformRequest{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[27]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2053,7 +2149,7 @@ func (x *TransformRequest) String() string {
 func (*TransformRequest) ProtoMessage() {}
 
 func (x *TransformRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[27]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2066,7 +2162,7 @@ func (x *TransformRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransformRequest.ProtoReflect.Descriptor instead.
 func (*TransformRequest) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{27}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *TransformRequest) GetMsg() isTransformRequest_Msg {
@@ -2123,7 +2219,7 @@ type TransformResult struct {
 
 func (x *TransformResult) Reset() {
 	*x = TransformResult{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[28]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2135,7 +2231,7 @@ func (x *TransformResult) String() string {
 func (*TransformResult) ProtoMessage() {}
 
 func (x *TransformResult) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[28]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2148,7 +2244,7 @@ func (x *TransformResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransformResult.ProtoReflect.Descriptor instead.
 func (*TransformResult) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{28}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *TransformResult) GetSeq() uint64 {
@@ -2188,7 +2284,7 @@ type TransformEvent struct {
 
 func (x *TransformEvent) Reset() {
 	*x = TransformEvent{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[29]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2200,7 +2296,7 @@ func (x *TransformEvent) String() string {
 func (*TransformEvent) ProtoMessage() {}
 
 func (x *TransformEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[29]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2213,7 +2309,7 @@ func (x *TransformEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransformEvent.ProtoReflect.Descriptor instead.
 func (*TransformEvent) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{29}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *TransformEvent) GetEvent() isTransformEvent_Event {
@@ -2319,7 +2415,7 @@ type SinkOpenRequest struct {
 
 func (x *SinkOpenRequest) Reset() {
 	*x = SinkOpenRequest{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[30]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2331,7 +2427,7 @@ func (x *SinkOpenRequest) String() string {
 func (*SinkOpenRequest) ProtoMessage() {}
 
 func (x *SinkOpenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[30]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2344,7 +2440,7 @@ func (x *SinkOpenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SinkOpenRequest.ProtoReflect.Descriptor instead.
 func (*SinkOpenRequest) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{30}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *SinkOpenRequest) GetMetricsIntervalMs() int64 {
@@ -2398,7 +2494,7 @@ type SinkOpenResponse struct {
 
 func (x *SinkOpenResponse) Reset() {
 	*x = SinkOpenResponse{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[31]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2410,7 +2506,7 @@ func (x *SinkOpenResponse) String() string {
 func (*SinkOpenResponse) ProtoMessage() {}
 
 func (x *SinkOpenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[31]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2423,7 +2519,7 @@ func (x *SinkOpenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SinkOpenResponse.ProtoReflect.Descriptor instead.
 func (*SinkOpenResponse) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{31}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *SinkOpenResponse) GetTracksPositions() bool {
@@ -2464,7 +2560,7 @@ type SinkRequest struct {
 
 func (x *SinkRequest) Reset() {
 	*x = SinkRequest{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[32]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2476,7 +2572,7 @@ func (x *SinkRequest) String() string {
 func (*SinkRequest) ProtoMessage() {}
 
 func (x *SinkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[32]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2489,7 +2585,7 @@ func (x *SinkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SinkRequest.ProtoReflect.Descriptor instead.
 func (*SinkRequest) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{32}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *SinkRequest) GetMsg() isSinkRequest_Msg {
@@ -2544,7 +2640,7 @@ type BatchRefs struct {
 
 func (x *BatchRefs) Reset() {
 	*x = BatchRefs{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[33]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2556,7 +2652,7 @@ func (x *BatchRefs) String() string {
 func (*BatchRefs) ProtoMessage() {}
 
 func (x *BatchRefs) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[33]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2569,7 +2665,7 @@ func (x *BatchRefs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchRefs.ProtoReflect.Descriptor instead.
 func (*BatchRefs) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{33}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *BatchRefs) GetSeqs() []uint64 {
@@ -2595,7 +2691,7 @@ type SinkEvent struct {
 
 func (x *SinkEvent) Reset() {
 	*x = SinkEvent{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[34]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2607,7 +2703,7 @@ func (x *SinkEvent) String() string {
 func (*SinkEvent) ProtoMessage() {}
 
 func (x *SinkEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[34]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2620,7 +2716,7 @@ func (x *SinkEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SinkEvent.ProtoReflect.Descriptor instead.
 func (*SinkEvent) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{34}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *SinkEvent) GetEvent() isSinkEvent_Event {
@@ -2723,7 +2819,7 @@ type ListBackupsRequest struct {
 
 func (x *ListBackupsRequest) Reset() {
 	*x = ListBackupsRequest{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[35]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2735,7 +2831,7 @@ func (x *ListBackupsRequest) String() string {
 func (*ListBackupsRequest) ProtoMessage() {}
 
 func (x *ListBackupsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[35]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2748,7 +2844,7 @@ func (x *ListBackupsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBackupsRequest.ProtoReflect.Descriptor instead.
 func (*ListBackupsRequest) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{35}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ListBackupsRequest) GetPageSize() int32 {
@@ -2776,7 +2872,7 @@ type BackupSummary struct {
 
 func (x *BackupSummary) Reset() {
 	*x = BackupSummary{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[36]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2788,7 +2884,7 @@ func (x *BackupSummary) String() string {
 func (*BackupSummary) ProtoMessage() {}
 
 func (x *BackupSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[36]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2801,7 +2897,7 @@ func (x *BackupSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupSummary.ProtoReflect.Descriptor instead.
 func (*BackupSummary) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{36}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *BackupSummary) GetBackupId() string {
@@ -2829,7 +2925,7 @@ type ListBackupsResponse struct {
 
 func (x *ListBackupsResponse) Reset() {
 	*x = ListBackupsResponse{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[37]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2841,7 +2937,7 @@ func (x *ListBackupsResponse) String() string {
 func (*ListBackupsResponse) ProtoMessage() {}
 
 func (x *ListBackupsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[37]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2854,7 +2950,7 @@ func (x *ListBackupsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBackupsResponse.ProtoReflect.Descriptor instead.
 func (*ListBackupsResponse) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{37}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ListBackupsResponse) GetBackups() []*BackupSummary {
@@ -2880,7 +2976,7 @@ type ReadMetadataRequest struct {
 
 func (x *ReadMetadataRequest) Reset() {
 	*x = ReadMetadataRequest{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[38]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2892,7 +2988,7 @@ func (x *ReadMetadataRequest) String() string {
 func (*ReadMetadataRequest) ProtoMessage() {}
 
 func (x *ReadMetadataRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[38]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2905,7 +3001,7 @@ func (x *ReadMetadataRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadMetadataRequest.ProtoReflect.Descriptor instead.
 func (*ReadMetadataRequest) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{38}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ReadMetadataRequest) GetBackupId() string {
@@ -2925,7 +3021,7 @@ type ReadMetadataResponse struct {
 
 func (x *ReadMetadataResponse) Reset() {
 	*x = ReadMetadataResponse{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[39]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2937,7 +3033,7 @@ func (x *ReadMetadataResponse) String() string {
 func (*ReadMetadataResponse) ProtoMessage() {}
 
 func (x *ReadMetadataResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[39]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2950,7 +3046,7 @@ func (x *ReadMetadataResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadMetadataResponse.ProtoReflect.Descriptor instead.
 func (*ReadMetadataResponse) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{39}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ReadMetadataResponse) GetInfoJson() []byte {
@@ -2976,7 +3072,7 @@ type ListPartitionsRequest struct {
 
 func (x *ListPartitionsRequest) Reset() {
 	*x = ListPartitionsRequest{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[40]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2988,7 +3084,7 @@ func (x *ListPartitionsRequest) String() string {
 func (*ListPartitionsRequest) ProtoMessage() {}
 
 func (x *ListPartitionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[40]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3001,7 +3097,7 @@ func (x *ListPartitionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPartitionsRequest.ProtoReflect.Descriptor instead.
 func (*ListPartitionsRequest) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{40}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ListPartitionsRequest) GetBackupId() string {
@@ -3021,7 +3117,7 @@ type PartitionRef struct {
 
 func (x *PartitionRef) Reset() {
 	*x = PartitionRef{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[41]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3033,7 +3129,7 @@ func (x *PartitionRef) String() string {
 func (*PartitionRef) ProtoMessage() {}
 
 func (x *PartitionRef) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[41]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3046,7 +3142,7 @@ func (x *PartitionRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionRef.ProtoReflect.Descriptor instead.
 func (*PartitionRef) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{41}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *PartitionRef) GetTopic() string {
@@ -3072,7 +3168,7 @@ type ListPartitionsResponse struct {
 
 func (x *ListPartitionsResponse) Reset() {
 	*x = ListPartitionsResponse{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[42]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3084,7 +3180,7 @@ func (x *ListPartitionsResponse) String() string {
 func (*ListPartitionsResponse) ProtoMessage() {}
 
 func (x *ListPartitionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[42]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3097,7 +3193,7 @@ func (x *ListPartitionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPartitionsResponse.ProtoReflect.Descriptor instead.
 func (*ListPartitionsResponse) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{42}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ListPartitionsResponse) GetPartitions() []*PartitionRef {
@@ -3118,7 +3214,7 @@ type ReadManifestRequest struct {
 
 func (x *ReadManifestRequest) Reset() {
 	*x = ReadManifestRequest{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[43]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3130,7 +3226,7 @@ func (x *ReadManifestRequest) String() string {
 func (*ReadManifestRequest) ProtoMessage() {}
 
 func (x *ReadManifestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[43]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3143,7 +3239,7 @@ func (x *ReadManifestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadManifestRequest.ProtoReflect.Descriptor instead.
 func (*ReadManifestRequest) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{43}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ReadManifestRequest) GetBackupId() string {
@@ -3177,7 +3273,7 @@ type ReadManifestResponse struct {
 
 func (x *ReadManifestResponse) Reset() {
 	*x = ReadManifestResponse{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[44]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3189,7 +3285,7 @@ func (x *ReadManifestResponse) String() string {
 func (*ReadManifestResponse) ProtoMessage() {}
 
 func (x *ReadManifestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[44]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3202,7 +3298,7 @@ func (x *ReadManifestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadManifestResponse.ProtoReflect.Descriptor instead.
 func (*ReadManifestResponse) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{44}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ReadManifestResponse) GetEntriesJson() [][]byte {
@@ -3227,7 +3323,7 @@ type ReadRangeRequest struct {
 
 func (x *ReadRangeRequest) Reset() {
 	*x = ReadRangeRequest{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[45]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3239,7 +3335,7 @@ func (x *ReadRangeRequest) String() string {
 func (*ReadRangeRequest) ProtoMessage() {}
 
 func (x *ReadRangeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[45]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3252,7 +3348,7 @@ func (x *ReadRangeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRangeRequest.ProtoReflect.Descriptor instead.
 func (*ReadRangeRequest) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{45}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ReadRangeRequest) GetBackupId() string {
@@ -3292,7 +3388,7 @@ type ReadRangeResponse struct {
 
 func (x *ReadRangeResponse) Reset() {
 	*x = ReadRangeResponse{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[46]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3304,7 +3400,7 @@ func (x *ReadRangeResponse) String() string {
 func (*ReadRangeResponse) ProtoMessage() {}
 
 func (x *ReadRangeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[46]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3317,7 +3413,7 @@ func (x *ReadRangeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRangeResponse.ProtoReflect.Descriptor instead.
 func (*ReadRangeResponse) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{46}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ReadRangeResponse) GetData() []byte {
@@ -3339,7 +3435,7 @@ type StorageConfigureRequest struct {
 
 func (x *StorageConfigureRequest) Reset() {
 	*x = StorageConfigureRequest{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[47]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3351,7 +3447,7 @@ func (x *StorageConfigureRequest) String() string {
 func (*StorageConfigureRequest) ProtoMessage() {}
 
 func (x *StorageConfigureRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[47]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3364,7 +3460,7 @@ func (x *StorageConfigureRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StorageConfigureRequest.ProtoReflect.Descriptor instead.
 func (*StorageConfigureRequest) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{47}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *StorageConfigureRequest) GetParamsJson() []byte {
@@ -3383,7 +3479,7 @@ type DescribeRequest struct {
 
 func (x *DescribeRequest) Reset() {
 	*x = DescribeRequest{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[48]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3395,7 +3491,7 @@ func (x *DescribeRequest) String() string {
 func (*DescribeRequest) ProtoMessage() {}
 
 func (x *DescribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[48]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3408,7 +3504,7 @@ func (x *DescribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeRequest.ProtoReflect.Descriptor instead.
 func (*DescribeRequest) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{48}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *DescribeRequest) GetBackupId() string {
@@ -3429,7 +3525,7 @@ type DescribeResponse struct {
 
 func (x *DescribeResponse) Reset() {
 	*x = DescribeResponse{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[49]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3441,7 +3537,7 @@ func (x *DescribeResponse) String() string {
 func (*DescribeResponse) ProtoMessage() {}
 
 func (x *DescribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[49]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3454,7 +3550,7 @@ func (x *DescribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeResponse.ProtoReflect.Descriptor instead.
 func (*DescribeResponse) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{49}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *DescribeResponse) GetDescriptionJson() []byte {
@@ -3478,7 +3574,7 @@ type ValidateRequest struct {
 
 func (x *ValidateRequest) Reset() {
 	*x = ValidateRequest{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[50]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3490,7 +3586,7 @@ func (x *ValidateRequest) String() string {
 func (*ValidateRequest) ProtoMessage() {}
 
 func (x *ValidateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[50]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3503,7 +3599,7 @@ func (x *ValidateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidateRequest.ProtoReflect.Descriptor instead.
 func (*ValidateRequest) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{50}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ValidateRequest) GetBackupId() string {
@@ -3540,7 +3636,7 @@ type ValidateProgress struct {
 
 func (x *ValidateProgress) Reset() {
 	*x = ValidateProgress{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[51]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3552,7 +3648,7 @@ func (x *ValidateProgress) String() string {
 func (*ValidateProgress) ProtoMessage() {}
 
 func (x *ValidateProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[51]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3565,7 +3661,7 @@ func (x *ValidateProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidateProgress.ProtoReflect.Descriptor instead.
 func (*ValidateProgress) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{51}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ValidateProgress) GetPartitionsDone() int64 {
@@ -3617,7 +3713,7 @@ type ValidateEvent struct {
 
 func (x *ValidateEvent) Reset() {
 	*x = ValidateEvent{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[52]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3629,7 +3725,7 @@ func (x *ValidateEvent) String() string {
 func (*ValidateEvent) ProtoMessage() {}
 
 func (x *ValidateEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[52]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3642,7 +3738,7 @@ func (x *ValidateEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidateEvent.ProtoReflect.Descriptor instead.
 func (*ValidateEvent) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{52}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ValidateEvent) GetEvent() isValidateEvent_Event {
@@ -3760,7 +3856,7 @@ const file_kpipe_v2_plugin_proto_rawDesc = "" +
 	"nextOffset\x12\x19\n" +
 	"\btopic_id\x18\x04 \x01(\fR\atopicId\"@\n" +
 	"\fPositionList\x120\n" +
-	"\tpositions\x18\x01 \x03(\v2\x12.kpipe.v2.PositionR\tpositions\"\xb9\x02\n" +
+	"\tpositions\x18\x01 \x03(\v2\x12.kpipe.v2.PositionR\tpositions\"\xa2\x03\n" +
 	"\rTopicMetadata\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x19\n" +
 	"\btopic_id\x18\x02 \x01(\fR\atopicId\x12\x1e\n" +
@@ -3769,10 +3865,20 @@ const file_kpipe_v2_plugin_proto_rawDesc = "" +
 	"partitions\x12-\n" +
 	"\x12replication_factor\x18\x04 \x01(\x05R\x11replicationFactor\x12>\n" +
 	"\aconfigs\x18\x05 \x03(\v2$.kpipe.v2.TopicMetadata.ConfigsEntryR\aconfigs\x12.\n" +
-	"\x13min_insync_replicas\x18\x06 \x01(\x05R\x11minInsyncReplicas\x1a:\n" +
+	"\x13min_insync_replicas\x18\x06 \x01(\x05R\x11minInsyncReplicas\x12>\n" +
+	"\x0elargest_record\x18\a \x01(\v2\x17.kpipe.v2.LargestRecordR\rlargestRecord\x12'\n" +
+	"\x0fread_partitions\x18\b \x03(\x05R\x0ereadPartitions\x1a:\n" +
 	"\fConfigsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb7\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x97\x01\n" +
+	"\rLargestRecord\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
+	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x1d\n" +
+	"\n" +
+	"min_offset\x18\x03 \x01(\x03R\tminOffset\x12\x1d\n" +
+	"\n" +
+	"max_offset\x18\x04 \x01(\x03R\tmaxOffset\x12\x14\n" +
+	"\x05bytes\x18\x05 \x01(\x03R\x05bytes\"\xb7\x01\n" +
 	"\bMetadata\x12/\n" +
 	"\x06topics\x18\x01 \x03(\v2\x17.kpipe.v2.TopicMetadataR\x06topics\x12\x1d\n" +
 	"\n" +
@@ -3995,7 +4101,7 @@ func file_kpipe_v2_plugin_proto_rawDescGZIP() []byte {
 }
 
 var file_kpipe_v2_plugin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_kpipe_v2_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 56)
+var file_kpipe_v2_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 57)
 var file_kpipe_v2_plugin_proto_goTypes = []any{
 	(Kind)(0),                       // 0: kpipe.v2.Kind
 	(*Param)(nil),                   // 1: kpipe.v2.Param
@@ -4010,132 +4116,134 @@ var file_kpipe_v2_plugin_proto_goTypes = []any{
 	(*Position)(nil),                // 10: kpipe.v2.Position
 	(*PositionList)(nil),            // 11: kpipe.v2.PositionList
 	(*TopicMetadata)(nil),           // 12: kpipe.v2.TopicMetadata
-	(*Metadata)(nil),                // 13: kpipe.v2.Metadata
-	(*GroupOffsets)(nil),            // 14: kpipe.v2.GroupOffsets
-	(*GroupOffset)(nil),             // 15: kpipe.v2.GroupOffset
-	(*PartitionError)(nil),          // 16: kpipe.v2.PartitionError
-	(*Metrics)(nil),                 // 17: kpipe.v2.Metrics
-	(*PartitionMetric)(nil),         // 18: kpipe.v2.PartitionMetric
-	(*Spans)(nil),                   // 19: kpipe.v2.Spans
-	(*Credit)(nil),                  // 20: kpipe.v2.Credit
-	(*SourceOpenRequest)(nil),       // 21: kpipe.v2.SourceOpenRequest
-	(*SourceOpenResponse)(nil),      // 22: kpipe.v2.SourceOpenResponse
-	(*SourceRequest)(nil),           // 23: kpipe.v2.SourceRequest
-	(*End)(nil),                     // 24: kpipe.v2.End
-	(*SourceEvent)(nil),             // 25: kpipe.v2.SourceEvent
-	(*TransformOpenRequest)(nil),    // 26: kpipe.v2.TransformOpenRequest
-	(*TransformOpenResponse)(nil),   // 27: kpipe.v2.TransformOpenResponse
-	(*TransformRequest)(nil),        // 28: kpipe.v2.TransformRequest
-	(*TransformResult)(nil),         // 29: kpipe.v2.TransformResult
-	(*TransformEvent)(nil),          // 30: kpipe.v2.TransformEvent
-	(*SinkOpenRequest)(nil),         // 31: kpipe.v2.SinkOpenRequest
-	(*SinkOpenResponse)(nil),        // 32: kpipe.v2.SinkOpenResponse
-	(*SinkRequest)(nil),             // 33: kpipe.v2.SinkRequest
-	(*BatchRefs)(nil),               // 34: kpipe.v2.BatchRefs
-	(*SinkEvent)(nil),               // 35: kpipe.v2.SinkEvent
-	(*ListBackupsRequest)(nil),      // 36: kpipe.v2.ListBackupsRequest
-	(*BackupSummary)(nil),           // 37: kpipe.v2.BackupSummary
-	(*ListBackupsResponse)(nil),     // 38: kpipe.v2.ListBackupsResponse
-	(*ReadMetadataRequest)(nil),     // 39: kpipe.v2.ReadMetadataRequest
-	(*ReadMetadataResponse)(nil),    // 40: kpipe.v2.ReadMetadataResponse
-	(*ListPartitionsRequest)(nil),   // 41: kpipe.v2.ListPartitionsRequest
-	(*PartitionRef)(nil),            // 42: kpipe.v2.PartitionRef
-	(*ListPartitionsResponse)(nil),  // 43: kpipe.v2.ListPartitionsResponse
-	(*ReadManifestRequest)(nil),     // 44: kpipe.v2.ReadManifestRequest
-	(*ReadManifestResponse)(nil),    // 45: kpipe.v2.ReadManifestResponse
-	(*ReadRangeRequest)(nil),        // 46: kpipe.v2.ReadRangeRequest
-	(*ReadRangeResponse)(nil),       // 47: kpipe.v2.ReadRangeResponse
-	(*StorageConfigureRequest)(nil), // 48: kpipe.v2.StorageConfigureRequest
-	(*DescribeRequest)(nil),         // 49: kpipe.v2.DescribeRequest
-	(*DescribeResponse)(nil),        // 50: kpipe.v2.DescribeResponse
-	(*ValidateRequest)(nil),         // 51: kpipe.v2.ValidateRequest
-	(*ValidateProgress)(nil),        // 52: kpipe.v2.ValidateProgress
-	(*ValidateEvent)(nil),           // 53: kpipe.v2.ValidateEvent
-	nil,                             // 54: kpipe.v2.TeardownResponse.MetricsEntry
-	nil,                             // 55: kpipe.v2.TopicMetadata.ConfigsEntry
-	nil,                             // 56: kpipe.v2.Metrics.CountersEntry
+	(*LargestRecord)(nil),           // 13: kpipe.v2.LargestRecord
+	(*Metadata)(nil),                // 14: kpipe.v2.Metadata
+	(*GroupOffsets)(nil),            // 15: kpipe.v2.GroupOffsets
+	(*GroupOffset)(nil),             // 16: kpipe.v2.GroupOffset
+	(*PartitionError)(nil),          // 17: kpipe.v2.PartitionError
+	(*Metrics)(nil),                 // 18: kpipe.v2.Metrics
+	(*PartitionMetric)(nil),         // 19: kpipe.v2.PartitionMetric
+	(*Spans)(nil),                   // 20: kpipe.v2.Spans
+	(*Credit)(nil),                  // 21: kpipe.v2.Credit
+	(*SourceOpenRequest)(nil),       // 22: kpipe.v2.SourceOpenRequest
+	(*SourceOpenResponse)(nil),      // 23: kpipe.v2.SourceOpenResponse
+	(*SourceRequest)(nil),           // 24: kpipe.v2.SourceRequest
+	(*End)(nil),                     // 25: kpipe.v2.End
+	(*SourceEvent)(nil),             // 26: kpipe.v2.SourceEvent
+	(*TransformOpenRequest)(nil),    // 27: kpipe.v2.TransformOpenRequest
+	(*TransformOpenResponse)(nil),   // 28: kpipe.v2.TransformOpenResponse
+	(*TransformRequest)(nil),        // 29: kpipe.v2.TransformRequest
+	(*TransformResult)(nil),         // 30: kpipe.v2.TransformResult
+	(*TransformEvent)(nil),          // 31: kpipe.v2.TransformEvent
+	(*SinkOpenRequest)(nil),         // 32: kpipe.v2.SinkOpenRequest
+	(*SinkOpenResponse)(nil),        // 33: kpipe.v2.SinkOpenResponse
+	(*SinkRequest)(nil),             // 34: kpipe.v2.SinkRequest
+	(*BatchRefs)(nil),               // 35: kpipe.v2.BatchRefs
+	(*SinkEvent)(nil),               // 36: kpipe.v2.SinkEvent
+	(*ListBackupsRequest)(nil),      // 37: kpipe.v2.ListBackupsRequest
+	(*BackupSummary)(nil),           // 38: kpipe.v2.BackupSummary
+	(*ListBackupsResponse)(nil),     // 39: kpipe.v2.ListBackupsResponse
+	(*ReadMetadataRequest)(nil),     // 40: kpipe.v2.ReadMetadataRequest
+	(*ReadMetadataResponse)(nil),    // 41: kpipe.v2.ReadMetadataResponse
+	(*ListPartitionsRequest)(nil),   // 42: kpipe.v2.ListPartitionsRequest
+	(*PartitionRef)(nil),            // 43: kpipe.v2.PartitionRef
+	(*ListPartitionsResponse)(nil),  // 44: kpipe.v2.ListPartitionsResponse
+	(*ReadManifestRequest)(nil),     // 45: kpipe.v2.ReadManifestRequest
+	(*ReadManifestResponse)(nil),    // 46: kpipe.v2.ReadManifestResponse
+	(*ReadRangeRequest)(nil),        // 47: kpipe.v2.ReadRangeRequest
+	(*ReadRangeResponse)(nil),       // 48: kpipe.v2.ReadRangeResponse
+	(*StorageConfigureRequest)(nil), // 49: kpipe.v2.StorageConfigureRequest
+	(*DescribeRequest)(nil),         // 50: kpipe.v2.DescribeRequest
+	(*DescribeResponse)(nil),        // 51: kpipe.v2.DescribeResponse
+	(*ValidateRequest)(nil),         // 52: kpipe.v2.ValidateRequest
+	(*ValidateProgress)(nil),        // 53: kpipe.v2.ValidateProgress
+	(*ValidateEvent)(nil),           // 54: kpipe.v2.ValidateEvent
+	nil,                             // 55: kpipe.v2.TeardownResponse.MetricsEntry
+	nil,                             // 56: kpipe.v2.TopicMetadata.ConfigsEntry
+	nil,                             // 57: kpipe.v2.Metrics.CountersEntry
 }
 var file_kpipe_v2_plugin_proto_depIdxs = []int32{
 	0,  // 0: kpipe.v2.SpecResponse.kind:type_name -> kpipe.v2.Kind
 	1,  // 1: kpipe.v2.SpecResponse.params:type_name -> kpipe.v2.Param
 	0,  // 2: kpipe.v2.SpecResponse.kinds:type_name -> kpipe.v2.Kind
 	5,  // 3: kpipe.v2.ConfigureResponse.errors:type_name -> kpipe.v2.ParamError
-	54, // 4: kpipe.v2.TeardownResponse.metrics:type_name -> kpipe.v2.TeardownResponse.MetricsEntry
+	55, // 4: kpipe.v2.TeardownResponse.metrics:type_name -> kpipe.v2.TeardownResponse.MetricsEntry
 	10, // 5: kpipe.v2.PositionList.positions:type_name -> kpipe.v2.Position
-	55, // 6: kpipe.v2.TopicMetadata.configs:type_name -> kpipe.v2.TopicMetadata.ConfigsEntry
-	12, // 7: kpipe.v2.Metadata.topics:type_name -> kpipe.v2.TopicMetadata
-	14, // 8: kpipe.v2.Metadata.groups:type_name -> kpipe.v2.GroupOffsets
-	15, // 9: kpipe.v2.GroupOffsets.offsets:type_name -> kpipe.v2.GroupOffset
-	56, // 10: kpipe.v2.Metrics.counters:type_name -> kpipe.v2.Metrics.CountersEntry
-	18, // 11: kpipe.v2.Metrics.partitions:type_name -> kpipe.v2.PartitionMetric
-	10, // 12: kpipe.v2.SourceOpenRequest.resume:type_name -> kpipe.v2.Position
-	20, // 13: kpipe.v2.SourceRequest.credit:type_name -> kpipe.v2.Credit
-	11, // 14: kpipe.v2.SourceRequest.acked:type_name -> kpipe.v2.PositionList
-	9,  // 15: kpipe.v2.SourceEvent.batch:type_name -> kpipe.v2.Envelope
-	13, // 16: kpipe.v2.SourceEvent.metadata:type_name -> kpipe.v2.Metadata
-	16, // 17: kpipe.v2.SourceEvent.error:type_name -> kpipe.v2.PartitionError
-	17, // 18: kpipe.v2.SourceEvent.metrics:type_name -> kpipe.v2.Metrics
-	24, // 19: kpipe.v2.SourceEvent.end:type_name -> kpipe.v2.End
-	19, // 20: kpipe.v2.SourceEvent.spans:type_name -> kpipe.v2.Spans
-	9,  // 21: kpipe.v2.TransformRequest.batch:type_name -> kpipe.v2.Envelope
-	13, // 22: kpipe.v2.TransformRequest.metadata:type_name -> kpipe.v2.Metadata
-	9,  // 23: kpipe.v2.TransformResult.outputs:type_name -> kpipe.v2.Envelope
-	29, // 24: kpipe.v2.TransformEvent.result:type_name -> kpipe.v2.TransformResult
-	13, // 25: kpipe.v2.TransformEvent.metadata:type_name -> kpipe.v2.Metadata
-	16, // 26: kpipe.v2.TransformEvent.error:type_name -> kpipe.v2.PartitionError
-	17, // 27: kpipe.v2.TransformEvent.metrics:type_name -> kpipe.v2.Metrics
-	19, // 28: kpipe.v2.TransformEvent.spans:type_name -> kpipe.v2.Spans
-	10, // 29: kpipe.v2.SinkOpenResponse.resume:type_name -> kpipe.v2.Position
-	9,  // 30: kpipe.v2.SinkRequest.batch:type_name -> kpipe.v2.Envelope
-	13, // 31: kpipe.v2.SinkRequest.metadata:type_name -> kpipe.v2.Metadata
-	34, // 32: kpipe.v2.SinkEvent.released:type_name -> kpipe.v2.BatchRefs
-	34, // 33: kpipe.v2.SinkEvent.acked:type_name -> kpipe.v2.BatchRefs
-	16, // 34: kpipe.v2.SinkEvent.error:type_name -> kpipe.v2.PartitionError
-	17, // 35: kpipe.v2.SinkEvent.metrics:type_name -> kpipe.v2.Metrics
-	19, // 36: kpipe.v2.SinkEvent.spans:type_name -> kpipe.v2.Spans
-	37, // 37: kpipe.v2.ListBackupsResponse.backups:type_name -> kpipe.v2.BackupSummary
-	13, // 38: kpipe.v2.ReadMetadataResponse.metadata:type_name -> kpipe.v2.Metadata
-	42, // 39: kpipe.v2.ListPartitionsResponse.partitions:type_name -> kpipe.v2.PartitionRef
-	52, // 40: kpipe.v2.ValidateEvent.progress:type_name -> kpipe.v2.ValidateProgress
-	2,  // 41: kpipe.v2.Plugin.Spec:input_type -> kpipe.v2.SpecRequest
-	4,  // 42: kpipe.v2.Plugin.Configure:input_type -> kpipe.v2.ConfigureRequest
-	7,  // 43: kpipe.v2.Plugin.Teardown:input_type -> kpipe.v2.TeardownRequest
-	21, // 44: kpipe.v2.Source.Open:input_type -> kpipe.v2.SourceOpenRequest
-	23, // 45: kpipe.v2.Source.Run:input_type -> kpipe.v2.SourceRequest
-	26, // 46: kpipe.v2.Transform.Open:input_type -> kpipe.v2.TransformOpenRequest
-	28, // 47: kpipe.v2.Transform.Run:input_type -> kpipe.v2.TransformRequest
-	31, // 48: kpipe.v2.Sink.Open:input_type -> kpipe.v2.SinkOpenRequest
-	33, // 49: kpipe.v2.Sink.Run:input_type -> kpipe.v2.SinkRequest
-	48, // 50: kpipe.v2.Storage.Configure:input_type -> kpipe.v2.StorageConfigureRequest
-	49, // 51: kpipe.v2.Storage.Describe:input_type -> kpipe.v2.DescribeRequest
-	51, // 52: kpipe.v2.Storage.Validate:input_type -> kpipe.v2.ValidateRequest
-	36, // 53: kpipe.v2.Storage.ListBackups:input_type -> kpipe.v2.ListBackupsRequest
-	39, // 54: kpipe.v2.Storage.ReadMetadata:input_type -> kpipe.v2.ReadMetadataRequest
-	41, // 55: kpipe.v2.Storage.ListPartitions:input_type -> kpipe.v2.ListPartitionsRequest
-	44, // 56: kpipe.v2.Storage.ReadManifest:input_type -> kpipe.v2.ReadManifestRequest
-	46, // 57: kpipe.v2.Storage.ReadRange:input_type -> kpipe.v2.ReadRangeRequest
-	3,  // 58: kpipe.v2.Plugin.Spec:output_type -> kpipe.v2.SpecResponse
-	6,  // 59: kpipe.v2.Plugin.Configure:output_type -> kpipe.v2.ConfigureResponse
-	8,  // 60: kpipe.v2.Plugin.Teardown:output_type -> kpipe.v2.TeardownResponse
-	22, // 61: kpipe.v2.Source.Open:output_type -> kpipe.v2.SourceOpenResponse
-	25, // 62: kpipe.v2.Source.Run:output_type -> kpipe.v2.SourceEvent
-	27, // 63: kpipe.v2.Transform.Open:output_type -> kpipe.v2.TransformOpenResponse
-	30, // 64: kpipe.v2.Transform.Run:output_type -> kpipe.v2.TransformEvent
-	32, // 65: kpipe.v2.Sink.Open:output_type -> kpipe.v2.SinkOpenResponse
-	35, // 66: kpipe.v2.Sink.Run:output_type -> kpipe.v2.SinkEvent
-	6,  // 67: kpipe.v2.Storage.Configure:output_type -> kpipe.v2.ConfigureResponse
-	50, // 68: kpipe.v2.Storage.Describe:output_type -> kpipe.v2.DescribeResponse
-	53, // 69: kpipe.v2.Storage.Validate:output_type -> kpipe.v2.ValidateEvent
-	38, // 70: kpipe.v2.Storage.ListBackups:output_type -> kpipe.v2.ListBackupsResponse
-	40, // 71: kpipe.v2.Storage.ReadMetadata:output_type -> kpipe.v2.ReadMetadataResponse
-	43, // 72: kpipe.v2.Storage.ListPartitions:output_type -> kpipe.v2.ListPartitionsResponse
-	45, // 73: kpipe.v2.Storage.ReadManifest:output_type -> kpipe.v2.ReadManifestResponse
-	47, // 74: kpipe.v2.Storage.ReadRange:output_type -> kpipe.v2.ReadRangeResponse
-	58, // [58:75] is the sub-list for method output_type
-	41, // [41:58] is the sub-list for method input_type
-	41, // [41:41] is the sub-list for extension type_name
-	41, // [41:41] is the sub-list for extension extendee
-	0,  // [0:41] is the sub-list for field type_name
+	56, // 6: kpipe.v2.TopicMetadata.configs:type_name -> kpipe.v2.TopicMetadata.ConfigsEntry
+	13, // 7: kpipe.v2.TopicMetadata.largest_record:type_name -> kpipe.v2.LargestRecord
+	12, // 8: kpipe.v2.Metadata.topics:type_name -> kpipe.v2.TopicMetadata
+	15, // 9: kpipe.v2.Metadata.groups:type_name -> kpipe.v2.GroupOffsets
+	16, // 10: kpipe.v2.GroupOffsets.offsets:type_name -> kpipe.v2.GroupOffset
+	57, // 11: kpipe.v2.Metrics.counters:type_name -> kpipe.v2.Metrics.CountersEntry
+	19, // 12: kpipe.v2.Metrics.partitions:type_name -> kpipe.v2.PartitionMetric
+	10, // 13: kpipe.v2.SourceOpenRequest.resume:type_name -> kpipe.v2.Position
+	21, // 14: kpipe.v2.SourceRequest.credit:type_name -> kpipe.v2.Credit
+	11, // 15: kpipe.v2.SourceRequest.acked:type_name -> kpipe.v2.PositionList
+	9,  // 16: kpipe.v2.SourceEvent.batch:type_name -> kpipe.v2.Envelope
+	14, // 17: kpipe.v2.SourceEvent.metadata:type_name -> kpipe.v2.Metadata
+	17, // 18: kpipe.v2.SourceEvent.error:type_name -> kpipe.v2.PartitionError
+	18, // 19: kpipe.v2.SourceEvent.metrics:type_name -> kpipe.v2.Metrics
+	25, // 20: kpipe.v2.SourceEvent.end:type_name -> kpipe.v2.End
+	20, // 21: kpipe.v2.SourceEvent.spans:type_name -> kpipe.v2.Spans
+	9,  // 22: kpipe.v2.TransformRequest.batch:type_name -> kpipe.v2.Envelope
+	14, // 23: kpipe.v2.TransformRequest.metadata:type_name -> kpipe.v2.Metadata
+	9,  // 24: kpipe.v2.TransformResult.outputs:type_name -> kpipe.v2.Envelope
+	30, // 25: kpipe.v2.TransformEvent.result:type_name -> kpipe.v2.TransformResult
+	14, // 26: kpipe.v2.TransformEvent.metadata:type_name -> kpipe.v2.Metadata
+	17, // 27: kpipe.v2.TransformEvent.error:type_name -> kpipe.v2.PartitionError
+	18, // 28: kpipe.v2.TransformEvent.metrics:type_name -> kpipe.v2.Metrics
+	20, // 29: kpipe.v2.TransformEvent.spans:type_name -> kpipe.v2.Spans
+	10, // 30: kpipe.v2.SinkOpenResponse.resume:type_name -> kpipe.v2.Position
+	9,  // 31: kpipe.v2.SinkRequest.batch:type_name -> kpipe.v2.Envelope
+	14, // 32: kpipe.v2.SinkRequest.metadata:type_name -> kpipe.v2.Metadata
+	35, // 33: kpipe.v2.SinkEvent.released:type_name -> kpipe.v2.BatchRefs
+	35, // 34: kpipe.v2.SinkEvent.acked:type_name -> kpipe.v2.BatchRefs
+	17, // 35: kpipe.v2.SinkEvent.error:type_name -> kpipe.v2.PartitionError
+	18, // 36: kpipe.v2.SinkEvent.metrics:type_name -> kpipe.v2.Metrics
+	20, // 37: kpipe.v2.SinkEvent.spans:type_name -> kpipe.v2.Spans
+	38, // 38: kpipe.v2.ListBackupsResponse.backups:type_name -> kpipe.v2.BackupSummary
+	14, // 39: kpipe.v2.ReadMetadataResponse.metadata:type_name -> kpipe.v2.Metadata
+	43, // 40: kpipe.v2.ListPartitionsResponse.partitions:type_name -> kpipe.v2.PartitionRef
+	53, // 41: kpipe.v2.ValidateEvent.progress:type_name -> kpipe.v2.ValidateProgress
+	2,  // 42: kpipe.v2.Plugin.Spec:input_type -> kpipe.v2.SpecRequest
+	4,  // 43: kpipe.v2.Plugin.Configure:input_type -> kpipe.v2.ConfigureRequest
+	7,  // 44: kpipe.v2.Plugin.Teardown:input_type -> kpipe.v2.TeardownRequest
+	22, // 45: kpipe.v2.Source.Open:input_type -> kpipe.v2.SourceOpenRequest
+	24, // 46: kpipe.v2.Source.Run:input_type -> kpipe.v2.SourceRequest
+	27, // 47: kpipe.v2.Transform.Open:input_type -> kpipe.v2.TransformOpenRequest
+	29, // 48: kpipe.v2.Transform.Run:input_type -> kpipe.v2.TransformRequest
+	32, // 49: kpipe.v2.Sink.Open:input_type -> kpipe.v2.SinkOpenRequest
+	34, // 50: kpipe.v2.Sink.Run:input_type -> kpipe.v2.SinkRequest
+	49, // 51: kpipe.v2.Storage.Configure:input_type -> kpipe.v2.StorageConfigureRequest
+	50, // 52: kpipe.v2.Storage.Describe:input_type -> kpipe.v2.DescribeRequest
+	52, // 53: kpipe.v2.Storage.Validate:input_type -> kpipe.v2.ValidateRequest
+	37, // 54: kpipe.v2.Storage.ListBackups:input_type -> kpipe.v2.ListBackupsRequest
+	40, // 55: kpipe.v2.Storage.ReadMetadata:input_type -> kpipe.v2.ReadMetadataRequest
+	42, // 56: kpipe.v2.Storage.ListPartitions:input_type -> kpipe.v2.ListPartitionsRequest
+	45, // 57: kpipe.v2.Storage.ReadManifest:input_type -> kpipe.v2.ReadManifestRequest
+	47, // 58: kpipe.v2.Storage.ReadRange:input_type -> kpipe.v2.ReadRangeRequest
+	3,  // 59: kpipe.v2.Plugin.Spec:output_type -> kpipe.v2.SpecResponse
+	6,  // 60: kpipe.v2.Plugin.Configure:output_type -> kpipe.v2.ConfigureResponse
+	8,  // 61: kpipe.v2.Plugin.Teardown:output_type -> kpipe.v2.TeardownResponse
+	23, // 62: kpipe.v2.Source.Open:output_type -> kpipe.v2.SourceOpenResponse
+	26, // 63: kpipe.v2.Source.Run:output_type -> kpipe.v2.SourceEvent
+	28, // 64: kpipe.v2.Transform.Open:output_type -> kpipe.v2.TransformOpenResponse
+	31, // 65: kpipe.v2.Transform.Run:output_type -> kpipe.v2.TransformEvent
+	33, // 66: kpipe.v2.Sink.Open:output_type -> kpipe.v2.SinkOpenResponse
+	36, // 67: kpipe.v2.Sink.Run:output_type -> kpipe.v2.SinkEvent
+	6,  // 68: kpipe.v2.Storage.Configure:output_type -> kpipe.v2.ConfigureResponse
+	51, // 69: kpipe.v2.Storage.Describe:output_type -> kpipe.v2.DescribeResponse
+	54, // 70: kpipe.v2.Storage.Validate:output_type -> kpipe.v2.ValidateEvent
+	39, // 71: kpipe.v2.Storage.ListBackups:output_type -> kpipe.v2.ListBackupsResponse
+	41, // 72: kpipe.v2.Storage.ReadMetadata:output_type -> kpipe.v2.ReadMetadataResponse
+	44, // 73: kpipe.v2.Storage.ListPartitions:output_type -> kpipe.v2.ListPartitionsResponse
+	46, // 74: kpipe.v2.Storage.ReadManifest:output_type -> kpipe.v2.ReadManifestResponse
+	48, // 75: kpipe.v2.Storage.ReadRange:output_type -> kpipe.v2.ReadRangeResponse
+	59, // [59:76] is the sub-list for method output_type
+	42, // [42:59] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_kpipe_v2_plugin_proto_init() }
@@ -4143,11 +4251,11 @@ func file_kpipe_v2_plugin_proto_init() {
 	if File_kpipe_v2_plugin_proto != nil {
 		return
 	}
-	file_kpipe_v2_plugin_proto_msgTypes[22].OneofWrappers = []any{
+	file_kpipe_v2_plugin_proto_msgTypes[23].OneofWrappers = []any{
 		(*SourceRequest_Credit)(nil),
 		(*SourceRequest_Acked)(nil),
 	}
-	file_kpipe_v2_plugin_proto_msgTypes[24].OneofWrappers = []any{
+	file_kpipe_v2_plugin_proto_msgTypes[25].OneofWrappers = []any{
 		(*SourceEvent_Batch)(nil),
 		(*SourceEvent_Metadata)(nil),
 		(*SourceEvent_Error)(nil),
@@ -4155,29 +4263,29 @@ func file_kpipe_v2_plugin_proto_init() {
 		(*SourceEvent_End)(nil),
 		(*SourceEvent_Spans)(nil),
 	}
-	file_kpipe_v2_plugin_proto_msgTypes[27].OneofWrappers = []any{
+	file_kpipe_v2_plugin_proto_msgTypes[28].OneofWrappers = []any{
 		(*TransformRequest_Batch)(nil),
 		(*TransformRequest_Metadata)(nil),
 	}
-	file_kpipe_v2_plugin_proto_msgTypes[29].OneofWrappers = []any{
+	file_kpipe_v2_plugin_proto_msgTypes[30].OneofWrappers = []any{
 		(*TransformEvent_Result)(nil),
 		(*TransformEvent_Metadata)(nil),
 		(*TransformEvent_Error)(nil),
 		(*TransformEvent_Metrics)(nil),
 		(*TransformEvent_Spans)(nil),
 	}
-	file_kpipe_v2_plugin_proto_msgTypes[32].OneofWrappers = []any{
+	file_kpipe_v2_plugin_proto_msgTypes[33].OneofWrappers = []any{
 		(*SinkRequest_Batch)(nil),
 		(*SinkRequest_Metadata)(nil),
 	}
-	file_kpipe_v2_plugin_proto_msgTypes[34].OneofWrappers = []any{
+	file_kpipe_v2_plugin_proto_msgTypes[35].OneofWrappers = []any{
 		(*SinkEvent_Released)(nil),
 		(*SinkEvent_Acked)(nil),
 		(*SinkEvent_Error)(nil),
 		(*SinkEvent_Metrics)(nil),
 		(*SinkEvent_Spans)(nil),
 	}
-	file_kpipe_v2_plugin_proto_msgTypes[52].OneofWrappers = []any{
+	file_kpipe_v2_plugin_proto_msgTypes[53].OneofWrappers = []any{
 		(*ValidateEvent_Progress)(nil),
 		(*ValidateEvent_ReportJson)(nil),
 	}
@@ -4187,7 +4295,7 @@ func file_kpipe_v2_plugin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kpipe_v2_plugin_proto_rawDesc), len(file_kpipe_v2_plugin_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   56,
+			NumMessages:   57,
 			NumExtensions: 0,
 			NumServices:   5,
 		},

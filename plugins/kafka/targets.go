@@ -1,0 +1,245 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+
+	"github.com/kpipe/kpipe/sdk"
+)
+
+// What a target topic is checked for before a restore writes to it: its
+// partitions, its replicas against min.insync.replicas (acks=all writes
+// to a topic that can never have enough in-sync replicas would be retried
+// for ever), and its max.message.bytes against the largest record the
+// restore reads.
+
+// targetTopic is what the sink knows of a target topic.
+type targetTopic struct {
+	exists     bool
+	partitions int
+	replicas   int   // of its first partition
+	minISR     int   // min.insync.replicas in effect; 0 when unknown
+	maxMessage int64 // max.message.bytes in effect; 0 when unknown
+}
+
+// describeTopics looks at topics: two requests for all of them.
+func describeTopics(ctx context.Context, adm *kadm.Client, names []string) (map[string]targetTopic, error) {
+	out := make(map[string]targetTopic, len(names))
+	if len(names) == 0 {
+		return out, nil
+	}
+	details, err := adm.ListTopics(ctx, names...)
+	if err != nil {
+		return nil, fmt.Errorf("describe the target topics: %w", err)
+	}
+	var existing []string
+	for _, name := range names {
+		d, ok := details[name]
+		if !ok || errors.Is(d.Err, kerr.UnknownTopicOrPartition) {
+			out[name] = targetTopic{}
+			continue
+		}
+		if d.Err != nil {
+			return nil, fmt.Errorf("describe target topic %q: %w", name, d.Err)
+		}
+		t := targetTopic{exists: true, partitions: len(d.Partitions)}
+		if p, ok := d.Partitions[0]; ok {
+			t.replicas = len(p.Replicas)
+		}
+		out[name] = t
+		existing = append(existing, name)
+	}
+	if len(existing) == 0 {
+		return out, nil
+	}
+	configs, err := adm.DescribeTopicConfigs(ctx, existing...)
+	if err != nil {
+		return nil, fmt.Errorf("describe the target topics' configs: %w", err)
+	}
+	for _, name := range existing {
+		rc, err := configs.On(name, nil)
+		if err == nil {
+			err = rc.Err
+		}
+		if err != nil {
+			return nil, fmt.Errorf("describe the configs of target topic %q: %w", name, err)
+		}
+		t := out[name]
+		for _, c := range rc.Configs {
+			switch c.Key {
+			case "min.insync.replicas":
+				t.minISR, _ = strconv.Atoi(c.MaybeValue())
+			case "max.message.bytes":
+				t.maxMessage, _ = strconv.ParseInt(c.MaybeValue(), 10, 64)
+			}
+		}
+		out[name] = t
+	}
+	return out, nil
+}
+
+// checkTopics refuses, before anything is written, target topics the
+// restore cannot write all of m to: too few partitions when it may not add
+// them, a min.insync.replicas their replicas can never meet, a record
+// larger than they take. Topics it may create and that are missing are
+// the caller's to check and create first.
+func (s *Sink) checkTopics(m sdk.Metadata, have map[string]targetTopic) error {
+	for _, t := range m.Topics {
+		tt := have[t.Name]
+		if !tt.exists {
+			return fmt.Errorf("target topic %q does not exist; create it, or let the restore create it (create_topics = true, --create-topics)", t.Name)
+		}
+		if need := int(t.Needs()); tt.partitions < need && !s.cfg.CreateTopics {
+			return fmt.Errorf("target topic %q has %d partitions, the restore writes to partitions up to %d: nothing was written; add partitions to it (to %d), let the restore add them (create_topics = true, --create-topics), or move partitions with partition_mapping",
+				t.Name, tt.partitions, need-1, need)
+		}
+		if tt.minISR > tt.replicas && tt.replicas > 0 {
+			return fmt.Errorf("target topic %q: its min.insync.replicas %d is more than its %d replicas, so no write to it can ever be acknowledged (acks=all): nothing was written; lower min.insync.replicas to %d or less, or add replicas",
+				t.Name, tt.minISR, tt.replicas, tt.replicas)
+		}
+		if l := t.LargestRecord; l != nil && tt.maxMessage > 0 {
+			limit := batchLimit(tt.maxMessage)
+			if minBatchBytes(l.Bytes) > limit {
+				return fmt.Errorf("the largest record the restore reads, %s, is %d bytes (key, value and headers), more than target topic %q takes (max.message.bytes %d): nothing was written; raise the topic's max.message.bytes to at least %d (its size and room for its batch's fields), then run the restore again",
+					l.Where(), l.Bytes, t.Name, tt.maxMessage, roomyBatchBytes(l.Bytes))
+			}
+		}
+	}
+	return nil
+}
+
+// replication is the replication factor of a topic the sink creates:
+// replication_factor when set, else the backup's, else (-1) the broker
+// default.
+func (s *Sink) replication(t sdk.TopicMetadata) int {
+	if rf := s.cfg.ReplicationFactor; rf != 0 {
+		return rf
+	}
+	if t.ReplicationFactor > 0 {
+		return int(t.ReplicationFactor)
+	}
+	return -1
+}
+
+// checkCreate refuses to create a topic whose replication factor the
+// cluster, with brokers brokers, cannot honour, or whose
+// min.insync.replicas (from the backup's configs) its replicas can never
+// meet.
+func (s *Sink) checkCreate(t sdk.TopicMetadata, brokers int) error {
+	rf := s.replication(t)
+	whose := "the backup's"
+	if s.cfg.ReplicationFactor != 0 {
+		whose = "replication_factor"
+	}
+	if rf > brokers {
+		return fmt.Errorf("create target topic %q: replication factor %d (%s) needs %d brokers, the target cluster has %d: nothing was written; set replication_factor (--replication-factor) to %d or less, or -1 for the broker default",
+			t.Name, rf, whose, rf, brokers, brokers)
+	}
+	if v, ok := t.Configs["min.insync.replicas"]; ok && rf > 0 {
+		if n, err := strconv.Atoi(v); err == nil && n > rf {
+			return fmt.Errorf("create target topic %q: the backup's min.insync.replicas %d is more than its replication factor %d (%s), so no write to it could ever be acknowledged: nothing was written; restore with a replication factor of at least %d (--replication-factor), or create the topic yourself with the configs you want and restore into it",
+				t.Name, n, rf, whose, n)
+		}
+	}
+	return nil
+}
+
+// Producer batch limits. The producer counts a batch as its record batch
+// header and records (recordBatchOverhead), a little more than the broker
+// counts against max.message.bytes; a batch it may send is one the broker
+// takes.
+const (
+	recordBatchOverhead = 65
+	// defaultBatchBytes is the batch limit of a topic whose
+	// max.message.bytes is unknown: the brokers' default.
+	defaultBatchBytes = 1048588
+	// wireLimit is the most a batch may hold: the producer's largest
+	// request, less room for the request's own fields.
+	wireLimit = 100<<20 - 1024
+)
+
+// batchLimit is the largest batch the producer sends to a topic whose
+// max.message.bytes is maxMessage.
+func batchLimit(maxMessage int64) int64 {
+	return min(max(maxMessage, 512), wireLimit)
+}
+
+// minBatchBytes is the least a batch holding one record of n bytes (key,
+// value and headers) takes: every record field's length at its shortest.
+func minBatchBytes(n int64) int64 { return recordBatchOverhead + 7 + n }
+
+// roomyBatchBytes is a batch limit that takes a record of n bytes (key,
+// value and headers) with up to a hundred headers: the limit to advise
+// when only n is known.
+func roomyBatchBytes(n int64) int64 { return recordBatchOverhead + 1024 + n }
+
+// batchBytes is what a batch holding only the record takes, as the
+// producer counts it.
+func batchBytes(key, value []byte, headers func(yield func(string, []byte) bool)) int64 {
+	l := 1 + 1 + 1 + // attributes, timestamp delta, offset delta: 0 in a batch of one
+		varintLen(int64(len(key))) + int64(len(key)) +
+		varintLen(int64(len(value))) + int64(len(value))
+	nh := int64(0)
+	headers(func(k string, v []byte) bool {
+		nh++
+		l += varintLen(int64(len(k))) + int64(len(k)) + varintLen(int64(len(v))) + int64(len(v))
+		return true
+	})
+	l += varintLen(nh)
+	return recordBatchOverhead + varintLen(l) + l
+}
+
+// varintLen is the length of v as a zigzag varint.
+func varintLen(v int64) int64 {
+	u := uint64(v<<1) ^ uint64(v>>63)
+	n := int64(1)
+	for ; u >= 0x80; u >>= 7 {
+		n++
+	}
+	return n
+}
+
+// batchLimits holds each target topic's batch limit, which the producer
+// asks for (from its own goroutines) when it first writes to a topic.
+type batchLimits struct {
+	mu sync.Mutex
+	m  map[string]int64
+}
+
+func (l *batchLimits) set(topic string, maxMessage int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.m == nil {
+		l.m = map[string]int64{}
+	}
+	l.m[topic] = batchLimit(maxMessage)
+}
+
+// of returns topic's batch limit, and whether it is known.
+func (l *batchLimits) of(topic string) (int64, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n, ok := l.m[topic]
+	if !ok {
+		return defaultBatchBytes, false
+	}
+	return n, true
+}
+
+// producerLimit is of as the producer takes it.
+func (l *batchLimits) producerLimit(topic string) int32 {
+	n, _ := l.of(topic)
+	return int32(n)
+}
+
+// errTooLarge names a record no batch the target topic takes can hold.
+func errTooLarge(src sdk.TopicPartition, offset, size, need int64, topic string, limit int64) error {
+	return fmt.Errorf("record %s/%d at offset %d is %d bytes (key, value and headers), %d as a batch of its own, more than target topic %q takes (%d bytes, its max.message.bytes): its batch was not written; raise the topic's max.message.bytes to at least %d, then run the restore again",
+		src.Topic, src.Partition, offset, size, need, topic, limit, need)
+}

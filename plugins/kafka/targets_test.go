@@ -1,0 +1,83 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kpipe/kpipe/internal/testkit"
+	"github.com/kpipe/kpipe/sdk"
+)
+
+// TestBatchBytesIsWhatTheProducerCounts: a producer whose batch limit is
+// batchBytes of a record sends it; one byte less, it refuses it as too
+// large. So the sink's check before producing fails exactly the records
+// the producer would.
+func TestBatchBytesIsWhatTheProducerCounts(t *testing.T) {
+	addr := testkit.Kafka(t)
+	topic := testkit.Topic(t, "batchbytes")
+	testkit.CreateTopic(t, addr, topic, 1)
+	hs := func(kv ...string) []kgo.RecordHeader {
+		var out []kgo.RecordHeader
+		for i := 0; i < len(kv); i += 2 {
+			out = append(out, kgo.RecordHeader{Key: kv[i], Value: []byte(kv[i+1])})
+		}
+		return out
+	}
+	for _, r := range []*kgo.Record{
+		{Key: nil, Value: bytes.Repeat([]byte("v"), 600)},
+		{Key: []byte("key"), Value: bytes.Repeat([]byte("v"), 70_000), Headers: hs("a", "1", "bb", "")},
+		{Key: bytes.Repeat([]byte("k"), 200), Value: bytes.Repeat([]byte("v"), 20_000_000), Headers: hs("h", string(bytes.Repeat([]byte("x"), 300)))},
+	} {
+		n := batchBytes(r.Key, r.Value, kgoHeaders(r.Headers))
+		for _, limit := range []int64{n, n - 1} {
+			cl := testkit.Client(t, addr, kgo.ProducerBatchMaxBytes(int32(limit)), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			rec := &kgo.Record{Topic: topic, Key: r.Key, Value: r.Value, Headers: r.Headers}
+			err := cl.ProduceSync(ctx, rec).FirstErr()
+			cancel()
+			cl.Close()
+			if limit == n && err != nil && !errors.Is(err, kerr.MessageTooLarge) {
+				t.Fatal(err)
+			}
+			tooLarge := errors.Is(err, kerr.MessageTooLarge)
+			if tooLarge != (limit < n) {
+				t.Fatalf("record of %d key, %d value bytes: batchBytes %d, a producer limited to %d: error %v", len(r.Key), len(r.Value), n, limit, err)
+			}
+		}
+	}
+}
+
+// TestCreateIsRefusedWhatTheClusterCannotHonour: the replication factor
+// of a created topic is the backup's unless replication_factor says
+// another; one larger than the cluster's brokers, or smaller than the
+// backup's min.insync.replicas, is refused naming the setting.
+func TestCreateIsRefusedWhatTheClusterCannotHonour(t *testing.T) {
+	for _, c := range []struct {
+		rf   int
+		meta sdk.TopicMetadata
+		want string
+	}{
+		{0, sdk.TopicMetadata{Name: "t", ReplicationFactor: 3},
+			`create target topic "t": replication factor 3 (the backup's) needs 3 brokers, the target cluster has 2: nothing was written; set replication_factor (--replication-factor) to 2 or less, or -1 for the broker default`},
+		{0, sdk.TopicMetadata{Name: "t", ReplicationFactor: 2}, ""},
+		{-1, sdk.TopicMetadata{Name: "t", ReplicationFactor: 3}, ""},
+		{0, sdk.TopicMetadata{Name: "t"}, ""},
+		{1, sdk.TopicMetadata{Name: "t", ReplicationFactor: 2, Configs: map[string]string{"min.insync.replicas": "2"}},
+			`create target topic "t": the backup's min.insync.replicas 2 is more than its replication factor 1 (replication_factor), so no write to it could ever be acknowledged: nothing was written; restore with a replication factor of at least 2 (--replication-factor), or create the topic yourself with the configs you want and restore into it`},
+		{0, sdk.TopicMetadata{Name: "t", ReplicationFactor: 2, Configs: map[string]string{"min.insync.replicas": "2"}}, ""},
+	} {
+		s := &Sink{}
+		s.cfg.ReplicationFactor = c.rf
+		err := s.checkCreate(c.meta, 2)
+		if got := fmt.Sprint(err); (c.want == "" && err != nil) || (c.want != "" && got != c.want) {
+			t.Errorf("replication_factor %d, %+v on 2 brokers: %v\nwant %q", c.rf, c.meta, err, c.want)
+		}
+	}
+}
