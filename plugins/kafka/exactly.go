@@ -303,6 +303,21 @@ func (e *exactly) register(ctx context.Context, adm *kadm.Client, topics ...stri
 	return nil
 }
 
+// registerEmpty takes on the partitions of a topic the sink just created
+// with n partitions, all empty.
+func (e *exactly) registerEmpty(topic string, n int) {
+	for p := range int32(n) {
+		tp := sdk.TopicPartition{Topic: topic, Partition: p}
+		if _, known := e.targets[tp]; known {
+			continue
+		}
+		t := &restore.Target{Topic: topic, Partition: p}
+		e.st.Targets = append(e.st.Targets, t)
+		e.targets[tp] = &targetTrack{t: t}
+		e.dirty = true
+	}
+}
+
 // open returns the track of a target partition the restore writes to,
 // taking it on first if need be (then started is set: the caller saves
 // the state before anything is produced to it). A partition that held

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"math"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -59,8 +60,11 @@ type Sink struct {
 	configs map[string]map[string]string
 	rfs     map[string]int
 	limits  batchLimits
-	dec     *record.Decoder
-	pool    *record.Pool
+	// fresh holds the topics this sink created, with their partitions:
+	// empty, so their offsets need not be asked for.
+	fresh map[string]int
+	dec   *record.Decoder
+	pool  *record.Pool
 
 	mu          sync.Mutex
 	outstanding map[sdk.BatchID]*inFlight
@@ -120,7 +124,7 @@ func (s *Sink) Open(ctx context.Context, ack sdk.Acker) error {
 	s.topo = map[string]int{}
 	s.producing = map[string]bool{}
 	s.outstanding = map[sdk.BatchID]*inFlight{}
-	s.planned, s.configs, s.rfs = map[string]int32{}, map[string]map[string]string{}, map[string]int{}
+	s.planned, s.configs, s.rfs, s.fresh = map[string]int32{}, map[string]map[string]string{}, map[string]int{}, map[string]int{}
 	s.pool = record.NewPoolWithLimit(sdk.InFlightBytes() / 8)
 	s.dec = record.NewDecoder(s.pool)
 	var err error
@@ -132,6 +136,9 @@ func (s *Sink) Open(ctx context.Context, ack sdk.Acker) error {
 		// learnt before the first record is produced to it.
 		kgo.ProducerBatchMaxBytesFn(s.limits.producerLimit),
 		kgo.MetadataMinAge(10*time.Millisecond), // see new topics and partitions as soon as they exist
+		// A partition just created may refuse writes for some milliseconds
+		// though it has a leader: retry soon, then back off.
+		kgo.RetryBackoffFn(retryBackoff),
 	)
 	if err != nil || s.cfg.RestoreState == "" {
 		return err
@@ -147,6 +154,14 @@ func (s *Sink) Open(ctx context.Context, ack sdk.Acker) error {
 	s.stopSave, s.saved = make(chan struct{}), make(chan struct{})
 	go s.saveLoop()
 	return nil
+}
+
+// retryBackoff is the wait after tries failed tries of a request (0 is
+// taken as 1): 10 ms doubling up to 1 s, give or take a fifth, instead of
+// the client's 250 ms to 5 s.
+func retryBackoff(tries int) time.Duration {
+	d := min(10*time.Millisecond<<min(max(tries-1, 0), 7), time.Second)
+	return d - d/5 + time.Duration(rand.Int64N(int64(d/5)*2+1))
 }
 
 // DurablePositions implements sdk.PositionTracker: with restore_state, the
@@ -203,11 +218,14 @@ func (s *Sink) ensure(ctx context.Context, topic string, partition int32) error 
 	for changed := false; ; {
 		var exists bool
 		var err error
-		have, exists, err = s.partitions(ctx, topic)
+		var led int
+		have, led, exists, err = s.partitions(ctx, topic)
 		if err != nil {
 			return err
 		}
-		if have >= want || (have > int(partition) && !changed) {
+		// Created or grown, the topic is ready once its new partitions
+		// have leaders: the producer would back off from one without.
+		if (have >= want && (!changed || led >= want)) || (have > int(partition) && !changed) {
 			break
 		}
 		if changed { // created or grown, not yet visible: wait
@@ -246,6 +264,7 @@ func (s *Sink) ensure(ctx context.Context, topic string, partition int32) error 
 				return fmt.Errorf("create topic %q: %w", topic, err)
 			}
 			s.created++
+			s.fresh[topic] = want
 		} else {
 			resp, err := s.adm.UpdatePartitions(ctx, want, topic)
 			if err == nil {
@@ -285,20 +304,26 @@ func (s *Sink) ensure(ctx context.Context, topic string, partition int32) error 
 	return nil
 }
 
-// partitions returns how many partitions topic has, and whether it exists.
-func (s *Sink) partitions(ctx context.Context, topic string) (int, bool, error) {
+// partitions returns how many partitions topic has, how many of them have
+// a leader, and whether it exists.
+func (s *Sink) partitions(ctx context.Context, topic string) (n, led int, exists bool, err error) {
 	details, err := s.adm.ListTopics(ctx, topic)
 	if err != nil {
-		return 0, false, fmt.Errorf("describe topic %q: %w", topic, err)
+		return 0, 0, false, fmt.Errorf("describe topic %q: %w", topic, err)
 	}
 	d, ok := details[topic]
 	if !ok || errors.Is(d.Err, kerr.UnknownTopicOrPartition) {
-		return 0, false, nil
+		return 0, 0, false, nil
 	}
 	if d.Err != nil {
-		return 0, false, fmt.Errorf("describe topic %q: %w", topic, d.Err)
+		return 0, 0, false, fmt.Errorf("describe topic %q: %w", topic, d.Err)
 	}
-	return len(d.Partitions), true, nil
+	for _, p := range d.Partitions {
+		if p.Err == nil && p.Leader >= 0 {
+			led++
+		}
+	}
+	return len(d.Partitions), led, true, nil
 }
 
 // WriteMetadata learns the partitions each topic should have: a topic this
@@ -346,9 +371,18 @@ func (s *Sink) WriteMetadata(ctx context.Context, m sdk.Metadata) error {
 		return nil
 	}
 	// The restore takes on the target partitions all at once: one save,
-	// instead of one before the first record of each.
+	// instead of one before the first record of each. A topic it created
+	// is empty: asking a new topic's offsets would wait for its leaders.
+	var listed []string
 	s.mu.Lock()
-	err = s.eo.register(ctx, s.adm, names...)
+	for _, name := range names {
+		if n, ok := s.fresh[name]; ok && have[name].partitions == n {
+			s.eo.registerEmpty(name, n)
+		} else {
+			listed = append(listed, name)
+		}
+	}
+	err = s.eo.register(ctx, s.adm, listed...)
 	s.mu.Unlock()
 	if err != nil {
 		return err

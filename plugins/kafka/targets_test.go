@@ -81,3 +81,16 @@ func TestCreateIsRefusedWhatTheClusterCannotHonour(t *testing.T) {
 		}
 	}
 }
+
+// TestRetryBackoff: 10 ms after the first failure (or none), doubling to
+// at most 1 s, each within a fifth.
+func TestRetryBackoff(t *testing.T) {
+	for tries, want := range map[int]time.Duration{-1: 10 * time.Millisecond, 0: 10 * time.Millisecond, 1: 10 * time.Millisecond, 2: 20 * time.Millisecond,
+		5: 160 * time.Millisecond, 8: time.Second, 100: time.Second} {
+		for range 50 {
+			if got := retryBackoff(tries); got < want-want/5 || got > want+want/5 {
+				t.Fatalf("retryBackoff(%d) = %s, want %s give or take a fifth", tries, got, want)
+			}
+		}
+	}
+}
