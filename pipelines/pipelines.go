@@ -131,6 +131,9 @@ type RestoreOptions struct {
 	// ReplicationFactor of the topics the restore creates: 0 for the
 	// backup's, -1 for the broker default.
 	ReplicationFactor int
+	// MaxConcurrentPartitions is how many partitions are read from
+	// storage at once (0 or 1: one).
+	MaxConcurrentPartitions int
 }
 
 func stage(plugin string, params map[string]any) config.Stage {
@@ -209,6 +212,9 @@ func Restore(name string, o RestoreOptions) config.Pipeline {
 	}
 	if o.Verify {
 		src["verify"] = true
+	}
+	if o.MaxConcurrentPartitions > 1 {
+		src["max_concurrent_partitions"] = o.MaxConcurrentPartitions
 	}
 	sink := map[string]any{"bootstrap_servers": o.BootstrapServers}
 	if len(o.TopicMapping) > 0 {

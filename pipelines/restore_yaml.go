@@ -273,13 +273,13 @@ func loadRestoreOptions(d *doc, c *RestoreConfig) error {
 	if ok && !create {
 		o.NoCreateTopics = true
 	}
-	// kpipe reads one source partition at a time (which keeps merges in
-	// their order) and produces to every target partition at once.
 	if n, ok, err := d.int(keys["max_concurrent_partitions"]); err != nil {
 		return err
-	} else if ok && n != 1 {
+	} else if ok && n < 1 {
 		k := keys["max_concurrent_partitions"]
-		return d.errorf(d.values[k], k, "%d is not supported yet: kpipe reads one source partition at a time, producing to every target partition at once; leave it out or set it to 1", n)
+		return d.errorf(d.values[k], k, "%d is not a number of partitions; use 1 or more (1: one partition read at a time)", n)
+	} else if ok {
+		o.MaxConcurrentPartitions = int(n)
 	}
 	for _, f := range []struct {
 		name string

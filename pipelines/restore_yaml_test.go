@@ -22,7 +22,7 @@ func TestLoadRestoreReadsEveryKey(t *testing.T) {
 		TopicMapping:        map[string]string{"orders": "orders_pitr", "payments": "payments_pitr"},
 		PartitionMapping:    map[string]int32{"1": 0, "2": 1},
 		TopicIncarnations:   map[string]string{"orders": "AAAAAAAAAAAAAAAAAAAAAQ"},
-		AllowNonemptyTarget: true, AllowEmpty: true, NoCreateTopics: true, Verify: true,
+		AllowNonemptyTarget: true, AllowEmpty: true, NoCreateTopics: true, Verify: true, MaxConcurrentPartitions: 4,
 	}}
 	options := `time_window_start: 1731236400000
   time_window_end: "2024-11-10T15:00:00Z"
@@ -31,7 +31,7 @@ func TestLoadRestoreReadsEveryKey(t *testing.T) {
   partition_mapping: {1: 0, 2: 1}
   incarnation: {orders: AAAAAAAAAAAAAAAAAAAAAQ}
   create_topics: false
-  max_concurrent_partitions: 1
+  max_concurrent_partitions: 4
   dry_run: true
   allow_empty: true
   allow_nonempty_target: true
@@ -113,7 +113,7 @@ func TestBadRestoreConfigs(t *testing.T) {
 		{head + "  rate_limit_records_per_sec: 100\n", "FILE:6: restore.rate_limit_records_per_sec: is not supported yet; leave it out or set it to 0"},
 		{head + "  rate_limit_bytes_per_sec: 100\n", "FILE:6: restore.rate_limit_bytes_per_sec: is not supported yet; leave it out or set it to 0"},
 		{head + "  filter: \"partition == 0\"\n", "FILE:6: restore.filter: is not supported yet; leave it out"},
-		{head + "  max_concurrent_partitions: 4\n", "FILE:6: restore.max_concurrent_partitions: 4 is not supported yet: kpipe reads one source partition at a time, producing to every target partition at once; leave it out or set it to 1"},
+		{head + "  max_concurrent_partitions: 0\n", "FILE:6: restore.max_concurrent_partitions: 0 is not a number of partitions; use 1 or more (1: one partition read at a time)"},
 		{head + "  topic_mapping: [{source: a}]\n", "FILE:6: restore.topic_mapping: each item must be {source: NAME, target: NAME}"},
 		{head + "  partition_mapping: {one: 0}\n", "FILE:6: restore.partition_mapping: one: 0 is not a partition number = partition number"},
 		{head + "  source_partitions: [x]\n", "FILE:6: restore.source_partitions: \"x\" is not a partition number"},

@@ -255,12 +255,17 @@ func TestADiskFullBackupReportsOnlyWhatIsDurable(t *testing.T) {
 	if want := topic + "/1"; !strings.Contains(errorText(stderr), want) || strings.Contains(errorText(stderr), topic+"/0") || strings.Contains(errorText(stderr), topic+"/2") {
 		t.Fatalf("error %q does not name %s alone", errorText(stderr), want)
 	}
-	if _, err := storage.OpenBackup(context.Background(), testkit.Store(t, small), "b"); !errors.Is(err, storage.ErrBackupNotFound) {
+	// Partition 0's 3 records may be committed before partition 1's write
+	// fails (when that is found at the run's last commit): then the backup
+	// holds them, and the report says so. Else nothing was committed, and
+	// no backup may be left behind.
+	_, err := storage.OpenBackup(context.Background(), testkit.Store(t, small), "b")
+	switch n := backedUp(t, stdout); {
+	case n == 0 && !errors.Is(err, storage.ErrBackupNotFound):
 		entries, _ := filepath.Glob(filepath.Join(small, "b", "*"))
 		t.Fatalf("a failed first run that committed nothing left a backup behind: %v (open: %v)", entries, err)
-	}
-	if n := backedUp(t, stdout); n != 0 {
-		t.Fatalf("report says %d records backed up, want 0", n)
+	case n != 0 && (n != 3 || err != nil || testkit.Records(t, small, "b") != 3):
+		t.Fatalf("report says %d records backed up (open: %v), want 0, or partition 0's 3 when the backup holds them", n, err)
 	}
 
 	// Room for a few segments, not all: what the report counts is what the

@@ -57,7 +57,7 @@ func TestBadInputExitsTwoWithAClearError(t *testing.T) {
 	}, {
 		name: "unknown parameter",
 		hcl:  "pipeline \"p\" {\n  source \"fs\" {\n    path = \"b\"\n    backup_id = \"x\"\n    window = 5\n  }\n  sink \"fs\" {\n    path = \"b\"\n    backup_id = \"y\"\n  }\n}\n",
-		want: "kpipe: pipeline \"p\" has invalid parameters:\n  FILE:5,5-11: source \"fs\": parameter \"window\": unknown parameter; known parameters: path, backup_id, topics, partitions, time_window_start, time_window_end, topic_incarnations, preflight, verify, allow_empty, encryption_key_file, encryption_key_env",
+		want: "kpipe: pipeline \"p\" has invalid parameters:\n  FILE:5,5-11: source \"fs\": parameter \"window\": unknown parameter; known parameters: path, backup_id, topics, partitions, time_window_start, time_window_end, topic_incarnations, preflight, verify, allow_empty, max_concurrent_partitions, encryption_key_file, encryption_key_env",
 	}, {
 		name: "epoch seconds in a time window",
 		hcl:  "pipeline \"p\" {\n  source \"fs\" {\n    path = \"b\"\n    backup_id = \"x\"\n  }\n  transform \"filter\" {\n    time_window_start = 1731236400\n  }\n  sink \"fs\" {\n    path = \"b\"\n    backup_id = \"y\"\n  }\n}\n",
@@ -90,6 +90,10 @@ func TestBadInputExitsTwoWithAClearError(t *testing.T) {
 		name: "restore with the window's end before its start",
 		args: []string{"restore", "--path", "b", "--backup-id", "x", "--bootstrap-servers", "127.0.0.1:1", "--time-window-start", "2024-11-10T14:00:00Z", "--time-window-end", "1731236400000"},
 		want: "kpipe: --time-window-end 2024-11-10T11:00:00Z (1731236400000) is before --time-window-start 2024-11-10T14:00:00Z (1731247200000); swap them",
+	}, {
+		name: "restore reading no partition at a time",
+		args: []string{"restore", "--path", "b", "--backup-id", "x", "--bootstrap-servers", "127.0.0.1:1", "--max-concurrent-partitions", "0"},
+		want: "kpipe: --max-concurrent-partitions 0: use 1 or more (1: one partition read at a time)",
 	}, {
 		name: "backup without required flags",
 		args: []string{"backup", "--topics", "orders"},

@@ -532,6 +532,9 @@ says so when run again; --fresh runs it again from the start.`,
 				c.Restore.AllowNonemptyTarget = c.Restore.AllowNonemptyTarget || r.AllowNonemptyTarget
 				c.Restore.Verify = c.Restore.Verify || r.Verify
 				c.Restore.ReplicationFactor = r.ReplicationFactor
+				if cmd.Flags().Changed("max-concurrent-partitions") {
+					c.Restore.MaxConcurrentPartitions = r.MaxConcurrentPartitions
+				}
 				r, dryRun = c.Restore, dryRun || c.DryRun
 			} else if err := restoreFlags(cmd, &r, windowStart, windowEnd, topicMap, partMap, incarnations, createTopics); err != nil {
 				return err
@@ -586,6 +589,7 @@ says so when run again; --fresh runs it again from the start.`,
 	storeFlags(f, &r.Store)
 	f.StringVar(&r.BackupID, "backup-id", "", "backup to restore (required)")
 	f.BoolVar(&createTopics, "create-topics", true, "create missing target topics with the backup's partitions, configs and replication factor, and add partitions to a target with too few; false fails the restore instead, before writing")
+	f.IntVar(&r.MaxConcurrentPartitions, "max-concurrent-partitions", 1, "how many partitions are read from storage at once: while one is restored, the next segment of each of the next ones is read ahead into memory; records are still written one source partition after another, in the same order")
 	f.IntVar(&r.ReplicationFactor, "replication-factor", 0, "replication factor of the target topics the restore creates: 0 for the backup's, -1 for the broker default; one the target cluster has too few brokers for fails the restore before writing")
 	f.StringSliceVar(&r.BootstrapServers, "bootstrap-servers", nil, "target Kafka brokers, host:port, comma separated (required)")
 	securityFlags(f, &r.Security, "target Kafka")
@@ -637,6 +641,9 @@ func restoreFlags(cmd *cobra.Command, r *pipelines.RestoreOptions, windowStart, 
 			r.PartitionMapping = map[string]int32{}
 		}
 		r.PartitionMapping[k] = int32(n)
+	}
+	if r.MaxConcurrentPartitions < 1 {
+		return badInput("--max-concurrent-partitions %d: use 1 or more (1: one partition read at a time)", r.MaxConcurrentPartitions)
 	}
 	r.NoCreateTopics = !createTopics
 	return nil

@@ -216,8 +216,9 @@ func TestEmptySelectionsFail(t *testing.T) {
 
 // TestAMergeWritesPartitionsOneAfterTheOther: partition_mapping 1=0, 2=0
 // merges three partitions into one, source partition 0's records first,
-// then 1's, then 2's, each in its order; --source-partitions 0,2 with the
-// same mapping writes only those two.
+// then 1's, then 2's, each in its order, also when the partitions' segments
+// are read ahead (--max-concurrent-partitions 3); --source-partitions 0,2
+// with the same mapping writes only those two.
 func TestAMergeWritesPartitionsOneAfterTheOther(t *testing.T) {
 	addr := testkit.Kafka(t)
 	src := testkit.Topic(t, "merge")
@@ -236,9 +237,29 @@ func TestAMergeWritesPartitionsOneAfterTheOther(t *testing.T) {
 			"--partition-mapping", "1=0,2=0", "--state-dir", t.TempDir()}
 		if c.parts != "" {
 			args = append(args, "--source-partitions", c.parts)
+		} else {
+			args = append(args, "--max-concurrent-partitions", "3", "--format", "json")
 		}
-		if code, _, stderr := kpipe(t, args...); code != 0 {
+		code, stdout, stderr := kpipe(t, args...)
+		if code != 0 {
 			t.Fatalf("restore: exit %d: %s", code, stderr)
+		}
+		if c.parts == "" {
+			var rep struct {
+				Report struct {
+					Plugins []struct {
+						Role    string
+						Metrics map[string]int64
+					}
+				}
+			}
+			if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+				t.Fatal(err)
+			}
+			// 3 segments of each partition: all but the first read ahead.
+			if m := rep.Report.Plugins[0]; m.Role != "source" || m.Metrics["segments_read_ahead"] != 8 {
+				t.Fatalf("--max-concurrent-partitions 3: the source's metrics are %+v, want 8 segments read ahead", m)
+			}
 		}
 		var want, got []string
 		for _, p := range c.from {

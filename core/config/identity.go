@@ -54,11 +54,11 @@ func ConnectionParam(name string) bool {
 // RunParam says whether a plugin parameter is a setting of how a run goes
 // rather than of what is read or written: restore_state (where a restore
 // keeps its progress, itself named by the identity), allow_nonempty_target,
-// allow_empty, verify and replication_factor (a rerun that adds them
-// continues the same restore).
+// allow_empty, verify, replication_factor and max_concurrent_partitions (a
+// rerun that adds them continues the same restore).
 func RunParam(name string) bool {
 	switch name {
-	case "restore_state", "allow_nonempty_target", "allow_empty", "verify", "replication_factor":
+	case "restore_state", "allow_nonempty_target", "allow_empty", "verify", "replication_factor", "max_concurrent_partitions":
 		return true
 	}
 	return false

@@ -599,3 +599,67 @@ func TestASinkFailureNamesThePartitionThatFailed(t *testing.T) {
 		t.Fatalf("write to t/0 after t/1 failed: %v, want a partition error of t/1 at offset -1 (nothing stored) saying no space left", err)
 	}
 }
+
+// TestReadingPartitionsAheadSendsTheSameBatches: with
+// max_concurrent_partitions 3 the source reads ahead the segments queued
+// next, of up to 3 partitions (here every segment but the first), and
+// sends exactly the batches, in exactly the order, it sends reading one at
+// a time; a segment missing from the store fails its partition with the
+// same error either way.
+func TestReadingPartitionsAheadSendsTheSameBatches(t *testing.T) {
+	path := t.TempDir()
+	ctx := context.Background()
+	s, _, _ := openSink(t, map[string]any{"path": path, "backup_id": "b", "segment_max_records": 10})
+	for p := int32(0); p < 4; p++ {
+		for from := int64(0); from < 30; from += 10 {
+			if err := s.Write(ctx, batch(t, "t", p, from, 10)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	s.Flush(ctx)
+	s.Teardown(ctx)
+	read := func(concurrent int) (sent []string, errs []string, ahead int64) {
+		t.Helper()
+		src := storage.NewSource(&folder{})
+		if err := configure(t, src, map[string]any{"path": path, "backup_id": "b", "max_concurrent_partitions": concurrent, "preflight": false}); err != nil {
+			t.Fatal(err)
+		}
+		if err := src.Open(ctx, sdk.SourceOptions{InFlightBytes: 64 << 20}); err != nil {
+			t.Fatal(err)
+		}
+		defer src.Teardown(ctx)
+		for {
+			b, err := src.Read(ctx)
+			if err == io.EOF {
+				return sent, errs, src.Metrics()["segments_read_ahead"]
+			}
+			if err != nil {
+				errs = append(errs, err.Error())
+				continue
+			}
+			if b.Metadata == nil {
+				sent = append(sent, fmt.Sprintf("%s/%d:%d-%d>%d", b.Topic, b.Partition, b.MinOffset, b.MaxOffset, b.NextOffset))
+				b.Release()
+			}
+		}
+	}
+	one, _, ahead := read(1)
+	if len(one) != 12 || ahead != 0 {
+		t.Fatalf("one partition at a time: %d batches, %d segments read ahead; want 12 and 0", len(one), ahead)
+	}
+	three, _, ahead := read(3)
+	if !slices.Equal(three, one) || ahead != 11 {
+		t.Fatalf("three partitions at a time sent\n%v\n(%d segments read ahead), want\n%v\nand 11 (all but the first)", three, ahead, one)
+	}
+	seg := testkit.ManifestsIn(t, blob.New(path), "b")[2].Entries[0]
+	if err := os.Remove(testkit.SegmentFile(path, "b", "t", 2, seg)); err != nil {
+		t.Fatal(err)
+	}
+	oneSent, oneErrs := func() ([]string, []string) { s, e, _ := read(1); return s, e }()
+	threeSent, threeErrs, _ := read(3)
+	if len(oneErrs) != 1 || !slices.Equal(threeErrs, oneErrs) || !slices.Equal(threeSent, oneSent) || len(oneSent) != 9 {
+		t.Fatalf("a missing segment of partition 2: one at a time sent %d batches and failed %v; three at a time sent %d and failed %v",
+			len(oneSent), oneErrs, len(threeSent), threeErrs)
+	}
+}

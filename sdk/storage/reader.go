@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -249,6 +250,20 @@ type BatchReader struct {
 	segment   string
 	crypt     *Key // set for an encrypted segment
 	plain     []byte
+
+	// Set by ReadAhead: ready is closed once fetched holds the runs of
+	// adjacent batches, read from the store by another goroutine.
+	ready   chan struct{}
+	fetched []fetchedRun
+}
+
+// fetchedRun is a run of adjacent batches read ahead: its bytes, and the
+// store's error opening it (opened false) or reading it.
+type fetchedRun struct {
+	end    int // the batches before it are in data
+	data   []byte
+	err    error
+	opened bool
 }
 
 // Batches reads the batches of a segment entry that which lists (indexes
@@ -291,12 +306,7 @@ func (r *BatchReader) Next() ([]byte, BatchIndex, error) {
 	}
 	bi := r.batches[r.next]
 	if r.r == nil {
-		end := r.next + 1
-		for end < len(r.batches) && r.batches[end].Start == r.batches[end-1].Start+r.batches[end-1].Length {
-			end++
-		}
-		last := r.batches[end-1]
-		rc, err := r.b.store.Get(r.ctx, r.key, bi.Start, last.Start+last.Length-bi.Start)
+		rc, end, err := r.openRun()
 		if errors.Is(err, ErrNotFound) {
 			return nil, bi, fmt.Errorf("segment %s is missing", r.key)
 		}
@@ -330,6 +340,75 @@ func (r *BatchReader) Next() ([]byte, BatchIndex, error) {
 	}
 	return frame, bi, nil
 }
+
+// runFrom is the end of the run of adjacent batches that starts at batch i.
+func (r *BatchReader) runFrom(i int) int {
+	end := i + 1
+	for end < len(r.batches) && r.batches[end].Start == r.batches[end-1].Start+r.batches[end-1].Length {
+		end++
+	}
+	return end
+}
+
+// openRun opens the run of adjacent batches from the next one: from the
+// store, or from what ReadAhead read.
+func (r *BatchReader) openRun() (io.ReadCloser, int, error) {
+	if r.ready != nil {
+		select {
+		case <-r.ready:
+		case <-r.ctx.Done():
+			return nil, 0, r.ctx.Err()
+		}
+		run := r.fetched[0]
+		r.fetched = r.fetched[1:]
+		if !run.opened {
+			return nil, 0, run.err
+		}
+		var rd io.Reader = bytes.NewReader(run.data)
+		if run.err != nil {
+			rd = io.MultiReader(rd, errReader{run.err})
+		}
+		return io.NopCloser(rd), run.end, nil
+	}
+	end := r.runFrom(r.next)
+	first, last := r.batches[r.next], r.batches[end-1]
+	rc, err := r.b.store.Get(r.ctx, r.key, first.Start, last.Start+last.Length-first.Start)
+	return rc, end, err
+}
+
+// ReadAhead starts reading the reader's batches from the store at once, in
+// another goroutine, into memory; Next then takes them from there. Call it
+// before Next.
+func (r *BatchReader) ReadAhead() {
+	if r.err != nil || r.ready != nil || r.next > 0 {
+		return
+	}
+	r.ready = make(chan struct{})
+	go func() {
+		defer close(r.ready)
+		for i := 0; i < len(r.batches); {
+			end := r.runFrom(i)
+			first, last := r.batches[i], r.batches[end-1]
+			run := fetchedRun{end: end}
+			rc, err := r.b.store.Get(r.ctx, r.key, first.Start, last.Start+last.Length-first.Start)
+			if err != nil {
+				r.fetched = append(r.fetched, fetchedRun{err: err})
+				return // Next stops at it
+			}
+			run.data = make([]byte, last.Start+last.Length-first.Start)
+			n, err := io.ReadFull(rc, run.data)
+			run.data, run.err, run.opened = run.data[:n], err, true
+			rc.Close()
+			r.fetched = append(r.fetched, run)
+			i = end
+		}
+	}()
+}
+
+// errReader fails every read with err.
+type errReader struct{ err error }
+
+func (e errReader) Read([]byte) (int, error) { return 0, e.err }
 
 // Close ends reading early.
 func (r *BatchReader) Close() {

@@ -29,6 +29,9 @@ type sourceConfig struct {
 	Verify bool `param:"verify" help:"before sending anything, read every segment of the chosen partitions and check each batch against its checksum (a deep validation of them); without it the run checks before sending that each segment is there with its size and each manifest continuous, and a checksum mismatch found while reading stops the partition"`
 	// AllowEmpty lets a first run that would read no record succeed.
 	AllowEmpty bool `param:"allow_empty" help:"let a run read no record at all: a time window outside the backup's records, or topics and partitions that match none, end without error (else they fail, naming the backup's range)"`
+	// MaxConcurrentPartitions is how many partitions are read from the
+	// store at once.
+	MaxConcurrentPartitions int `param:"max_concurrent_partitions" default:"1" help:"how many partitions are read from storage at once: above 1, the segments queued next, of the partition being sent and of the next ones up to this many partitions, are read into memory ahead (at most twice this many segments, within half the run's in-flight bytes); batches are still sent one partition after another, in the same order"`
 }
 
 // work is one entry of a partition to read: the batches of a segment that
@@ -39,6 +42,17 @@ type work struct {
 	entry Entry
 	which []int // the segment's batches to read
 	from  int64 // skip records below this offset (resume); -1 for none
+	// ahead is the segment's reader once it is read ahead.
+	ahead *BatchReader
+}
+
+// bytes is how many bytes of its segment the work reads.
+func (w work) bytes() int64 {
+	var n int64
+	for _, i := range w.which {
+		n += w.entry.Batches[i].Length
+	}
+	return n
 }
 
 // Source reads a backup back as batches, partition by partition, each in
@@ -58,12 +72,14 @@ type Source struct {
 	meta  *sdk.Metadata // sent with the first Read
 	next  int64         // position after the last batch of the current entry
 	pool  *record.Pool  // frames handed to the SDK until sent
+	// aheadBytes bounds the bytes of the segments read ahead.
+	aheadBytes int64
 	// empty, set when a first run could read records, says why none came
 	// if none does (every record of the batches read fell outside the
 	// window).
 	empty error
 
-	segmentsRead, segmentsPruned, batchesPruned, recordsPruned, recordsRead atomic.Int64
+	segmentsRead, segmentsPruned, batchesPruned, recordsPruned, recordsRead, segmentsAhead atomic.Int64
 }
 
 // NewSource returns the source of a storage plugin.
@@ -79,6 +95,9 @@ func (s *Source) Configure(ctx context.Context) error {
 		errs = append(errs, param.Errorf("backup_id", "%v", err))
 	}
 	errs = append(errs, param.CheckTimeWindow(s.cfg.TimeWindowStart, s.cfg.TimeWindowEnd)...)
+	if s.cfg.MaxConcurrentPartitions < 1 {
+		errs = append(errs, param.Errorf("max_concurrent_partitions", "must be 1 or more, got %d", s.cfg.MaxConcurrentPartitions))
+	}
 	for _, g := range s.cfg.Topics {
 		if _, err := path.Match(g, ""); err != nil {
 			errs = append(errs, param.Errorf("topics", "bad glob %q: %v", g, err))
@@ -104,6 +123,7 @@ func (s *Source) window() record.Window {
 // of the time window.
 func (s *Source) Open(ctx context.Context, o sdk.SourceOptions) error {
 	s.pool = record.NewPoolWithLimit(o.InFlightBytes / 4)
+	s.aheadBytes = o.InFlightBytes / 2
 	store, err := s.open(ctx)
 	if err != nil {
 		return err
@@ -322,11 +342,15 @@ func (s *Source) Read(ctx context.Context) (sdk.Batch, error) {
 			}
 			s.curW, s.queue = s.queue[0], s.queue[1:]
 			s.next = -1
+			s.readAhead(ctx)
 			if len(s.curW.which) == 0 {
 				// A gap, or a segment with nothing wanted: move past it.
 				return s.moveTo(s.curW.entry.NextOffset), nil
 			}
-			s.cur = s.b.Batches(ctx, s.curW.topic, s.curW.part, s.curW.entry, s.curW.which)
+			s.cur = s.curW.ahead
+			if s.cur == nil {
+				s.cur = s.b.Batches(ctx, s.curW.topic, s.curW.part, s.curW.entry, s.curW.which)
+			}
 			s.segmentsRead.Add(1)
 		}
 		frame, bi, err := s.cur.Next()
@@ -351,6 +375,40 @@ func (s *Source) Read(ctx context.Context) (sdk.Batch, error) {
 			s.recordsRead.Add(b.Count)
 			return b, nil
 		}
+	}
+}
+
+// readAhead starts reading the segments queued next, of the partition
+// being sent and of the next ones up to max_concurrent_partitions
+// partitions, while it holds at most aheadBytes (one segment at least)
+// and 2 × max_concurrent_partitions segments read ahead.
+func (s *Source) readAhead(ctx context.Context) {
+	n := s.cfg.MaxConcurrentPartitions
+	if n <= 1 {
+		return
+	}
+	seen := map[sdk.TopicPartition]bool{{Topic: s.curW.topic, Partition: s.curW.part}: true}
+	var held int64
+	var count int
+	for i := range s.queue {
+		w := &s.queue[i]
+		if seen[sdk.TopicPartition{Topic: w.topic, Partition: w.part}] = true; len(seen) > n || count >= 2*n {
+			return
+		}
+		if len(w.which) == 0 {
+			continue // a gap: nothing to read
+		}
+		size := w.bytes()
+		if w.ahead == nil {
+			if held > 0 && held+size > s.aheadBytes {
+				return
+			}
+			w.ahead = s.b.Batches(ctx, w.topic, w.part, w.entry, w.which)
+			w.ahead.ReadAhead()
+			s.segmentsAhead.Add(1)
+		}
+		held += size
+		count++
 	}
 }
 
@@ -447,12 +505,13 @@ func (s *Source) Metrics() map[string]int64 {
 		read = s.b.BytesRead()
 	}
 	return s.withStoreMetrics(map[string]int64{
-		"segments_read":   s.segmentsRead.Load(),
-		"segments_pruned": s.segmentsPruned.Load(),
-		"batches_pruned":  s.batchesPruned.Load(),
-		"records_pruned":  s.recordsPruned.Load(),
-		"records_read":    s.recordsRead.Load(),
-		"bytes_read":      read,
+		"segments_read":       s.segmentsRead.Load(),
+		"segments_read_ahead": s.segmentsAhead.Load(),
+		"segments_pruned":     s.segmentsPruned.Load(),
+		"batches_pruned":      s.batchesPruned.Load(),
+		"records_pruned":      s.recordsPruned.Load(),
+		"records_read":        s.recordsRead.Load(),
+		"bytes_read":          read,
 	})
 }
 
