@@ -253,14 +253,18 @@ type TopicMetadata struct {
 	// MinInsyncReplicas is the topic's min.insync.replicas in effect, its
 	// own or the broker's; 0 when unknown.
 	MinInsyncReplicas int32 `json:"min_insync_replicas,omitempty"`
-	// LargestRecord is the largest record a run reads of the topic, so
-	// that a sink can refuse one it cannot write before it writes any;
+	// LargestRecord is the largest record of the batches a run sends
+	// whole (a batch a time window or a resume position cuts is left out),
+	// so that a sink can refuse one it cannot write before it writes any;
 	// nil when unknown.
-	LargestRecord *LargestRecord `json:"largest_record,omitempty"`
-	// ReadPartitions are the partitions a run reads of the topic, in
-	// order, so that a sink can tell the partitions it will write before
-	// it writes; nil when unknown (all of them).
-	ReadPartitions []int32 `json:"read_partitions,omitempty"`
+	//
+	// LargestRecord and ReadPartitions describe one run, not the topic:
+	// they are not stored with it.
+	LargestRecord *LargestRecord `json:"-"`
+	// ReadPartitions are the partitions a run reads records of, in order
+	// (those chosen when it reads none), so that a sink can tell the
+	// partitions it will write before it writes; nil when unknown (all).
+	ReadPartitions []int32 `json:"-"`
 }
 
 // Needs is how many partitions a topic must have to take the partitions a

@@ -533,6 +533,9 @@ says so when run again; --fresh runs it again from the start.`,
 				c.Restore.Verify = c.Restore.Verify || r.Verify
 				c.Restore.ReplicationFactor = r.ReplicationFactor
 				if cmd.Flags().Changed("max-concurrent-partitions") {
+					if r.MaxConcurrentPartitions < 1 {
+						return badInput("--max-concurrent-partitions %d: use 1 or more (1: one partition read at a time)", r.MaxConcurrentPartitions)
+					}
 					c.Restore.MaxConcurrentPartitions = r.MaxConcurrentPartitions
 				}
 				r, dryRun = c.Restore, dryRun || c.DryRun

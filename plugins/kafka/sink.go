@@ -214,18 +214,18 @@ func (s *Sink) ensure(ctx context.Context, topic string, partition int32) error 
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.ConnectTimeout)
 	defer cancel()
 	want := max(int(partition)+1, int(s.cfg.TopicPartitions[topic]), int(s.planned[topic]))
-	var have int
+	have, before := 0, -1
 	for changed := false; ; {
-		var exists bool
-		var err error
-		var led int
-		have, led, exists, err = s.partitions(ctx, topic)
+		parts, exists, err := s.partitions(ctx, topic)
 		if err != nil {
 			return err
 		}
+		if have = len(parts); before < 0 {
+			before = have
+		}
 		// Created or grown, the topic is ready once its new partitions
 		// have leaders: the producer would back off from one without.
-		if (have >= want && (!changed || led >= want)) || (have > int(partition) && !changed) {
+		if (have >= want && (!changed || led(parts, before, want))) || (have > int(partition) && !changed) {
 			break
 		}
 		if changed { // created or grown, not yet visible: wait
@@ -304,34 +304,39 @@ func (s *Sink) ensure(ctx context.Context, topic string, partition int32) error 
 	return nil
 }
 
-// partitions returns how many partitions topic has, how many of them have
-// a leader, and whether it exists.
-func (s *Sink) partitions(ctx context.Context, topic string) (n, led int, exists bool, err error) {
+// partitions returns the partitions of topic, and whether it exists.
+func (s *Sink) partitions(ctx context.Context, topic string) (kadm.PartitionDetails, bool, error) {
 	details, err := s.adm.ListTopics(ctx, topic)
 	if err != nil {
-		return 0, 0, false, fmt.Errorf("describe topic %q: %w", topic, err)
+		return nil, false, fmt.Errorf("describe topic %q: %w", topic, err)
 	}
 	d, ok := details[topic]
 	if !ok || errors.Is(d.Err, kerr.UnknownTopicOrPartition) {
-		return 0, 0, false, nil
+		return nil, false, nil
 	}
 	if d.Err != nil {
-		return 0, 0, false, fmt.Errorf("describe topic %q: %w", topic, d.Err)
+		return nil, false, fmt.Errorf("describe topic %q: %w", topic, d.Err)
 	}
-	for _, p := range d.Partitions {
-		if p.Err == nil && p.Leader >= 0 {
-			led++
+	return d.Partitions, true, nil
+}
+
+// led says whether partitions from to to (excluded) all have a leader.
+func led(parts kadm.PartitionDetails, from, to int) bool {
+	for p := from; p < to; p++ {
+		if d, ok := parts[int32(p)]; !ok || d.Err != nil || d.Leader < 0 {
+			return false
 		}
 	}
-	return len(d.Partitions), led, true, nil
+	return true
 }
 
 // WriteMetadata learns the partitions each topic should have: a topic this
 // sink creates gets them all, even those no batch needs, with the source's
-// configs and replication factor. Before anything is written it checks
-// every target topic (checkTopics): a restore that cannot write all it
-// reads fails before it writes any of it. It adds partitions a topic
-// lacks when create_topics allows.
+// configs and replication factor. Before anything is written or created
+// it checks every target topic, existing (checkTopics) or to create
+// (checkCreate): a restore that cannot write all it reads fails before it
+// changes anything. It adds partitions a topic lacks when create_topics
+// allows.
 func (s *Sink) WriteMetadata(ctx context.Context, m sdk.Metadata) error {
 	m = s.m.Metadata(m)
 	names := make([]string, 0, len(m.Topics))
@@ -343,19 +348,25 @@ func (s *Sink) WriteMetadata(ctx context.Context, m sdk.Metadata) error {
 		}
 		s.rfs[t.Name] = s.replication(t)
 	}
-	cctx, cancel := context.WithTimeout(ctx, s.cfg.ConnectTimeout)
-	defer cancel()
-	have, err := describeTopics(cctx, s.adm, names)
+	have, err := s.describe(ctx, names)
 	if err != nil {
 		return err
 	}
-	if s.cfg.CreateTopics {
-		if err := s.createMissing(cctx, m, have); err != nil {
-			return err
+	var existing, missing []sdk.TopicMetadata
+	for _, t := range m.Topics {
+		if have[t.Name].exists {
+			existing = append(existing, t)
+		} else {
+			missing = append(missing, t)
 		}
 	}
-	if err := s.checkTopics(m, have); err != nil {
+	if err := s.checkTopics(existing, have); err != nil {
 		return err
+	}
+	if len(missing) > 0 {
+		if err := s.createMissing(ctx, missing, have); err != nil {
+			return err
+		}
 	}
 	for _, t := range m.Topics {
 		if n := have[t.Name].maxMessage; n > 0 {
@@ -390,25 +401,28 @@ func (s *Sink) WriteMetadata(ctx context.Context, m sdk.Metadata) error {
 	return s.saveState(false)
 }
 
-// createMissing creates the topics of m missing from the cluster, once
-// each passed checkCreate, and notes them in have as they are now.
-func (s *Sink) createMissing(ctx context.Context, m sdk.Metadata, have map[string]targetTopic) error {
-	var missing []sdk.TopicMetadata
-	for _, t := range m.Topics {
-		if !have[t.Name].exists {
-			missing = append(missing, t)
-		}
+// describe looks at topics, within connect_timeout.
+func (s *Sink) describe(ctx context.Context, names []string) (map[string]targetTopic, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.ConnectTimeout)
+	defer cancel()
+	return describeTopics(ctx, s.adm, names)
+}
+
+// createMissing creates the missing topics, once every one passed
+// checkCreate, and notes them in have as they are then.
+func (s *Sink) createMissing(ctx context.Context, missing []sdk.TopicMetadata, have map[string]targetTopic) error {
+	if !s.cfg.CreateTopics {
+		return fmt.Errorf("target topic %q does not exist; create it, or let the restore create it (create_topics = true, --create-topics)", missing[0].Name)
 	}
-	if len(missing) == 0 {
-		return nil
-	}
-	md, err := s.adm.BrokerMetadata(ctx)
+	dctx, cancel := context.WithTimeout(ctx, s.cfg.ConnectTimeout)
+	c, err := describeCluster(dctx, s.adm)
+	cancel()
 	if err != nil {
-		return fmt.Errorf("describe the target cluster: %w", err)
+		return err
 	}
 	names := make([]string, 0, len(missing))
 	for _, t := range missing {
-		if err := s.checkCreate(t, len(md.Brokers)); err != nil {
+		if err := s.checkCreate(t, c); err != nil {
 			return err
 		}
 		names = append(names, t.Name)
@@ -418,12 +432,14 @@ func (s *Sink) createMissing(ctx context.Context, m sdk.Metadata, have map[strin
 			return err
 		}
 	}
-	created, err := describeTopics(ctx, s.adm, names)
+	created, err := s.describe(ctx, names)
 	if err != nil {
 		return err
 	}
 	maps.Copy(have, created)
-	return nil
+	// As created, with the configs in effect (checkCreate could not see
+	// the cluster's defaults if it may not read broker configs).
+	return s.checkTopics(missing, have)
 }
 
 // Write decodes the batch once and hands its records to the producer; the
@@ -479,7 +495,7 @@ func (s *Sink) Write(ctx context.Context, b sdk.Batch) error {
 		rec.Release()
 		return err
 	}
-	if err := s.fits(src, dst.Topic, b.MaxRecordBytes, v); err != nil {
+	if err := s.fits(src, dst.Topic, v); err != nil {
 		rec.Release()
 		return err
 	}
@@ -531,13 +547,9 @@ func (s *Sink) Write(ctx context.Context, b sdk.Batch) error {
 }
 
 // fits fails a batch with a record larger than the target topic takes,
-// before any of it is produced. Each record is measured only when the
-// batch's largest record (maxRecord; 0 unknown) comes near the limit.
-func (s *Sink) fits(src sdk.TopicPartition, topic string, maxRecord int64, v *record.View) error {
+// before any of it is produced.
+func (s *Sink) fits(src sdk.TopicPartition, topic string, v *record.View) error {
 	limit, _ := s.limits.of(topic)
-	if maxRecord > 0 && minBatchBytes(maxRecord)+1024 <= limit {
-		return nil
-	}
 	for i := range v.Len() {
 		if need := batchBytes(v.Key(i), v.Value(i), viewHeaders(v, i)); need > limit {
 			return errTooLarge(src, v.Offset(i), v.RecordBytes(i), need, topic, limit)

@@ -84,17 +84,13 @@ func describeTopics(ctx context.Context, adm *kadm.Client, names []string) (map[
 	return out, nil
 }
 
-// checkTopics refuses, before anything is written, target topics the
-// restore cannot write all of m to: too few partitions when it may not add
-// them, a min.insync.replicas their replicas can never meet, a record
-// larger than they take. Topics it may create and that are missing are
-// the caller's to check and create first.
-func (s *Sink) checkTopics(m sdk.Metadata, have map[string]targetTopic) error {
-	for _, t := range m.Topics {
+// checkTopics refuses, before anything is written, existing target topics
+// the restore cannot write all of its records to: too few partitions when
+// it may not add them, a min.insync.replicas their replicas can never
+// meet, a record larger than they take.
+func (s *Sink) checkTopics(topics []sdk.TopicMetadata, have map[string]targetTopic) error {
+	for _, t := range topics {
 		tt := have[t.Name]
-		if !tt.exists {
-			return fmt.Errorf("target topic %q does not exist; create it, or let the restore create it (create_topics = true, --create-topics)", t.Name)
-		}
 		if need := int(t.Needs()); tt.partitions < need && !s.cfg.CreateTopics {
 			return fmt.Errorf("target topic %q has %d partitions, the restore writes to partitions up to %d: nothing was written; add partitions to it (to %d), let the restore add them (create_topics = true, --create-topics), or move partitions with partition_mapping",
 				t.Name, tt.partitions, need-1, need)
@@ -103,15 +99,34 @@ func (s *Sink) checkTopics(m sdk.Metadata, have map[string]targetTopic) error {
 			return fmt.Errorf("target topic %q: its min.insync.replicas %d is more than its %d replicas, so no write to it can ever be acknowledged (acks=all): nothing was written; lower min.insync.replicas to %d or less, or add replicas",
 				t.Name, tt.minISR, tt.replicas, tt.replicas)
 		}
-		if l := t.LargestRecord; l != nil && tt.maxMessage > 0 {
-			limit := batchLimit(tt.maxMessage)
-			if minBatchBytes(l.Bytes) > limit {
-				return fmt.Errorf("the largest record the restore reads, %s, is %d bytes (key, value and headers), more than target topic %q takes (max.message.bytes %d): nothing was written; raise the topic's max.message.bytes to at least %d (its size and room for its batch's fields), then run the restore again",
-					l.Where(), l.Bytes, t.Name, tt.maxMessage, roomyBatchBytes(l.Bytes))
-			}
+		if l := t.LargestRecord; l != nil && tt.maxMessage > 0 && minBatchBytes(l.Bytes) > batchLimit(tt.maxMessage) {
+			return fmt.Errorf("the largest record the restore reads, %s, is %d bytes (key, value and headers), more than target topic %q takes (%s): nothing was written; %s",
+				l.Where(), l.Bytes, t.Name, limitText(tt.maxMessage, ""), raiseText(tt.maxMessage, l.Bytes, "raise the topic's max.message.bytes to at least %d (its size and room for its batch's fields), then run the restore again"))
 		}
 	}
 	return nil
+}
+
+// limitText names the limit a topic whose max.message.bytes is maxMessage
+// puts on a batch, and whose setting it is (empty: the topic's own).
+func limitText(maxMessage int64, whose string) string {
+	switch {
+	case batchLimit(maxMessage) < maxMessage:
+		return fmt.Sprintf("%d bytes, the most kpipe sends in one request", batchLimit(maxMessage))
+	case whose == "":
+		return fmt.Sprintf("max.message.bytes %d", maxMessage)
+	}
+	return fmt.Sprintf("max.message.bytes %d, %s", maxMessage, whose)
+}
+
+// raiseText is the fix for a record of n bytes that does not fit: fix,
+// with %d for the max.message.bytes to set, or, when no setting can take
+// it, the way around it.
+func raiseText(maxMessage, n int64, fix string) string {
+	if roomyBatchBytes(n) > wireLimit {
+		return "kpipe cannot restore a record that large; leave it out with source_partitions or a time window"
+	}
+	return fmt.Sprintf(fix, roomyBatchBytes(n))
 }
 
 // replication is the replication factor of a topic the sink creates:
@@ -127,27 +142,88 @@ func (s *Sink) replication(t sdk.TopicMetadata) int {
 	return -1
 }
 
-// checkCreate refuses to create a topic whose replication factor the
-// cluster, with brokers brokers, cannot honour, or whose
-// min.insync.replicas (from the backup's configs) its replicas can never
-// meet.
-func (s *Sink) checkCreate(t sdk.TopicMetadata, brokers int) error {
+// cluster is what the sink knows of the target cluster before it creates
+// a topic: its brokers, and the defaults a new topic gets (0 when
+// unknown: the broker configs may not be readable).
+type cluster struct {
+	brokers    int
+	defaultRF  int
+	minISR     int
+	maxMessage int64
+}
+
+// describeCluster reads the target cluster's brokers and one broker's
+// configs in effect.
+func describeCluster(ctx context.Context, adm *kadm.Client) (cluster, error) {
+	md, err := adm.BrokerMetadata(ctx)
+	if err != nil {
+		return cluster{}, fmt.Errorf("describe the target cluster: %w", err)
+	}
+	c := cluster{brokers: len(md.Brokers)}
+	if len(md.Brokers) == 0 {
+		return c, nil
+	}
+	rcs, err := adm.DescribeBrokerConfigs(ctx, md.Brokers[0].NodeID)
+	if err != nil {
+		sdk.Logger().Warn("cannot read the target cluster's broker configs; topics to create are checked once created", "error", err)
+		return c, nil
+	}
+	for _, rc := range rcs {
+		for _, cf := range rc.Configs {
+			switch cf.Key {
+			case "default.replication.factor":
+				c.defaultRF, _ = strconv.Atoi(cf.MaybeValue())
+			case "min.insync.replicas":
+				c.minISR, _ = strconv.Atoi(cf.MaybeValue())
+			case "message.max.bytes":
+				c.maxMessage, _ = strconv.ParseInt(cf.MaybeValue(), 10, 64)
+			}
+		}
+	}
+	return c, nil
+}
+
+// checkCreate refuses to create a topic the restore could not write all
+// of its records to: a replication factor the cluster has too few brokers
+// for, a min.insync.replicas (the backup's, or the cluster's default) its
+// replicas can never meet, a max.message.bytes (the same) its largest
+// record does not fit.
+func (s *Sink) checkCreate(t sdk.TopicMetadata, c cluster) error {
 	rf := s.replication(t)
 	whose := "the backup's"
 	if s.cfg.ReplicationFactor != 0 {
 		whose = "replication_factor"
 	}
-	if rf > brokers {
+	if rf > c.brokers {
 		return fmt.Errorf("create target topic %q: replication factor %d (%s) needs %d brokers, the target cluster has %d: nothing was written; set replication_factor (--replication-factor) to %d or less, or -1 for the broker default",
-			t.Name, rf, whose, rf, brokers, brokers)
+			t.Name, rf, whose, rf, c.brokers, c.brokers)
 	}
-	if v, ok := t.Configs["min.insync.replicas"]; ok && rf > 0 {
-		if n, err := strconv.Atoi(v); err == nil && n > rf {
-			return fmt.Errorf("create target topic %q: the backup's min.insync.replicas %d is more than its replication factor %d (%s), so no write to it could ever be acknowledged: nothing was written; restore with a replication factor of at least %d (--replication-factor), or create the topic yourself with the configs you want and restore into it",
-				t.Name, n, rf, whose, n)
-		}
+	if rf < 0 {
+		rf, whose = c.defaultRF, "the cluster's default"
+	}
+	minISR, from := c.minISR, "the cluster's default"
+	if v, ok := t.Configs["min.insync.replicas"]; ok {
+		minISR, from = atoi(v), "the backup's"
+	}
+	if rf > 0 && minISR > rf {
+		return fmt.Errorf("create target topic %q: %s min.insync.replicas %d is more than its replication factor %d (%s), so no write to it could ever be acknowledged: nothing was written; restore with a replication factor of at least %d (--replication-factor), or create the topic yourself with the configs you want and restore into it",
+			t.Name, from, minISR, rf, whose, minISR)
+	}
+	maxMessage, from := c.maxMessage, "the cluster's default"
+	if v, ok := t.Configs["max.message.bytes"]; ok {
+		maxMessage, from = int64(atoi(v)), "the backup's"
+	}
+	if l := t.LargestRecord; l != nil && maxMessage > 0 && minBatchBytes(l.Bytes) > batchLimit(maxMessage) {
+		return fmt.Errorf("create target topic %q: the largest record the restore reads, %s, is %d bytes (key, value and headers), more than the topic would take (%s): nothing was written; %s",
+			t.Name, l.Where(), l.Bytes, limitText(maxMessage, from), raiseText(maxMessage, l.Bytes, "create the topic yourself with max.message.bytes of at least %d and restore into it"))
 	}
 	return nil
+}
+
+// atoi is a config's number; 0 when it is none.
+func atoi(v string) int {
+	n, _ := strconv.Atoi(v)
+	return n
 }
 
 // Producer batch limits. The producer counts a batch as its record batch

@@ -22,7 +22,8 @@ import (
 func TestBatchBytesIsWhatTheProducerCounts(t *testing.T) {
 	addr := testkit.Kafka(t)
 	topic := testkit.Topic(t, "batchbytes")
-	testkit.CreateTopic(t, addr, topic, 1)
+	max := "33554432" // the broker takes every batch here: only the producer's limit is tested
+	testkit.CreateTopicWithConfigs(t, addr, topic, 1, map[string]*string{"max.message.bytes": &max})
 	hs := func(kv ...string) []kgo.RecordHeader {
 		var out []kgo.RecordHeader
 		for i := 0; i < len(kv); i += 2 {
@@ -37,7 +38,8 @@ func TestBatchBytesIsWhatTheProducerCounts(t *testing.T) {
 	} {
 		n := batchBytes(r.Key, r.Value, kgoHeaders(r.Headers))
 		for _, limit := range []int64{n, n - 1} {
-			cl := testkit.Client(t, addr, kgo.ProducerBatchMaxBytes(int32(limit)), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+			cl := testkit.Client(t, addr, kgo.ProducerBatchMaxBytes(int32(limit)), kgo.RecordPartitioner(kgo.ManualPartitioner()),
+				kgo.ProducerBatchCompression(kgo.NoCompression()))
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			rec := &kgo.Record{Topic: topic, Key: r.Key, Value: r.Value, Headers: r.Headers}
 			err := cl.ProduceSync(ctx, rec).FirstErr()
@@ -56,28 +58,43 @@ func TestBatchBytesIsWhatTheProducerCounts(t *testing.T) {
 
 // TestCreateIsRefusedWhatTheClusterCannotHonour: the replication factor
 // of a created topic is the backup's unless replication_factor says
-// another; one larger than the cluster's brokers, or smaller than the
-// backup's min.insync.replicas, is refused naming the setting.
+// another; one larger than the cluster's brokers, one smaller than the
+// backup's (or the cluster's default) min.insync.replicas, and a
+// max.message.bytes (the backup's or the cluster's default) smaller than
+// the largest record are refused, naming the setting.
 func TestCreateIsRefusedWhatTheClusterCannotHonour(t *testing.T) {
+	two := cluster{brokers: 2, defaultRF: 1, minISR: 1, maxMessage: 1048588}
+	big := &sdk.LargestRecord{Topic: "src", Partition: 3, MinOffset: 7, MaxOffset: 7, Bytes: 2 << 20}
 	for _, c := range []struct {
 		rf   int
 		meta sdk.TopicMetadata
+		c    cluster
 		want string
 	}{
-		{0, sdk.TopicMetadata{Name: "t", ReplicationFactor: 3},
+		{0, sdk.TopicMetadata{Name: "t", ReplicationFactor: 3}, two,
 			`create target topic "t": replication factor 3 (the backup's) needs 3 brokers, the target cluster has 2: nothing was written; set replication_factor (--replication-factor) to 2 or less, or -1 for the broker default`},
-		{0, sdk.TopicMetadata{Name: "t", ReplicationFactor: 2}, ""},
-		{-1, sdk.TopicMetadata{Name: "t", ReplicationFactor: 3}, ""},
-		{0, sdk.TopicMetadata{Name: "t"}, ""},
-		{1, sdk.TopicMetadata{Name: "t", ReplicationFactor: 2, Configs: map[string]string{"min.insync.replicas": "2"}},
+		{0, sdk.TopicMetadata{Name: "t", ReplicationFactor: 2}, two, ""},
+		{-1, sdk.TopicMetadata{Name: "t", ReplicationFactor: 3}, two, ""},
+		{0, sdk.TopicMetadata{Name: "t"}, two, ""},
+		{1, sdk.TopicMetadata{Name: "t", ReplicationFactor: 2, Configs: map[string]string{"min.insync.replicas": "2"}}, two,
 			`create target topic "t": the backup's min.insync.replicas 2 is more than its replication factor 1 (replication_factor), so no write to it could ever be acknowledged: nothing was written; restore with a replication factor of at least 2 (--replication-factor), or create the topic yourself with the configs you want and restore into it`},
-		{0, sdk.TopicMetadata{Name: "t", ReplicationFactor: 2, Configs: map[string]string{"min.insync.replicas": "2"}}, ""},
+		{0, sdk.TopicMetadata{Name: "t", ReplicationFactor: 2, Configs: map[string]string{"min.insync.replicas": "2"}}, two, ""},
+		{-1, sdk.TopicMetadata{Name: "t"}, cluster{brokers: 2, defaultRF: 1, minISR: 2},
+			`create target topic "t": the cluster's default min.insync.replicas 2 is more than its replication factor 1 (the cluster's default), so no write to it could ever be acknowledged: nothing was written; restore with a replication factor of at least 2 (--replication-factor), or create the topic yourself with the configs you want and restore into it`},
+		{0, sdk.TopicMetadata{Name: "t", LargestRecord: big}, two,
+			`create target topic "t": the largest record the restore reads, src/3 at offset 7, is 2097152 bytes (key, value and headers), more than the topic would take (max.message.bytes 1048588, the cluster's default): nothing was written; create the topic yourself with max.message.bytes of at least 2098241 and restore into it`},
+		{0, sdk.TopicMetadata{Name: "t", LargestRecord: big, Configs: map[string]string{"max.message.bytes": "3000000"}}, two, ""},
+		{0, sdk.TopicMetadata{Name: "t", LargestRecord: big, Configs: map[string]string{"max.message.bytes": "2000000"}}, two,
+			`create target topic "t": the largest record the restore reads, src/3 at offset 7, is 2097152 bytes (key, value and headers), more than the topic would take (max.message.bytes 2000000, the backup's): nothing was written; create the topic yourself with max.message.bytes of at least 2098241 and restore into it`},
+		{0, sdk.TopicMetadata{Name: "t", LargestRecord: &sdk.LargestRecord{Topic: "src", Bytes: 200 << 20}, Configs: map[string]string{"max.message.bytes": "300000000"}}, two,
+			`create target topic "t": the largest record the restore reads, src/0 at offset 0, is 209715200 bytes (key, value and headers), more than the topic would take (104856576 bytes, the most kpipe sends in one request): nothing was written; kpipe cannot restore a record that large; leave it out with source_partitions or a time window`},
+		{0, sdk.TopicMetadata{Name: "t", LargestRecord: big}, cluster{brokers: 1}, ""}, // defaults unknown: checked once created
 	} {
 		s := &Sink{}
 		s.cfg.ReplicationFactor = c.rf
-		err := s.checkCreate(c.meta, 2)
+		err := s.checkCreate(c.meta, c.c)
 		if got := fmt.Sprint(err); (c.want == "" && err != nil) || (c.want != "" && got != c.want) {
-			t.Errorf("replication_factor %d, %+v on 2 brokers: %v\nwant %q", c.rf, c.meta, err, c.want)
+			t.Errorf("replication_factor %d, %+v on %+v: %v\nwant %q", c.rf, c.meta, c.c, err, c.want)
 		}
 	}
 }

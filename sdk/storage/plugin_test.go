@@ -227,6 +227,11 @@ func TestSourceReadsOnlyWhatTheWindowAndTheResumePositionNeed(t *testing.T) {
 			if len(b.Metadata.Topics) != 1 || b.Metadata.Topics[0].Name != "t" || b.Metadata.Topics[0].Partitions != 2 {
 				t.Fatalf("metadata %+v, want topic t with 2 partitions (other is not wanted)", b.Metadata)
 			}
+			// Partition 1 alone is read; of its batches only 40-49 is sent
+			// whole (the resume position cuts 30-39, the window 50-59).
+			if tm := b.Metadata.Topics[0]; fmt.Sprint(tm.ReadPartitions) != "[1]" || fmt.Sprint(tm.LargestRecord) != "&{t 1 40 49 1}" {
+				t.Fatalf("read partitions %v, largest record %+v; want [1] and the 1-byte records of batch 40-49", tm.ReadPartitions, tm.LargestRecord)
+			}
 			continue
 		}
 		next = b.NextOffset

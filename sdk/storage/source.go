@@ -155,12 +155,15 @@ func (s *Source) Open(ctx context.Context, o sdk.SourceOptions) error {
 	var partitions, batches int
 	held := record.Window{Start: -1, End: -1} // the timestamps of the wanted partitions' records
 	for ti, t := range s.meta.Topics {
+		tm := &s.meta.Topics[ti]
+		tm.ReadPartitions, tm.LargestRecord = nil, nil // this run's, not one stored with the backup
+		var chosen []int32
 		for p := range t.Partitions {
 			if !sel.Wants(t.Name, p) {
 				continue
 			}
 			partitions++
-			s.meta.Topics[ti].ReadPartitions = append(s.meta.Topics[ti].ReadPartitions, p)
+			chosen = append(chosen, p)
 			m, ok := manifests[sdk.TopicPartition{Topic: t.Name, Partition: p}]
 			if !ok {
 				if m, err = s.b.Manifest(ctx, t.Name, p); err != nil {
@@ -184,10 +187,16 @@ func (s *Source) Open(ctx context.Context, o sdk.SourceOptions) error {
 					var pruned []int
 					w.which, pruned = sel.Batches(e, start)
 					batches += len(w.which)
+					if len(w.which) > 0 && (len(tm.ReadPartitions) == 0 || tm.ReadPartitions[len(tm.ReadPartitions)-1] != p) {
+						tm.ReadPartitions = append(tm.ReadPartitions, p)
+					}
 					for _, i := range w.which {
-						if bi := e.Batches[i]; bi.MaxRecordBytes > 0 {
-							lr := &s.meta.Topics[ti].LargestRecord
-							*lr = (*lr).Larger(&sdk.LargestRecord{Topic: t.Name, Partition: p, MinOffset: bi.MinOffset, MaxOffset: bi.MaxOffset, Bytes: bi.MaxRecordBytes})
+						// A batch a window bound or the resume position cuts
+						// may hold its largest record outside: the sink
+						// measures such a batch's records when it gets them.
+						bi := e.Batches[i]
+						if bi.MaxRecordBytes > 0 && sel.Window.Covers(bi.MinTimestamp, bi.MaxTimestamp) && bi.MinOffset >= start {
+							tm.LargestRecord = tm.LargestRecord.Larger(&sdk.LargestRecord{Topic: t.Name, Partition: p, MinOffset: bi.MinOffset, MaxOffset: bi.MaxOffset, Bytes: bi.MaxRecordBytes})
 						}
 					}
 					for _, i := range pruned {
@@ -200,6 +209,9 @@ func (s *Source) Open(ctx context.Context, o sdk.SourceOptions) error {
 				}
 				s.queue = append(s.queue, w)
 			}
+		}
+		if tm.ReadPartitions == nil { // no record to read: the partitions chosen
+			tm.ReadPartitions = chosen
 		}
 	}
 	if len(o.Resume) > 0 || s.cfg.AllowEmpty {
