@@ -14,26 +14,6 @@ import (
 	"github.com/kpipe/kpipe/internal/testkit"
 )
 
-// endOffsets returns the end offset of every partition of topic, in
-// partition order.
-func endOffsets(t *testing.T, addr, topic string) []int64 {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	ends, err := kadm.NewClient(testkit.Client(t, addr)).ListEndOffsets(ctx, topic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []int64
-	for p := int32(0); ; p++ {
-		o, ok := ends.Lookup(topic, p)
-		if !ok {
-			return out
-		}
-		out = append(out, o.Offset)
-	}
-}
-
 // alterTopic sets topic configs.
 func alterTopic(t *testing.T, addr, topic string, configs map[string]string) {
 	t.Helper()
@@ -122,7 +102,7 @@ func TestBigRecordsRestoreAndOneTooBigFailsBeforeWriting(t *testing.T) {
 		if code != exitFailed || !strings.HasSuffix(errorText(stderr), msg) {
 			t.Fatalf("restore into a topic of 1 MiB batches: exit %d, error %q\nwant exit 1 and an error ending in %q", code, errorText(stderr), msg)
 		}
-		if ends := endOffsets(t, addr, small); fmt.Sprint(ends) != "[0]" {
+		if ends := testkit.EndOffsets(t, addr, small); fmt.Sprint(ends) != "[0]" {
 			t.Fatalf("the failed restore left end offsets %v in the target, want [0]", ends)
 		}
 		if !strings.HasPrefix(summaryLine(stdout), "restore b: 0 records restored") {
@@ -183,7 +163,7 @@ func TestTargetTopicsAreCheckedBeforeWriting(t *testing.T) {
 	if code != exitFailed || !strings.HasSuffix(msg, want) {
 		t.Fatalf("too few partitions: exit %d, error %q\nwant exit 1 and an error ending in %q", code, msg, want)
 	}
-	if ends := endOffsets(t, addr, two); fmt.Sprint(ends) != "[0 0]" {
+	if ends := testkit.EndOffsets(t, addr, two); fmt.Sprint(ends) != "[0 0]" {
 		t.Fatalf("the refused restore left end offsets %v, want [0 0]", ends)
 	}
 	if code, msg := restore(two, "--create-topics=false", "--source-partitions", "0,1"); code != 0 {
@@ -208,6 +188,9 @@ func TestTargetTopicsAreCheckedBeforeWriting(t *testing.T) {
 	want = fmt.Sprintf("target topic %q: its min.insync.replicas 2 is more than its 1 replicas, so no write to it can ever be acknowledged (acks=all): nothing was written; lower min.insync.replicas to 1 or less, or add replicas", strict)
 	if code != exitFailed || !strings.HasSuffix(msg, want) {
 		t.Fatalf("min.insync.replicas 2 on 1 replica: exit %d, error %q\nwant exit 1 and an error ending in %q", code, msg, want)
+	}
+	if ends := testkit.EndOffsets(t, addr, strict); fmt.Sprint(ends) != "[0 0 0]" {
+		t.Fatalf("the refused restore left end offsets %v, want [0 0 0]", ends)
 	}
 
 	rf2 := testkit.Topic(t, "rf2")

@@ -430,3 +430,23 @@ func ListTopics(t testing.TB, addr string) map[string]bool {
 	}
 	return out
 }
+
+// EndOffsets returns the end offset of every partition of topic, in
+// partition order.
+func EndOffsets(t testing.TB, addr, topic string) []int64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ends, err := kadm.NewClient(Client(t, addr)).ListEndOffsets(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []int64
+	for p := int32(0); ; p++ {
+		o, ok := ends.Lookup(topic, p)
+		if !ok {
+			return out
+		}
+		out = append(out, o.Offset)
+	}
+}

@@ -292,15 +292,24 @@ func (s *Sink) ensure(ctx context.Context, topic string, partition int32) error 
 		}
 	}
 	s.topo[topic] = have
-	if _, known := s.limits.of(topic); !known {
-		tt, err := describeTopics(ctx, s.adm, []string{topic})
-		if err != nil {
-			return err
-		}
-		if n := tt[topic].maxMessage; n > 0 {
-			s.limits.set(topic, n)
-		}
+	return nil
+}
+
+// learnLimit learns the batch limit of a topic WriteMetadata did not
+// describe, before the producer first writes to it.
+func (s *Sink) learnLimit(ctx context.Context, topic string) error {
+	if _, known := s.limits.of(topic); known {
+		return nil
 	}
+	tt, err := s.describe(ctx, []string{topic})
+	if err != nil {
+		return err
+	}
+	n := tt[topic].maxMessage
+	if n <= 0 {
+		n = defaultBatchBytes // not readable: the brokers' default
+	}
+	s.limits.set(topic, n)
 	return nil
 }
 
@@ -463,6 +472,9 @@ func (s *Sink) Write(ctx context.Context, b sdk.Batch) error {
 	}
 	dst := sdk.TopicPartition{Topic: s.m.Topic(b.Topic), Partition: s.m.Partition(b.Partition)}
 	if err := s.ensure(ctx, dst.Topic, dst.Partition); err != nil {
+		return err
+	}
+	if err := s.learnLimit(ctx, dst.Topic); err != nil {
 		return err
 	}
 	s.producing[dst.Topic] = true
