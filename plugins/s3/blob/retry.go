@@ -165,7 +165,7 @@ func transient(err error) bool {
 		return true // no answer, or one cut short: whatever its status said
 	}
 	switch st := status(err); {
-	case st == http.StatusRequestTimeout, st == http.StatusTooManyRequests:
+	case st == http.StatusRequestTimeout, st == http.StatusTooManyRequests, st == statusClientClosed:
 		return true
 	case st == http.StatusNotImplemented:
 		return false // a feature the store lacks (a condition, say): it will not pass
@@ -178,6 +178,11 @@ func transient(err error) bool {
 	}
 	return isTimeout(err)
 }
+
+// statusClientClosed is the status a server (MinIO's ClientDisconnected)
+// logs and sometimes sends when the connection closed before it answered,
+// as when it shuts down mid-request: the request never got its answer.
+const statusClientClosed = 499
 
 func isTimeout(err error) bool {
 	var t interface{ Timeout() bool }
