@@ -30,6 +30,7 @@ type outage struct {
 	mu       sync.Mutex
 	since    time.Time // zero when there is none
 	lastFail time.Time
+	lastRead time.Time // the last answer
 	lastWarn time.Time
 	broker   string
 	cause    error
@@ -121,7 +122,9 @@ func (o *outage) fail(err error) {
 const settle = time.Second
 
 // OnBrokerRead ends an outage: a broker answered, and no connection
-// failed for settle.
+// failed for settle (or, if one failed less than settle before, check
+// ends it once settle has passed: a backup that caught up may read
+// nothing more for a while).
 func (o *outage) OnBrokerRead(meta kgo.BrokerMetadata, key int16, _ int, _, _ time.Duration, err error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -132,8 +135,15 @@ func (o *outage) OnBrokerRead(meta kgo.BrokerMetadata, key int16, _ int, _, _ ti
 	if err != nil {
 		return
 	}
-	if !o.since.IsZero() && o.now().Sub(o.lastFail) >= settle {
-		sdk.Logger().Info("Kafka reachable again", "after", o.now().Sub(o.since).Round(time.Second).String())
+	o.lastRead = o.now()
+	o.settled(o.lastRead)
+}
+
+// settled ends the outage if a broker answered after the last failure and
+// that failure was settle ago. o.mu is held.
+func (o *outage) settled(now time.Time) {
+	if !o.since.IsZero() && o.lastRead.After(o.lastFail) && now.Sub(o.lastFail) >= settle {
+		sdk.Logger().Info("Kafka reachable again", "after", now.Sub(o.since).Round(time.Second).String())
 		o.since = time.Time{}
 	}
 }
@@ -165,7 +175,7 @@ func (o *outage) check() error {
 			sdk.Logger().Warn("Kafka broker not answering; waiting for it", "broker", o.broker, "error", o.cause.Error(), "gives_up_after", o.limit())
 		}
 	}
-	if o.since.IsZero() {
+	if o.settled(now); o.since.IsZero() {
 		return nil
 	}
 	lasted := now.Sub(o.since)

@@ -48,6 +48,30 @@ func TestAnOutageIsOneUntilTheClusterSettles(t *testing.T) {
 	}
 }
 
+// TestAnAnswerSoonAfterTheLastRefusalEndsTheOutageOnceItSettles: a backup
+// that caught up reads nothing more for seconds after the broker came back;
+// the answers that came within settle of the last refusal end the outage
+// at the next check past settle, without waiting for another answer.
+func TestAnAnswerSoonAfterTheLastRefusalEndsTheOutageOnceItSettles(t *testing.T) {
+	now := time.Unix(1000, 0)
+	o := newOutage(0)
+	o.now = func() time.Time { return now }
+	broker := kgo.BrokerMetadata{Host: "127.0.0.1", Port: 9092}
+	o.OnBrokerConnect(broker, 0, nil, errors.New("connection refused"))
+	now = now.Add(20 * time.Second)
+	o.OnBrokerConnect(broker, 0, nil, errors.New("connection refused"))
+	now = now.Add(300 * time.Millisecond)
+	o.OnBrokerRead(broker, 1, 100, 0, 0, nil)
+	now = now.Add(600 * time.Millisecond)
+	if o.check(); o.since.IsZero() {
+		t.Fatal("the outage ended 900ms after the last refusal")
+	}
+	now = now.Add(100 * time.Millisecond)
+	if o.check(); !o.since.IsZero() {
+		t.Fatal("an answer 300ms after the last refusal did not end the outage once a second had passed")
+	}
+}
+
 // TestUnansweredFetchesAreAnOutage: a network that drops traffic refuses
 // no connection; fetches a broker leaves unanswered for stallAfter begin
 // an outage from when they were sent, and an answer ends it once it
