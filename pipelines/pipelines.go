@@ -110,8 +110,11 @@ type RestoreOptions struct {
 	Partitions       []int32  // source partitions to restore; all when empty
 	// TimeWindowStart and TimeWindowEnd are inclusive epoch milliseconds;
 	// -1 leaves that side open.
-	TimeWindowStart  int64
-	TimeWindowEnd    int64
+	TimeWindowStart int64
+	TimeWindowEnd   int64
+	// Filter is a CEL expression over the records (package sdk/celexpr):
+	// only those for which it is true are restored; empty for all.
+	Filter           string
 	TopicMapping     map[string]string
 	PartitionMapping map[string]int32
 	// TopicIncarnations picks, by topic name, the incarnation (topic ID)
@@ -207,6 +210,9 @@ func Restore(name string, o RestoreOptions) config.Pipeline {
 	if len(o.TopicIncarnations) > 0 {
 		src["topic_incarnations"] = o.TopicIncarnations
 	}
+	if o.Filter != "" {
+		src["filter"] = o.Filter
+	}
 	if o.AllowEmpty {
 		src["allow_empty"] = true
 	}
@@ -253,7 +259,9 @@ type RestoreSummary struct {
 	Restored int64 `json:"records_restored"`
 	// Skipped counts records outside the window: those the source skipped
 	// or cut (records_pruned) plus any a transform dropped (records_dropped).
-	Skipped   int64 `json:"records_skipped"`
+	Skipped int64 `json:"records_skipped"`
+	// Filtered counts records of the window the filter dropped.
+	Filtered  int64 `json:"records_filtered"`
 	BytesRead int64 `json:"bytes_read"`
 }
 
@@ -262,6 +270,7 @@ func Summarize(rep *engine.Report) RestoreSummary {
 	s := RestoreSummary{Restored: rep.RecordsDurable}
 	for _, p := range rep.Plugins {
 		s.Skipped += p.Metrics["records_pruned"] + p.Metrics["records_dropped"]
+		s.Filtered += p.Metrics["records_filtered"]
 		s.BytesRead += p.Metrics["bytes_read"]
 	}
 	return s

@@ -55,7 +55,7 @@ func PlanRestore(ctx context.Context, st sdk.StorageReader, o RestoreOptions) (*
 	if err != nil {
 		return nil, err
 	}
-	sel := storage.Selection{Topics: o.Topics, Partitions: o.Partitions, Window: record.Window{Start: o.TimeWindowStart, End: o.TimeWindowEnd}}
+	sel := storage.Selection{Topics: o.Topics, Partitions: o.Partitions, Window: record.Window{Start: o.TimeWindowStart, End: o.TimeWindowEnd}, Filter: o.Filter}
 	m, _ := restore.NewMapping(o.TopicMapping, o.PartitionMapping)
 	plan := &RestorePlan{BackupID: o.BackupID, Window: sel.Window, WindowText: sel.Window.String()}
 	for _, t := range meta.Topics {

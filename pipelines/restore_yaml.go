@@ -6,6 +6,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/kpipe/kpipe/sdk/celexpr"
 	"github.com/kpipe/kpipe/sdk/param"
 	"github.com/kpipe/kpipe/sdk/storage"
 )
@@ -26,12 +27,12 @@ var restoreOptionKeys = map[string]schema{
 	"allow_empty":               leaf(kBool),
 	"allow_nonempty_target":     leaf(kBool),
 	"verify":                    leaf(kBool),
+	"filter":                    leaf(kString),
 	// Not built yet: recognised, and refused unless left at their default.
 	"repartitioning":                 leaf(kString),
 	"include_original_offset_header": leaf(kBool),
 	"rate_limit_records_per_sec":     leaf(kInt),
 	"rate_limit_bytes_per_sec":       leaf(kInt),
-	"filter":                         leaf(kString),
 	"consumer_group_strategy":        leaf(kString),
 	"consumer_groups":                leaf(kStrings),
 	"reset_consumer_offsets":         leaf(kBool),
@@ -44,7 +45,6 @@ var notYet = map[string]string{
 	"include_original_offset_header": "false",
 	"rate_limit_records_per_sec":     "0",
 	"rate_limit_bytes_per_sec":       "0",
-	"filter":                         "",
 	"consumer_group_strategy":        "skip",
 	"consumer_groups":                "",
 	"reset_consumer_offsets":         "false",
@@ -231,6 +231,12 @@ func loadRestoreOptions(d *doc, c *RestoreConfig) error {
 	if s, e := o.TimeWindowStart, o.TimeWindowEnd; s >= 0 && e >= 0 && e < s {
 		k := keys["time_window_end"]
 		return d.errorf(d.values[k], k, "is before time_window_start; swap them")
+	}
+	if k := keys["filter"]; d.has(k) {
+		o.Filter = d.str(k)
+		if _, err := celexpr.Compile(o.Filter); err != nil {
+			return d.errorf(d.values[k], k, "%v", err)
+		}
 	}
 	o.Topics = d.strs(keys["topics"])
 	for _, v := range d.strs(keys["source_partitions"]) {

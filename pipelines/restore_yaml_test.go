@@ -23,6 +23,7 @@ func TestLoadRestoreReadsEveryKey(t *testing.T) {
 		PartitionMapping:    map[string]int32{"1": 0, "2": 1},
 		TopicIncarnations:   map[string]string{"orders": "AAAAAAAAAAAAAAAAAAAAAQ"},
 		AllowNonemptyTarget: true, AllowEmpty: true, NoCreateTopics: true, Verify: true, MaxConcurrentPartitions: 4,
+		Filter: `!(key in [b"user-17"])`,
 	}}
 	options := `time_window_start: 1731236400000
   time_window_end: "2024-11-10T15:00:00Z"
@@ -36,6 +37,7 @@ func TestLoadRestoreReadsEveryKey(t *testing.T) {
   allow_empty: true
   allow_nonempty_target: true
   verify: true
+  filter: '!(key in [b"user-17"])'
   include_original_offset_header: false
   consumer_group_strategy: skip
   reset_consumer_offsets: false
@@ -112,7 +114,8 @@ func TestBadRestoreConfigs(t *testing.T) {
 		{head + "  repartitioning: murmur2\n", "FILE:6: restore.repartitioning: is not supported yet; leave it out or set it to none"},
 		{head + "  rate_limit_records_per_sec: 100\n", "FILE:6: restore.rate_limit_records_per_sec: is not supported yet; leave it out or set it to 0"},
 		{head + "  rate_limit_bytes_per_sec: 100\n", "FILE:6: restore.rate_limit_bytes_per_sec: is not supported yet; leave it out or set it to 0"},
-		{head + "  filter: \"partition == 0\"\n", "FILE:6: restore.filter: is not supported yet; leave it out"},
+		{head + "  filter: \"partition == \"\n", "FILE:6: restore.filter: invalid CEL expression at line 1, column 14: Syntax error: mismatched input '<EOF>' expecting {'[', '{', '(', '.', '-', '!', 'true', 'false', 'null', NUM_FLOAT, NUM_INT, NUM_UINT, STRING, BYTES, IDENTIFIER}"},
+		{head + "  filter: |\n    key != null &&\n      valu == b\"x\"\n", "FILE:6: restore.filter: invalid CEL expression at line 2, column 3: undeclared reference to 'valu' (did you mean 'value'?)"},
 		{head + "  max_concurrent_partitions: 0\n", "FILE:6: restore.max_concurrent_partitions: 0 is not a number of partitions; use 1 or more (1: one partition read at a time)"},
 		{head + "  topic_mapping: [{source: a}]\n", "FILE:6: restore.topic_mapping: each item must be {source: NAME, target: NAME}"},
 		{head + "  partition_mapping: {one: 0}\n", "FILE:6: restore.partition_mapping: one: 0 is not a partition number = partition number"},

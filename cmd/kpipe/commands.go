@@ -23,6 +23,7 @@ import (
 	"github.com/kpipe/kpipe/core/plugin"
 	"github.com/kpipe/kpipe/core/telemetry"
 	"github.com/kpipe/kpipe/pipelines"
+	"github.com/kpipe/kpipe/sdk/celexpr"
 	"github.com/kpipe/kpipe/sdk/param"
 	"github.com/kpipe/kpipe/sdk/record"
 	"github.com/kpipe/kpipe/sdk/restore"
@@ -600,6 +601,7 @@ says so when run again; --fresh runs it again from the start.`,
 	f.Int32SliceVar(&r.Partitions, "source-partitions", nil, "backup partitions to restore; all when empty")
 	f.StringVar(&windowStart, "time-window-start", "", "restore records with timestamp >= this: epoch milliseconds or an ISO-8601 time with its zone, such as 2024-11-10T10:00:00Z (empty: from the start)")
 	f.StringVar(&windowEnd, "time-window-end", "", "restore records with timestamp <= this: epoch milliseconds or an ISO-8601 time with its zone (empty: to the end)")
+	f.StringVar(&r.Filter, "filter", "", "CEL expression over topic, partition, offset, timestamp, timestamp_type, key, value and headers: restore only the records of the window for which it is true, such as '!(key in [b\"user-17\", b\"user-42\"])' (every batch of the window is then decoded to evaluate it)")
 	f.BoolVar(&r.Verify, "verify", false, "before writing, read every segment of the chosen partitions and check it against its checksums (the deep validation of what the restore reads); without it the restore checks before writing that every segment is there with its size and every manifest continuous, and a checksum mismatch found while restoring stops it at once")
 	f.BoolVar(&r.AllowEmpty, "allow-empty", false, "let a restore that selects no record succeed (exit 0); else a time window outside the backup's records, or topics and partitions matching none, fail with exit 1")
 	f.StringSliceVar(&topicMap, "topic-mapping", nil, "SOURCE=TARGET topic renames, comma separated")
@@ -647,6 +649,11 @@ func restoreFlags(cmd *cobra.Command, r *pipelines.RestoreOptions, windowStart, 
 	}
 	if r.MaxConcurrentPartitions < 1 {
 		return badInput("--max-concurrent-partitions %d: use 1 or more (1: one partition read at a time)", r.MaxConcurrentPartitions)
+	}
+	if r.Filter != "" {
+		if _, err := celexpr.Compile(r.Filter); err != nil {
+			return badInput("--filter: %v", err)
+		}
 	}
 	r.NoCreateTopics = !createTopics
 	return nil
@@ -700,7 +707,11 @@ func printRestore(w io.Writer, format string, r pipelines.RestoreOptions, plan *
 		return
 	}
 	if rep.AlreadyFinished == nil {
-		fmt.Fprintf(w, "restore %s: %d records restored, %d skipped outside the time window, %s read, in %s\n", r.BackupID, s.Restored, s.Skipped,
+		filtered := ""
+		if r.Filter != "" {
+			filtered = fmt.Sprintf(", %d dropped by the filter", s.Filtered)
+		}
+		fmt.Fprintf(w, "restore %s: %d records restored, %d skipped outside the time window%s, %s read, in %s\n", r.BackupID, s.Restored, s.Skipped, filtered,
 			humanBytes(s.BytesRead), (time.Duration(rep.DurationMS) * time.Millisecond).String())
 		switch {
 		case stErr != nil:
@@ -825,7 +836,7 @@ var configFlags = slices.Concat([]string{"bootstrap-servers", "topics", "path", 
 	"consumer-group-snapshot", "segment-max-bytes", "segment-max-records", "segment-max-interval"}, storeFlagNames, securityFlagNames)
 
 // restoreConfigFlags are the restore flags a --config file replaces.
-var restoreConfigFlags = slices.Concat([]string{"bootstrap-servers", "path", "backup-id", "topics", "source-partitions", "time-window-start",
+var restoreConfigFlags = slices.Concat([]string{"bootstrap-servers", "path", "backup-id", "topics", "source-partitions", "time-window-start", "filter",
 	"time-window-end", "topic-mapping", "partition-mapping", "topic-incarnation", "create-topics"}, storeFlagNames, securityFlagNames)
 
 // onlyConfig refuses flags beside --config that the config file replaces.

@@ -1,5 +1,5 @@
 // Command kpipe-plugin-filter keeps the records that pass a time window, a
-// partition list and a CEL expression (see package core/celexpr), all
+// partition list and a CEL expression (see package sdk/celexpr), all
 // optional and combined with AND. Time window bounds are inclusive epoch
 // milliseconds. A batch that passes whole leaves unchanged, without being
 // decoded or re-encoded; one that fails whole is dropped the same way.
@@ -10,8 +10,8 @@ import (
 	"slices"
 	"sync/atomic"
 
-	"github.com/kpipe/kpipe/core/celexpr"
 	"github.com/kpipe/kpipe/sdk"
+	"github.com/kpipe/kpipe/sdk/celexpr"
 	"github.com/kpipe/kpipe/sdk/param"
 	"github.com/kpipe/kpipe/sdk/record"
 )

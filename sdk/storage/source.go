@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 
 	"github.com/kpipe/kpipe/sdk"
+	"github.com/kpipe/kpipe/sdk/celexpr"
 	"github.com/kpipe/kpipe/sdk/param"
 	"github.com/kpipe/kpipe/sdk/record"
 )
@@ -20,6 +21,7 @@ type sourceConfig struct {
 	Partitions      []int32  `param:"partitions" help:"partition numbers to read; all when empty"`
 	TimeWindowStart int64    `param:"time_window_start" default:"-1" help:"read only records with timestamp >= this, epoch milliseconds; record batches whose records all lie before it are not read (-1: no bound)"`
 	TimeWindowEnd   int64    `param:"time_window_end" default:"-1" help:"read only records with timestamp <= this, epoch milliseconds; record batches whose records all lie after it are not read (-1: no bound)"`
+	Filter          string   `param:"filter" help:"CEL expression over topic, partition, offset, timestamp, timestamp_type, key, value and headers (see package sdk/celexpr): only records for which it is true are read, such as !(key in [b\"user-17\", b\"user-42\"]); every batch of the window is then decoded to evaluate it (empty: every record of the window)"`
 	// TopicIncarnations picks, by topic name, which incarnation of a topic
 	// deleted and re-created during the backup to read.
 	TopicIncarnations map[string]string `param:"topic_incarnations" help:"for a topic re-created during the backup, the topic ID of the incarnation to read, by topic name; the current (latest) one when not listed"`
@@ -78,8 +80,12 @@ type Source struct {
 	// if none does (every record of the batches read fell outside the
 	// window).
 	empty error
+	// chosen is the selection's window and partitions as a CEL program,
+	// filter the user's filter (nil: none); they look at the records of
+	// the batches not sent whole.
+	chosen, filter *celexpr.Program
 
-	segmentsRead, segmentsPruned, batchesPruned, recordsPruned, recordsRead, segmentsAhead atomic.Int64
+	segmentsRead, segmentsPruned, batchesPruned, batchesDecoded, recordsPruned, recordsFiltered, recordsRead, segmentsAhead atomic.Int64
 }
 
 // NewSource returns the source of a storage plugin.
@@ -95,6 +101,10 @@ func (s *Source) Configure(ctx context.Context) error {
 		errs = append(errs, param.Errorf("backup_id", "%v", err))
 	}
 	errs = append(errs, param.CheckTimeWindow(s.cfg.TimeWindowStart, s.cfg.TimeWindowEnd)...)
+	var err error
+	if s.chosen, s.filter, err = s.selection().Programs(); err != nil {
+		errs = append(errs, param.Errorf("filter", "%v", err))
+	}
 	if s.cfg.MaxConcurrentPartitions < 1 {
 		errs = append(errs, param.Errorf("max_concurrent_partitions", "must be 1 or more, got %d", s.cfg.MaxConcurrentPartitions))
 	}
@@ -111,7 +121,7 @@ func (s *Source) Configure(ctx context.Context) error {
 
 // selection is what the source reads.
 func (s *Source) selection() Selection {
-	return Selection{Topics: s.cfg.Topics, Partitions: s.cfg.Partitions, Window: s.window()}
+	return Selection{Topics: s.cfg.Topics, Partitions: s.cfg.Partitions, Window: s.window(), Filter: s.cfg.Filter}
 }
 
 func (s *Source) window() record.Window {
@@ -191,11 +201,12 @@ func (s *Source) Open(ctx context.Context, o sdk.SourceOptions) error {
 						tm.ReadPartitions = append(tm.ReadPartitions, p)
 					}
 					for _, i := range w.which {
-						// A batch a window bound or the resume position cuts
-						// may hold its largest record outside: the sink
-						// measures such a batch's records when it gets them.
+						// A batch a window bound, the filter or the resume
+						// position cuts may lose its largest record: the
+						// sink measures such a batch's records when it gets
+						// them.
 						bi := e.Batches[i]
-						if bi.MaxRecordBytes > 0 && sel.Window.Covers(bi.MinTimestamp, bi.MaxTimestamp) && bi.MinOffset >= start {
+						if bi.MaxRecordBytes > 0 && sel.Whole(bi, start) {
 							tm.LargestRecord = tm.LargestRecord.Larger(&sdk.LargestRecord{Topic: t.Name, Partition: p, MinOffset: bi.MinOffset, MaxOffset: bi.MaxOffset, Bytes: bi.MaxRecordBytes})
 						}
 					}
@@ -348,6 +359,10 @@ func (s *Source) Read(ctx context.Context) (sdk.Batch, error) {
 		if s.cur == nil {
 			if len(s.queue) == 0 {
 				if s.empty != nil && s.recordsRead.Load() == 0 {
+					if n := s.recordsFiltered.Load(); n > 0 {
+						return sdk.Batch{}, fmt.Errorf("the filter %q kept none of the %d records of the chosen topics, partitions and time window of backup %q: check the expression; or allow an empty run with --allow-empty (allow_empty = true)",
+							s.cfg.Filter, n, s.cfg.BackupID)
+					}
 					return sdk.Batch{}, s.empty
 				}
 				return sdk.Batch{}, io.EOF
@@ -448,9 +463,10 @@ func (s *Source) partitionFailed(offset int64, err error) error {
 func (s *Source) ResumePartition(context.Context, string, int32) error { return nil }
 
 // batch turns a frame into a batch; ok is false for a frame with nothing to
-// send (below the resume position, or outside the window). A frame passes
-// as stored unless a window bound or the resume position falls inside it:
-// then it is cut to the records that remain.
+// send (below the resume position, outside the window, or none passing the
+// filter). A frame passes as stored unless a window bound or the resume
+// position falls inside it, or a user filter is set: then it is cut to the
+// records that remain.
 func (s *Source) batch(frame []byte, bi BatchIndex) (sdk.Batch, bool, error) {
 	bounds, err := record.FrameBounds(frame)
 	if err != nil {
@@ -461,12 +477,12 @@ func (s *Source) batch(frame []byte, bi BatchIndex) (sdk.Batch, bool, error) {
 	}
 	env := sdk.Envelope{Topic: s.curW.topic, Partition: s.curW.part, NextOffset: bounds.MaxOffset + 1}
 	s.next = env.NextOffset
-	from, win := s.curW.from, s.window()
+	from := s.curW.from
 	if from >= 0 && bounds.MaxOffset < from {
 		return sdk.Batch{}, false, nil
 	}
-	if (from >= 0 && bounds.MinOffset < from) || !win.Covers(bounds.MinTimestamp, bounds.MaxTimestamp) {
-		return s.cut(frame, env, from, win)
+	if !s.selection().Whole(bi, from) {
+		return s.cut(frame, env, from)
 	}
 	env.SetBounds(bounds)
 	env.MaxRecordBytes = bi.MaxRecordBytes
@@ -476,10 +492,11 @@ func (s *Source) batch(frame []byte, bi BatchIndex) (sdk.Batch, bool, error) {
 }
 
 // cut returns the records of frame at or after offset from (all when from
-// is negative) whose timestamps lie in win; those outside win count as
-// pruned. Timestamps need not grow with offsets, so every record is looked
-// at.
-func (s *Source) cut(frame []byte, env sdk.Envelope, from int64, win record.Window) (sdk.Batch, bool, error) {
+// is negative) that the selection chooses: those outside the window count
+// as pruned, those the user's filter drops as filtered. Timestamps need
+// not grow with offsets, so every record is looked at.
+func (s *Source) cut(frame []byte, env sdk.Envelope, from int64) (sdk.Batch, bool, error) {
+	s.batchesDecoded.Add(1)
 	rec, err := record.Decode(frame)
 	if err != nil {
 		return sdk.Batch{}, false, err
@@ -491,19 +508,31 @@ func (s *Source) cut(frame []byte, env sdk.Envelope, from int64, win record.Wind
 	}
 	bld := record.NewBuilder(nil)
 	defer bld.Release()
-	kept, pruned := 0, int64(0)
+	kept, pruned, filtered := 0, int64(0), int64(0)
 	for i := range v.Len() {
-		switch {
-		case v.Offset(i) < from:
-		case !win.Contains(v.Timestamp(i)):
-			pruned++
-		default:
-			r := v.Record(i)
-			bld.Append(&r)
-			kept++
+		if v.Offset(i) < from {
+			continue
 		}
+		if ok, err := s.chosen.Match(env.Topic, env.Partition, v, i); err != nil {
+			return sdk.Batch{}, false, err
+		} else if !ok {
+			pruned++
+			continue
+		}
+		if s.filter != nil {
+			if ok, err := s.filter.Match(env.Topic, env.Partition, v, i); err != nil {
+				return sdk.Batch{}, false, fmt.Errorf("filter: %w", err)
+			} else if !ok {
+				filtered++
+				continue
+			}
+		}
+		r := v.Record(i)
+		bld.Append(&r)
+		kept++
 	}
 	s.recordsPruned.Add(pruned)
+	s.recordsFiltered.Add(filtered)
 	if kept == 0 {
 		return sdk.Batch{}, false, nil
 	}
@@ -521,7 +550,9 @@ func (s *Source) Metrics() map[string]int64 {
 		"segments_read_ahead": s.segmentsAhead.Load(),
 		"segments_pruned":     s.segmentsPruned.Load(),
 		"batches_pruned":      s.batchesPruned.Load(),
+		"batches_decoded":     s.batchesDecoded.Load(),
 		"records_pruned":      s.recordsPruned.Load(),
+		"records_filtered":    s.recordsFiltered.Load(),
 		"records_read":        s.recordsRead.Load(),
 		"bytes_read":          read,
 	})

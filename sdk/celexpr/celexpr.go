@@ -15,7 +15,9 @@
 package celexpr
 
 import (
+	"errors"
 	"fmt"
+	"strings"
 
 	"cel.dev/cel-go/cel"
 	"cel.dev/cel-go/common/types"
@@ -50,9 +52,12 @@ var env = func() *cel.Env {
 
 // Compile checks that expr is a valid boolean CEL expression over records.
 func Compile(expr string) (*Program, error) {
+	if strings.TrimSpace(expr) == "" {
+		return nil, errors.New("CEL expression is empty; write one that is true for the records to keep, such as key != null")
+	}
 	ast, iss := env.Compile(expr)
 	if iss.Err() != nil {
-		return nil, fmt.Errorf("invalid CEL expression: %w", iss.Err())
+		return nil, compileError(iss)
 	}
 	if ast.OutputType() != cel.BoolType && ast.OutputType() != cel.DynType {
 		return nil, fmt.Errorf("CEL expression must be true or false for a record, but it gives %s", ast.OutputType())
@@ -62,6 +67,19 @@ func Compile(expr string) (*Program, error) {
 		return nil, fmt.Errorf("invalid CEL expression: %w", err)
 	}
 	return &Program{prg: prg}, nil
+}
+
+// compileError names where each error of iss is: its line and column
+// (from 1) in the expression, then what is wrong there.
+func compileError(iss *cel.Issues) error {
+	var msgs []string
+	for _, e := range iss.Errors() {
+		msgs = append(msgs, fmt.Sprintf("line %d, column %d: %s", e.Location.Line(), max(e.Location.Column(), 0)+1, e.Message))
+	}
+	if len(msgs) == 0 {
+		return fmt.Errorf("invalid CEL expression: %w", iss.Err())
+	}
+	return errors.New("invalid CEL expression at " + strings.Join(msgs, "; at "))
 }
 
 // Match evaluates the expression for record i of v in topic/partition.

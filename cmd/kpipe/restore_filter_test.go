@@ -1,0 +1,175 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kpipe/kpipe/internal/testkit"
+)
+
+// restoreReport is the part of `kpipe restore --format json` the filter
+// tests read.
+type restoreReport struct {
+	Summary struct {
+		Restored int64 `json:"records_restored"`
+		Skipped  int64 `json:"records_skipped"`
+		Filtered int64 `json:"records_filtered"`
+	}
+	Report struct {
+		Plugins []struct {
+			Role    string
+			Metrics map[string]int64
+		}
+	}
+}
+
+func (r restoreReport) source(t *testing.T) map[string]int64 {
+	t.Helper()
+	for _, p := range r.Report.Plugins {
+		if p.Role == "source" {
+			return p.Metrics
+		}
+	}
+	t.Fatal("the report has no source plugin")
+	return nil
+}
+
+// TestRestoreFilters: a window-only restore decodes exactly the batches
+// that straddle a bound, none wholly inside; a CEL filter on a header
+// (flag) and on a list of keys (YAML) restores exactly the records of the
+// window it keeps, and reports those it dropped; a filter that keeps
+// nothing fails; one that does not compile is refused with exit 2,
+// naming where it is wrong, before anything is read.
+func TestRestoreFilters(t *testing.T) {
+	addr := testkit.Kafka(t)
+	d := newPITRData(t, addr)
+	path := t.TempDir()
+	if code, _, stderr := kpipe(t, "backup", "--bootstrap-servers", addr, "--topics", d.topic, "--path", path, "--backup-id", "f", "--segment-max-records", "10"); code != 0 {
+		t.Fatalf("backup: exit %d: %s", code, stderr)
+	}
+	window := d.within(d.start, d.end)
+	restoreJSON := func(t *testing.T, args ...string) restoreReport {
+		t.Helper()
+		code, stdout, stderr := kpipe(t, append([]string{"restore", "--format", "json", "--state-dir", t.TempDir()}, args...)...)
+		if code != 0 {
+			t.Fatalf("restore %v: exit %d: %s", args, code, stderr)
+		}
+		var rep restoreReport
+		if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+			t.Fatalf("%v: %s", err, stdout)
+		}
+		return rep
+	}
+	flags := func(dst string) []string {
+		return []string{"--bootstrap-servers", addr, "--path", path, "--backup-id", "f", "--topic-mapping", d.topic + "=" + dst,
+			"--time-window-start", fmt.Sprint(d.start), "--time-window-end", fmt.Sprint(d.end)}
+	}
+
+	t.Run("window only", func(t *testing.T) {
+		straddling, inside := 0, 0
+		for _, m := range testkit.Manifests(t, path, "f") {
+			for _, e := range m.Entries {
+				for _, bi := range e.Batches {
+					switch {
+					case bi.MinTimestamp >= d.start && bi.MaxTimestamp <= d.end:
+						inside++
+					case bi.MaxTimestamp >= d.start && bi.MinTimestamp <= d.end:
+						straddling++
+					}
+				}
+			}
+		}
+		if straddling == 0 {
+			t.Fatal("no batch straddles a bound of the window: the data is not what the test means")
+		}
+		dst := testkit.Topic(t, "fwin")
+		m := restoreJSON(t, flags(dst)...).source(t)
+		if m["batches_decoded"] != int64(straddling) {
+			t.Errorf("the source decoded %d batches, want the %d that straddle a bound (%d lie inside the window)", m["batches_decoded"], straddling, inside)
+		}
+		sameRecordsInOrder(t, "window only", testkit.ConsumeAll(t, addr, dst), window)
+	})
+
+	t.Run("header", func(t *testing.T) {
+		var want []*kgo.Record
+		for _, r := range window {
+			if !slices.ContainsFunc(r.Headers, func(h kgo.RecordHeader) bool { return h.Key == "seven" }) {
+				want = append(want, r)
+			}
+		}
+		dst := testkit.Topic(t, "fhdr")
+		rep := restoreJSON(t, append(flags(dst), "--filter", `!headers.exists(h, h.key == "seven")`)...)
+		if n := int64(len(window) - len(want)); n == 0 || rep.Summary.Filtered != n || rep.Summary.Restored != int64(len(want)) {
+			t.Errorf("summary %+v, want %d restored and %d filtered", rep.Summary, len(want), n)
+		}
+		if m := rep.source(t); m["records_filtered"] != int64(len(window)-len(want)) {
+			t.Errorf("records_filtered = %d, want %d", m["records_filtered"], len(window)-len(want))
+		}
+		sameRecordsInOrder(t, "header filter", testkit.ConsumeAll(t, addr, dst), want)
+	})
+
+	t.Run("keys from a config file", func(t *testing.T) {
+		suppressed := []string{"k0-35", "k1-36", "k1-62", "k0-99"} // k0-99 lies outside the window
+		var want []*kgo.Record
+		for _, r := range window {
+			if !slices.Contains(suppressed, string(r.Key)) {
+				want = append(want, r)
+			}
+		}
+		if len(window)-len(want) != 3 {
+			t.Fatalf("%d suppressed keys in the window, want 3: the data is not what the test means", len(window)-len(want))
+		}
+		var list []string
+		for _, k := range suppressed {
+			list = append(list, `b"`+k+`"`)
+		}
+		dst := testkit.Topic(t, "fkeys")
+		config := writeYAMLFile(t, fmt.Sprintf(`mode: restore
+backup_id: f
+storage: {backend: filesystem, path: %s}
+target: {bootstrap_servers: [%s]}
+restore:
+  time_window_start: %d
+  time_window_end: %d
+  topic_mapping: {%s: %s}
+  filter: '!(key in [%s])'
+`, path, addr, d.start, d.end, d.topic, dst, strings.Join(list, ", ")))
+		code, stdout, stderr := kpipe(t, "restore", "--config", config, "--state-dir", t.TempDir())
+		if code != 0 {
+			t.Fatalf("restore: exit %d: %s", code, stderr)
+		}
+		if want := fmt.Sprintf("restore f: %d records restored, %d skipped outside the time window, 3 dropped by the filter, ", len(want), 240-len(window)); !strings.HasPrefix(summaryLine(stdout), want) {
+			t.Errorf("the summary is %q, want it to begin %q", summaryLine(stdout), want)
+		}
+		sameRecordsInOrder(t, "key filter", testkit.ConsumeAll(t, addr, dst), want)
+	})
+
+	t.Run("keeps nothing", func(t *testing.T) {
+		dst := testkit.Topic(t, "fnone")
+		code, _, stderr := kpipe(t, append([]string{"restore", "--state-dir", t.TempDir(), "--filter", `key == b"nope"`}, flags(dst)...)...)
+		want := fmt.Sprintf(`kpipe: run restore: the filter "key == b\"nope\"" kept none of the %d records of the chosen topics, partitions and time window of backup "f": check the expression; or allow an empty run with --allow-empty (allow_empty = true)`, len(window))
+		if code != 1 || !strings.Contains(stderr, strings.TrimPrefix(want, "kpipe: run restore: ")) {
+			t.Errorf("exit %d, stderr %s; want exit 1 and %q", code, stderr, want)
+		}
+		if testkit.ListTopics(t, addr)[dst] && len(testkit.ConsumeAll(t, addr, dst)) != 0 {
+			t.Errorf("a restore whose filter keeps nothing wrote records to %s", dst)
+		}
+	})
+
+	t.Run("does not compile", func(t *testing.T) {
+		dst := testkit.Topic(t, "fbad")
+		code, _, stderr := kpipe(t, append([]string{"restore", "--state-dir", t.TempDir(), "--filter", "key == b\"x\" &&\n  valu == null"}, flags(dst)...)...)
+		want := "kpipe: --filter: invalid CEL expression at line 2, column 3: undeclared reference to 'valu' (did you mean 'value'?)"
+		if code != exitBadInput || errorText(stderr) != want {
+			t.Errorf("exit %d, %q; want exit %d, %q", code, errorText(stderr), exitBadInput, want)
+		}
+		if testkit.ListTopics(t, addr)[dst] {
+			t.Errorf("a refused restore created %s", dst)
+		}
+	})
+}
