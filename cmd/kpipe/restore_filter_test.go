@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -71,28 +72,59 @@ func TestRestoreFilters(t *testing.T) {
 	}
 
 	t.Run("window only", func(t *testing.T) {
+		// 5 batches of 20 records per partition (segments of 20): one
+		// before the window, one across its start, one inside, one across
+		// its end, one after.
+		topic := testkit.Topic(t, "fbatches")
+		testkit.CreateTopic(t, addr, topic, 2)
+		var all []*kgo.Record
+		for b := range 5 {
+			for p := range int32(2) {
+				var batch []*kgo.Record
+				for i := range 20 {
+					ts := d.start + int64(b-2)*30_000 + int64(i)*1_000 // 30s apart, 1s between records
+					batch = append(batch, &kgo.Record{Topic: topic, Partition: p, Key: fmt.Appendf(nil, "k%d-%d-%d", p, b, i), Value: []byte("v"), Timestamp: time.UnixMilli(ts)})
+				}
+				testkit.Produce(t, addr, batch)
+				all = append(all, batch...)
+			}
+		}
+		bpath := t.TempDir()
+		if code, _, stderr := kpipe(t, "backup", "--bootstrap-servers", addr, "--topics", topic, "--path", bpath, "--backup-id", "w", "--segment-max-records", "20"); code != 0 {
+			t.Fatalf("backup: exit %d: %s", code, stderr)
+		}
+		start, end := d.start-30_000+10_500, d.start+30_000+10_500
 		straddling, inside := 0, 0
-		for _, m := range testkit.Manifests(t, path, "f") {
+		for _, m := range testkit.Manifests(t, bpath, "w") {
 			for _, e := range m.Entries {
 				for _, bi := range e.Batches {
 					switch {
-					case bi.MinTimestamp >= d.start && bi.MaxTimestamp <= d.end:
+					case bi.MinTimestamp >= start && bi.MaxTimestamp <= end:
 						inside++
-					case bi.MaxTimestamp >= d.start && bi.MinTimestamp <= d.end:
+					case bi.MaxTimestamp >= start && bi.MinTimestamp <= end:
 						straddling++
 					}
 				}
 			}
 		}
-		if straddling == 0 {
-			t.Fatal("no batch straddles a bound of the window: the data is not what the test means")
+		if straddling != 4 || inside != 2 {
+			t.Fatalf("%d batches straddle a bound of the window and %d lie inside, want 4 and 2: the data is not what the test means", straddling, inside)
+		}
+		var want []*kgo.Record
+		for _, p := range []int32{0, 1} {
+			for _, r := range all {
+				if ts := r.Timestamp.UnixMilli(); r.Partition == p && ts >= start && ts <= end {
+					want = append(want, r)
+				}
+			}
 		}
 		dst := testkit.Topic(t, "fwin")
-		m := restoreJSON(t, flags(dst)...).source(t)
+		m := restoreJSON(t, "--bootstrap-servers", addr, "--path", bpath, "--backup-id", "w", "--topic-mapping", topic+"="+dst,
+			"--time-window-start", fmt.Sprint(start), "--time-window-end", fmt.Sprint(end)).source(t)
 		if m["batches_decoded"] != int64(straddling) {
 			t.Errorf("the source decoded %d batches, want the %d that straddle a bound (%d lie inside the window)", m["batches_decoded"], straddling, inside)
 		}
-		sameRecordsInOrder(t, "window only", testkit.ConsumeAll(t, addr, dst), window)
+		sameRecordsInOrder(t, "window only", testkit.ConsumeAll(t, addr, dst), want)
 	})
 
 	t.Run("header", func(t *testing.T) {
