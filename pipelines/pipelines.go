@@ -137,6 +137,10 @@ type RestoreOptions struct {
 	// MaxConcurrentPartitions is how many partitions are read from
 	// storage at once (0 or 1: one).
 	MaxConcurrentPartitions int
+	// IncludeOriginalOffsetHeader appends x-original-offset,
+	// x-original-partition and x-original-timestamp to each record's
+	// headers.
+	IncludeOriginalOffsetHeader bool
 }
 
 func stage(plugin string, params map[string]any) config.Stage {
@@ -237,6 +241,9 @@ func Restore(name string, o RestoreOptions) config.Pipeline {
 	}
 	if o.ReplicationFactor != 0 {
 		sink["replication_factor"] = o.ReplicationFactor
+	}
+	if o.IncludeOriginalOffsetHeader {
+		sink["include_original_offset_header"] = true
 	}
 	o.Security.addTo(sink)
 	return config.Pipeline{Name: name, Source: storageStage(o.Path, o.Store, src), Sink: stage("kafka", sink)}

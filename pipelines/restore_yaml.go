@@ -14,40 +14,39 @@ import (
 // restoreOptionKeys are the keys of what a restore does, flat under
 // restore or in restore.options.
 var restoreOptionKeys = map[string]schema{
-	"time_window_start":         leaf(kString),
-	"time_window_end":           leaf(kString),
-	"topics":                    leaf(kStrings),
-	"topic_mapping":             leaf(kPairs),
-	"partition_mapping":         leaf(kPairs),
-	"source_partitions":         leaf(kStrings),
-	"create_topics":             leaf(kBool),
-	"incarnation":               leaf(kPairs),
-	"max_concurrent_partitions": leaf(kInt),
-	"dry_run":                   leaf(kBool),
-	"allow_empty":               leaf(kBool),
-	"allow_nonempty_target":     leaf(kBool),
-	"verify":                    leaf(kBool),
-	"filter":                    leaf(kString),
-	// Not built yet: recognised, and refused unless left at their default.
-	"repartitioning":                 leaf(kString),
+	"time_window_start":              leaf(kString),
+	"time_window_end":                leaf(kString),
+	"topics":                         leaf(kStrings),
+	"topic_mapping":                  leaf(kPairs),
+	"partition_mapping":              leaf(kPairs),
+	"source_partitions":              leaf(kStrings),
+	"create_topics":                  leaf(kBool),
+	"incarnation":                    leaf(kPairs),
+	"max_concurrent_partitions":      leaf(kInt),
+	"dry_run":                        leaf(kBool),
+	"allow_empty":                    leaf(kBool),
+	"allow_nonempty_target":          leaf(kBool),
+	"verify":                         leaf(kBool),
+	"filter":                         leaf(kString),
 	"include_original_offset_header": leaf(kBool),
-	"rate_limit_records_per_sec":     leaf(kInt),
-	"rate_limit_bytes_per_sec":       leaf(kInt),
-	"consumer_group_strategy":        leaf(kString),
-	"consumer_groups":                leaf(kStrings),
-	"reset_consumer_offsets":         leaf(kBool),
+	// Not built yet: recognised, and refused unless left at their default.
+	"repartitioning":             leaf(kString),
+	"rate_limit_records_per_sec": leaf(kInt),
+	"rate_limit_bytes_per_sec":   leaf(kInt),
+	"consumer_group_strategy":    leaf(kString),
+	"consumer_groups":            leaf(kStrings),
+	"reset_consumer_offsets":     leaf(kBool),
 }
 
 // notYet are the restore keys not built yet, each with the value it may
 // have ("" for a key that must be left out).
 var notYet = map[string]string{
-	"repartitioning":                 "none",
-	"include_original_offset_header": "false",
-	"rate_limit_records_per_sec":     "0",
-	"rate_limit_bytes_per_sec":       "0",
-	"consumer_group_strategy":        "skip",
-	"consumer_groups":                "",
-	"reset_consumer_offsets":         "false",
+	"repartitioning":             "none",
+	"rate_limit_records_per_sec": "0",
+	"rate_limit_bytes_per_sec":   "0",
+	"consumer_group_strategy":    "skip",
+	"consumer_groups":            "",
+	"reset_consumer_offsets":     "false",
 }
 
 // restoreSchema holds every key `kpipe restore --config` reads, in both
@@ -290,7 +289,7 @@ func loadRestoreOptions(d *doc, c *RestoreConfig) error {
 	for _, f := range []struct {
 		name string
 		to   *bool
-	}{{"dry_run", &c.DryRun}, {"allow_empty", &o.AllowEmpty}, {"allow_nonempty_target", &o.AllowNonemptyTarget}, {"verify", &o.Verify}} {
+	}{{"dry_run", &c.DryRun}, {"allow_empty", &o.AllowEmpty}, {"include_original_offset_header", &o.IncludeOriginalOffsetHeader}, {"allow_nonempty_target", &o.AllowNonemptyTarget}, {"verify", &o.Verify}} {
 		if *f.to, _, err = d.bool(keys[f.name]); err != nil {
 			return err
 		}

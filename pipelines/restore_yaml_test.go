@@ -23,7 +23,7 @@ func TestLoadRestoreReadsEveryKey(t *testing.T) {
 		PartitionMapping:    map[string]int32{"1": 0, "2": 1},
 		TopicIncarnations:   map[string]string{"orders": "AAAAAAAAAAAAAAAAAAAAAQ"},
 		AllowNonemptyTarget: true, AllowEmpty: true, NoCreateTopics: true, Verify: true, MaxConcurrentPartitions: 4,
-		Filter: `!(key in [b"user-17"])`,
+		Filter: `!(key in [b"user-17"])`, IncludeOriginalOffsetHeader: true,
 	}}
 	options := `time_window_start: 1731236400000
   time_window_end: "2024-11-10T15:00:00Z"
@@ -38,7 +38,7 @@ func TestLoadRestoreReadsEveryKey(t *testing.T) {
   allow_nonempty_target: true
   verify: true
   filter: '!(key in [b"user-17"])'
-  include_original_offset_header: false
+  include_original_offset_header: true
   consumer_group_strategy: skip
   reset_consumer_offsets: false
   repartitioning: none
@@ -107,7 +107,7 @@ func TestBadRestoreConfigs(t *testing.T) {
 		{head + "  time_window_end: 1731236400000000\n", "FILE:6: restore.time_window_end: 1731236400000000 looks like epoch microseconds, not milliseconds: read as milliseconds it is the year 56830, as microseconds 2024-11-10T11:00:00Z; use 13-digit epoch milliseconds: 1731236400000"},
 		{head + "  time_window_start: 1731250800000\n  time_window_end: 1731236400000\n", "FILE:7: restore.time_window_end: is before time_window_start; swap them"},
 		{head + "  time_window_start: 2024-11-10T10:00:00\n", "FILE:6: restore.time_window_start: \"2024-11-10T10:00:00\" has no time zone; add one, such as 2024-11-10T10:00:00Z for UTC"},
-		{head + "  include_original_offset_header: true\n", "FILE:6: restore.include_original_offset_header: is not supported yet; leave it out or set it to false"},
+		{head + "  include_original_offset_header: yes please\n", "FILE:6: restore.include_original_offset_header: \"yes please\" is not true or false"},
 		{head + "  consumer_group_strategy: header-based\n", "FILE:6: restore.consumer_group_strategy: is not supported yet; leave it out or set it to skip"},
 		{head + "  consumer_groups: [g]\n", "FILE:6: restore.consumer_groups: is not supported yet; leave it out"},
 		{head + "  reset_consumer_offsets: true\n", "FILE:6: restore.reset_consumer_offsets: is not supported yet; leave it out or set it to false"},

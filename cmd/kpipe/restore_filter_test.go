@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -8,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kpipe/kpipe/internal/testkit"
@@ -204,4 +206,71 @@ restore:
 			t.Errorf("a refused restore created %s", dst)
 		}
 	})
+}
+
+// TestOriginalOffsetHeaders: with --include-original-offset-header, each
+// restored record carries its own headers, then x-original-offset,
+// x-original-partition and x-original-timestamp as decimal text, also
+// after DeleteRecords moved the source's first offsets and with two
+// partitions merged into one; without it the records are restored as they
+// were, no header added.
+func TestOriginalOffsetHeaders(t *testing.T) {
+	addr := testkit.Kafka(t)
+	src := testkit.Topic(t, "orig")
+	testkit.CreateTopic(t, addr, src, 2)
+	ts := time.Now().Add(-time.Hour).UnixMilli()
+	var recs []*kgo.Record
+	for p := range int32(2) {
+		for i := range 30 {
+			r := &kgo.Record{Topic: src, Partition: p, Key: fmt.Appendf(nil, "k%d-%d", p, i), Value: fmt.Appendf(nil, "v%d-%d", p, i), Timestamp: time.UnixMilli(ts + int64(i*7))}
+			if i%3 == 0 {
+				r.Headers = []kgo.RecordHeader{{Key: "own", Value: []byte("h")}, {Key: "empty"}}
+			}
+			recs = append(recs, r)
+		}
+	}
+	testkit.Produce(t, addr, recs)
+	deleted := map[int32]int64{0: 10, 1: 4}
+	adm := kadm.NewClient(testkit.Client(t, addr))
+	var del kadm.Offsets
+	for p, o := range deleted {
+		del.Add(kadm.Offset{Topic: src, Partition: p, At: o})
+	}
+	if resp, err := adm.DeleteRecords(context.Background(), del); err != nil || resp.Error() != nil {
+		t.Fatalf("delete records: %v %v", err, resp.Error())
+	}
+	var kept []*kgo.Record
+	for _, r := range recs {
+		if r.Offset >= deleted[r.Partition] {
+			kept = append(kept, r)
+		}
+	}
+	path := t.TempDir()
+	if code, _, stderr := kpipe(t, "backup", "--bootstrap-servers", addr, "--topics", src, "--path", path, "--backup-id", "o"); code != 0 {
+		t.Fatalf("backup: exit %d: %s", code, stderr)
+	}
+	restoreTo := func(extra ...string) []*kgo.Record {
+		dst := testkit.Topic(t, "origdst")
+		args := append([]string{"restore", "--bootstrap-servers", addr, "--path", path, "--backup-id", "o", "--topic-mapping", src + "=" + dst, "--state-dir", t.TempDir()}, extra...)
+		if code, _, stderr := kpipe(t, args...); code != 0 {
+			t.Fatalf("restore %v: exit %d: %s", extra, code, stderr)
+		}
+		return testkit.ConsumeAll(t, addr, dst)
+	}
+
+	var want []*kgo.Record
+	for _, r := range kept {
+		w := *r
+		w.Partition = 0
+		w.Headers = append(slices.Clone(r.Headers),
+			kgo.RecordHeader{Key: "x-original-offset", Value: fmt.Append(nil, r.Offset)},
+			kgo.RecordHeader{Key: "x-original-partition", Value: fmt.Append(nil, r.Partition)},
+			kgo.RecordHeader{Key: "x-original-timestamp", Value: fmt.Append(nil, r.Timestamp.UnixMilli())})
+		want = append(want, &w)
+	}
+	sameRecordsInOrder(t, "with original-offset headers, partition 1 merged into 0", restoreTo("--include-original-offset-header", "--partition-mapping", "1=0"), want)
+	if got := string(want[0].Headers[len(want[0].Headers)-3].Value); got != "10" {
+		t.Fatalf("the first record's x-original-offset is %q, want 10: the data is not what the test means", got)
+	}
+	sameRecordsInOrder(t, "without", restoreTo(), kept)
 }

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"math"
 	"math/rand/v2"
+	"strconv"
 	"sync"
 	"time"
 
@@ -31,6 +32,7 @@ type sinkConfig struct {
 	PartitionMapping  map[string]int32  `param:"partition_mapping" help:"source partition = target partition, for every topic (several may merge into one: they are written one after the other, lowest first); unmapped partitions keep their number"`
 	RestoreState      string            `param:"restore_state" help:"file of the restore's progress and offset map: set, the sink writes exactly once, a rerun continuing where a killed run stopped (it must be the only writer of its target partitions, and get each source partition's batches in order)"`
 	AllowNonempty     bool              `param:"allow_nonempty_target" help:"with restore_state: let the restore start on target partitions that already hold records, appending after them"`
+	OriginalHeaders   bool              `param:"include_original_offset_header" help:"append to each record's own headers x-original-offset, x-original-partition and x-original-timestamp: the offset, partition and timestamp (epoch milliseconds) it had in the source, as decimal text"`
 }
 
 // Sink produces batches to Kafka with an idempotent producer, partition for
@@ -525,7 +527,7 @@ func (s *Sink) Write(ctx context.Context, b sdk.Batch) error {
 		// A resumed run: the records the last run wrote after its last
 		// save are in the target already; match them instead.
 		for ; first < n && len(tgt.ahead) > 0; first++ {
-			if s.eo.hash(v.Key(first), v.Value(first), v.Timestamp(first), viewHeaders(v, first)) != tgt.ahead[0] {
+			if s.eo.hash(v.Key(first), v.Value(first), v.Timestamp(first), s.headers(v, first, src.Partition)) != tgt.ahead[0] {
 				s.mu.Unlock()
 				return errMismatch(dst, tgt.t.Next)
 			}
@@ -546,11 +548,10 @@ func (s *Sink) Write(ctx context.Context, b sdk.Batch) error {
 		r.Topic, r.Partition = dst.Topic, dst.Partition
 		r.Key, r.Value = v.Key(i), v.Value(i)
 		r.Timestamp = time.UnixMilli(v.Timestamp(i))
-		if nh := v.NumHeaders(i); nh > 0 {
-			r.Headers = make([]kgo.RecordHeader, nh)
-			for j := range nh {
-				h := v.Header(i, j)
-				r.Headers[j] = kgo.RecordHeader{Key: h.Key, Value: h.Value}
+		if nh := v.NumHeaders(i); nh > 0 || s.cfg.OriginalHeaders {
+			r.Headers = make([]kgo.RecordHeader, 0, nh+len(originalHeaders))
+			for hk, hv := range s.headers(v, i, src.Partition) {
+				r.Headers = append(r.Headers, kgo.RecordHeader{Key: hk, Value: hv})
 			}
 		}
 		s.cl.Produce(ctx, r, done)
@@ -558,12 +559,40 @@ func (s *Sink) Write(ctx context.Context, b sdk.Batch) error {
 	return nil
 }
 
+// originalHeaders are the headers include_original_offset_header appends.
+var originalHeaders = [...]string{"x-original-offset", "x-original-partition", "x-original-timestamp"}
+
+// headers yields the headers record i of v (of source partition
+// partition) is produced with: its own, then with
+// include_original_offset_header where it was in the source.
+func (s *Sink) headers(v *record.View, i int, partition int32) func(yield func(string, []byte) bool) {
+	own := viewHeaders(v, i)
+	if !s.cfg.OriginalHeaders {
+		return own
+	}
+	return func(yield func(string, []byte) bool) {
+		done := false
+		own(func(k string, val []byte) bool {
+			done = !yield(k, val)
+			return !done
+		})
+		if done {
+			return
+		}
+		for j, n := range [...]int64{v.Offset(i), int64(partition), v.Timestamp(i)} {
+			if !yield(originalHeaders[j], strconv.AppendInt(nil, n, 10)) {
+				return
+			}
+		}
+	}
+}
+
 // fits fails a batch with a record larger than the target topic takes,
 // before any of it is produced.
 func (s *Sink) fits(src sdk.TopicPartition, topic string, v *record.View) error {
 	limit, _ := s.limits.of(topic)
 	for i := range v.Len() {
-		if need := batchBytes(v.Key(i), v.Value(i), viewHeaders(v, i)); need > limit {
+		if need := batchBytes(v.Key(i), v.Value(i), s.headers(v, i, src.Partition)); need > limit {
 			return errTooLarge(src, v.Offset(i), v.RecordBytes(i), need, topic, limit)
 		}
 	}
