@@ -141,6 +141,10 @@ type RestoreOptions struct {
 	// x-original-partition and x-original-timestamp to each record's
 	// headers.
 	IncludeOriginalOffsetHeader bool
+	// RateLimitRecordsPerSec and RateLimitBytesPerSec bound what the
+	// restore produces per second, over the whole run (0: no limit).
+	RateLimitRecordsPerSec int64
+	RateLimitBytesPerSec   int64
 }
 
 func stage(plugin string, params map[string]any) config.Stage {
@@ -244,6 +248,12 @@ func Restore(name string, o RestoreOptions) config.Pipeline {
 	}
 	if o.IncludeOriginalOffsetHeader {
 		sink["include_original_offset_header"] = true
+	}
+	if o.RateLimitRecordsPerSec > 0 {
+		sink["rate_limit_records_per_sec"] = o.RateLimitRecordsPerSec
+	}
+	if o.RateLimitBytesPerSec > 0 {
+		sink["rate_limit_bytes_per_sec"] = o.RateLimitBytesPerSec
 	}
 	o.Security.addTo(sink)
 	return config.Pipeline{Name: name, Source: storageStage(o.Path, o.Store, src), Sink: stage("kafka", sink)}

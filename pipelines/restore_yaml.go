@@ -29,24 +29,22 @@ var restoreOptionKeys = map[string]schema{
 	"verify":                         leaf(kBool),
 	"filter":                         leaf(kString),
 	"include_original_offset_header": leaf(kBool),
+	"rate_limit_records_per_sec":     leaf(kInt),
+	"rate_limit_bytes_per_sec":       leaf(kInt),
 	// Not built yet: recognised, and refused unless left at their default.
-	"repartitioning":             leaf(kString),
-	"rate_limit_records_per_sec": leaf(kInt),
-	"rate_limit_bytes_per_sec":   leaf(kInt),
-	"consumer_group_strategy":    leaf(kString),
-	"consumer_groups":            leaf(kStrings),
-	"reset_consumer_offsets":     leaf(kBool),
+	"repartitioning":          leaf(kString),
+	"consumer_group_strategy": leaf(kString),
+	"consumer_groups":         leaf(kStrings),
+	"reset_consumer_offsets":  leaf(kBool),
 }
 
 // notYet are the restore keys not built yet, each with the value it may
 // have ("" for a key that must be left out).
 var notYet = map[string]string{
-	"repartitioning":             "none",
-	"rate_limit_records_per_sec": "0",
-	"rate_limit_bytes_per_sec":   "0",
-	"consumer_group_strategy":    "skip",
-	"consumer_groups":            "",
-	"reset_consumer_offsets":     "false",
+	"repartitioning":          "none",
+	"consumer_group_strategy": "skip",
+	"consumer_groups":         "",
+	"reset_consumer_offsets":  "false",
 }
 
 // restoreSchema holds every key `kpipe restore --config` reads, in both
@@ -285,6 +283,20 @@ func loadRestoreOptions(d *doc, c *RestoreConfig) error {
 		return d.errorf(d.values[k], k, "%d is not a number of partitions; use 1 or more (1: one partition read at a time)", n)
 	} else if ok {
 		o.MaxConcurrentPartitions = int(n)
+	}
+	for _, r := range []struct {
+		name string
+		to   *int64
+	}{{"rate_limit_records_per_sec", &o.RateLimitRecordsPerSec}, {"rate_limit_bytes_per_sec", &o.RateLimitBytesPerSec}} {
+		k := keys[r.name]
+		n, _, err := d.int(k)
+		if err != nil {
+			return err
+		}
+		if n < 0 {
+			return d.errorf(d.values[k], k, "%d is not a rate; use a number above 0, or 0 for no limit", n)
+		}
+		*r.to = n
 	}
 	for _, f := range []struct {
 		name string

@@ -24,6 +24,7 @@ func TestLoadRestoreReadsEveryKey(t *testing.T) {
 		TopicIncarnations:   map[string]string{"orders": "AAAAAAAAAAAAAAAAAAAAAQ"},
 		AllowNonemptyTarget: true, AllowEmpty: true, NoCreateTopics: true, Verify: true, MaxConcurrentPartitions: 4,
 		Filter: `!(key in [b"user-17"])`, IncludeOriginalOffsetHeader: true,
+		RateLimitRecordsPerSec: 5000, RateLimitBytesPerSec: 1 << 20,
 	}}
 	options := `time_window_start: 1731236400000
   time_window_end: "2024-11-10T15:00:00Z"
@@ -39,6 +40,8 @@ func TestLoadRestoreReadsEveryKey(t *testing.T) {
   verify: true
   filter: '!(key in [b"user-17"])'
   include_original_offset_header: true
+  rate_limit_records_per_sec: 5000
+  rate_limit_bytes_per_sec: 1048576
   consumer_group_strategy: skip
   reset_consumer_offsets: false
   repartitioning: none
@@ -112,8 +115,8 @@ func TestBadRestoreConfigs(t *testing.T) {
 		{head + "  consumer_groups: [g]\n", "FILE:6: restore.consumer_groups: is not supported yet; leave it out"},
 		{head + "  reset_consumer_offsets: true\n", "FILE:6: restore.reset_consumer_offsets: is not supported yet; leave it out or set it to false"},
 		{head + "  repartitioning: murmur2\n", "FILE:6: restore.repartitioning: is not supported yet; leave it out or set it to none"},
-		{head + "  rate_limit_records_per_sec: 100\n", "FILE:6: restore.rate_limit_records_per_sec: is not supported yet; leave it out or set it to 0"},
-		{head + "  rate_limit_bytes_per_sec: 100\n", "FILE:6: restore.rate_limit_bytes_per_sec: is not supported yet; leave it out or set it to 0"},
+		{head + "  rate_limit_records_per_sec: -1\n", "FILE:6: restore.rate_limit_records_per_sec: -1 is not a rate; use a number above 0, or 0 for no limit"},
+		{head + "  rate_limit_bytes_per_sec: 1MB\n", "FILE:6: restore.rate_limit_bytes_per_sec: \"1MB\" is not a whole number"},
 		{head + "  filter: \"partition == \"\n", "FILE:6: restore.filter: invalid CEL expression at line 1, column 14: Syntax error: mismatched input '<EOF>' expecting {'[', '{', '(', '.', '-', '!', 'true', 'false', 'null', NUM_FLOAT, NUM_INT, NUM_UINT, STRING, BYTES, IDENTIFIER}"},
 		{head + "  filter: |\n    key != null &&\n      valu == b\"x\"\n", "FILE:6: restore.filter: invalid CEL expression at line 2, column 3: undeclared reference to 'valu' (did you mean 'value'?)"},
 		{head + "  max_concurrent_partitions: 0\n", "FILE:6: restore.max_concurrent_partitions: 0 is not a number of partitions; use 1 or more (1: one partition read at a time)"},

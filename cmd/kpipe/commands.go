@@ -602,6 +602,8 @@ says so when run again; --fresh runs it again from the start.`,
 	f.StringVar(&windowStart, "time-window-start", "", "restore records with timestamp >= this: epoch milliseconds or an ISO-8601 time with its zone, such as 2024-11-10T10:00:00Z (empty: from the start)")
 	f.StringVar(&windowEnd, "time-window-end", "", "restore records with timestamp <= this: epoch milliseconds or an ISO-8601 time with its zone (empty: to the end)")
 	f.StringVar(&r.Filter, "filter", "", "CEL expression over topic, partition, offset, timestamp, timestamp_type, key, value and headers: restore only the records of the window for which it is true, such as '!(key in [b\"user-17\", b\"user-42\"])' (every batch of the window is then decoded to evaluate it)")
+	f.Int64Var(&r.RateLimitRecordsPerSec, "rate-limit-records-per-sec", 0, "produce at most this many records per second, over the whole restore (0: no limit)")
+	f.Int64Var(&r.RateLimitBytesPerSec, "rate-limit-bytes-per-sec", 0, "produce at most this many bytes of records (keys, values and headers as backed up) per second, over the whole restore (0: no limit)")
 	f.BoolVar(&r.IncludeOriginalOffsetHeader, "include-original-offset-header", false, "append to each restored record's own headers x-original-offset, x-original-partition and x-original-timestamp: where it was in the backed-up topic (offset, partition, timestamp in epoch milliseconds), as decimal text")
 	f.BoolVar(&r.Verify, "verify", false, "before writing, read every segment of the chosen partitions and check it against its checksums (the deep validation of what the restore reads); without it the restore checks before writing that every segment is there with its size and every manifest continuous, and a checksum mismatch found while restoring stops it at once")
 	f.BoolVar(&r.AllowEmpty, "allow-empty", false, "let a restore that selects no record succeed (exit 0); else a time window outside the backup's records, or topics and partitions matching none, fail with exit 1")
@@ -650,6 +652,11 @@ func restoreFlags(cmd *cobra.Command, r *pipelines.RestoreOptions, windowStart, 
 	}
 	if r.MaxConcurrentPartitions < 1 {
 		return badInput("--max-concurrent-partitions %d: use 1 or more (1: one partition read at a time)", r.MaxConcurrentPartitions)
+	}
+	for name, n := range map[string]int64{"--rate-limit-records-per-sec": r.RateLimitRecordsPerSec, "--rate-limit-bytes-per-sec": r.RateLimitBytesPerSec} {
+		if n < 0 {
+			return badInput("%s %d: use a number above 0, or 0 for no limit", name, n)
+		}
 	}
 	if r.Filter != "" {
 		if _, err := celexpr.Compile(r.Filter); err != nil {
@@ -837,7 +844,7 @@ var configFlags = slices.Concat([]string{"bootstrap-servers", "topics", "path", 
 	"consumer-group-snapshot", "segment-max-bytes", "segment-max-records", "segment-max-interval"}, storeFlagNames, securityFlagNames)
 
 // restoreConfigFlags are the restore flags a --config file replaces.
-var restoreConfigFlags = slices.Concat([]string{"bootstrap-servers", "path", "backup-id", "topics", "source-partitions", "time-window-start", "filter", "include-original-offset-header",
+var restoreConfigFlags = slices.Concat([]string{"bootstrap-servers", "path", "backup-id", "topics", "source-partitions", "time-window-start", "filter", "include-original-offset-header", "rate-limit-records-per-sec", "rate-limit-bytes-per-sec",
 	"time-window-end", "topic-mapping", "partition-mapping", "topic-incarnation", "create-topics"}, storeFlagNames, securityFlagNames)
 
 // onlyConfig refuses flags beside --config that the config file replaces.

@@ -274,3 +274,48 @@ func TestOriginalOffsetHeaders(t *testing.T) {
 	}
 	sameRecordsInOrder(t, "without", restoreTo(), kept)
 }
+
+// TestRateLimits: a restore of M records limited to N records per second
+// takes at least M/N seconds, and one of B bytes of records limited to R
+// bytes per second at least B/R (lower bounds only: the machine may be
+// slower, never faster); a negative rate is refused.
+func TestRateLimits(t *testing.T) {
+	addr := testkit.Kafka(t)
+	src := testkit.Topic(t, "rate")
+	testkit.CreateTopic(t, addr, src, 2)
+	ts := time.Now().Add(-time.Hour).UnixMilli()
+	var recs []*kgo.Record
+	for i := range 1000 {
+		recs = append(recs, &kgo.Record{Topic: src, Partition: int32(i % 2), Key: fmt.Appendf(nil, "k%04d", i), Value: make([]byte, 495), Timestamp: time.UnixMilli(ts)})
+	}
+	testkit.Produce(t, addr, recs)
+	path := t.TempDir()
+	if code, _, stderr := kpipe(t, "backup", "--bootstrap-servers", addr, "--topics", src, "--path", path, "--backup-id", "r"); code != 0 {
+		t.Fatalf("backup: exit %d: %s", code, stderr)
+	}
+	for _, c := range []struct {
+		flag, value string
+		least       time.Duration
+	}{
+		{"--rate-limit-records-per-sec", "500", 2 * time.Second},  // 1000 records
+		{"--rate-limit-bytes-per-sec", "250000", 2 * time.Second}, // 1000 × 500 bytes
+	} {
+		dst := testkit.Topic(t, "ratedst")
+		start := time.Now()
+		code, _, stderr := kpipe(t, "restore", "--bootstrap-servers", addr, "--path", path, "--backup-id", "r", "--topic-mapping", src+"="+dst, "--state-dir", t.TempDir(), c.flag, c.value)
+		took := time.Since(start)
+		if code != 0 {
+			t.Fatalf("%s %s: exit %d: %s", c.flag, c.value, code, stderr)
+		}
+		if took < c.least {
+			t.Errorf("%s %s: the restore took %s, want at least %s", c.flag, c.value, took, c.least)
+		}
+		if n := len(testkit.ConsumeAll(t, addr, dst)); n != 1000 {
+			t.Errorf("%s %s: %d records restored, want 1000", c.flag, c.value, n)
+		}
+	}
+	code, _, stderr := kpipe(t, "restore", "--bootstrap-servers", addr, "--path", path, "--backup-id", "r", "--rate-limit-records-per-sec", "-5")
+	if want := "kpipe: --rate-limit-records-per-sec -5: use a number above 0, or 0 for no limit"; code != exitBadInput || errorText(stderr) != want {
+		t.Errorf("a negative rate: exit %d, %q; want exit %d, %q", code, errorText(stderr), exitBadInput, want)
+	}
+}

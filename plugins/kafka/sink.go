@@ -32,6 +32,8 @@ type sinkConfig struct {
 	PartitionMapping  map[string]int32  `param:"partition_mapping" help:"source partition = target partition, for every topic (several may merge into one: they are written one after the other, lowest first); unmapped partitions keep their number"`
 	RestoreState      string            `param:"restore_state" help:"file of the restore's progress and offset map: set, the sink writes exactly once, a rerun continuing where a killed run stopped (it must be the only writer of its target partitions, and get each source partition's batches in order)"`
 	AllowNonempty     bool              `param:"allow_nonempty_target" help:"with restore_state: let the restore start on target partitions that already hold records, appending after them"`
+	RateRecords       int64             `param:"rate_limit_records_per_sec" help:"produce at most this many records per second, over the whole run (0: no limit)"`
+	RateBytes         int64             `param:"rate_limit_bytes_per_sec" help:"produce at most this many bytes of records (keys, values and headers) per second, over the whole run (0: no limit)"`
 	OriginalHeaders   bool              `param:"include_original_offset_header" help:"append to each record's own headers x-original-offset, x-original-partition and x-original-timestamp: the offset, partition and timestamp (epoch milliseconds) it had in the source, as decimal text"`
 }
 
@@ -67,6 +69,8 @@ type Sink struct {
 	fresh map[string]int
 	dec   *record.Decoder
 	pool  *record.Pool
+	// records and bytes pace what is produced (nil: no limit).
+	records, bytes *pacer
 
 	mu          sync.Mutex
 	outstanding map[sdk.BatchID]*inFlight
@@ -111,6 +115,15 @@ func (s *Sink) Configure(context.Context) error {
 	if s.cfg.AllowNonempty && s.cfg.RestoreState == "" {
 		errs = append(errs, param.Errorf("allow_nonempty_target", "is for a restore: set restore_state too"))
 	}
+	for _, r := range []struct {
+		name string
+		n    int64
+	}{{"rate_limit_records_per_sec", s.cfg.RateRecords}, {"rate_limit_bytes_per_sec", s.cfg.RateBytes}} {
+		if r.n < 0 {
+			errs = append(errs, param.Errorf(r.name, "%d is not a rate; use a number above 0, or 0 for no limit", r.n))
+		}
+	}
+	s.records, s.bytes = newPacer(s.cfg.RateRecords), newPacer(s.cfg.RateBytes)
 	if rf := s.cfg.ReplicationFactor; rf < -1 || rf > math.MaxInt16 {
 		errs = append(errs, param.Errorf("replication_factor", "%d is not a replication factor; use 1 or more, 0 for the source's, or -1 for the broker default", rf))
 	}
@@ -541,6 +554,9 @@ func (s *Sink) Write(ctx context.Context, b sdk.Batch) error {
 		}
 	}
 	s.mu.Unlock()
+	if err := s.pace(ctx, v, first); err != nil {
+		return err
+	}
 	recs := make([]kgo.Record, n)
 	done := func(r *kgo.Record, err error) { s.done(id, r, err) }
 	for i := first; i < n; i++ {
@@ -557,6 +573,22 @@ func (s *Sink) Write(ctx context.Context, b sdk.Batch) error {
 		s.cl.Produce(ctx, r, done)
 	}
 	return nil
+}
+
+// pace waits until the rate limits let the records of v from first on be
+// produced.
+func (s *Sink) pace(ctx context.Context, v *record.View, first int) error {
+	if err := s.records.wait(ctx, int64(v.Len()-first)); err != nil {
+		return err
+	}
+	if s.bytes == nil {
+		return nil
+	}
+	var n int64
+	for i := first; i < v.Len(); i++ {
+		n += v.RecordBytes(i)
+	}
+	return s.bytes.wait(ctx, n)
 }
 
 // originalHeaders are the headers include_original_offset_header appends.
