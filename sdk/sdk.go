@@ -265,6 +265,25 @@ type TopicMetadata struct {
 	// (those chosen when it reads none), so that a sink can tell the
 	// partitions it will write before it writes; nil when unknown (all).
 	ReadPartitions []int32 `json:"-"`
+	// Timestamps bound the timestamps of the records a run reads (those of
+	// its batches, within its time window); nil when unknown.
+	Timestamps *TimestampRange `json:"-"`
+}
+
+// TimestampRange bounds timestamps, epoch milliseconds, both included.
+type TimestampRange struct {
+	Min, Max int64
+}
+
+// Widen returns the range that holds r and o (either may be nil).
+func (r *TimestampRange) Widen(o *TimestampRange) *TimestampRange {
+	switch {
+	case r == nil:
+		return o
+	case o == nil:
+		return r
+	}
+	return &TimestampRange{Min: min(r.Min, o.Min), Max: max(r.Max, o.Max)}
 }
 
 // Needs is how many partitions a topic must have to take the partitions a

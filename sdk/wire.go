@@ -144,6 +144,9 @@ func MetadataToProto(m Metadata) *pb.Metadata {
 		if l := t.LargestRecord; l != nil {
 			pt.LargestRecord = &pb.LargestRecord{Topic: l.Topic, Partition: l.Partition, MinOffset: l.MinOffset, MaxOffset: l.MaxOffset, Bytes: l.Bytes}
 		}
+		if r := t.Timestamps; r != nil {
+			pt.Timestamps = &pb.TimestampRange{Min: r.Min, Max: r.Max}
+		}
 		out.Topics = append(out.Topics, pt)
 	}
 	return out
@@ -170,6 +173,9 @@ func MetadataFromProto(p *pb.Metadata) Metadata {
 		tm.ReadPartitions = t.GetReadPartitions()
 		if l := t.GetLargestRecord(); l != nil {
 			tm.LargestRecord = &LargestRecord{Topic: l.GetTopic(), Partition: l.GetPartition(), MinOffset: l.GetMinOffset(), MaxOffset: l.GetMaxOffset(), Bytes: l.GetBytes()}
+		}
+		if r := t.GetTimestamps(); r != nil {
+			tm.Timestamps = &TimestampRange{Min: r.GetMin(), Max: r.GetMax()}
 		}
 		m.Topics = append(m.Topics, tm)
 	}

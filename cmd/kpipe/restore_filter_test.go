@@ -319,3 +319,52 @@ func TestRateLimits(t *testing.T) {
 		t.Errorf("a negative rate: exit %d, %q; want exit %d, %q", code, errorText(stderr), exitBadInput, want)
 	}
 }
+
+// TestTargetWarnings: before it writes, a restore warns, with the fix, of
+// a target topic with message.timestamp.type=LogAppendTime, of one whose
+// retention.ms is shorter than the restored records' age, and of a
+// compacted one when the backup is of a topic that was not compacted (the
+// brokers refuse its record without a key: the restore then stops, after
+// the warning).
+func TestTargetWarnings(t *testing.T) {
+	addr := testkit.Kafka(t)
+	src := testkit.Topic(t, "warn")
+	testkit.CreateTopic(t, addr, src, 1)
+	ts := time.Now().Add(-2 * time.Hour).UnixMilli()
+	recs := []*kgo.Record{{Topic: src, Key: []byte("a"), Value: []byte("1"), Timestamp: time.UnixMilli(ts)}, {Topic: src, Value: []byte("no key"), Timestamp: time.UnixMilli(ts + 1)}}
+	testkit.Produce(t, addr, recs)
+	path := t.TempDir()
+	if code, _, stderr := kpipe(t, "backup", "--bootstrap-servers", addr, "--topics", src, "--path", path, "--backup-id", "w"); code != 0 {
+		t.Fatalf("backup: exit %d: %s", code, stderr)
+	}
+	str := func(s string) *string { return &s }
+	for _, c := range []struct {
+		config map[string]*string
+		code   int
+		want   string
+	}{
+		{map[string]*string{"message.timestamp.type": str("LogAppendTime")}, 0,
+			`has message.timestamp.type=LogAppendTime: the brokers give the restored records the time they are written, not their own timestamps; set message.timestamp.type=CreateTime on it before restoring to keep them`},
+		{map[string]*string{"retention.ms": str("3600000")}, 0,
+			fmt.Sprintf(`has retention.ms=3600000, and the records restored to it have timestamps from %s on, older than that: the brokers delete them soon after they are written; raise retention.ms to at least 172800000 (or -1: no limit) before restoring`, time.UnixMilli(ts).UTC().Format(time.RFC3339))},
+		{map[string]*string{"cleanup.policy": str("compact")}, 1,
+			`has cleanup.policy=compact, but the backup is of a topic that was not compacted, which may hold records without keys: the brokers refuse those on a compacted topic, and the restore would stop part-way; set cleanup.policy=delete on the target, or restore into another topic`},
+	} {
+		dst := testkit.Topic(t, "warndst")
+		testkit.CreateTopicWithConfigs(t, addr, dst, 1, c.config)
+		code, _, stderr := kpipe(t, "restore", "--bootstrap-servers", addr, "--path", path, "--backup-id", "w", "--topic-mapping", src+"="+dst, "--state-dir", t.TempDir())
+		want := fmt.Sprintf("target topic %q %s", dst, c.want)
+		stderr = strings.ReplaceAll(stderr, `\"`, `"`) // as the log quotes them
+		at := strings.Index(stderr, want)
+		if code != c.code || at < 0 {
+			t.Errorf("%v: exit %d, stderr:\n%s\nwant exit %d and the warning %q", c.config, code, stderr, c.code, want)
+			continue
+		}
+		if c.code != 0 {
+			refused := fmt.Sprintf("kpipe: pipeline \"restore\": sink \"kafka\": write: flush: produce to %s/0: INVALID_RECORD: This record has failed the validation on the broker and hence been rejected. (a compacted topic refuses records without a key)", dst)
+			if failed := strings.Index(stderr, refused); failed < at {
+				t.Errorf("%v: the restore did not fail with %q after it warned:\n%s", c.config, refused, stderr)
+			}
+		}
+	}
+}

@@ -393,6 +393,9 @@ func (s *Sink) WriteMetadata(ctx context.Context, m sdk.Metadata) error {
 		}
 	}
 	for _, t := range m.Topics {
+		for _, w := range targetWarnings(t, have[t.Name], time.Now()) {
+			sdk.Logger().Warn(w, "topic", t.Name)
+		}
 		if n := have[t.Name].maxMessage; n > 0 {
 			s.limits.set(t.Name, n)
 		}
@@ -635,7 +638,10 @@ func (s *Sink) done(id sdk.BatchID, r *kgo.Record, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err != nil {
-		s.failLocked(fmt.Errorf("produce: %w", s.sec.explain(err)))
+		if errors.Is(err, kerr.InvalidRecord) {
+			err = fmt.Errorf("%w (a compacted topic refuses records without a key)", err)
+		}
+		s.failLocked(fmt.Errorf("produce to %s/%d: %w", r.Topic, r.Partition, s.sec.explain(err)))
 		return
 	}
 	f := s.outstanding[id]

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -26,6 +28,12 @@ type targetTopic struct {
 	replicas   int   // of its first partition
 	minISR     int   // min.insync.replicas in effect; 0 when unknown
 	maxMessage int64 // max.message.bytes in effect; 0 when unknown
+	// timestampType, cleanup and retention are message.timestamp.type,
+	// cleanup.policy and retention.ms in effect ("" when unknown;
+	// retention nil when unknown).
+	timestampType string
+	cleanup       string
+	retention     *int64
 }
 
 // describeTopics looks at topics: two requests for all of them.
@@ -77,6 +85,14 @@ func describeTopics(ctx context.Context, adm *kadm.Client, names []string) (map[
 				t.minISR, _ = strconv.Atoi(c.MaybeValue())
 			case "max.message.bytes":
 				t.maxMessage, _ = strconv.ParseInt(c.MaybeValue(), 10, 64)
+			case "message.timestamp.type":
+				t.timestampType = c.MaybeValue()
+			case "cleanup.policy":
+				t.cleanup = c.MaybeValue()
+			case "retention.ms":
+				if n, err := strconv.ParseInt(c.MaybeValue(), 10, 64); err == nil {
+					t.retention = &n
+				}
 			}
 		}
 		out[name] = t
@@ -106,6 +122,28 @@ func (s *Sink) checkTopics(topics []sdk.TopicMetadata, have map[string]targetTop
 	}
 	return nil
 }
+
+// targetWarnings are what a target topic does to the records restored to
+// it that the user would not want, each with its fix: it does not stop the
+// restore, which writes them before its first record.
+func targetWarnings(t sdk.TopicMetadata, tt targetTopic, now time.Time) []string {
+	var out []string
+	if tt.timestampType == "LogAppendTime" {
+		out = append(out, fmt.Sprintf("target topic %q has message.timestamp.type=LogAppendTime: the brokers give the restored records the time they are written, not their own timestamps; set message.timestamp.type=CreateTime on it before restoring to keep them", t.Name))
+	}
+	if r := tt.retention; r != nil && *r >= 0 && t.Timestamps != nil && t.Timestamps.Min < now.UnixMilli()-*r {
+		age := now.UnixMilli() - t.Timestamps.Min
+		need := (age/day + 2) * day // a day to spare
+		out = append(out, fmt.Sprintf("target topic %q has retention.ms=%d, and the records restored to it have timestamps from %s on, older than that: the brokers delete them soon after they are written; raise retention.ms to at least %d (or -1: no limit) before restoring",
+			t.Name, *r, time.UnixMilli(t.Timestamps.Min).UTC().Format(time.RFC3339), need))
+	}
+	if strings.Contains(tt.cleanup, "compact") && !strings.Contains(t.Configs["cleanup.policy"], "compact") {
+		out = append(out, fmt.Sprintf("target topic %q has cleanup.policy=%s, but the backup is of a topic that was not compacted, which may hold records without keys: the brokers refuse those on a compacted topic, and the restore would stop part-way; set cleanup.policy=delete on the target, or restore into another topic", t.Name, tt.cleanup))
+	}
+	return out
+}
+
+const day = 24 * 60 * 60 * 1000 // in milliseconds
 
 // limitText names the limit a topic whose max.message.bytes is maxMessage
 // puts on a batch, and whose setting it is (empty: the topic's own).

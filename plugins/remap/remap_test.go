@@ -49,7 +49,7 @@ func TestRemapRenamesTopicsAndMovesPartitions(t *testing.T) {
 	// new incarnation, so its ID goes. payments keeps its name and ID; its
 	// partition 3 stays 3.
 	got := fmt.Sprintf("%+v", m.Topics)
-	if exp := "[{Name:orders-restored ID: Partitions:2 ReplicationFactor:3 Configs:map[] MinInsyncReplicas:0 LargestRecord:<nil> ReadPartitions:[]} {Name:payments ID:AgAAAAAAAAAAAAAAAAAAAA Partitions:4 ReplicationFactor:0 Configs:map[] MinInsyncReplicas:0 LargestRecord:<nil> ReadPartitions:[]}]"; got != exp {
+	if exp := "[{Name:orders-restored ID: Partitions:2 ReplicationFactor:3 Configs:map[] MinInsyncReplicas:0 LargestRecord:<nil> ReadPartitions:[] Timestamps:<nil>} {Name:payments ID:AgAAAAAAAAAAAAAAAAAAAA Partitions:4 ReplicationFactor:0 Configs:map[] MinInsyncReplicas:0 LargestRecord:<nil> ReadPartitions:[] Timestamps:<nil>}]"; got != exp {
 		t.Fatalf("metadata %s\nwant     %s", got, exp)
 	}
 }

@@ -82,6 +82,7 @@ func (m Mapping) Metadata(in sdk.Metadata) sdk.Metadata {
 			o := &out.Topics[i]
 			o.Partitions = max(o.Partitions, t.Partitions)
 			o.LargestRecord = o.LargestRecord.Larger(t.LargestRecord)
+			o.Timestamps = o.Timestamps.Widen(t.Timestamps)
 			if o.ReadPartitions == nil || t.ReadPartitions == nil {
 				o.ReadPartitions = nil // all of one of them
 			} else {

@@ -166,7 +166,7 @@ func (s *Source) Open(ctx context.Context, o sdk.SourceOptions) error {
 	held := record.Window{Start: -1, End: -1} // the timestamps of the wanted partitions' records
 	for ti, t := range s.meta.Topics {
 		tm := &s.meta.Topics[ti]
-		tm.ReadPartitions, tm.LargestRecord = nil, nil // this run's, not one stored with the backup
+		tm.ReadPartitions, tm.LargestRecord, tm.Timestamps = nil, nil, nil // this run's, not stored with the backup
 		var chosen []int32
 		for p := range t.Partitions {
 			if !sel.Wants(t.Name, p) {
@@ -206,6 +206,7 @@ func (s *Source) Open(ctx context.Context, o sdk.SourceOptions) error {
 						// sink measures such a batch's records when it gets
 						// them.
 						bi := e.Batches[i]
+						tm.Timestamps = tm.Timestamps.Widen(&sdk.TimestampRange{Min: max(bi.MinTimestamp, sel.Window.Start), Max: maxEnd(bi.MaxTimestamp, sel.Window.End)})
 						if bi.MaxRecordBytes > 0 && sel.Whole(bi, start) {
 							tm.LargestRecord = tm.LargestRecord.Larger(&sdk.LargestRecord{Topic: t.Name, Partition: p, MinOffset: bi.MinOffset, MaxOffset: bi.MaxOffset, Bytes: bi.MaxRecordBytes})
 						}
@@ -261,6 +262,15 @@ func (s *Source) checkSelection(meta Metadata, partitions, batches int, held rec
 		return s.empty
 	}
 	return nil
+}
+
+// maxEnd is the latest of a batch's timestamps up to a window's end (-1:
+// open).
+func maxEnd(ts, end int64) int64 {
+	if end >= 0 {
+		return min(ts, end)
+	}
+	return ts
 }
 
 func orNone(names []string) string {

@@ -895,8 +895,11 @@ type TopicMetadata struct {
 	LargestRecord *LargestRecord `protobuf:"bytes,7,opt,name=largest_record,json=largestRecord,proto3" json:"largest_record,omitempty"`
 	// The partitions the run reads of the topic; empty when unknown (all).
 	ReadPartitions []int32 `protobuf:"varint,8,rep,packed,name=read_partitions,json=readPartitions,proto3" json:"read_partitions,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The timestamps of the records the run reads of the topic; unset when
+	// unknown.
+	Timestamps    *TimestampRange `protobuf:"bytes,9,opt,name=timestamps,proto3" json:"timestamps,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TopicMetadata) Reset() {
@@ -985,6 +988,66 @@ func (x *TopicMetadata) GetReadPartitions() []int32 {
 	return nil
 }
 
+func (x *TopicMetadata) GetTimestamps() *TimestampRange {
+	if x != nil {
+		return x.Timestamps
+	}
+	return nil
+}
+
+// TimestampRange bounds timestamps, epoch milliseconds, both included.
+type TimestampRange struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Min           int64                  `protobuf:"varint,1,opt,name=min,proto3" json:"min,omitempty"`
+	Max           int64                  `protobuf:"varint,2,opt,name=max,proto3" json:"max,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TimestampRange) Reset() {
+	*x = TimestampRange{}
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TimestampRange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TimestampRange) ProtoMessage() {}
+
+func (x *TimestampRange) ProtoReflect() protoreflect.Message {
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TimestampRange.ProtoReflect.Descriptor instead.
+func (*TimestampRange) Descriptor() ([]byte, []int) {
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *TimestampRange) GetMin() int64 {
+	if x != nil {
+		return x.Min
+	}
+	return 0
+}
+
+func (x *TimestampRange) GetMax() int64 {
+	if x != nil {
+		return x.Max
+	}
+	return 0
+}
+
 // LargestRecord is a topic's largest record (key, value and headers) and
 // the batch that holds it, in the topic as read (before any renaming).
 type LargestRecord struct {
@@ -1000,7 +1063,7 @@ type LargestRecord struct {
 
 func (x *LargestRecord) Reset() {
 	*x = LargestRecord{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[12]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1012,7 +1075,7 @@ func (x *LargestRecord) String() string {
 func (*LargestRecord) ProtoMessage() {}
 
 func (x *LargestRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[12]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1025,7 +1088,7 @@ func (x *LargestRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LargestRecord.ProtoReflect.Descriptor instead.
 func (*LargestRecord) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{12}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *LargestRecord) GetTopic() string {
@@ -1082,7 +1145,7 @@ type Metadata struct {
 
 func (x *Metadata) Reset() {
 	*x = Metadata{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[13]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1094,7 +1157,7 @@ func (x *Metadata) String() string {
 func (*Metadata) ProtoMessage() {}
 
 func (x *Metadata) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[13]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1107,7 +1170,7 @@ func (x *Metadata) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Metadata.ProtoReflect.Descriptor instead.
 func (*Metadata) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{13}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Metadata) GetTopics() []*TopicMetadata {
@@ -1149,7 +1212,7 @@ type GroupOffsets struct {
 
 func (x *GroupOffsets) Reset() {
 	*x = GroupOffsets{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[14]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1161,7 +1224,7 @@ func (x *GroupOffsets) String() string {
 func (*GroupOffsets) ProtoMessage() {}
 
 func (x *GroupOffsets) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[14]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1174,7 +1237,7 @@ func (x *GroupOffsets) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupOffsets.ProtoReflect.Descriptor instead.
 func (*GroupOffsets) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{14}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GroupOffsets) GetGroup() string {
@@ -1206,7 +1269,7 @@ type GroupOffset struct {
 
 func (x *GroupOffset) Reset() {
 	*x = GroupOffset{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[15]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1218,7 +1281,7 @@ func (x *GroupOffset) String() string {
 func (*GroupOffset) ProtoMessage() {}
 
 func (x *GroupOffset) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[15]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1231,7 +1294,7 @@ func (x *GroupOffset) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupOffset.ProtoReflect.Descriptor instead.
 func (*GroupOffset) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{15}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GroupOffset) GetTopic() string {
@@ -1288,7 +1351,7 @@ type PartitionError struct {
 
 func (x *PartitionError) Reset() {
 	*x = PartitionError{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[16]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1300,7 +1363,7 @@ func (x *PartitionError) String() string {
 func (*PartitionError) ProtoMessage() {}
 
 func (x *PartitionError) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[16]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1313,7 +1376,7 @@ func (x *PartitionError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionError.ProtoReflect.Descriptor instead.
 func (*PartitionError) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{16}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PartitionError) GetTopic() string {
@@ -1371,7 +1434,7 @@ type Metrics struct {
 
 func (x *Metrics) Reset() {
 	*x = Metrics{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[17]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1383,7 +1446,7 @@ func (x *Metrics) String() string {
 func (*Metrics) ProtoMessage() {}
 
 func (x *Metrics) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[17]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1396,7 +1459,7 @@ func (x *Metrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Metrics.ProtoReflect.Descriptor instead.
 func (*Metrics) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{17}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Metrics) GetCounters() map[string]int64 {
@@ -1426,7 +1489,7 @@ type PartitionMetric struct {
 
 func (x *PartitionMetric) Reset() {
 	*x = PartitionMetric{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[18]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1438,7 +1501,7 @@ func (x *PartitionMetric) String() string {
 func (*PartitionMetric) ProtoMessage() {}
 
 func (x *PartitionMetric) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[18]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1451,7 +1514,7 @@ func (x *PartitionMetric) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionMetric.ProtoReflect.Descriptor instead.
 func (*PartitionMetric) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{18}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PartitionMetric) GetTopic() string {
@@ -1494,7 +1557,7 @@ type Spans struct {
 
 func (x *Spans) Reset() {
 	*x = Spans{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[19]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1506,7 +1569,7 @@ func (x *Spans) String() string {
 func (*Spans) ProtoMessage() {}
 
 func (x *Spans) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[19]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1519,7 +1582,7 @@ func (x *Spans) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Spans.ProtoReflect.Descriptor instead.
 func (*Spans) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{19}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Spans) GetTracesData() []byte {
@@ -1540,7 +1603,7 @@ type Credit struct {
 
 func (x *Credit) Reset() {
 	*x = Credit{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[20]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1552,7 +1615,7 @@ func (x *Credit) String() string {
 func (*Credit) ProtoMessage() {}
 
 func (x *Credit) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[20]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1565,7 +1628,7 @@ func (x *Credit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Credit.ProtoReflect.Descriptor instead.
 func (*Credit) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{20}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Credit) GetBatches() int64 {
@@ -1606,7 +1669,7 @@ type SourceOpenRequest struct {
 
 func (x *SourceOpenRequest) Reset() {
 	*x = SourceOpenRequest{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[21]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1618,7 +1681,7 @@ func (x *SourceOpenRequest) String() string {
 func (*SourceOpenRequest) ProtoMessage() {}
 
 func (x *SourceOpenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[21]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1631,7 +1694,7 @@ func (x *SourceOpenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SourceOpenRequest.ProtoReflect.Descriptor instead.
 func (*SourceOpenRequest) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{21}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SourceOpenRequest) GetResume() []*Position {
@@ -1691,7 +1754,7 @@ type SourceOpenResponse struct {
 
 func (x *SourceOpenResponse) Reset() {
 	*x = SourceOpenResponse{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[22]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1703,7 +1766,7 @@ func (x *SourceOpenResponse) String() string {
 func (*SourceOpenResponse) ProtoMessage() {}
 
 func (x *SourceOpenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[22]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1716,7 +1779,7 @@ func (x *SourceOpenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SourceOpenResponse.ProtoReflect.Descriptor instead.
 func (*SourceOpenResponse) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{22}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{23}
 }
 
 // SourceRequest flows from host to source on the Run stream. The host ends
@@ -1734,7 +1797,7 @@ type SourceRequest struct {
 
 func (x *SourceRequest) Reset() {
 	*x = SourceRequest{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[23]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1746,7 +1809,7 @@ func (x *SourceRequest) String() string {
 func (*SourceRequest) ProtoMessage() {}
 
 func (x *SourceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[23]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1759,7 +1822,7 @@ func (x *SourceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SourceRequest.ProtoReflect.Descriptor instead.
 func (*SourceRequest) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{23}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *SourceRequest) GetMsg() isSourceRequest_Msg {
@@ -1812,7 +1875,7 @@ type End struct {
 
 func (x *End) Reset() {
 	*x = End{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[24]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1824,7 +1887,7 @@ func (x *End) String() string {
 func (*End) ProtoMessage() {}
 
 func (x *End) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[24]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1837,7 +1900,7 @@ func (x *End) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use End.ProtoReflect.Descriptor instead.
 func (*End) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{24}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{25}
 }
 
 // SourceEvent flows from source to host on the Run stream. The frame of a
@@ -1859,7 +1922,7 @@ type SourceEvent struct {
 
 func (x *SourceEvent) Reset() {
 	*x = SourceEvent{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[25]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1871,7 +1934,7 @@ func (x *SourceEvent) String() string {
 func (*SourceEvent) ProtoMessage() {}
 
 func (x *SourceEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[25]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1884,7 +1947,7 @@ func (x *SourceEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SourceEvent.ProtoReflect.Descriptor instead.
 func (*SourceEvent) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{25}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SourceEvent) GetEvent() isSourceEvent_Event {
@@ -2009,7 +2072,7 @@ type TransformOpenRequest struct {
 
 func (x *TransformOpenRequest) Reset() {
 	*x = TransformOpenRequest{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[26]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2021,7 +2084,7 @@ func (x *TransformOpenRequest) String() string {
 func (*TransformOpenRequest) ProtoMessage() {}
 
 func (x *TransformOpenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[26]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2034,7 +2097,7 @@ func (x *TransformOpenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransformOpenRequest.ProtoReflect.Descriptor instead.
 func (*TransformOpenRequest) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{26}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *TransformOpenRequest) GetCodec() string {
@@ -2094,7 +2157,7 @@ type TransformOpenResponse struct {
 
 func (x *TransformOpenResponse) Reset() {
 	*x = TransformOpenResponse{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[27]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2106,7 +2169,7 @@ func (x *TransformOpenResponse) String() string {
 func (*TransformOpenResponse) ProtoMessage() {}
 
 func (x *TransformOpenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[27]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2119,7 +2182,7 @@ func (x *TransformOpenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransformOpenResponse.ProtoReflect.Descriptor instead.
 func (*TransformOpenResponse) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{27}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{28}
 }
 
 // TransformRequest flows from host to transform: envelopes in order, whose
@@ -2137,7 +2200,7 @@ type TransformRequest struct {
 
 func (x *TransformRequest) Reset() {
 	*x = TransformRequest{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[28]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2149,7 +2212,7 @@ func (x *TransformRequest) String() string {
 func (*TransformRequest) ProtoMessage() {}
 
 func (x *TransformRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[28]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2162,7 +2225,7 @@ func (x *TransformRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransformRequest.ProtoReflect.Descriptor instead.
 func (*TransformRequest) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{28}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *TransformRequest) GetMsg() isTransformRequest_Msg {
@@ -2219,7 +2282,7 @@ type TransformResult struct {
 
 func (x *TransformResult) Reset() {
 	*x = TransformResult{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[29]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2231,7 +2294,7 @@ func (x *TransformResult) String() string {
 func (*TransformResult) ProtoMessage() {}
 
 func (x *TransformResult) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[29]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2244,7 +2307,7 @@ func (x *TransformResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransformResult.ProtoReflect.Descriptor instead.
 func (*TransformResult) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{29}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *TransformResult) GetSeq() uint64 {
@@ -2284,7 +2347,7 @@ type TransformEvent struct {
 
 func (x *TransformEvent) Reset() {
 	*x = TransformEvent{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[30]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2296,7 +2359,7 @@ func (x *TransformEvent) String() string {
 func (*TransformEvent) ProtoMessage() {}
 
 func (x *TransformEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[30]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2309,7 +2372,7 @@ func (x *TransformEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransformEvent.ProtoReflect.Descriptor instead.
 func (*TransformEvent) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{30}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *TransformEvent) GetEvent() isTransformEvent_Event {
@@ -2415,7 +2478,7 @@ type SinkOpenRequest struct {
 
 func (x *SinkOpenRequest) Reset() {
 	*x = SinkOpenRequest{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[31]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2427,7 +2490,7 @@ func (x *SinkOpenRequest) String() string {
 func (*SinkOpenRequest) ProtoMessage() {}
 
 func (x *SinkOpenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[31]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2440,7 +2503,7 @@ func (x *SinkOpenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SinkOpenRequest.ProtoReflect.Descriptor instead.
 func (*SinkOpenRequest) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{31}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *SinkOpenRequest) GetMetricsIntervalMs() int64 {
@@ -2494,7 +2557,7 @@ type SinkOpenResponse struct {
 
 func (x *SinkOpenResponse) Reset() {
 	*x = SinkOpenResponse{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[32]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2506,7 +2569,7 @@ func (x *SinkOpenResponse) String() string {
 func (*SinkOpenResponse) ProtoMessage() {}
 
 func (x *SinkOpenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[32]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2519,7 +2582,7 @@ func (x *SinkOpenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SinkOpenResponse.ProtoReflect.Descriptor instead.
 func (*SinkOpenResponse) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{32}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *SinkOpenResponse) GetTracksPositions() bool {
@@ -2560,7 +2623,7 @@ type SinkRequest struct {
 
 func (x *SinkRequest) Reset() {
 	*x = SinkRequest{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[33]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2572,7 +2635,7 @@ func (x *SinkRequest) String() string {
 func (*SinkRequest) ProtoMessage() {}
 
 func (x *SinkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[33]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2585,7 +2648,7 @@ func (x *SinkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SinkRequest.ProtoReflect.Descriptor instead.
 func (*SinkRequest) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{33}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *SinkRequest) GetMsg() isSinkRequest_Msg {
@@ -2640,7 +2703,7 @@ type BatchRefs struct {
 
 func (x *BatchRefs) Reset() {
 	*x = BatchRefs{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[34]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2652,7 +2715,7 @@ func (x *BatchRefs) String() string {
 func (*BatchRefs) ProtoMessage() {}
 
 func (x *BatchRefs) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[34]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2665,7 +2728,7 @@ func (x *BatchRefs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchRefs.ProtoReflect.Descriptor instead.
 func (*BatchRefs) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{34}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *BatchRefs) GetSeqs() []uint64 {
@@ -2691,7 +2754,7 @@ type SinkEvent struct {
 
 func (x *SinkEvent) Reset() {
 	*x = SinkEvent{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[35]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2703,7 +2766,7 @@ func (x *SinkEvent) String() string {
 func (*SinkEvent) ProtoMessage() {}
 
 func (x *SinkEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[35]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2716,7 +2779,7 @@ func (x *SinkEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SinkEvent.ProtoReflect.Descriptor instead.
 func (*SinkEvent) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{35}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *SinkEvent) GetEvent() isSinkEvent_Event {
@@ -2819,7 +2882,7 @@ type ListBackupsRequest struct {
 
 func (x *ListBackupsRequest) Reset() {
 	*x = ListBackupsRequest{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[36]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2831,7 +2894,7 @@ func (x *ListBackupsRequest) String() string {
 func (*ListBackupsRequest) ProtoMessage() {}
 
 func (x *ListBackupsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[36]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2844,7 +2907,7 @@ func (x *ListBackupsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBackupsRequest.ProtoReflect.Descriptor instead.
 func (*ListBackupsRequest) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{36}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ListBackupsRequest) GetPageSize() int32 {
@@ -2872,7 +2935,7 @@ type BackupSummary struct {
 
 func (x *BackupSummary) Reset() {
 	*x = BackupSummary{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[37]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2884,7 +2947,7 @@ func (x *BackupSummary) String() string {
 func (*BackupSummary) ProtoMessage() {}
 
 func (x *BackupSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[37]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2897,7 +2960,7 @@ func (x *BackupSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupSummary.ProtoReflect.Descriptor instead.
 func (*BackupSummary) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{37}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *BackupSummary) GetBackupId() string {
@@ -2925,7 +2988,7 @@ type ListBackupsResponse struct {
 
 func (x *ListBackupsResponse) Reset() {
 	*x = ListBackupsResponse{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[38]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2937,7 +3000,7 @@ func (x *ListBackupsResponse) String() string {
 func (*ListBackupsResponse) ProtoMessage() {}
 
 func (x *ListBackupsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[38]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2950,7 +3013,7 @@ func (x *ListBackupsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBackupsResponse.ProtoReflect.Descriptor instead.
 func (*ListBackupsResponse) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{38}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ListBackupsResponse) GetBackups() []*BackupSummary {
@@ -2976,7 +3039,7 @@ type ReadMetadataRequest struct {
 
 func (x *ReadMetadataRequest) Reset() {
 	*x = ReadMetadataRequest{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[39]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2988,7 +3051,7 @@ func (x *ReadMetadataRequest) String() string {
 func (*ReadMetadataRequest) ProtoMessage() {}
 
 func (x *ReadMetadataRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[39]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3001,7 +3064,7 @@ func (x *ReadMetadataRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadMetadataRequest.ProtoReflect.Descriptor instead.
 func (*ReadMetadataRequest) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{39}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ReadMetadataRequest) GetBackupId() string {
@@ -3021,7 +3084,7 @@ type ReadMetadataResponse struct {
 
 func (x *ReadMetadataResponse) Reset() {
 	*x = ReadMetadataResponse{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[40]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3033,7 +3096,7 @@ func (x *ReadMetadataResponse) String() string {
 func (*ReadMetadataResponse) ProtoMessage() {}
 
 func (x *ReadMetadataResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[40]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3046,7 +3109,7 @@ func (x *ReadMetadataResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadMetadataResponse.ProtoReflect.Descriptor instead.
 func (*ReadMetadataResponse) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{40}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ReadMetadataResponse) GetInfoJson() []byte {
@@ -3072,7 +3135,7 @@ type ListPartitionsRequest struct {
 
 func (x *ListPartitionsRequest) Reset() {
 	*x = ListPartitionsRequest{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[41]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3084,7 +3147,7 @@ func (x *ListPartitionsRequest) String() string {
 func (*ListPartitionsRequest) ProtoMessage() {}
 
 func (x *ListPartitionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[41]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3097,7 +3160,7 @@ func (x *ListPartitionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPartitionsRequest.ProtoReflect.Descriptor instead.
 func (*ListPartitionsRequest) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{41}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ListPartitionsRequest) GetBackupId() string {
@@ -3117,7 +3180,7 @@ type PartitionRef struct {
 
 func (x *PartitionRef) Reset() {
 	*x = PartitionRef{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[42]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3129,7 +3192,7 @@ func (x *PartitionRef) String() string {
 func (*PartitionRef) ProtoMessage() {}
 
 func (x *PartitionRef) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[42]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3142,7 +3205,7 @@ func (x *PartitionRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionRef.ProtoReflect.Descriptor instead.
 func (*PartitionRef) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{42}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *PartitionRef) GetTopic() string {
@@ -3168,7 +3231,7 @@ type ListPartitionsResponse struct {
 
 func (x *ListPartitionsResponse) Reset() {
 	*x = ListPartitionsResponse{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[43]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3180,7 +3243,7 @@ func (x *ListPartitionsResponse) String() string {
 func (*ListPartitionsResponse) ProtoMessage() {}
 
 func (x *ListPartitionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[43]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3193,7 +3256,7 @@ func (x *ListPartitionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPartitionsResponse.ProtoReflect.Descriptor instead.
 func (*ListPartitionsResponse) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{43}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ListPartitionsResponse) GetPartitions() []*PartitionRef {
@@ -3214,7 +3277,7 @@ type ReadManifestRequest struct {
 
 func (x *ReadManifestRequest) Reset() {
 	*x = ReadManifestRequest{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[44]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3226,7 +3289,7 @@ func (x *ReadManifestRequest) String() string {
 func (*ReadManifestRequest) ProtoMessage() {}
 
 func (x *ReadManifestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[44]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3239,7 +3302,7 @@ func (x *ReadManifestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadManifestRequest.ProtoReflect.Descriptor instead.
 func (*ReadManifestRequest) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{44}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ReadManifestRequest) GetBackupId() string {
@@ -3273,7 +3336,7 @@ type ReadManifestResponse struct {
 
 func (x *ReadManifestResponse) Reset() {
 	*x = ReadManifestResponse{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[45]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3285,7 +3348,7 @@ func (x *ReadManifestResponse) String() string {
 func (*ReadManifestResponse) ProtoMessage() {}
 
 func (x *ReadManifestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[45]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3298,7 +3361,7 @@ func (x *ReadManifestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadManifestResponse.ProtoReflect.Descriptor instead.
 func (*ReadManifestResponse) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{45}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ReadManifestResponse) GetEntriesJson() [][]byte {
@@ -3323,7 +3386,7 @@ type ReadRangeRequest struct {
 
 func (x *ReadRangeRequest) Reset() {
 	*x = ReadRangeRequest{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[46]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3335,7 +3398,7 @@ func (x *ReadRangeRequest) String() string {
 func (*ReadRangeRequest) ProtoMessage() {}
 
 func (x *ReadRangeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[46]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3348,7 +3411,7 @@ func (x *ReadRangeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRangeRequest.ProtoReflect.Descriptor instead.
 func (*ReadRangeRequest) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{46}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ReadRangeRequest) GetBackupId() string {
@@ -3388,7 +3451,7 @@ type ReadRangeResponse struct {
 
 func (x *ReadRangeResponse) Reset() {
 	*x = ReadRangeResponse{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[47]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3400,7 +3463,7 @@ func (x *ReadRangeResponse) String() string {
 func (*ReadRangeResponse) ProtoMessage() {}
 
 func (x *ReadRangeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[47]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3413,7 +3476,7 @@ func (x *ReadRangeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRangeResponse.ProtoReflect.Descriptor instead.
 func (*ReadRangeResponse) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{47}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ReadRangeResponse) GetData() []byte {
@@ -3435,7 +3498,7 @@ type StorageConfigureRequest struct {
 
 func (x *StorageConfigureRequest) Reset() {
 	*x = StorageConfigureRequest{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[48]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3447,7 +3510,7 @@ func (x *StorageConfigureRequest) String() string {
 func (*StorageConfigureRequest) ProtoMessage() {}
 
 func (x *StorageConfigureRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[48]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3460,7 +3523,7 @@ func (x *StorageConfigureRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StorageConfigureRequest.ProtoReflect.Descriptor instead.
 func (*StorageConfigureRequest) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{48}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *StorageConfigureRequest) GetParamsJson() []byte {
@@ -3479,7 +3542,7 @@ type DescribeRequest struct {
 
 func (x *DescribeRequest) Reset() {
 	*x = DescribeRequest{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[49]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3491,7 +3554,7 @@ func (x *DescribeRequest) String() string {
 func (*DescribeRequest) ProtoMessage() {}
 
 func (x *DescribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[49]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3504,7 +3567,7 @@ func (x *DescribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeRequest.ProtoReflect.Descriptor instead.
 func (*DescribeRequest) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{49}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *DescribeRequest) GetBackupId() string {
@@ -3525,7 +3588,7 @@ type DescribeResponse struct {
 
 func (x *DescribeResponse) Reset() {
 	*x = DescribeResponse{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[50]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3537,7 +3600,7 @@ func (x *DescribeResponse) String() string {
 func (*DescribeResponse) ProtoMessage() {}
 
 func (x *DescribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[50]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3550,7 +3613,7 @@ func (x *DescribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeResponse.ProtoReflect.Descriptor instead.
 func (*DescribeResponse) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{50}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *DescribeResponse) GetDescriptionJson() []byte {
@@ -3574,7 +3637,7 @@ type ValidateRequest struct {
 
 func (x *ValidateRequest) Reset() {
 	*x = ValidateRequest{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[51]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3586,7 +3649,7 @@ func (x *ValidateRequest) String() string {
 func (*ValidateRequest) ProtoMessage() {}
 
 func (x *ValidateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[51]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3599,7 +3662,7 @@ func (x *ValidateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidateRequest.ProtoReflect.Descriptor instead.
 func (*ValidateRequest) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{51}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ValidateRequest) GetBackupId() string {
@@ -3636,7 +3699,7 @@ type ValidateProgress struct {
 
 func (x *ValidateProgress) Reset() {
 	*x = ValidateProgress{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[52]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3648,7 +3711,7 @@ func (x *ValidateProgress) String() string {
 func (*ValidateProgress) ProtoMessage() {}
 
 func (x *ValidateProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[52]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3661,7 +3724,7 @@ func (x *ValidateProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidateProgress.ProtoReflect.Descriptor instead.
 func (*ValidateProgress) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{52}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ValidateProgress) GetPartitionsDone() int64 {
@@ -3713,7 +3776,7 @@ type ValidateEvent struct {
 
 func (x *ValidateEvent) Reset() {
 	*x = ValidateEvent{}
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[53]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3725,7 +3788,7 @@ func (x *ValidateEvent) String() string {
 func (*ValidateEvent) ProtoMessage() {}
 
 func (x *ValidateEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_kpipe_v2_plugin_proto_msgTypes[53]
+	mi := &file_kpipe_v2_plugin_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3738,7 +3801,7 @@ func (x *ValidateEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidateEvent.ProtoReflect.Descriptor instead.
 func (*ValidateEvent) Descriptor() ([]byte, []int) {
-	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{53}
+	return file_kpipe_v2_plugin_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *ValidateEvent) GetEvent() isValidateEvent_Event {
@@ -3856,7 +3919,7 @@ const file_kpipe_v2_plugin_proto_rawDesc = "" +
 	"nextOffset\x12\x19\n" +
 	"\btopic_id\x18\x04 \x01(\fR\atopicId\"@\n" +
 	"\fPositionList\x120\n" +
-	"\tpositions\x18\x01 \x03(\v2\x12.kpipe.v2.PositionR\tpositions\"\xa2\x03\n" +
+	"\tpositions\x18\x01 \x03(\v2\x12.kpipe.v2.PositionR\tpositions\"\xdc\x03\n" +
 	"\rTopicMetadata\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x19\n" +
 	"\btopic_id\x18\x02 \x01(\fR\atopicId\x12\x1e\n" +
@@ -3867,10 +3930,16 @@ const file_kpipe_v2_plugin_proto_rawDesc = "" +
 	"\aconfigs\x18\x05 \x03(\v2$.kpipe.v2.TopicMetadata.ConfigsEntryR\aconfigs\x12.\n" +
 	"\x13min_insync_replicas\x18\x06 \x01(\x05R\x11minInsyncReplicas\x12>\n" +
 	"\x0elargest_record\x18\a \x01(\v2\x17.kpipe.v2.LargestRecordR\rlargestRecord\x12'\n" +
-	"\x0fread_partitions\x18\b \x03(\x05R\x0ereadPartitions\x1a:\n" +
+	"\x0fread_partitions\x18\b \x03(\x05R\x0ereadPartitions\x128\n" +
+	"\n" +
+	"timestamps\x18\t \x01(\v2\x18.kpipe.v2.TimestampRangeR\n" +
+	"timestamps\x1a:\n" +
 	"\fConfigsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x97\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"4\n" +
+	"\x0eTimestampRange\x12\x10\n" +
+	"\x03min\x18\x01 \x01(\x03R\x03min\x12\x10\n" +
+	"\x03max\x18\x02 \x01(\x03R\x03max\"\x97\x01\n" +
 	"\rLargestRecord\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x1d\n" +
@@ -4101,7 +4170,7 @@ func file_kpipe_v2_plugin_proto_rawDescGZIP() []byte {
 }
 
 var file_kpipe_v2_plugin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_kpipe_v2_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 57)
+var file_kpipe_v2_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 58)
 var file_kpipe_v2_plugin_proto_goTypes = []any{
 	(Kind)(0),                       // 0: kpipe.v2.Kind
 	(*Param)(nil),                   // 1: kpipe.v2.Param
@@ -4116,134 +4185,136 @@ var file_kpipe_v2_plugin_proto_goTypes = []any{
 	(*Position)(nil),                // 10: kpipe.v2.Position
 	(*PositionList)(nil),            // 11: kpipe.v2.PositionList
 	(*TopicMetadata)(nil),           // 12: kpipe.v2.TopicMetadata
-	(*LargestRecord)(nil),           // 13: kpipe.v2.LargestRecord
-	(*Metadata)(nil),                // 14: kpipe.v2.Metadata
-	(*GroupOffsets)(nil),            // 15: kpipe.v2.GroupOffsets
-	(*GroupOffset)(nil),             // 16: kpipe.v2.GroupOffset
-	(*PartitionError)(nil),          // 17: kpipe.v2.PartitionError
-	(*Metrics)(nil),                 // 18: kpipe.v2.Metrics
-	(*PartitionMetric)(nil),         // 19: kpipe.v2.PartitionMetric
-	(*Spans)(nil),                   // 20: kpipe.v2.Spans
-	(*Credit)(nil),                  // 21: kpipe.v2.Credit
-	(*SourceOpenRequest)(nil),       // 22: kpipe.v2.SourceOpenRequest
-	(*SourceOpenResponse)(nil),      // 23: kpipe.v2.SourceOpenResponse
-	(*SourceRequest)(nil),           // 24: kpipe.v2.SourceRequest
-	(*End)(nil),                     // 25: kpipe.v2.End
-	(*SourceEvent)(nil),             // 26: kpipe.v2.SourceEvent
-	(*TransformOpenRequest)(nil),    // 27: kpipe.v2.TransformOpenRequest
-	(*TransformOpenResponse)(nil),   // 28: kpipe.v2.TransformOpenResponse
-	(*TransformRequest)(nil),        // 29: kpipe.v2.TransformRequest
-	(*TransformResult)(nil),         // 30: kpipe.v2.TransformResult
-	(*TransformEvent)(nil),          // 31: kpipe.v2.TransformEvent
-	(*SinkOpenRequest)(nil),         // 32: kpipe.v2.SinkOpenRequest
-	(*SinkOpenResponse)(nil),        // 33: kpipe.v2.SinkOpenResponse
-	(*SinkRequest)(nil),             // 34: kpipe.v2.SinkRequest
-	(*BatchRefs)(nil),               // 35: kpipe.v2.BatchRefs
-	(*SinkEvent)(nil),               // 36: kpipe.v2.SinkEvent
-	(*ListBackupsRequest)(nil),      // 37: kpipe.v2.ListBackupsRequest
-	(*BackupSummary)(nil),           // 38: kpipe.v2.BackupSummary
-	(*ListBackupsResponse)(nil),     // 39: kpipe.v2.ListBackupsResponse
-	(*ReadMetadataRequest)(nil),     // 40: kpipe.v2.ReadMetadataRequest
-	(*ReadMetadataResponse)(nil),    // 41: kpipe.v2.ReadMetadataResponse
-	(*ListPartitionsRequest)(nil),   // 42: kpipe.v2.ListPartitionsRequest
-	(*PartitionRef)(nil),            // 43: kpipe.v2.PartitionRef
-	(*ListPartitionsResponse)(nil),  // 44: kpipe.v2.ListPartitionsResponse
-	(*ReadManifestRequest)(nil),     // 45: kpipe.v2.ReadManifestRequest
-	(*ReadManifestResponse)(nil),    // 46: kpipe.v2.ReadManifestResponse
-	(*ReadRangeRequest)(nil),        // 47: kpipe.v2.ReadRangeRequest
-	(*ReadRangeResponse)(nil),       // 48: kpipe.v2.ReadRangeResponse
-	(*StorageConfigureRequest)(nil), // 49: kpipe.v2.StorageConfigureRequest
-	(*DescribeRequest)(nil),         // 50: kpipe.v2.DescribeRequest
-	(*DescribeResponse)(nil),        // 51: kpipe.v2.DescribeResponse
-	(*ValidateRequest)(nil),         // 52: kpipe.v2.ValidateRequest
-	(*ValidateProgress)(nil),        // 53: kpipe.v2.ValidateProgress
-	(*ValidateEvent)(nil),           // 54: kpipe.v2.ValidateEvent
-	nil,                             // 55: kpipe.v2.TeardownResponse.MetricsEntry
-	nil,                             // 56: kpipe.v2.TopicMetadata.ConfigsEntry
-	nil,                             // 57: kpipe.v2.Metrics.CountersEntry
+	(*TimestampRange)(nil),          // 13: kpipe.v2.TimestampRange
+	(*LargestRecord)(nil),           // 14: kpipe.v2.LargestRecord
+	(*Metadata)(nil),                // 15: kpipe.v2.Metadata
+	(*GroupOffsets)(nil),            // 16: kpipe.v2.GroupOffsets
+	(*GroupOffset)(nil),             // 17: kpipe.v2.GroupOffset
+	(*PartitionError)(nil),          // 18: kpipe.v2.PartitionError
+	(*Metrics)(nil),                 // 19: kpipe.v2.Metrics
+	(*PartitionMetric)(nil),         // 20: kpipe.v2.PartitionMetric
+	(*Spans)(nil),                   // 21: kpipe.v2.Spans
+	(*Credit)(nil),                  // 22: kpipe.v2.Credit
+	(*SourceOpenRequest)(nil),       // 23: kpipe.v2.SourceOpenRequest
+	(*SourceOpenResponse)(nil),      // 24: kpipe.v2.SourceOpenResponse
+	(*SourceRequest)(nil),           // 25: kpipe.v2.SourceRequest
+	(*End)(nil),                     // 26: kpipe.v2.End
+	(*SourceEvent)(nil),             // 27: kpipe.v2.SourceEvent
+	(*TransformOpenRequest)(nil),    // 28: kpipe.v2.TransformOpenRequest
+	(*TransformOpenResponse)(nil),   // 29: kpipe.v2.TransformOpenResponse
+	(*TransformRequest)(nil),        // 30: kpipe.v2.TransformRequest
+	(*TransformResult)(nil),         // 31: kpipe.v2.TransformResult
+	(*TransformEvent)(nil),          // 32: kpipe.v2.TransformEvent
+	(*SinkOpenRequest)(nil),         // 33: kpipe.v2.SinkOpenRequest
+	(*SinkOpenResponse)(nil),        // 34: kpipe.v2.SinkOpenResponse
+	(*SinkRequest)(nil),             // 35: kpipe.v2.SinkRequest
+	(*BatchRefs)(nil),               // 36: kpipe.v2.BatchRefs
+	(*SinkEvent)(nil),               // 37: kpipe.v2.SinkEvent
+	(*ListBackupsRequest)(nil),      // 38: kpipe.v2.ListBackupsRequest
+	(*BackupSummary)(nil),           // 39: kpipe.v2.BackupSummary
+	(*ListBackupsResponse)(nil),     // 40: kpipe.v2.ListBackupsResponse
+	(*ReadMetadataRequest)(nil),     // 41: kpipe.v2.ReadMetadataRequest
+	(*ReadMetadataResponse)(nil),    // 42: kpipe.v2.ReadMetadataResponse
+	(*ListPartitionsRequest)(nil),   // 43: kpipe.v2.ListPartitionsRequest
+	(*PartitionRef)(nil),            // 44: kpipe.v2.PartitionRef
+	(*ListPartitionsResponse)(nil),  // 45: kpipe.v2.ListPartitionsResponse
+	(*ReadManifestRequest)(nil),     // 46: kpipe.v2.ReadManifestRequest
+	(*ReadManifestResponse)(nil),    // 47: kpipe.v2.ReadManifestResponse
+	(*ReadRangeRequest)(nil),        // 48: kpipe.v2.ReadRangeRequest
+	(*ReadRangeResponse)(nil),       // 49: kpipe.v2.ReadRangeResponse
+	(*StorageConfigureRequest)(nil), // 50: kpipe.v2.StorageConfigureRequest
+	(*DescribeRequest)(nil),         // 51: kpipe.v2.DescribeRequest
+	(*DescribeResponse)(nil),        // 52: kpipe.v2.DescribeResponse
+	(*ValidateRequest)(nil),         // 53: kpipe.v2.ValidateRequest
+	(*ValidateProgress)(nil),        // 54: kpipe.v2.ValidateProgress
+	(*ValidateEvent)(nil),           // 55: kpipe.v2.ValidateEvent
+	nil,                             // 56: kpipe.v2.TeardownResponse.MetricsEntry
+	nil,                             // 57: kpipe.v2.TopicMetadata.ConfigsEntry
+	nil,                             // 58: kpipe.v2.Metrics.CountersEntry
 }
 var file_kpipe_v2_plugin_proto_depIdxs = []int32{
 	0,  // 0: kpipe.v2.SpecResponse.kind:type_name -> kpipe.v2.Kind
 	1,  // 1: kpipe.v2.SpecResponse.params:type_name -> kpipe.v2.Param
 	0,  // 2: kpipe.v2.SpecResponse.kinds:type_name -> kpipe.v2.Kind
 	5,  // 3: kpipe.v2.ConfigureResponse.errors:type_name -> kpipe.v2.ParamError
-	55, // 4: kpipe.v2.TeardownResponse.metrics:type_name -> kpipe.v2.TeardownResponse.MetricsEntry
+	56, // 4: kpipe.v2.TeardownResponse.metrics:type_name -> kpipe.v2.TeardownResponse.MetricsEntry
 	10, // 5: kpipe.v2.PositionList.positions:type_name -> kpipe.v2.Position
-	56, // 6: kpipe.v2.TopicMetadata.configs:type_name -> kpipe.v2.TopicMetadata.ConfigsEntry
-	13, // 7: kpipe.v2.TopicMetadata.largest_record:type_name -> kpipe.v2.LargestRecord
-	12, // 8: kpipe.v2.Metadata.topics:type_name -> kpipe.v2.TopicMetadata
-	15, // 9: kpipe.v2.Metadata.groups:type_name -> kpipe.v2.GroupOffsets
-	16, // 10: kpipe.v2.GroupOffsets.offsets:type_name -> kpipe.v2.GroupOffset
-	57, // 11: kpipe.v2.Metrics.counters:type_name -> kpipe.v2.Metrics.CountersEntry
-	19, // 12: kpipe.v2.Metrics.partitions:type_name -> kpipe.v2.PartitionMetric
-	10, // 13: kpipe.v2.SourceOpenRequest.resume:type_name -> kpipe.v2.Position
-	21, // 14: kpipe.v2.SourceRequest.credit:type_name -> kpipe.v2.Credit
-	11, // 15: kpipe.v2.SourceRequest.acked:type_name -> kpipe.v2.PositionList
-	9,  // 16: kpipe.v2.SourceEvent.batch:type_name -> kpipe.v2.Envelope
-	14, // 17: kpipe.v2.SourceEvent.metadata:type_name -> kpipe.v2.Metadata
-	17, // 18: kpipe.v2.SourceEvent.error:type_name -> kpipe.v2.PartitionError
-	18, // 19: kpipe.v2.SourceEvent.metrics:type_name -> kpipe.v2.Metrics
-	25, // 20: kpipe.v2.SourceEvent.end:type_name -> kpipe.v2.End
-	20, // 21: kpipe.v2.SourceEvent.spans:type_name -> kpipe.v2.Spans
-	9,  // 22: kpipe.v2.TransformRequest.batch:type_name -> kpipe.v2.Envelope
-	14, // 23: kpipe.v2.TransformRequest.metadata:type_name -> kpipe.v2.Metadata
-	9,  // 24: kpipe.v2.TransformResult.outputs:type_name -> kpipe.v2.Envelope
-	30, // 25: kpipe.v2.TransformEvent.result:type_name -> kpipe.v2.TransformResult
-	14, // 26: kpipe.v2.TransformEvent.metadata:type_name -> kpipe.v2.Metadata
-	17, // 27: kpipe.v2.TransformEvent.error:type_name -> kpipe.v2.PartitionError
-	18, // 28: kpipe.v2.TransformEvent.metrics:type_name -> kpipe.v2.Metrics
-	20, // 29: kpipe.v2.TransformEvent.spans:type_name -> kpipe.v2.Spans
-	10, // 30: kpipe.v2.SinkOpenResponse.resume:type_name -> kpipe.v2.Position
-	9,  // 31: kpipe.v2.SinkRequest.batch:type_name -> kpipe.v2.Envelope
-	14, // 32: kpipe.v2.SinkRequest.metadata:type_name -> kpipe.v2.Metadata
-	35, // 33: kpipe.v2.SinkEvent.released:type_name -> kpipe.v2.BatchRefs
-	35, // 34: kpipe.v2.SinkEvent.acked:type_name -> kpipe.v2.BatchRefs
-	17, // 35: kpipe.v2.SinkEvent.error:type_name -> kpipe.v2.PartitionError
-	18, // 36: kpipe.v2.SinkEvent.metrics:type_name -> kpipe.v2.Metrics
-	20, // 37: kpipe.v2.SinkEvent.spans:type_name -> kpipe.v2.Spans
-	38, // 38: kpipe.v2.ListBackupsResponse.backups:type_name -> kpipe.v2.BackupSummary
-	14, // 39: kpipe.v2.ReadMetadataResponse.metadata:type_name -> kpipe.v2.Metadata
-	43, // 40: kpipe.v2.ListPartitionsResponse.partitions:type_name -> kpipe.v2.PartitionRef
-	53, // 41: kpipe.v2.ValidateEvent.progress:type_name -> kpipe.v2.ValidateProgress
-	2,  // 42: kpipe.v2.Plugin.Spec:input_type -> kpipe.v2.SpecRequest
-	4,  // 43: kpipe.v2.Plugin.Configure:input_type -> kpipe.v2.ConfigureRequest
-	7,  // 44: kpipe.v2.Plugin.Teardown:input_type -> kpipe.v2.TeardownRequest
-	22, // 45: kpipe.v2.Source.Open:input_type -> kpipe.v2.SourceOpenRequest
-	24, // 46: kpipe.v2.Source.Run:input_type -> kpipe.v2.SourceRequest
-	27, // 47: kpipe.v2.Transform.Open:input_type -> kpipe.v2.TransformOpenRequest
-	29, // 48: kpipe.v2.Transform.Run:input_type -> kpipe.v2.TransformRequest
-	32, // 49: kpipe.v2.Sink.Open:input_type -> kpipe.v2.SinkOpenRequest
-	34, // 50: kpipe.v2.Sink.Run:input_type -> kpipe.v2.SinkRequest
-	49, // 51: kpipe.v2.Storage.Configure:input_type -> kpipe.v2.StorageConfigureRequest
-	50, // 52: kpipe.v2.Storage.Describe:input_type -> kpipe.v2.DescribeRequest
-	52, // 53: kpipe.v2.Storage.Validate:input_type -> kpipe.v2.ValidateRequest
-	37, // 54: kpipe.v2.Storage.ListBackups:input_type -> kpipe.v2.ListBackupsRequest
-	40, // 55: kpipe.v2.Storage.ReadMetadata:input_type -> kpipe.v2.ReadMetadataRequest
-	42, // 56: kpipe.v2.Storage.ListPartitions:input_type -> kpipe.v2.ListPartitionsRequest
-	45, // 57: kpipe.v2.Storage.ReadManifest:input_type -> kpipe.v2.ReadManifestRequest
-	47, // 58: kpipe.v2.Storage.ReadRange:input_type -> kpipe.v2.ReadRangeRequest
-	3,  // 59: kpipe.v2.Plugin.Spec:output_type -> kpipe.v2.SpecResponse
-	6,  // 60: kpipe.v2.Plugin.Configure:output_type -> kpipe.v2.ConfigureResponse
-	8,  // 61: kpipe.v2.Plugin.Teardown:output_type -> kpipe.v2.TeardownResponse
-	23, // 62: kpipe.v2.Source.Open:output_type -> kpipe.v2.SourceOpenResponse
-	26, // 63: kpipe.v2.Source.Run:output_type -> kpipe.v2.SourceEvent
-	28, // 64: kpipe.v2.Transform.Open:output_type -> kpipe.v2.TransformOpenResponse
-	31, // 65: kpipe.v2.Transform.Run:output_type -> kpipe.v2.TransformEvent
-	33, // 66: kpipe.v2.Sink.Open:output_type -> kpipe.v2.SinkOpenResponse
-	36, // 67: kpipe.v2.Sink.Run:output_type -> kpipe.v2.SinkEvent
-	6,  // 68: kpipe.v2.Storage.Configure:output_type -> kpipe.v2.ConfigureResponse
-	51, // 69: kpipe.v2.Storage.Describe:output_type -> kpipe.v2.DescribeResponse
-	54, // 70: kpipe.v2.Storage.Validate:output_type -> kpipe.v2.ValidateEvent
-	39, // 71: kpipe.v2.Storage.ListBackups:output_type -> kpipe.v2.ListBackupsResponse
-	41, // 72: kpipe.v2.Storage.ReadMetadata:output_type -> kpipe.v2.ReadMetadataResponse
-	44, // 73: kpipe.v2.Storage.ListPartitions:output_type -> kpipe.v2.ListPartitionsResponse
-	46, // 74: kpipe.v2.Storage.ReadManifest:output_type -> kpipe.v2.ReadManifestResponse
-	48, // 75: kpipe.v2.Storage.ReadRange:output_type -> kpipe.v2.ReadRangeResponse
-	59, // [59:76] is the sub-list for method output_type
-	42, // [42:59] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	57, // 6: kpipe.v2.TopicMetadata.configs:type_name -> kpipe.v2.TopicMetadata.ConfigsEntry
+	14, // 7: kpipe.v2.TopicMetadata.largest_record:type_name -> kpipe.v2.LargestRecord
+	13, // 8: kpipe.v2.TopicMetadata.timestamps:type_name -> kpipe.v2.TimestampRange
+	12, // 9: kpipe.v2.Metadata.topics:type_name -> kpipe.v2.TopicMetadata
+	16, // 10: kpipe.v2.Metadata.groups:type_name -> kpipe.v2.GroupOffsets
+	17, // 11: kpipe.v2.GroupOffsets.offsets:type_name -> kpipe.v2.GroupOffset
+	58, // 12: kpipe.v2.Metrics.counters:type_name -> kpipe.v2.Metrics.CountersEntry
+	20, // 13: kpipe.v2.Metrics.partitions:type_name -> kpipe.v2.PartitionMetric
+	10, // 14: kpipe.v2.SourceOpenRequest.resume:type_name -> kpipe.v2.Position
+	22, // 15: kpipe.v2.SourceRequest.credit:type_name -> kpipe.v2.Credit
+	11, // 16: kpipe.v2.SourceRequest.acked:type_name -> kpipe.v2.PositionList
+	9,  // 17: kpipe.v2.SourceEvent.batch:type_name -> kpipe.v2.Envelope
+	15, // 18: kpipe.v2.SourceEvent.metadata:type_name -> kpipe.v2.Metadata
+	18, // 19: kpipe.v2.SourceEvent.error:type_name -> kpipe.v2.PartitionError
+	19, // 20: kpipe.v2.SourceEvent.metrics:type_name -> kpipe.v2.Metrics
+	26, // 21: kpipe.v2.SourceEvent.end:type_name -> kpipe.v2.End
+	21, // 22: kpipe.v2.SourceEvent.spans:type_name -> kpipe.v2.Spans
+	9,  // 23: kpipe.v2.TransformRequest.batch:type_name -> kpipe.v2.Envelope
+	15, // 24: kpipe.v2.TransformRequest.metadata:type_name -> kpipe.v2.Metadata
+	9,  // 25: kpipe.v2.TransformResult.outputs:type_name -> kpipe.v2.Envelope
+	31, // 26: kpipe.v2.TransformEvent.result:type_name -> kpipe.v2.TransformResult
+	15, // 27: kpipe.v2.TransformEvent.metadata:type_name -> kpipe.v2.Metadata
+	18, // 28: kpipe.v2.TransformEvent.error:type_name -> kpipe.v2.PartitionError
+	19, // 29: kpipe.v2.TransformEvent.metrics:type_name -> kpipe.v2.Metrics
+	21, // 30: kpipe.v2.TransformEvent.spans:type_name -> kpipe.v2.Spans
+	10, // 31: kpipe.v2.SinkOpenResponse.resume:type_name -> kpipe.v2.Position
+	9,  // 32: kpipe.v2.SinkRequest.batch:type_name -> kpipe.v2.Envelope
+	15, // 33: kpipe.v2.SinkRequest.metadata:type_name -> kpipe.v2.Metadata
+	36, // 34: kpipe.v2.SinkEvent.released:type_name -> kpipe.v2.BatchRefs
+	36, // 35: kpipe.v2.SinkEvent.acked:type_name -> kpipe.v2.BatchRefs
+	18, // 36: kpipe.v2.SinkEvent.error:type_name -> kpipe.v2.PartitionError
+	19, // 37: kpipe.v2.SinkEvent.metrics:type_name -> kpipe.v2.Metrics
+	21, // 38: kpipe.v2.SinkEvent.spans:type_name -> kpipe.v2.Spans
+	39, // 39: kpipe.v2.ListBackupsResponse.backups:type_name -> kpipe.v2.BackupSummary
+	15, // 40: kpipe.v2.ReadMetadataResponse.metadata:type_name -> kpipe.v2.Metadata
+	44, // 41: kpipe.v2.ListPartitionsResponse.partitions:type_name -> kpipe.v2.PartitionRef
+	54, // 42: kpipe.v2.ValidateEvent.progress:type_name -> kpipe.v2.ValidateProgress
+	2,  // 43: kpipe.v2.Plugin.Spec:input_type -> kpipe.v2.SpecRequest
+	4,  // 44: kpipe.v2.Plugin.Configure:input_type -> kpipe.v2.ConfigureRequest
+	7,  // 45: kpipe.v2.Plugin.Teardown:input_type -> kpipe.v2.TeardownRequest
+	23, // 46: kpipe.v2.Source.Open:input_type -> kpipe.v2.SourceOpenRequest
+	25, // 47: kpipe.v2.Source.Run:input_type -> kpipe.v2.SourceRequest
+	28, // 48: kpipe.v2.Transform.Open:input_type -> kpipe.v2.TransformOpenRequest
+	30, // 49: kpipe.v2.Transform.Run:input_type -> kpipe.v2.TransformRequest
+	33, // 50: kpipe.v2.Sink.Open:input_type -> kpipe.v2.SinkOpenRequest
+	35, // 51: kpipe.v2.Sink.Run:input_type -> kpipe.v2.SinkRequest
+	50, // 52: kpipe.v2.Storage.Configure:input_type -> kpipe.v2.StorageConfigureRequest
+	51, // 53: kpipe.v2.Storage.Describe:input_type -> kpipe.v2.DescribeRequest
+	53, // 54: kpipe.v2.Storage.Validate:input_type -> kpipe.v2.ValidateRequest
+	38, // 55: kpipe.v2.Storage.ListBackups:input_type -> kpipe.v2.ListBackupsRequest
+	41, // 56: kpipe.v2.Storage.ReadMetadata:input_type -> kpipe.v2.ReadMetadataRequest
+	43, // 57: kpipe.v2.Storage.ListPartitions:input_type -> kpipe.v2.ListPartitionsRequest
+	46, // 58: kpipe.v2.Storage.ReadManifest:input_type -> kpipe.v2.ReadManifestRequest
+	48, // 59: kpipe.v2.Storage.ReadRange:input_type -> kpipe.v2.ReadRangeRequest
+	3,  // 60: kpipe.v2.Plugin.Spec:output_type -> kpipe.v2.SpecResponse
+	6,  // 61: kpipe.v2.Plugin.Configure:output_type -> kpipe.v2.ConfigureResponse
+	8,  // 62: kpipe.v2.Plugin.Teardown:output_type -> kpipe.v2.TeardownResponse
+	24, // 63: kpipe.v2.Source.Open:output_type -> kpipe.v2.SourceOpenResponse
+	27, // 64: kpipe.v2.Source.Run:output_type -> kpipe.v2.SourceEvent
+	29, // 65: kpipe.v2.Transform.Open:output_type -> kpipe.v2.TransformOpenResponse
+	32, // 66: kpipe.v2.Transform.Run:output_type -> kpipe.v2.TransformEvent
+	34, // 67: kpipe.v2.Sink.Open:output_type -> kpipe.v2.SinkOpenResponse
+	37, // 68: kpipe.v2.Sink.Run:output_type -> kpipe.v2.SinkEvent
+	6,  // 69: kpipe.v2.Storage.Configure:output_type -> kpipe.v2.ConfigureResponse
+	52, // 70: kpipe.v2.Storage.Describe:output_type -> kpipe.v2.DescribeResponse
+	55, // 71: kpipe.v2.Storage.Validate:output_type -> kpipe.v2.ValidateEvent
+	40, // 72: kpipe.v2.Storage.ListBackups:output_type -> kpipe.v2.ListBackupsResponse
+	42, // 73: kpipe.v2.Storage.ReadMetadata:output_type -> kpipe.v2.ReadMetadataResponse
+	45, // 74: kpipe.v2.Storage.ListPartitions:output_type -> kpipe.v2.ListPartitionsResponse
+	47, // 75: kpipe.v2.Storage.ReadManifest:output_type -> kpipe.v2.ReadManifestResponse
+	49, // 76: kpipe.v2.Storage.ReadRange:output_type -> kpipe.v2.ReadRangeResponse
+	60, // [60:77] is the sub-list for method output_type
+	43, // [43:60] is the sub-list for method input_type
+	43, // [43:43] is the sub-list for extension type_name
+	43, // [43:43] is the sub-list for extension extendee
+	0,  // [0:43] is the sub-list for field type_name
 }
 
 func init() { file_kpipe_v2_plugin_proto_init() }
@@ -4251,11 +4322,11 @@ func file_kpipe_v2_plugin_proto_init() {
 	if File_kpipe_v2_plugin_proto != nil {
 		return
 	}
-	file_kpipe_v2_plugin_proto_msgTypes[23].OneofWrappers = []any{
+	file_kpipe_v2_plugin_proto_msgTypes[24].OneofWrappers = []any{
 		(*SourceRequest_Credit)(nil),
 		(*SourceRequest_Acked)(nil),
 	}
-	file_kpipe_v2_plugin_proto_msgTypes[25].OneofWrappers = []any{
+	file_kpipe_v2_plugin_proto_msgTypes[26].OneofWrappers = []any{
 		(*SourceEvent_Batch)(nil),
 		(*SourceEvent_Metadata)(nil),
 		(*SourceEvent_Error)(nil),
@@ -4263,29 +4334,29 @@ func file_kpipe_v2_plugin_proto_init() {
 		(*SourceEvent_End)(nil),
 		(*SourceEvent_Spans)(nil),
 	}
-	file_kpipe_v2_plugin_proto_msgTypes[28].OneofWrappers = []any{
+	file_kpipe_v2_plugin_proto_msgTypes[29].OneofWrappers = []any{
 		(*TransformRequest_Batch)(nil),
 		(*TransformRequest_Metadata)(nil),
 	}
-	file_kpipe_v2_plugin_proto_msgTypes[30].OneofWrappers = []any{
+	file_kpipe_v2_plugin_proto_msgTypes[31].OneofWrappers = []any{
 		(*TransformEvent_Result)(nil),
 		(*TransformEvent_Metadata)(nil),
 		(*TransformEvent_Error)(nil),
 		(*TransformEvent_Metrics)(nil),
 		(*TransformEvent_Spans)(nil),
 	}
-	file_kpipe_v2_plugin_proto_msgTypes[33].OneofWrappers = []any{
+	file_kpipe_v2_plugin_proto_msgTypes[34].OneofWrappers = []any{
 		(*SinkRequest_Batch)(nil),
 		(*SinkRequest_Metadata)(nil),
 	}
-	file_kpipe_v2_plugin_proto_msgTypes[35].OneofWrappers = []any{
+	file_kpipe_v2_plugin_proto_msgTypes[36].OneofWrappers = []any{
 		(*SinkEvent_Released)(nil),
 		(*SinkEvent_Acked)(nil),
 		(*SinkEvent_Error)(nil),
 		(*SinkEvent_Metrics)(nil),
 		(*SinkEvent_Spans)(nil),
 	}
-	file_kpipe_v2_plugin_proto_msgTypes[53].OneofWrappers = []any{
+	file_kpipe_v2_plugin_proto_msgTypes[54].OneofWrappers = []any{
 		(*ValidateEvent_Progress)(nil),
 		(*ValidateEvent_ReportJson)(nil),
 	}
@@ -4295,7 +4366,7 @@ func file_kpipe_v2_plugin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kpipe_v2_plugin_proto_rawDesc), len(file_kpipe_v2_plugin_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   57,
+			NumMessages:   58,
 			NumExtensions: 0,
 			NumServices:   5,
 		},
