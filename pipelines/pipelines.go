@@ -145,6 +145,9 @@ type RestoreOptions struct {
 	// restore produces per second, over the whole run (0: no limit).
 	RateLimitRecordsPerSec int64
 	RateLimitBytesPerSec   int64
+	// Repartitioning spreads target topics' records over partitions by
+	// key, by target topic name.
+	Repartitioning map[string]restore.Repartition
 }
 
 func stage(plugin string, params map[string]any) config.Stage {
@@ -248,6 +251,13 @@ func Restore(name string, o RestoreOptions) config.Pipeline {
 	}
 	if o.IncludeOriginalOffsetHeader {
 		sink["include_original_offset_header"] = true
+	}
+	if len(o.Repartitioning) > 0 {
+		rs := map[string]string{}
+		for topic, r := range o.Repartitioning {
+			rs[topic] = r.String()
+		}
+		sink["repartitioning"] = rs
 	}
 	if o.RateLimitRecordsPerSec > 0 {
 		sink["rate_limit_records_per_sec"] = o.RateLimitRecordsPerSec

@@ -8,6 +8,7 @@ import (
 
 	"github.com/kpipe/kpipe/sdk/celexpr"
 	"github.com/kpipe/kpipe/sdk/param"
+	"github.com/kpipe/kpipe/sdk/restore"
 	"github.com/kpipe/kpipe/sdk/storage"
 )
 
@@ -31,8 +32,8 @@ var restoreOptionKeys = map[string]schema{
 	"include_original_offset_header": leaf(kBool),
 	"rate_limit_records_per_sec":     leaf(kInt),
 	"rate_limit_bytes_per_sec":       leaf(kInt),
+	"repartitioning":                 leaf(kNode),
 	// Not built yet: recognised, and refused unless left at their default.
-	"repartitioning":          leaf(kString),
 	"consumer_group_strategy": leaf(kString),
 	"consumer_groups":         leaf(kStrings),
 	"reset_consumer_offsets":  leaf(kBool),
@@ -41,7 +42,6 @@ var restoreOptionKeys = map[string]schema{
 // notYet are the restore keys not built yet, each with the value it may
 // have ("" for a key that must be left out).
 var notYet = map[string]string{
-	"repartitioning":          "none",
 	"consumer_group_strategy": "skip",
 	"consumer_groups":         "",
 	"reset_consumer_offsets":  "false",
@@ -235,6 +235,9 @@ func loadRestoreOptions(d *doc, c *RestoreConfig) error {
 			return d.errorf(d.values[k], k, "%v", err)
 		}
 	}
+	if err := loadRepartitioning(d, keys["repartitioning"], o); err != nil {
+		return err
+	}
 	o.Topics = d.strs(keys["topics"])
 	for _, v := range d.strs(keys["source_partitions"]) {
 		p, perr := strconv.ParseInt(v, 10, 32)
@@ -305,6 +308,53 @@ func loadRestoreOptions(d *doc, c *RestoreConfig) error {
 		if *f.to, _, err = d.bool(keys[f.name]); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// loadRepartitioning reads repartitioning: {TARGET_TOPIC: {strategy:
+// murmur2, target_partitions: N}, ...} (none, or left out: none).
+func loadRepartitioning(d *doc, key string, o *RestoreOptions) error {
+	n := d.values[key]
+	if n == nil || (n.Kind == yaml.ScalarNode && strings.EqualFold(n.Value, "none")) {
+		return nil
+	}
+	shape := "must be a map of target topics, each {strategy: murmur2, target_partitions: N}"
+	if n.Kind != yaml.MappingNode {
+		return d.errorf(n, key, "%s", shape)
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		topic, v := n.Content[i], n.Content[i+1]
+		at := key + "." + topic.Value
+		if v.Kind != yaml.MappingNode {
+			return d.errorf(v, at, "%s", shape)
+		}
+		r := restore.Repartition{Strategy: restore.Murmur2}
+		for j := 0; j+1 < len(v.Content); j += 2 {
+			k, val := v.Content[j], v.Content[j+1]
+			switch k.Value {
+			case "strategy":
+				r.Strategy = val.Value
+			case "target_partitions":
+				p, err := strconv.ParseInt(val.Value, 10, 32)
+				if err != nil || p < 1 {
+					return d.errorf(val, at+".target_partitions", "%q is not a number of partitions; use 1 or more", val.Value)
+				}
+				r.Partitions = int32(p)
+			default:
+				return d.errorf(k, at+"."+k.Value, "unknown key%s", suggest(k.Value, []string{"strategy", "target_partitions"}))
+			}
+		}
+		if r.Partitions == 0 {
+			return d.errorf(v, at+".target_partitions", "is missing; say over how many partitions to spread the topic's records, such as target_partitions: 6")
+		}
+		if err := r.Check(); err != nil {
+			return d.errorf(v, at+".strategy", "%v", err)
+		}
+		if o.Repartitioning == nil {
+			o.Repartitioning = map[string]restore.Repartition{}
+		}
+		o.Repartitioning[topic.Value] = r
 	}
 	return nil
 }

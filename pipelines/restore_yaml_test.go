@@ -5,6 +5,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/kpipe/kpipe/sdk/restore"
 )
 
 // TestLoadRestoreReadsEveryKey: each key of a restore config lands in the
@@ -25,6 +27,7 @@ func TestLoadRestoreReadsEveryKey(t *testing.T) {
 		AllowNonemptyTarget: true, AllowEmpty: true, NoCreateTopics: true, Verify: true, MaxConcurrentPartitions: 4,
 		Filter: `!(key in [b"user-17"])`, IncludeOriginalOffsetHeader: true,
 		RateLimitRecordsPerSec: 5000, RateLimitBytesPerSec: 1 << 20,
+		Repartitioning: map[string]restore.Repartition{"orders_pitr": {Strategy: "murmur2", Partitions: 3}, "payments_pitr": {Strategy: "murmur2", Partitions: 12}},
 	}}
 	options := `time_window_start: 1731236400000
   time_window_end: "2024-11-10T15:00:00Z"
@@ -44,7 +47,10 @@ func TestLoadRestoreReadsEveryKey(t *testing.T) {
   rate_limit_bytes_per_sec: 1048576
   consumer_group_strategy: skip
   reset_consumer_offsets: false
-  repartitioning: none
+  repartitioning:
+    orders_pitr: {strategy: murmur2, target_partitions: 3}
+    payments_pitr:
+      target_partitions: 12
 `
 	target := `bootstrap_servers: [dr-0:9092, dr-1:9092]
   security_protocol: SASL_SSL
@@ -114,7 +120,11 @@ func TestBadRestoreConfigs(t *testing.T) {
 		{head + "  consumer_group_strategy: header-based\n", "FILE:6: restore.consumer_group_strategy: is not supported yet; leave it out or set it to skip"},
 		{head + "  consumer_groups: [g]\n", "FILE:6: restore.consumer_groups: is not supported yet; leave it out"},
 		{head + "  reset_consumer_offsets: true\n", "FILE:6: restore.reset_consumer_offsets: is not supported yet; leave it out or set it to false"},
-		{head + "  repartitioning: murmur2\n", "FILE:6: restore.repartitioning: is not supported yet; leave it out or set it to none"},
+		{head + "  repartitioning: murmur2\n", "FILE:6: restore.repartitioning: must be a map of target topics, each {strategy: murmur2, target_partitions: N}"},
+		{head + "  repartitioning: {t: {strategy: crc32, target_partitions: 3}}\n", "FILE:6: restore.repartitioning.t.strategy: strategy \"crc32\" is not known; use murmur2 (Kafka's default partitioner)"},
+		{head + "  repartitioning: {t: {strategy: murmur2}}\n", "FILE:6: restore.repartitioning.t.target_partitions: is missing; say over how many partitions to spread the topic's records, such as target_partitions: 6"},
+		{head + "  repartitioning: {t: {target_partitons: 3}}\n", "FILE:6: restore.repartitioning.t.target_partitons: unknown key; did you mean target_partitions?"},
+		{head + "  repartitioning: {t: {target_partitions: 0}}\n", "FILE:6: restore.repartitioning.t.target_partitions: \"0\" is not a number of partitions; use 1 or more"},
 		{head + "  rate_limit_records_per_sec: -1\n", "FILE:6: restore.rate_limit_records_per_sec: -1 is not a rate; use a number above 0, or 0 for no limit"},
 		{head + "  rate_limit_bytes_per_sec: 1MB\n", "FILE:6: restore.rate_limit_bytes_per_sec: \"1MB\" is not a whole number"},
 		{head + "  filter: \"partition == \"\n", "FILE:6: restore.filter: invalid CEL expression at line 1, column 14: Syntax error: mismatched input '<EOF>' expecting {'[', '{', '(', '.', '-', '!', 'true', 'false', 'null', NUM_FLOAT, NUM_INT, NUM_UINT, STRING, BYTES, IDENTIFIER}"},

@@ -47,6 +47,8 @@ const (
 	// kPairs is a mapping of names to values, written as a map (from: to)
 	// or as a list of {source: from, target: to}.
 	kPairs
+	// kNode is any YAML value, which its reader checks.
+	kNode
 )
 
 // schema describes the keys of a YAML config: a key of kind kMap has the
@@ -195,6 +197,7 @@ func (d *doc) walk(n *yaml.Node, path string, s schema) error {
 		return err
 	}
 	switch s.kind {
+	case kNode:
 	case kPairs:
 		if err := d.checkPairs(n, key); err != nil {
 			return err

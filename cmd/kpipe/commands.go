@@ -497,7 +497,7 @@ func printBackup(w io.Writer, format string, b pipelines.BackupOptions, rep *eng
 func newRestoreCmd(g *globals) *cobra.Command {
 	var o runOpts
 	r := pipelines.RestoreOptions{}
-	var topicMap, partMap, incarnations []string
+	var topicMap, partMap, incarnations, repartitioning []string
 	var windowStart, windowEnd, configFile string
 	var dryRun bool
 	createTopics := true
@@ -540,7 +540,7 @@ says so when run again; --fresh runs it again from the start.`,
 					c.Restore.MaxConcurrentPartitions = r.MaxConcurrentPartitions
 				}
 				r, dryRun = c.Restore, dryRun || c.DryRun
-			} else if err := restoreFlags(cmd, &r, windowStart, windowEnd, topicMap, partMap, incarnations, createTopics); err != nil {
+			} else if err := restoreFlags(cmd, &r, windowStart, windowEnd, topicMap, partMap, incarnations, repartitioning, createTopics); err != nil {
 				return err
 			}
 			if err := checkStore(cmd, r.Path); err != nil {
@@ -609,6 +609,7 @@ says so when run again; --fresh runs it again from the start.`,
 	f.BoolVar(&r.AllowEmpty, "allow-empty", false, "let a restore that selects no record succeed (exit 0); else a time window outside the backup's records, or topics and partitions matching none, fail with exit 1")
 	f.StringSliceVar(&topicMap, "topic-mapping", nil, "SOURCE=TARGET topic renames, comma separated")
 	f.StringSliceVar(&partMap, "partition-mapping", nil, "SOURCE=TARGET partition moves, comma separated (several may merge into one)")
+	f.StringSliceVar(&repartitioning, "repartitioning", nil, "TARGET_TOPIC=murmur2:N, comma separated: spread the target topic's records over N partitions by key as Kafka's default partitioner does (each key's records in order in the partition a Kafka producer would pick), records without a key round-robin in source order; --partition-mapping does not apply to it")
 	f.BoolVar(&r.AllowNonemptyTarget, "allow-nonempty-target", false, "let the restore start on target partitions that already hold records, appending after them (a restore otherwise writes only to empty ones, so that a rerun tells its own records from others')")
 	f.StringSliceVar(&incarnations, "topic-incarnation", nil, "TOPIC=TOPIC_ID: for a topic deleted and re-created during the backup, the incarnation to restore (its topic ID); the latest when not given")
 	o.flags(cmd)
@@ -616,7 +617,7 @@ says so when run again; --fresh runs it again from the start.`,
 }
 
 // restoreFlags reads the flags that say what to restore into r.
-func restoreFlags(cmd *cobra.Command, r *pipelines.RestoreOptions, windowStart, windowEnd string, topicMap, partMap, incarnations []string, createTopics bool) error {
+func restoreFlags(cmd *cobra.Command, r *pipelines.RestoreOptions, windowStart, windowEnd string, topicMap, partMap, incarnations, repartitioning []string, createTopics bool) error {
 	if err := readSecurity(cmd, &r.Security); err != nil {
 		return err
 	}
@@ -649,6 +650,20 @@ func restoreFlags(cmd *cobra.Command, r *pipelines.RestoreOptions, windowStart, 
 			r.PartitionMapping = map[string]int32{}
 		}
 		r.PartitionMapping[k] = int32(n)
+	}
+	rs, err := parseMapping("--repartitioning", repartitioning)
+	if err != nil {
+		return err
+	}
+	for topic, v := range rs {
+		rp, err := restore.ParseRepartition(v)
+		if err != nil {
+			return badInput("--repartitioning %s=%s: %v", topic, v, err)
+		}
+		if r.Repartitioning == nil {
+			r.Repartitioning = map[string]restore.Repartition{}
+		}
+		r.Repartitioning[topic] = rp
 	}
 	if r.MaxConcurrentPartitions < 1 {
 		return badInput("--max-concurrent-partitions %d: use 1 or more (1: one partition read at a time)", r.MaxConcurrentPartitions)
@@ -844,7 +859,7 @@ var configFlags = slices.Concat([]string{"bootstrap-servers", "topics", "path", 
 	"consumer-group-snapshot", "segment-max-bytes", "segment-max-records", "segment-max-interval"}, storeFlagNames, securityFlagNames)
 
 // restoreConfigFlags are the restore flags a --config file replaces.
-var restoreConfigFlags = slices.Concat([]string{"bootstrap-servers", "path", "backup-id", "topics", "source-partitions", "time-window-start", "filter", "include-original-offset-header", "rate-limit-records-per-sec", "rate-limit-bytes-per-sec",
+var restoreConfigFlags = slices.Concat([]string{"bootstrap-servers", "path", "backup-id", "topics", "source-partitions", "time-window-start", "filter", "include-original-offset-header", "rate-limit-records-per-sec", "rate-limit-bytes-per-sec", "repartitioning",
 	"time-window-end", "topic-mapping", "partition-mapping", "topic-incarnation", "create-topics"}, storeFlagNames, securityFlagNames)
 
 // onlyConfig refuses flags beside --config that the config file replaces.

@@ -42,11 +42,27 @@ type sourceTrack struct {
 // targetTrack is a target partition: its entry in the state and, on a
 // resumed run, the hashes of the records already in it past the state's
 // Next, which the next records handed for it must match. used says this
-// run handed it records.
+// run handed it records. from caches, per source partition, where the
+// records the state accounts for in it end (Target.SourceNext).
 type targetTrack struct {
 	t     *restore.Target
 	ahead []uint64
 	used  bool
+	from  map[sdk.TopicPartition]int64
+}
+
+// sourceNext is where, in source partition src, the records accounted for
+// in the target partition end: a record before it that goes here is here.
+func (tt *targetTrack) sourceNext(src sdk.TopicPartition) int64 {
+	n, ok := tt.from[src]
+	if !ok {
+		if tt.from == nil {
+			tt.from = map[sdk.TopicPartition]int64{}
+		}
+		n = tt.t.SourceNext(src.Topic, src.Partition)
+		tt.from[src] = n
+	}
+	return n
 }
 
 const saveEvery = 500 * time.Millisecond
@@ -226,14 +242,18 @@ func (e *exactly) source(tp sdk.TopicPartition) *sourceTrack {
 	return s
 }
 
-// landed records that record i of batch f is in its target partition at
-// offset: in the offset map, and as its source partition's position, so
-// that a run resumed from the state starts right after it (within the
-// batch, if need be).
-func (e *exactly) landed(f *inFlight, i int, offset int64) {
+// landed records that record i of batch f is in its target partition o
+// at offset: in the offset map, and as its source partition's position,
+// so that a run resumed from the state starts right after it (within the
+// batch, if need be). With fanout the position waits for the whole batch
+// (settle): a later record may land in one partition before an earlier
+// one in another.
+func (e *exactly) landed(f *inFlight, o *out, i int, offset int64) {
 	from := f.view.Offset(i)
-	f.tgt.t.Add(f.src.Topic, f.src.Partition, from, offset)
-	if pos := f.srcT.pos; from+1 > pos.NextOffset {
+	o.tgt.t.Add(f.src.Topic, f.src.Partition, from, offset, f.fanout)
+	o.tgt.sourceNext(f.src)
+	o.tgt.from[f.src] = from + 1
+	if pos := f.srcT.pos; !f.fanout && from+1 > pos.NextOffset {
 		pos.NextOffset = from + 1
 	}
 	e.dirty = true
@@ -244,6 +264,9 @@ func (e *exactly) landed(f *inFlight, i int, offset int64) {
 func (s *sourceTrack) settle() bool {
 	moved := false
 	for len(s.pending) > 0 && s.pending[0].left == 0 {
+		if s.pending[0].fanout {
+			s.pos.NullKeys = s.pending[0].nulls
+		}
 		s.pos.NextOffset = s.pending[0].next
 		s.pending[0] = nil
 		s.pending = s.pending[1:]

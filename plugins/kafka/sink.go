@@ -30,6 +30,7 @@ type sinkConfig struct {
 	ConnectTimeout    time.Duration     `param:"connect_timeout" default:"30s" help:"how long to wait for the cluster to answer at start"`
 	TopicMapping      map[string]string `param:"topic_mapping" help:"source topic = target topic; unmapped topics keep their name"`
 	PartitionMapping  map[string]int32  `param:"partition_mapping" help:"source partition = target partition, for every topic (several may merge into one: they are written one after the other, lowest first); unmapped partitions keep their number"`
+	Repartitioning    map[string]string `param:"repartitioning" help:"target topic = STRATEGY:PARTITIONS, such as murmur2:6: the topic's records go to the partition Kafka's default partitioner picks for their key over that many partitions (each key's records in order in one partition), records without a key round-robin in source order; partition_mapping does not apply to it"`
 	RestoreState      string            `param:"restore_state" help:"file of the restore's progress and offset map: set, the sink writes exactly once, a rerun continuing where a killed run stopped (it must be the only writer of its target partitions, and get each source partition's batches in order)"`
 	AllowNonempty     bool              `param:"allow_nonempty_target" help:"with restore_state: let the restore start on target partitions that already hold records, appending after them"`
 	RateRecords       int64             `param:"rate_limit_records_per_sec" help:"produce at most this many records per second, over the whole run (0: no limit)"`
@@ -71,6 +72,10 @@ type Sink struct {
 	pool  *record.Pool
 	// records and bytes pace what is produced (nil: no limit).
 	records, bytes *pacer
+	// nulls counts, per source partition of a repartitioned topic, the
+	// records without a key sent so far (in the restore's state, up to
+	// its position).
+	nulls map[sdk.TopicPartition]int64
 
 	mu          sync.Mutex
 	outstanding map[sdk.BatchID]*inFlight
@@ -89,12 +94,59 @@ type inFlight struct {
 	left int
 	rec  arrow.RecordBatch
 	view *record.View
-	// With restore_state: the batch's source partition, the position after
-	// it, and its target partition.
+	// With restore_state: the batch's source partition and the position
+	// after it.
 	src  sdk.TopicPartition
 	srcT *sourceTrack
 	next int64
-	tgt  *targetTrack
+	// fanout says the batch's topic is repartitioned: its records go to
+	// several target partitions, acknowledged in no set order across them,
+	// so its source partition's position moves with whole batches only.
+	// nulls is then how many records without a key its source partition
+	// sent up to the batch's end.
+	fanout bool
+	nulls  int64
+	parts  []int32 // with fanout, each record's target partition
+	// outs are the target partitions the records go to: one, or with
+	// fanout one per partition of the target topic (nil where none goes).
+	outs []*out
+}
+
+// out is a target partition of a batch and the records produced to it, in
+// order: the count records from first, or with fanout those in idx.
+type out struct {
+	partition int32
+	tgt       *targetTrack // with restore_state
+	first     int
+	idx       []int32
+	count     int
+	acked     int
+}
+
+// add notes that record i is produced to o.
+func (o *out) add(i int, fanout bool) {
+	if fanout {
+		o.idx = append(o.idx, int32(i))
+	} else if o.count == 0 {
+		o.first = i
+	}
+	o.count++
+}
+
+// at is the k-th record produced to o.
+func (o *out) at(k int) int {
+	if o.idx != nil {
+		return int(o.idx[k])
+	}
+	return o.first + k
+}
+
+// outOf is the target partition p of the batch.
+func (f *inFlight) outOf(p int32) *out {
+	if !f.fanout {
+		return f.outs[0]
+	}
+	return f.outs[p]
 }
 
 // NewSink returns the kafka sink.
@@ -111,6 +163,8 @@ func (s *Sink) Configure(context.Context) error {
 	}
 	var merrs param.Errors
 	s.m, merrs = restore.NewMapping(s.cfg.TopicMapping, s.cfg.PartitionMapping)
+	errs = append(errs, merrs...)
+	s.m, merrs = s.m.WithRepartitioning(s.cfg.Repartitioning)
 	errs = append(errs, merrs...)
 	if s.cfg.AllowNonempty && s.cfg.RestoreState == "" {
 		errs = append(errs, param.Errorf("allow_nonempty_target", "is for a restore: set restore_state too"))
@@ -140,6 +194,7 @@ func (s *Sink) Open(ctx context.Context, ack sdk.Acker) error {
 	s.producing = map[string]bool{}
 	s.outstanding = map[sdk.BatchID]*inFlight{}
 	s.planned, s.configs, s.rfs, s.fresh = map[string]int32{}, map[string]map[string]string{}, map[string]int{}, map[string]int{}
+	s.nulls = map[sdk.TopicPartition]int64{}
 	s.pool = record.NewPoolWithLimit(sdk.InFlightBytes() / 8)
 	s.dec = record.NewDecoder(s.pool)
 	var err error
@@ -160,6 +215,9 @@ func (s *Sink) Open(ctx context.Context, ack sdk.Acker) error {
 	}
 	if s.eo, err = loadExactly(s.cfg.RestoreState, s.cfg.AllowNonempty); err != nil {
 		return err
+	}
+	for _, src := range s.eo.st.Sources {
+		s.nulls[sdk.TopicPartition{Topic: src.Topic, Partition: src.Partition}] = src.NullKeys
 	}
 	cctx, cancel := context.WithTimeout(ctx, s.cfg.ConnectTimeout)
 	defer cancel()
@@ -476,41 +534,19 @@ func (s *Sink) Write(ctx context.Context, b sdk.Batch) error {
 		return err
 	}
 	src := sdk.TopicPartition{Topic: b.Topic, Partition: b.Partition}
+	topic := s.m.Topic(b.Topic)
+	rp, fanout := s.m.Repartitioned(topic)
 	if b.IsGap() || b.Count == 0 {
 		// Nothing to produce: the batch only moves the source position.
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		f := &inFlight{id: b.ID(), src: src, next: b.NextOffset}
+		f := &inFlight{id: b.ID(), src: src, next: b.NextOffset, fanout: fanout, nulls: s.nulls[src]}
 		if s.eo != nil {
 			f.srcT = s.eo.source(src)
 			f.srcT.pending = append(f.srcT.pending, f)
 		}
 		s.complete(f)
 		return nil
-	}
-	dst := sdk.TopicPartition{Topic: s.m.Topic(b.Topic), Partition: s.m.Partition(b.Partition)}
-	if err := s.ensure(ctx, dst.Topic, dst.Partition); err != nil {
-		return err
-	}
-	if err := s.learnLimit(ctx, dst.Topic); err != nil {
-		return err
-	}
-	s.producing[dst.Topic] = true
-	var tgt *targetTrack
-	if s.eo != nil {
-		var started bool
-		var err error
-		s.mu.Lock()
-		tgt, started, err = s.eo.open(ctx, s.adm, dst)
-		s.mu.Unlock()
-		if err != nil {
-			return err
-		}
-		if started {
-			if err := s.saveState(false); err != nil {
-				return err
-			}
-		}
 	}
 	rec, err := s.dec.Decode(b.Arrow)
 	if err != nil {
@@ -525,73 +561,152 @@ func (s *Sink) Write(ctx context.Context, b sdk.Batch) error {
 		rec.Release()
 		return err
 	}
-	if err := s.fits(src, dst.Topic, v); err != nil {
-		rec.Release()
-		return err
-	}
 	// The records alias the decoded batch (and, uncompressed, the frame),
 	// which stay alive until the producer is done with them.
 	n := v.Len()
-	id := b.ID()
-	f := &inFlight{id: id, n: n, left: n, rec: rec, view: v, src: src, next: b.NextOffset, tgt: tgt}
+	f := &inFlight{id: b.ID(), n: n, left: n, rec: rec, view: v, src: src, next: b.NextOffset, fanout: fanout}
+	if err := s.route(ctx, f, topic, rp); err != nil {
+		rec.Release()
+		return err
+	}
+	if err := s.fits(src, topic, v); err != nil {
+		rec.Release()
+		return err
+	}
+	var toProduce, bytes int64
 	s.mu.Lock()
-	s.outstanding[id] = f
-	first := 0
+	s.outstanding[f.id] = f
 	if s.eo != nil {
 		f.srcT = s.eo.source(src)
 		f.srcT.pending = append(f.srcT.pending, f)
-		// A resumed run: the records the last run wrote after its last
-		// save are in the target already; match them instead.
-		for ; first < n && len(tgt.ahead) > 0; first++ {
-			if s.eo.hash(v.Key(first), v.Value(first), v.Timestamp(first), s.headers(v, first, src.Partition)) != tgt.ahead[0] {
-				s.mu.Unlock()
-				return errMismatch(dst, tgt.t.Next)
+	}
+	for i := range n {
+		o := f.outOf(f.partition(i))
+		if s.eo != nil {
+			tt := o.tgt
+			if v.Offset(i) < tt.sourceNext(src) {
+				// In the target already, and accounted for: a resumed run
+				// of a repartitioned topic hands again the batch a killed
+				// run had not finished.
+				f.left--
+				continue
 			}
-			tgt.ahead = tgt.ahead[1:]
-			s.eo.landed(f, first, tgt.t.Next)
-			s.matched++
-			f.left--
+			if len(tt.ahead) > 0 {
+				// A resumed run: the records the last run wrote after its
+				// last save are in the target already; match them instead.
+				if s.eo.hash(v.Key(i), v.Value(i), v.Timestamp(i), s.headers(v, i, src.Partition)) != tt.ahead[0] {
+					s.mu.Unlock()
+					return errMismatch(sdk.TopicPartition{Topic: topic, Partition: o.partition}, tt.t.Next)
+				}
+				tt.ahead = tt.ahead[1:]
+				s.eo.landed(f, o, i, tt.t.Next)
+				s.matched++
+				f.left--
+				continue
+			}
 		}
-		if f.left == 0 {
-			s.complete(f)
+		o.add(i, fanout)
+		toProduce++
+		if s.bytes != nil {
+			bytes += v.RecordBytes(i)
 		}
 	}
+	if f.left == 0 {
+		s.complete(f)
+	}
 	s.mu.Unlock()
-	if err := s.pace(ctx, v, first); err != nil {
+	if err := s.records.wait(ctx, toProduce); err != nil {
+		return err
+	}
+	if err := s.bytes.wait(ctx, bytes); err != nil {
 		return err
 	}
 	recs := make([]kgo.Record, n)
+	id := f.id
 	done := func(r *kgo.Record, err error) { s.done(id, r, err) }
-	for i := first; i < n; i++ {
-		r := &recs[i]
-		r.Topic, r.Partition = dst.Topic, dst.Partition
-		r.Key, r.Value = v.Key(i), v.Value(i)
-		r.Timestamp = time.UnixMilli(v.Timestamp(i))
-		if nh := v.NumHeaders(i); nh > 0 || s.cfg.OriginalHeaders {
-			r.Headers = make([]kgo.RecordHeader, 0, nh+len(originalHeaders))
-			for hk, hv := range s.headers(v, i, src.Partition) {
-				r.Headers = append(r.Headers, kgo.RecordHeader{Key: hk, Value: hv})
-			}
+	for _, o := range f.outs {
+		if o == nil {
+			continue
 		}
-		s.cl.Produce(ctx, r, done)
+		for k := range o.count {
+			i := o.at(k)
+			r := &recs[i]
+			r.Topic, r.Partition = topic, o.partition
+			r.Key, r.Value = v.Key(i), v.Value(i)
+			r.Timestamp = time.UnixMilli(v.Timestamp(i))
+			if nh := v.NumHeaders(i); nh > 0 || s.cfg.OriginalHeaders {
+				r.Headers = make([]kgo.RecordHeader, 0, nh+len(originalHeaders))
+				for hk, hv := range s.headers(v, i, src.Partition) {
+					r.Headers = append(r.Headers, kgo.RecordHeader{Key: hk, Value: hv})
+				}
+			}
+			s.cl.Produce(ctx, r, done)
+		}
 	}
 	return nil
 }
 
-// pace waits until the rate limits let the records of v from first on be
-// produced.
-func (s *Sink) pace(ctx context.Context, v *record.View, first int) error {
-	if err := s.records.wait(ctx, int64(v.Len()-first)); err != nil {
+// route finds the target partitions of f's records (with fanout, by key,
+// counting the records without a key of its source partition), makes sure
+// the target topic has them, and with restore_state takes them on.
+func (s *Sink) route(ctx context.Context, f *inFlight, topic string, rp restore.Repartition) error {
+	highest := s.m.Partition(f.src.Partition)
+	if f.fanout {
+		f.outs = make([]*out, rp.Partitions)
+		f.parts = make([]int32, f.n)
+		nulls := s.nulls[f.src]
+		for i := range f.n {
+			key := f.view.Key(i)
+			p := rp.Partition(key, f.src.Partition, nulls)
+			if key == nil {
+				nulls++
+			}
+			f.parts[i] = p
+			if f.outs[p] == nil {
+				f.outs[p] = &out{partition: p}
+			}
+		}
+		s.nulls[f.src], f.nulls = nulls, nulls
+		highest = rp.Partitions - 1
+	} else {
+		f.outs = []*out{{partition: highest}}
+	}
+	if err := s.ensure(ctx, topic, highest); err != nil {
 		return err
 	}
-	if s.bytes == nil {
+	if err := s.learnLimit(ctx, topic); err != nil {
+		return err
+	}
+	s.producing[topic] = true
+	if s.eo == nil {
 		return nil
 	}
-	var n int64
-	for i := first; i < v.Len(); i++ {
-		n += v.RecordBytes(i)
+	for _, o := range f.outs {
+		if o == nil {
+			continue
+		}
+		s.mu.Lock()
+		tt, started, err := s.eo.open(ctx, s.adm, sdk.TopicPartition{Topic: topic, Partition: o.partition})
+		s.mu.Unlock()
+		if err != nil {
+			return err
+		}
+		o.tgt = tt
+		if started {
+			if err := s.saveState(false); err != nil {
+				return err
+			}
+		}
 	}
-	return s.bytes.wait(ctx, n)
+	return nil
+}
+
+// partition is the target partition of record i.
+func (f *inFlight) partition(i int) int32 {
+	if !f.fanout {
+		return f.outs[0].partition
+	}
+	return f.parts[i]
 }
 
 // originalHeaders are the headers include_original_offset_header appends.
@@ -648,15 +763,18 @@ func (s *Sink) done(id sdk.BatchID, r *kgo.Record, err error) {
 	if f == nil || s.err != nil {
 		return
 	}
+	// The promises of a partition come in order: this is the next record
+	// of the batch produced to it.
+	o := f.outOf(r.Partition)
+	i := o.at(o.acked)
+	o.acked++
 	if s.eo != nil {
-		// The promises of a partition come in order: this is the batch's
-		// next record.
-		t := f.tgt.t
+		t := o.tgt.t
 		if r.Offset != t.Next {
 			s.failLocked(errForeign(sdk.TopicPartition{Topic: r.Topic, Partition: r.Partition}, r.Offset, t.Next))
 			return
 		}
-		s.eo.landed(f, f.n-f.left, r.Offset)
+		s.eo.landed(f, o, i, r.Offset)
 	}
 	s.produced++
 	f.left--

@@ -107,6 +107,10 @@ func describeTopics(ctx context.Context, adm *kadm.Client, names []string) (map[
 func (s *Sink) checkTopics(topics []sdk.TopicMetadata, have map[string]targetTopic) error {
 	for _, t := range topics {
 		tt := have[t.Name]
+		if r, ok := s.m.Repartitioned(t.Name); ok && tt.partitions > int(r.Partitions) {
+			return fmt.Errorf("target topic %q has %d partitions, but repartitioning spreads its records over %d: a Kafka producer would pick partitions for their keys over all %d; nothing was written. Set target_partitions to %d, or restore into another topic",
+				t.Name, tt.partitions, r.Partitions, tt.partitions, tt.partitions)
+		}
 		if need := int(t.Needs()); tt.partitions < need && !s.cfg.CreateTopics {
 			return fmt.Errorf("target topic %q has %d partitions, the restore writes to partitions up to %d: nothing was written; add partitions to it (to %d), let the restore add them (create_topics = true, --create-topics), or move partitions with partition_mapping",
 				t.Name, tt.partitions, need-1, need)

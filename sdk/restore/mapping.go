@@ -10,10 +10,38 @@ import (
 
 // Mapping renames topics and moves partitions. Partition moves apply to
 // every topic; several source partitions may move to one target partition
-// (a merge). What is not listed keeps its name and number.
+// (a merge). What is not listed keeps its name and number. A target topic
+// with a repartitioning gets its records by key instead (Repartition).
 type Mapping struct {
 	Topics     map[string]string
 	Partitions map[int32]int32
+	// Repartitions holds the repartitioning of target topics, by name.
+	Repartitions map[string]Repartition
+}
+
+// WithRepartitioning checks the parameter repartitioning (target topic =
+// STRATEGY:PARTITIONS) and adds it to m.
+func (m Mapping) WithRepartitioning(rs map[string]string) (Mapping, param.Errors) {
+	var errs param.Errors
+	for topic, v := range rs {
+		r, err := ParseRepartition(v)
+		if err != nil {
+			errs = append(errs, param.Errorf("repartitioning", "topic %q: %v", topic, err))
+			continue
+		}
+		if m.Repartitions == nil {
+			m.Repartitions = map[string]Repartition{}
+		}
+		m.Repartitions[topic] = r
+	}
+	return m, errs
+}
+
+// Repartitioned returns the repartitioning of a target topic, if it has
+// one.
+func (m Mapping) Repartitioned(target string) (Repartition, bool) {
+	r, ok := m.Repartitions[target]
+	return r, ok
 }
 
 // NewMapping checks the parameters topic_mapping and partition_mapping (a
@@ -60,8 +88,9 @@ func (m Mapping) Partition(p int32) int32 {
 
 // Metadata renames the topics of m: a renamed topic loses its topic ID (a
 // new topic, or another incarnation), a topic whose partitions move gets
-// as many partitions as its records land in, and topics mapped onto one
-// name merge.
+// as many partitions as its records land in, a repartitioned one the
+// partitions its repartitioning says (all of them may get records), and
+// topics mapped onto one name merge.
 func (m Mapping) Metadata(in sdk.Metadata) sdk.Metadata {
 	var out sdk.Metadata
 	index := map[string]int{}
@@ -92,6 +121,11 @@ func (m Mapping) Metadata(in sdk.Metadata) sdk.Metadata {
 		}
 		index[t.Name] = len(out.Topics)
 		out.Topics = append(out.Topics, t)
+	}
+	for i := range out.Topics {
+		if r, ok := m.Repartitioned(out.Topics[i].Name); ok {
+			out.Topics[i].Partitions, out.Topics[i].ReadPartitions = r.Partitions, nil
+		}
 	}
 	return out
 }

@@ -48,6 +48,9 @@ type Source struct {
 	Topic      string `json:"topic"`
 	Partition  int32  `json:"partition"`
 	NextOffset int64  `json:"next_offset"`
+	// NullKeys counts the records without a key before NextOffset, for a
+	// source partition repartitioned: they go round-robin.
+	NullKeys int64 `json:"null_keys,omitempty"`
 }
 
 // Target is what the restore wrote to one target partition: its records
@@ -66,13 +69,43 @@ type Target struct {
 
 // Range is a run of records whose source and target offsets both grow by
 // one: source offsets SourceOffset … SourceOffset+Count-1 of the source
-// partition landed at TargetOffset … TargetOffset+Count-1.
+// partition landed at TargetOffset … TargetOffset+Count-1. In a target
+// partition that a repartitioning fills, a range is sparse: its Count
+// records are records of SourceOffset … SourceEnd in their order (the
+// others went to other partitions), and which target offset each took is
+// known only at its ends.
 type Range struct {
 	SourceTopic     string `json:"source_topic"`
 	SourcePartition int32  `json:"source_partition"`
 	SourceOffset    int64  `json:"source_offset"`
 	TargetOffset    int64  `json:"target_offset"`
 	Count           int64  `json:"count"`
+	// SourceEnd is the last source offset of a sparse range; 0 for one
+	// that is not.
+	SourceEnd int64 `json:"source_end,omitempty"`
+}
+
+// Last is the range's last source offset.
+func (r Range) Last() int64 {
+	if r.SourceEnd > 0 {
+		return r.SourceEnd
+	}
+	return r.SourceOffset + r.Count - 1
+}
+
+// Sparse says whether the range skips source offsets.
+func (r Range) Sparse() bool { return r.Last() != r.SourceOffset+r.Count-1 }
+
+// SourceNext is where, in a source partition, the records the restore
+// accounts for in the target partition end: every record of it before
+// that which goes to this partition is in it. -1 when it holds none.
+func (t *Target) SourceNext(topic string, partition int32) int64 {
+	for i := len(t.Ranges) - 1; i >= 0; i-- {
+		if r := t.Ranges[i]; r.SourceTopic == topic && r.SourcePartition == partition {
+			return r.Last() + 1
+		}
+	}
+	return -1
 }
 
 // Records is how many records the restore accounts for in the target
@@ -85,13 +118,17 @@ func (t *Target) HeldRecords() bool { return t.Base > t.Start }
 
 // Add records that the record at sourceOffset of the source partition
 // landed at targetOffset, the partition's next offset: it extends the last
-// range when both offsets follow on.
-func (t *Target) Add(sourceTopic string, sourcePartition int32, sourceOffset, targetOffset int64) {
+// range when both offsets follow on, or, sparse, when the target offset
+// does and the source offset comes later.
+func (t *Target) Add(sourceTopic string, sourcePartition int32, sourceOffset, targetOffset int64, sparse bool) {
 	if n := len(t.Ranges); n > 0 {
 		r := &t.Ranges[n-1]
-		if r.SourceTopic == sourceTopic && r.SourcePartition == sourcePartition &&
-			r.SourceOffset+r.Count == sourceOffset && r.TargetOffset+r.Count == targetOffset {
+		if r.SourceTopic == sourceTopic && r.SourcePartition == sourcePartition && r.TargetOffset+r.Count == targetOffset &&
+			(r.Last()+1 == sourceOffset || (sparse && sourceOffset > r.Last())) {
 			r.Count++
+			if r.SourceEnd > 0 || r.SourceOffset+r.Count-1 != sourceOffset {
+				r.SourceEnd = sourceOffset
+			}
 			t.Next = targetOffset + 1
 			return
 		}
