@@ -11,27 +11,43 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kpipe/kpipe/internal/testkit"
+	"github.com/kpipe/kpipe/sdk/restore"
 )
 
 // TestRestoreSurvivesSIGKILL kills a restore of 3 partitions at random
 // moments again and again, then lets it finish: the target holds every
 // record exactly once, in order, byte for byte.
 func TestRestoreSurvivesSIGKILL(t *testing.T) {
-	killRestore(t, false)
+	killRestore(t, "")
 }
 
 // TestMergingRestoreSurvivesSIGKILL does the same for a restore that merges
 // the 3 source partitions into one: the target partition holds source
 // partition 0, then 1, then 2, each in its order, every record once.
 func TestMergingRestoreSurvivesSIGKILL(t *testing.T) {
-	killRestore(t, true)
+	killRestore(t, "merge")
 }
 
-func killRestore(t *testing.T, merge bool) {
+// TestRepartitioningRestoreSurvivesSIGKILL does the same for a restore that
+// spreads the 3 source partitions' records over 2 by key (murmur2): each
+// target partition holds, every record once, the records that go to it,
+// source partition 0's first, each source partition's in order (records
+// without a key round-robin).
+func TestRepartitioningRestoreSurvivesSIGKILL(t *testing.T) {
+	killRestore(t, "repartition")
+}
+
+// killRestore kills a restore again and again: a plain one (mode ""), one
+// that merges the 3 source partitions into 1 ("merge") or one that spreads
+// them over 2 by key ("repartition").
+func killRestore(t *testing.T, mode string) {
 	addr := testkit.Kafka(t)
 	name := "SIGKILL of a restore"
-	if merge {
+	switch mode {
+	case "merge":
 		name += " merging 3 partitions into 1"
+	case "repartition":
+		name += " repartitioning 3 partitions into 2 by key"
 	}
 	sc := newScenario(t, name)
 	rng := rngFor(t)
@@ -52,13 +68,15 @@ func killRestore(t *testing.T, merge bool) {
 	args := []string{"--plugin-dir", testkit.PluginDir(t), "restore", "--path", path, "--backup-id", "k",
 		"--bootstrap-servers", addr, "--topic-mapping", topic + "=" + dst, "--state-dir", t.TempDir(), "--progress", "off",
 		"--in-flight-bytes", "1MiB", "--window", "4", "--log-level", "info"}
-	if merge {
-		args = append(args, "--partition-mapping", "1=0,2=0")
-	}
 	// Created empty, so that its end offsets can be watched from the start.
-	if merge {
+	switch mode {
+	case "merge":
+		args = append(args, "--partition-mapping", "1=0,2=0")
 		testkit.CreateTopic(t, addr, dst, 1)
-	} else {
+	case "repartition":
+		args = append(args, "--repartitioning", dst+"=murmur2:2")
+		testkit.CreateTopic(t, addr, dst, 2)
+	default:
 		testkit.CreateTopic(t, addr, dst, partitions)
 	}
 	adm := kadm.NewClient(testkit.Client(t, addr))
@@ -126,26 +144,56 @@ func killRestore(t *testing.T, merge bool) {
 		t.Fatalf("%d of %d kills landed mid-restore, %d runs matched records a killed run wrote after its last save; want 3 and 1 at least, else the test proves nothing", midRun, kills, caughtUp)
 	}
 	sc.note("%d runs matched records a killed run wrote after its last save", caughtUp)
-	if !merge {
+	if mode == "" {
 		sc.compare(addr, topic, dst)
 		return
 	}
 	// Merged: source partition 0, then 1, then 2, into target partition 0.
+	// Repartitioned: the same, for each target partition, of the records
+	// that go to it.
 	want := testkit.ConsumeAll(t, addr, topic)
+	if mode == "repartition" {
+		want = repartitioned(want, restore.Repartition{Strategy: restore.Murmur2, Partitions: 2})
+	}
 	got := testkit.ConsumeAll(t, addr, dst)
 	sc.checked = true
 	sc.lost, sc.dup = max(0, len(want)-len(got)), max(0, len(got)-len(want))
 	for i := range min(len(want), len(got)) {
-		if why := differs(want[i], got[i]); why != "" || got[i].Partition != 0 {
-			sc.note("merged restore differs at target offset %d", i)
-			t.Fatalf("merged target record %d (partition %d): %s; want source partition %d's record %s", i, got[i].Partition, why, want[i].Partition, idOfRecord(want[i]))
+		if why := differs(want[i], got[i]); why != "" || got[i].Partition != targetOf[want[i]] {
+			sc.note("%s restore differs at target record %d", mode, i)
+			t.Fatalf("%s target record %d (partition %d): %s; want source partition %d's record %s in partition %d", mode, i, got[i].Partition, why, want[i].Partition, idOfRecord(want[i]), targetOf[want[i]])
 		}
 	}
 	if len(got) != len(want) {
-		sc.note("merged restore holds %d of %d records", len(got), len(want))
-		t.Fatalf("the merged target holds %d records, want %d", len(got), len(want))
+		sc.note("%s restore holds %d of %d records", mode, len(got), len(want))
+		t.Fatalf("the %s target holds %d records, want %d", mode, len(got), len(want))
 	}
-	sc.note("merged restore exact (%d records, partitions one after the other)", len(want))
+	sc.note("%s restore exact (%d records, source partitions one after the other)", mode, len(want))
+}
+
+// targetOf holds the target partition each source record of a merging or
+// repartitioning restore goes to; a record not in it goes to 0.
+var targetOf = map[*kgo.Record]int32{}
+
+// repartitioned orders the source records as r puts them in the target:
+// by target partition, then source partition, then offset; it notes each
+// one's target partition in targetOf.
+func repartitioned(src []*kgo.Record, r restore.Repartition) []*kgo.Record {
+	by := make([][]*kgo.Record, r.Partitions)
+	nulls := map[int32]int64{}
+	for _, rec := range src { // in partition, then offset order
+		p := r.Partition(rec.Key, rec.Partition, nulls[rec.Partition])
+		if rec.Key == nil {
+			nulls[rec.Partition]++
+		}
+		targetOf[rec] = p
+		by[p] = append(by[p], rec)
+	}
+	var out []*kgo.Record
+	for _, recs := range by {
+		out = append(out, recs...)
+	}
+	return out
 }
 
 // TestAnotherProducerStopsARestore: a record produced to a target

@@ -31,21 +31,25 @@ type RestorePlan struct {
 
 // TopicPlan is one backed-up topic and its target.
 type TopicPlan struct {
-	Topic            string          `json:"topic"`
-	Target           string          `json:"target"`
-	Partitions       int32           `json:"partitions"`
-	TargetPartitions int32           `json:"target_partitions"`
-	Records          int64           `json:"records_at_most"`
-	Chosen           []PartitionPlan `json:"chosen_partitions"`
+	Topic            string `json:"topic"`
+	Target           string `json:"target"`
+	Partitions       int32  `json:"partitions"`
+	TargetPartitions int32  `json:"target_partitions"`
+	// Repartitioning is how the target's records are spread by key, such
+	// as murmur2:6; empty when they keep their partitions.
+	Repartitioning string          `json:"repartitioning,omitempty"`
+	Records        int64           `json:"records_at_most"`
+	Chosen         []PartitionPlan `json:"chosen_partitions"`
 }
 
 // PartitionPlan is one chosen partition of a topic.
 type PartitionPlan struct {
 	Partition int32 `json:"partition"`
-	Target    int32 `json:"target_partition"`
-	Segments  int   `json:"segments"`
-	Records   int64 `json:"records_at_most"`
-	Bytes     int64 `json:"bytes"`
+	// Target is -1 when the records go to partitions by key.
+	Target   int32 `json:"target_partition"`
+	Segments int   `json:"segments"`
+	Records  int64 `json:"records_at_most"`
+	Bytes    int64 `json:"bytes"`
 }
 
 // PlanRestore plans the restore o from the backup's metadata and
@@ -57,6 +61,7 @@ func PlanRestore(ctx context.Context, st sdk.StorageReader, o RestoreOptions) (*
 	}
 	sel := storage.Selection{Topics: o.Topics, Partitions: o.Partitions, Window: record.Window{Start: o.TimeWindowStart, End: o.TimeWindowEnd}, Filter: o.Filter}
 	m, _ := restore.NewMapping(o.TopicMapping, o.PartitionMapping)
+	m.Repartitions = o.Repartitioning
 	plan := &RestorePlan{BackupID: o.BackupID, Window: sel.Window, WindowText: sel.Window.String()}
 	for _, t := range meta.Topics {
 		if !sel.WantsTopic(t.Name) {
@@ -64,6 +69,10 @@ func PlanRestore(ctx context.Context, st sdk.StorageReader, o RestoreOptions) (*
 		}
 		target := m.Metadata(sdk.Metadata{Topics: []sdk.TopicMetadata{t}}).Topics[0]
 		tp := TopicPlan{Topic: t.Name, Target: target.Name, Partitions: t.Partitions, TargetPartitions: target.Partitions}
+		rp, byKey := m.Repartitioned(target.Name)
+		if byKey {
+			tp.Repartitioning = rp.String()
+		}
 		for p := range t.Partitions {
 			if !sel.Wants(t.Name, p) {
 				continue
@@ -73,6 +82,9 @@ func PlanRestore(ctx context.Context, st sdk.StorageReader, o RestoreOptions) (*
 				return nil, err
 			}
 			pp := PartitionPlan{Partition: p, Target: m.Partition(p)}
+			if byKey {
+				pp.Target = -1
+			}
 			for _, js := range raw {
 				var e storage.Entry
 				if err := json.Unmarshal(js, &e); err != nil {

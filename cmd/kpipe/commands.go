@@ -708,9 +708,17 @@ func printPlan(w io.Writer, format string, r pipelines.RestoreOptions, p *pipeli
 	fmt.Fprintf(w, "  time window: %s\n", p.WindowText)
 	fmt.Fprintf(w, "  to read: %d of %d segments, at most %s records, %s\n", p.SegmentsMatching, p.SegmentsTotal, thousands(p.Records), humanBytes(p.Bytes))
 	for _, t := range p.Topics {
-		fmt.Fprintf(w, "  topic %s → %s: %d partitions (%d in the backup), at most %s records\n", t.Topic, t.Target, t.TargetPartitions, t.Partitions, thousands(t.Records))
+		byKey := ""
+		if t.Repartitioning != "" {
+			byKey = ", records spread over them by key (" + t.Repartitioning + ")"
+		}
+		fmt.Fprintf(w, "  topic %s → %s: %d partitions (%d in the backup)%s, at most %s records\n", t.Topic, t.Target, t.TargetPartitions, t.Partitions, byKey, thousands(t.Records))
 		for _, pp := range t.Chosen {
-			fmt.Fprintf(w, "    partition %d → %d: at most %s records in %d segments\n", pp.Partition, pp.Target, thousands(pp.Records), pp.Segments)
+			target := fmt.Sprint(pp.Target)
+			if pp.Target < 0 {
+				target = "by key"
+			}
+			fmt.Fprintf(w, "    partition %d → %s: at most %s records in %d segments\n", pp.Partition, target, thousands(pp.Records), pp.Segments)
 		}
 	}
 }
@@ -788,7 +796,11 @@ func printTargets(w io.Writer, st *restore.State, ranges bool) {
 			continue
 		}
 		for _, r := range byName[fmt.Sprintf("%s/%d", t.Topic, t.Partition)].Ranges {
-			fmt.Fprintf(w, "    %s/%d offsets %d to %d → offsets %d to %d\n", r.SourceTopic, r.SourcePartition, r.SourceOffset, r.SourceOffset+r.Count-1,
+			sparse := ""
+			if r.Sparse() {
+				sparse = fmt.Sprintf(" (%s of them, by key)", thousands(r.Count))
+			}
+			fmt.Fprintf(w, "    %s/%d offsets %d to %d%s → offsets %d to %d\n", r.SourceTopic, r.SourcePartition, r.SourceOffset, r.Last(), sparse,
 				r.TargetOffset, r.TargetOffset+r.Count-1)
 		}
 	}

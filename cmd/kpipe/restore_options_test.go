@@ -368,3 +368,136 @@ func TestTargetWarnings(t *testing.T) {
 		}
 	}
 }
+
+// TestRepartitioning: a topic of 4 partitions restored into 3 with
+// murmur2 repartitioning puts each record with a key in the partition
+// franz-go's default partitioner picks for it over 3, each key's records
+// in their order; records without a key are all there, round-robin. The
+// same from a config file; an existing target with more partitions than
+// the repartitioning says is refused before anything is written.
+func TestRepartitioning(t *testing.T) {
+	addr := testkit.Kafka(t)
+	src := testkit.Topic(t, "repart")
+	testkit.CreateTopic(t, addr, src, 4)
+	ts := time.Now().Add(-time.Hour).UnixMilli()
+	// Keyed records where a Kafka producer put them over 4 partitions,
+	// so that each key's records are in one source partition, in order.
+	var recs []*kgo.Record
+	over4 := kgo.StickyKeyPartitioner(nil).ForTopic(src)
+	for i := range 2000 {
+		r := &kgo.Record{Topic: src, Partition: int32(i % 4), Value: fmt.Appendf(nil, "%d", i), Timestamp: time.UnixMilli(ts + int64(i))}
+		if i%10 != 0 {
+			r.Key = fmt.Appendf(nil, "user-%d", i%97)
+			r.Partition = int32(over4.Partition(r, 4))
+		}
+		recs = append(recs, r)
+	}
+	testkit.Produce(t, addr, recs)
+	path := t.TempDir()
+	if code, _, stderr := kpipe(t, "backup", "--bootstrap-servers", addr, "--topics", src, "--path", path, "--backup-id", "r"); code != 0 {
+		t.Fatalf("backup: exit %d: %s", code, stderr)
+	}
+	// check compares the target with what a Kafka producer would do.
+	check := func(t *testing.T, dst string) {
+		t.Helper()
+		got := testkit.ConsumeAll(t, addr, dst)
+		if len(got) != len(recs) {
+			t.Fatalf("%d records restored, want %d", len(got), len(recs))
+		}
+		partitioner := kgo.StickyKeyPartitioner(nil).ForTopic(dst)
+		// Each key's values in the order they were produced.
+		want, have := map[string][]string{}, map[string][]string{}
+		for _, r := range recs {
+			want[string(r.Key)] = append(want[string(r.Key)], string(r.Value))
+		}
+		nulls := map[int32]int{}
+		for _, r := range got {
+			if r.Key == nil {
+				nulls[r.Partition]++
+				have[""] = append(have[""], string(r.Value))
+				continue
+			}
+			if p := int32(partitioner.Partition(r, 3)); r.Partition != p {
+				t.Fatalf("key %s is in partition %d, a Kafka producer puts it in %d", r.Key, r.Partition, p)
+			}
+			have[string(r.Key)] = append(have[string(r.Key)], string(r.Value))
+		}
+		for k, w := range want {
+			if k == "" {
+				if g := have[""]; len(g) != len(w) || !sameSet(g, w) {
+					t.Fatalf("records without a key: %d restored, want %d, the same", len(g), len(w))
+				}
+				continue
+			}
+			if strings.Join(have[k], ",") != strings.Join(w, ",") {
+				t.Fatalf("key %s: values %v, want %v in this order", k, have[k], w)
+			}
+		}
+		// 200 without a key, 100 in source partitions 0 and 2 each,
+		// round-robin over 3 from their own numbers: 34+33, 33+33, 33+34.
+		if nulls[0] != 67 || nulls[1] != 66 || nulls[2] != 67 {
+			t.Fatalf("records without a key per partition: %v, want 67, 66, 67", nulls)
+		}
+	}
+	t.Run("flag", func(t *testing.T) {
+		dst := testkit.Topic(t, "repartdst")
+		code, stdout, stderr := kpipe(t, "restore", "--bootstrap-servers", addr, "--path", path, "--backup-id", "r", "--topic-mapping", src+"="+dst,
+			"--repartitioning", dst+"=murmur2:3", "--state-dir", t.TempDir())
+		if code != 0 {
+			t.Fatalf("restore: exit %d: %s", code, stderr)
+		}
+		if want := fmt.Sprintf("restore r: %d records restored, ", len(recs)); !strings.HasPrefix(summaryLine(stdout), want) {
+			t.Errorf("the summary is %q, want it to begin %q", summaryLine(stdout), want)
+		}
+		if want := fmt.Sprintf("  topic %s → %s: 3 partitions (4 in the backup), records spread over them by key (murmur2:3), at most 2,000 records\n    partition 0 → by key: ", src, dst); !strings.Contains(stdout, want) {
+			t.Errorf("the plan does not say %q:\n%s", want, stdout)
+		}
+		check(t, dst)
+		// The offset map: each target partition's records of a source
+		// partition are a sparse range, its first and last offsets exact.
+		_, file, _ := strings.Cut(stdout, "state and offset map: ")
+		file, _, _ = strings.Cut(file, " ")
+		_, desc, stderr := kpipe(t, "describe", "--restore-state", file)
+		if want := fmt.Sprintf("    %s/0 offsets ", src); !strings.Contains(desc, want) || !strings.Contains(desc, "of them, by key) → offsets 0 to ") {
+			t.Errorf("describe --restore-state does not show sparse ranges:\n%s%s", desc, stderr)
+		}
+	})
+	t.Run("config", func(t *testing.T) {
+		dst := testkit.Topic(t, "repartcfg")
+		config := writeYAMLFile(t, fmt.Sprintf(`mode: restore
+backup_id: r
+storage: {backend: filesystem, path: %s}
+target: {bootstrap_servers: [%s]}
+restore:
+  topic_mapping: {%s: %s}
+  repartitioning:
+    %s: {strategy: murmur2, target_partitions: 3}
+`, path, addr, src, dst, dst))
+		if code, _, stderr := kpipe(t, "restore", "--config", config, "--state-dir", t.TempDir()); code != 0 {
+			t.Fatalf("restore: exit %d: %s", code, stderr)
+		}
+		check(t, dst)
+	})
+	t.Run("more partitions than it says", func(t *testing.T) {
+		dst := testkit.Topic(t, "repartbig")
+		testkit.CreateTopic(t, addr, dst, 5)
+		code, _, stderr := kpipe(t, "restore", "--bootstrap-servers", addr, "--path", path, "--backup-id", "r", "--topic-mapping", src+"="+dst,
+			"--repartitioning", dst+"=murmur2:3", "--state-dir", t.TempDir())
+		want := fmt.Sprintf("target topic %q has 5 partitions, but repartitioning spreads its records over 3: a Kafka producer would pick partitions for their keys over all 5; nothing was written. Set target_partitions to 5, or restore into another topic", dst)
+		if code != 1 || !strings.Contains(stderr, want) {
+			t.Errorf("exit %d, stderr %s; want exit 1 and %q", code, stderr, want)
+		}
+		if n := len(testkit.ConsumeAll(t, addr, dst)); n != 0 {
+			t.Errorf("the refused restore wrote %d records", n)
+		}
+	})
+	code, _, stderr := kpipe(t, "restore", "--bootstrap-servers", addr, "--path", path, "--backup-id", "r", "--repartitioning", "x=murmur3:3")
+	if want := `kpipe: --repartitioning x=murmur3:3: strategy "murmur3" is not known; use murmur2 (Kafka's default partitioner)`; code != exitBadInput || errorText(stderr) != want {
+		t.Errorf("a bad repartitioning: exit %d, %q; want exit %d, %q", code, errorText(stderr), exitBadInput, want)
+	}
+}
+
+// sameSet says whether a and b hold the same strings, in any order.
+func sameSet(a, b []string) bool {
+	return strings.Join(slices.Sorted(slices.Values(a)), ",") == strings.Join(slices.Sorted(slices.Values(b)), ",")
+}
