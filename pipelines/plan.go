@@ -25,9 +25,18 @@ type RestorePlan struct {
 	SegmentsTotal    int `json:"segments_total"`
 	// Records and Bytes count the batches to read: with a window, the
 	// batches a bound cuts count whole, so Records is at most that.
-	Records int64 `json:"records_at_most"`
-	Bytes   int64 `json:"bytes_to_read"`
+	// RecordsAtLeast counts the batches sent whole (the window covers
+	// them, no filter): when it equals Records, the count is exact.
+	Records        int64 `json:"records_at_most"`
+	RecordsAtLeast int64 `json:"records_at_least"`
+	Bytes          int64 `json:"bytes_to_read"`
+	// Expression is the choice of records as CEL (the window, the
+	// partitions and the filter).
+	Expression string `json:"selection"`
 }
+
+// Exact says whether the plan's record counts are exact.
+func (p *RestorePlan) Exact() bool { return p.Records == p.RecordsAtLeast }
 
 // TopicPlan is one backed-up topic and its target.
 type TopicPlan struct {
@@ -39,6 +48,7 @@ type TopicPlan struct {
 	// as murmur2:6; empty when they keep their partitions.
 	Repartitioning string          `json:"repartitioning,omitempty"`
 	Records        int64           `json:"records_at_most"`
+	RecordsAtLeast int64           `json:"records_at_least"`
 	Chosen         []PartitionPlan `json:"chosen_partitions"`
 }
 
@@ -46,10 +56,11 @@ type TopicPlan struct {
 type PartitionPlan struct {
 	Partition int32 `json:"partition"`
 	// Target is -1 when the records go to partitions by key.
-	Target   int32 `json:"target_partition"`
-	Segments int   `json:"segments"`
-	Records  int64 `json:"records_at_most"`
-	Bytes    int64 `json:"bytes"`
+	Target         int32 `json:"target_partition"`
+	Segments       int   `json:"segments"`
+	Records        int64 `json:"records_at_most"`
+	RecordsAtLeast int64 `json:"records_at_least"`
+	Bytes          int64 `json:"bytes"`
 }
 
 // PlanRestore plans the restore o from the backup's metadata and
@@ -62,7 +73,7 @@ func PlanRestore(ctx context.Context, st sdk.StorageReader, o RestoreOptions) (*
 	sel := storage.Selection{Topics: o.Topics, Partitions: o.Partitions, Window: record.Window{Start: o.TimeWindowStart, End: o.TimeWindowEnd}, Filter: o.Filter}
 	m, _ := restore.NewMapping(o.TopicMapping, o.PartitionMapping)
 	m.Repartitions = o.Repartitioning
-	plan := &RestorePlan{BackupID: o.BackupID, Window: sel.Window, WindowText: sel.Window.String()}
+	plan := &RestorePlan{BackupID: o.BackupID, Window: sel.Window, WindowText: sel.Window.String(), Expression: sel.FullExpression()}
 	for _, t := range meta.Topics {
 		if !sel.WantsTopic(t.Name) {
 			continue
@@ -103,10 +114,15 @@ func PlanRestore(ctx context.Context, st sdk.StorageReader, o RestoreOptions) (*
 				for _, i := range read {
 					pp.Records += e.Batches[i].Records
 					pp.Bytes += e.Batches[i].Length
+					if sel.Whole(e.Batches[i], -1) {
+						pp.RecordsAtLeast += e.Batches[i].Records
+					}
 				}
 			}
 			tp.Records += pp.Records
+			tp.RecordsAtLeast += pp.RecordsAtLeast
 			plan.Records += pp.Records
+			plan.RecordsAtLeast += pp.RecordsAtLeast
 			plan.Bytes += pp.Bytes
 			tp.Chosen = append(tp.Chosen, pp)
 		}

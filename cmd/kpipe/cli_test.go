@@ -57,7 +57,7 @@ func TestBadInputExitsTwoWithAClearError(t *testing.T) {
 	}, {
 		name: "unknown parameter",
 		hcl:  "pipeline \"p\" {\n  source \"fs\" {\n    path = \"b\"\n    backup_id = \"x\"\n    window = 5\n  }\n  sink \"fs\" {\n    path = \"b\"\n    backup_id = \"y\"\n  }\n}\n",
-		want: "kpipe: pipeline \"p\" has invalid parameters:\n  FILE:5,5-11: source \"fs\": parameter \"window\": unknown parameter; known parameters: path, backup_id, topics, partitions, time_window_start, time_window_end, topic_incarnations, preflight, verify, allow_empty, max_concurrent_partitions, encryption_key_file, encryption_key_env",
+		want: "kpipe: pipeline \"p\" has invalid parameters:\n  FILE:5,5-11: source \"fs\": parameter \"window\": unknown parameter; known parameters: path, backup_id, topics, partitions, time_window_start, time_window_end, filter, topic_incarnations, preflight, verify, allow_empty, metadata_only, max_concurrent_partitions, encryption_key_file, encryption_key_env",
 	}, {
 		name: "epoch seconds in a time window",
 		hcl:  "pipeline \"p\" {\n  source \"fs\" {\n    path = \"b\"\n    backup_id = \"x\"\n  }\n  transform \"filter\" {\n    time_window_start = 1731236400\n  }\n  sink \"fs\" {\n    path = \"b\"\n    backup_id = \"y\"\n  }\n}\n",
@@ -122,7 +122,15 @@ func TestBadInputExitsTwoWithAClearError(t *testing.T) {
 	}, {
 		name: "bad format",
 		args: []string{"plugins", "list", "--format", "yaml"},
-		want: `kpipe: --format "yaml": use text or json`,
+		want: `kpipe: --format yaml: only validate-restore prints YAML; use text or json`,
+	}, {
+		name: "unknown format",
+		args: []string{"validate-restore", "--format", "xml"},
+		want: `kpipe: --format "xml": use text or json (or yaml, for validate-restore)`,
+	}, {
+		name: "validate-restore without a config",
+		args: []string{"validate-restore"},
+		want: `kpipe: missing required flag --config; see --help`,
 	}, {
 		name: "a URL as the fs path",
 		args: []string{"backup", "--bootstrap-servers", "h:1", "--topics", "t", "--path", "gs://bucket/prefix", "--backup-id", "x"},

@@ -132,8 +132,11 @@ standard OTEL_* environment variables say.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
-			if g.format != "text" && g.format != "json" {
-				return badInput("--format %q: use text or json", g.format)
+			if g.format == "yaml" && cmd.Name() != "validate-restore" {
+				return badInput("--format yaml: only validate-restore prints YAML; use text or json")
+			}
+			if g.format != "text" && g.format != "json" && g.format != "yaml" {
+				return badInput("--format %q: use text or json (or yaml, for validate-restore)", g.format)
 			}
 			if g.logFormat != "text" && g.logFormat != "json" {
 				f := g.logFormat
@@ -154,10 +157,10 @@ standard OTEL_* environment variables say.`,
 	pf.BoolVar(&g.mtls, "plugin-mtls", false, "secure every plugin link with mutual TLS (certificates made per run); costs throughput on the data path")
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level on stderr: debug, info, warn or error")
 	pf.StringVar(&g.logFormat, "log-format", "text", "log format on stderr: text, or json (one object per line, the final error included, with its exit_code)")
-	pf.StringVar(&g.format, "format", "text", "report format on stdout: text or json")
+	pf.StringVar(&g.format, "format", "text", "report format on stdout: text or json (validate-restore: text, json or yaml)")
 	root.Version = versionLine()
 	root.SetVersionTemplate("{{.Version}}\n")
-	root.AddCommand(newRunCmd(g), newPluginsCmd(g), newBackupCmd(g), newRestoreCmd(g), newListCmd(g), newDescribeCmd(g), newValidateCmd(g), newVersionCmd(g))
+	root.AddCommand(newRunCmd(g), newPluginsCmd(g), newBackupCmd(g), newRestoreCmd(g), newListCmd(g), newDescribeCmd(g), newValidateCmd(g), newValidateRestoreCmd(g), newVersionCmd(g))
 	return root, g
 }
 

@@ -35,6 +35,7 @@ type sinkConfig struct {
 	AllowNonempty     bool              `param:"allow_nonempty_target" help:"with restore_state: let the restore start on target partitions that already hold records, appending after them"`
 	RateRecords       int64             `param:"rate_limit_records_per_sec" help:"produce at most this many records per second, over the whole run (0: no limit)"`
 	RateBytes         int64             `param:"rate_limit_bytes_per_sec" help:"produce at most this many bytes of records (keys, values and headers) per second, over the whole run (0: no limit)"`
+	CheckReport       string            `param:"check_report" help:"only check: write to this file, as JSON, what a restore would find and do on the target cluster (each target topic, what would stop the restore, what it would warn of), creating and writing nothing; an unreachable cluster is reported, not an error"`
 	OriginalHeaders   bool              `param:"include_original_offset_header" help:"append to each record's own headers x-original-offset, x-original-partition and x-original-timestamp: the offset, partition and timestamp (epoch milliseconds) it had in the source, as decimal text"`
 }
 
@@ -70,6 +71,8 @@ type Sink struct {
 	fresh map[string]int
 	dec   *record.Decoder
 	pool  *record.Pool
+	// unreachable is why the cluster did not answer, with check_report.
+	unreachable error
 	// records and bytes pace what is produced (nil: no limit).
 	records, bytes *pacer
 	// nulls counts, per source partition of a repartitioned topic, the
@@ -210,6 +213,10 @@ func (s *Sink) Open(ctx context.Context, ack sdk.Acker) error {
 		// though it has a leader: retry soon, then back off.
 		kgo.RetryBackoffFn(retryBackoff),
 	)
+	if s.cfg.CheckReport != "" {
+		s.unreachable = err
+		return nil
+	}
 	if err != nil || s.cfg.RestoreState == "" {
 		return err
 	}
@@ -420,6 +427,9 @@ func led(parts kadm.PartitionDetails, from, to int) bool {
 // changes anything. It adds partitions a topic lacks when create_topics
 // allows.
 func (s *Sink) WriteMetadata(ctx context.Context, m sdk.Metadata) error {
+	if s.cfg.CheckReport != "" {
+		return s.check(ctx, m)
+	}
 	m = s.m.Metadata(m)
 	names := make([]string, 0, len(m.Topics))
 	for _, t := range m.Topics {
@@ -532,6 +542,9 @@ func (s *Sink) createMissing(ctx context.Context, missing []sdk.TopicMetadata, h
 func (s *Sink) Write(ctx context.Context, b sdk.Batch) error {
 	if err := s.failed(); err != nil {
 		return err
+	}
+	if s.cfg.CheckReport != "" {
+		return errors.New("check_report is set: the sink only checks the target, and writes nothing")
 	}
 	src := sdk.TopicPartition{Topic: b.Topic, Partition: b.Partition}
 	topic := s.m.Topic(b.Topic)
@@ -822,6 +835,9 @@ func (s *Sink) failed() error {
 }
 
 func (s *Sink) Flush(ctx context.Context) error {
+	if s.cl == nil {
+		return s.failed()
+	}
 	if err := s.cl.Flush(ctx); err != nil {
 		return fmt.Errorf("flush producer: %w", err)
 	}

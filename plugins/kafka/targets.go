@@ -106,23 +106,30 @@ func describeTopics(ctx context.Context, adm *kadm.Client, names []string) (map[
 // meet, a record larger than they take.
 func (s *Sink) checkTopics(topics []sdk.TopicMetadata, have map[string]targetTopic) error {
 	for _, t := range topics {
-		tt := have[t.Name]
-		if r, ok := s.m.Repartitioned(t.Name); ok && tt.partitions > int(r.Partitions) {
-			return fmt.Errorf("target topic %q has %d partitions, but repartitioning spreads its records over %d: a Kafka producer would pick partitions for their keys over all %d; nothing was written. Set target_partitions to %d, or restore into another topic",
-				t.Name, tt.partitions, r.Partitions, tt.partitions, tt.partitions)
+		if err := s.checkTopic(t, have[t.Name]); err != nil {
+			return err
 		}
-		if need := int(t.Needs()); tt.partitions < need && !s.cfg.CreateTopics {
-			return fmt.Errorf("target topic %q has %d partitions, the restore writes to partitions up to %d: nothing was written; add partitions to it (to %d), let the restore add them (create_topics = true, --create-topics), or move partitions with partition_mapping",
-				t.Name, tt.partitions, need-1, need)
-		}
-		if tt.minISR > tt.replicas && tt.replicas > 0 {
-			return fmt.Errorf("target topic %q: its min.insync.replicas %d is more than its %d replicas, so no write to it can ever be acknowledged (acks=all): nothing was written; lower min.insync.replicas to %d or less, or add replicas",
-				t.Name, tt.minISR, tt.replicas, tt.replicas)
-		}
-		if l := t.LargestRecord; l != nil && tt.maxMessage > 0 && minBatchBytes(l.Bytes) > batchLimit(tt.maxMessage) {
-			return fmt.Errorf("the largest record the restore reads, %s, is %d bytes (key, value and headers), more than target topic %q takes (%s): nothing was written; %s",
-				l.Where(), l.Bytes, t.Name, limitText(tt.maxMessage, ""), raiseText(tt.maxMessage, l.Bytes, "raise the topic's max.message.bytes to at least %d (its size and room for its batch's fields), then run the restore again"))
-		}
+	}
+	return nil
+}
+
+// checkTopic is checkTopics for one topic.
+func (s *Sink) checkTopic(t sdk.TopicMetadata, tt targetTopic) error {
+	if r, ok := s.m.Repartitioned(t.Name); ok && tt.partitions > int(r.Partitions) {
+		return fmt.Errorf("target topic %q has %d partitions, but repartitioning spreads its records over %d: a Kafka producer would pick partitions for their keys over all %d; nothing was written. Set target_partitions to %d, or restore into another topic",
+			t.Name, tt.partitions, r.Partitions, tt.partitions, tt.partitions)
+	}
+	if need := int(t.Needs()); tt.partitions < need && !s.cfg.CreateTopics {
+		return fmt.Errorf("target topic %q has %d partitions, the restore writes to partitions up to %d: nothing was written; add partitions to it (to %d), let the restore add them (create_topics = true, --create-topics), or move partitions with partition_mapping",
+			t.Name, tt.partitions, need-1, need)
+	}
+	if tt.minISR > tt.replicas && tt.replicas > 0 {
+		return fmt.Errorf("target topic %q: its min.insync.replicas %d is more than its %d replicas, so no write to it can ever be acknowledged (acks=all): nothing was written; lower min.insync.replicas to %d or less, or add replicas",
+			t.Name, tt.minISR, tt.replicas, tt.replicas)
+	}
+	if l := t.LargestRecord; l != nil && tt.maxMessage > 0 && minBatchBytes(l.Bytes) > batchLimit(tt.maxMessage) {
+		return fmt.Errorf("the largest record the restore reads, %s, is %d bytes (key, value and headers), more than target topic %q takes (%s): nothing was written; %s",
+			l.Where(), l.Bytes, t.Name, limitText(tt.maxMessage, ""), raiseText(tt.maxMessage, l.Bytes, "raise the topic's max.message.bytes to at least %d (its size and room for its batch's fields), then run the restore again"))
 	}
 	return nil
 }

@@ -31,6 +31,9 @@ type sourceConfig struct {
 	Verify bool `param:"verify" help:"before sending anything, read every segment of the chosen partitions and check each batch against its checksum (a deep validation of them); without it the run checks before sending that each segment is there with its size and each manifest continuous, and a checksum mismatch found while reading stops the partition"`
 	// AllowEmpty lets a first run that would read no record succeed.
 	AllowEmpty bool `param:"allow_empty" help:"let a run read no record at all: a time window outside the backup's records, or topics and partitions that match none, end without error (else they fail, naming the backup's range)"`
+	// MetadataOnly sends the metadata of what the run would read, and no
+	// record.
+	MetadataOnly bool `param:"metadata_only" help:"send only the metadata of what the run would read (topics, partitions read, largest record, timestamps), after the same checks of the backup, then end: for a sink that only checks its target"`
 	// MaxConcurrentPartitions is how many partitions are read from the
 	// store at once.
 	MaxConcurrentPartitions int `param:"max_concurrent_partitions" default:"1" help:"how many partitions are read from storage at once: above 1, the segments queued next, of the partition being sent and of the next ones up to this many partitions, are read into memory ahead (at most twice this many segments, within half the run's in-flight bytes); batches are still sent one partition after another, in the same order"`
@@ -226,7 +229,7 @@ func (s *Source) Open(ctx context.Context, o sdk.SourceOptions) error {
 			tm.ReadPartitions = chosen
 		}
 	}
-	if len(o.Resume) > 0 || s.cfg.AllowEmpty {
+	if len(o.Resume) > 0 || s.cfg.AllowEmpty || s.cfg.MetadataOnly {
 		return nil
 	}
 	return s.checkSelection(meta, partitions, batches, held)
@@ -361,6 +364,9 @@ func (s *Source) Read(ctx context.Context) (sdk.Batch, error) {
 		m := s.meta
 		s.meta = nil
 		return sdk.Batch{Metadata: m}, nil
+	}
+	if s.cfg.MetadataOnly {
+		return sdk.Batch{}, io.EOF
 	}
 	for {
 		if err := ctx.Err(); err != nil {
