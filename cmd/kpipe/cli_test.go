@@ -63,6 +63,14 @@ func TestBadInputExitsTwoWithAClearError(t *testing.T) {
 		hcl:  "pipeline \"p\" {\n  source \"fs\" {\n    path = \"b\"\n    backup_id = \"x\"\n  }\n  transform \"filter\" {\n    time_window_start = 1731236400\n  }\n  sink \"fs\" {\n    path = \"b\"\n    backup_id = \"y\"\n  }\n}\n",
 		want: "kpipe: pipeline \"p\" has invalid parameters:\n  FILE:7,5-22: transform \"filter\": parameter \"time_window_start\": 1731236400 looks like epoch seconds, not milliseconds: read as milliseconds it is 1970-01-21T00:53:56.4Z, as seconds 2024-11-10T11:00:00Z; use 13-digit epoch milliseconds: 1731236400000",
 	}, {
+		name: "a filter that does not compile",
+		hcl:  "pipeline \"p\" {\n  source \"fs\" {\n    path = \"b\"\n    backup_id = \"x\"\n    filter = \"key == b'a' &&\"\n  }\n  sink \"kafka\" {\n    bootstrap_servers = [\"127.0.0.1:1\"]\n  }\n}\n",
+		want: "kpipe: pipeline \"p\" has invalid parameters:\n  FILE:5,5-11: source \"fs\": parameter \"filter\": invalid CEL expression at line 1, column 15: Syntax error: mismatched input '<EOF>' expecting {'[', '{', '(', '.', '-', '!', 'true', 'false', 'null', NUM_FLOAT, NUM_INT, NUM_UINT, STRING, BYTES, IDENTIFIER}",
+	}, {
+		name: "a negative rate limit and a bad repartitioning",
+		hcl:  "pipeline \"p\" {\n  source \"fs\" {\n    path = \"b\"\n    backup_id = \"x\"\n  }\n  sink \"kafka\" {\n    bootstrap_servers = [\"127.0.0.1:1\"]\n    rate_limit_records_per_sec = -1\n    repartitioning = { t = \"murmur2\" }\n  }\n}\n",
+		want: "kpipe: pipeline \"p\" has invalid parameters:\n  FILE:9,5-19: sink \"kafka\": parameter \"repartitioning\": topic \"t\": \"murmur2\" is not STRATEGY:PARTITIONS, such as murmur2:6\n  FILE:8,5-31: sink \"kafka\": parameter \"rate_limit_records_per_sec\": -1 is not a rate; use a number above 0, or 0 for no limit",
+	}, {
 		name: "replication factor of zero",
 		hcl:  "pipeline \"p\" {\n  source \"fs\" {\n    path = \"b\"\n    backup_id = \"x\"\n  }\n  sink \"kafka\" {\n    bootstrap_servers = [\"127.0.0.1:1\"]\n    replication_factor = -2\n  }\n}\n",
 		want: "kpipe: pipeline \"p\" has invalid parameters:\n  FILE:8,5-23: sink \"kafka\": parameter \"replication_factor\": -2 is not a replication factor; use 1 or more, 0 for the source's, or -1 for the broker default",
