@@ -256,7 +256,12 @@ func (r *runner) runTopic(ctx context.Context, g bench.Gen) error {
 		{r.selected(kindRestore, g) || r.selected(kindValidate, g), r.restoreCase},
 		{r.selected(kindPITRWindow, g) || r.selected(kindPITRFull, g), r.pitrCases},
 		{r.cfg.sec != nil && g.Partitions == 8 && (r.selected(kindBackupTLS, g) || r.selected(kindRestoreTLS, g)), r.tlsCases},
-		{g.Partitions == 8 && r.selected(kindRestoreMerge, g), r.mergeCase},
+		{g.Partitions == 8 && r.selected(kindRestoreMerge, g), func(ctx context.Context, src task) error {
+			return r.remapCase(ctx, kindRestoreMerge, src, func(t *task) { t.merge = true })
+		}},
+		{g.Partitions == 8 && r.selected(kindRestoreRepartition, g), func(ctx context.Context, src task) error {
+			return r.remapCase(ctx, kindRestoreRepartition, src, func(t *task) { t.repartition = 6 })
+		}},
 	}
 	for _, s := range steps {
 		if s.on {

@@ -165,23 +165,24 @@ func (r *runner) restoreCase(ctx context.Context, src task) error {
 	return nil
 }
 
-// mergeCase times a restore that merges every partition of src into
-// partition 0 of a new topic: kpipe and the reference tool from backups
-// they made themselves, the ceiling producing the same records to one
-// partition.
-func (r *runner) mergeCase(ctx context.Context, src task) error {
+// remapCase times a restore of src that moves its records to other
+// partitions of a new topic as remap says: merged into partition 0
+// (restore-merge) or spread by key (restore-repartition). kpipe and the
+// reference tool restore from backups they made themselves, the ceiling
+// produces the same records where the restore puts them.
+func (r *runner) remapCase(ctx context.Context, kind string, src task, remap func(*task)) error {
 	backups, segments, err := r.sourceBackups(ctx, src, 0)
 	if err != nil {
 		return err
 	}
 	defer removeBackups(backups)
-	c := r.newCase(kindRestoreMerge, src, src.records)
+	c := r.newCase(kind, src, src.records)
 	c.BackupSegments = segments
-	src.merge = true
+	remap(&src)
 	for round := 1; round <= r.cfg.runs; round++ {
 		for _, t := range r.tools {
 			job := backups[t.name()]
-			job.merge = true
+			remap(&job)
 			if c.Failures[t.name()] != "" {
 				continue
 			}

@@ -36,6 +36,7 @@ func ceilingRestoreMain(args []string) error {
 	fs.Int64Var(&o.gen.BaseMs, "base-ms", 0, "timestamp of record 0, epoch ms (required)")
 	partitions := fs.Int("partitions", 1, "partitions of the topic")
 	fs.BoolVar(&o.merge, "merge", false, "write every record to partition 0 of a topic of one partition, as a restore merging all partitions does")
+	fs.IntVar(&o.repartition, "repartition", 0, "above 0: write to a topic of this many partitions, each record where franz-go's default partitioner puts its key, as a restore repartitioning by murmur2 does")
 	fs.StringVar(&o.compression, "compression", "none", "producer batch compression: none, lz4, snappy or zstd")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -51,9 +52,14 @@ func ceilingRestoreMain(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	defer startProfile()()
-	topicPartitions, partitionOf := o.gen.Partitions, o.gen.Partition
+	topicPartitions, partitionOf := o.gen.Partitions, func(i int64, _ []byte) int32 { return o.gen.Partition(i) }
 	if o.merge {
-		topicPartitions, partitionOf = 1, func(int64) int32 { return 0 }
+		topicPartitions, partitionOf = 1, func(int64, []byte) int32 { return 0 }
+	}
+	if o.repartition > 0 {
+		byKey := kgo.StickyKeyPartitioner(nil).ForTopic(o.topic)
+		topicPartitions = int32(o.repartition)
+		partitionOf = func(_ int64, key []byte) int32 { return int32(byKey.Partition(&kgo.Record{Key: key}, o.repartition)) }
 	}
 	if err := createTopic(ctx, o.bootstrap, o.topic, topicPartitions, nil); err != nil {
 		return err
@@ -74,6 +80,7 @@ type ceilingRestoreOpts struct {
 	records                       int64
 	gen                           bench.Gen
 	merge                         bool
+	repartition                   int
 }
 
 // codecByName returns the producer compression named by --compression.
@@ -157,7 +164,7 @@ type pooledRecord struct {
 
 // produceRecords writes records [from, to) of g to topic, each to its own
 // partition with its own timestamp, and waits until all are acknowledged.
-func produceRecords(ctx context.Context, bootstrap, topic string, g bench.Gen, partition func(i int64) int32, from, to int64, opts ...kgo.Opt) (int64, error) {
+func produceRecords(ctx context.Context, bootstrap, topic string, g bench.Gen, partition func(i int64, key []byte) int32, from, to int64, opts ...kgo.Opt) (int64, error) {
 	cl, err := kgo.NewClient(append([]kgo.Opt{
 		kgo.SeedBrokers(bootstrap),
 		kgo.DefaultProduceTopic(topic),
@@ -174,7 +181,7 @@ func produceRecords(ctx context.Context, bootstrap, topic string, g bench.Gen, p
 		pr := pool.Get().(*pooledRecord)
 		key, value, hv := g.Fill(i, pr.buf)
 		pr.hdr[0] = kgo.RecordHeader{Key: bench.HeaderKey, Value: hv}
-		pr.rec = kgo.Record{Key: key, Value: value, Headers: pr.hdr[:], Partition: partition(i),
+		pr.rec = kgo.Record{Key: key, Value: value, Headers: pr.hdr[:], Partition: partition(i, key),
 			Timestamp: time.UnixMilli(g.Timestamp(i))}
 		cl.Produce(ctx, &pr.rec, func(_ *kgo.Record, err error) {
 			if err != nil {

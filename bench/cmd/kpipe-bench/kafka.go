@@ -61,7 +61,7 @@ func (b *broker) seed(ctx context.Context, topic string, g bench.Gen, n int64) e
 	if err := createTopic(ctx, b.addr, topic, g.Partitions, map[string]*string{"retention.ms": &never}); err != nil {
 		return err
 	}
-	got, err := produceRecords(ctx, b.addr, topic, g, g.Partition, 0, n,
+	got, err := produceRecords(ctx, b.addr, topic, g, func(i int64, _ []byte) int32 { return g.Partition(i) }, 0, n,
 		kgo.MetadataMinAge(100*time.Millisecond), // see producerOpts
 		kgo.ProducerBatchCompression(kgo.Lz4Compression()),
 		kgo.ProducerBatchMaxBytes(1<<20),

@@ -265,6 +265,8 @@ const legend = `## Legend
 - **backup-sasl-ssl, restore-sasl-ssl**: the same backup and restore over the broker's SASL_SSL
   listener, logging in with SCRAM-SHA-512 (the restores read backups made over plaintext); the
   ceiling speaks plaintext only. The broker's share of the TLS work is not counted.
+- **restore-repartition**: a restore of the 8-partition topics into a topic of 6 partitions, each record
+  where Kafka's default partitioner (murmur2) puts its key; the ceiling produces them with franz-go's.
 - **restore-merge**: a restore of the 8-partition topics that merges every partition into partition 0
   of the new topic (kpipe: ` + "`--partition-mapping 1=0,...,7=0`" + `; the reference tool: its ` + "`partition_mapping`" + `);
   the ceiling produces the same records to a topic of one partition.

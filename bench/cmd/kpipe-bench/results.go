@@ -25,9 +25,12 @@ const (
 	// kindRestoreMerge restores the 8-partition topics merging every
 	// partition into one.
 	kindRestoreMerge = "restore-merge"
+	// kindRestoreRepartition restores the 8-partition topics spreading
+	// their records over 6 partitions by key (murmur2).
+	kindRestoreRepartition = "restore-repartition"
 )
 
-var kinds = []string{kindBackup, kindRestore, kindPITRWindow, kindPITRFull, kindValidate, kindBackupTLS, kindRestoreTLS, kindRestoreMerge}
+var kinds = []string{kindBackup, kindRestore, kindPITRWindow, kindPITRFull, kindValidate, kindBackupTLS, kindRestoreTLS, kindRestoreMerge, kindRestoreRepartition}
 
 // caseName is how cases are named in the report and matched by --only,
 // e.g. "backup/fresh/p8".

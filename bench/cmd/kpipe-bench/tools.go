@@ -36,6 +36,9 @@ type task struct {
 	target    string        // restore: the new topic
 	window    *bench.Window // restore: only this time window
 	merge     bool          // restore: every partition into partition 0
+	// repartition, above 0, spreads a restore's records over that many
+	// partitions by key (murmur2).
+	repartition int32
 	// segmentRecords, when set, makes a backup cut a segment every that
 	// many records.
 	segmentRecords int64
@@ -182,6 +185,9 @@ func (k kpipeTool) restore(t task) (prepared, error) {
 			moves = append(moves, fmt.Sprintf("%d=0", p))
 		}
 		args = append(args, "--partition-mapping", strings.Join(moves, ","))
+	}
+	if t.repartition > 0 {
+		args = append(args, "--repartitioning", fmt.Sprintf("%s=murmur2:%d", t.target, t.repartition))
 	}
 	return prepared{cmd: k.command(t, args...), read: readKpipeRestore}, nil
 }
@@ -413,6 +419,9 @@ func (r refTool) restore(t task) (prepared, error) {
 			window += fmt.Sprintf("    %d: 0\n", p)
 		}
 	}
+	if t.repartition > 0 {
+		window += fmt.Sprintf("  repartitioning:\n    %q:\n      strategy: murmur2\n      target_partitions: %d\n", t.target, t.repartition)
+	}
 	cmd, err := r.command(t, "restore", fmt.Sprintf(`# Written by kpipe-bench.
 mode: restore
 backup_id: %q
@@ -503,7 +512,8 @@ func (c ceilingTool) restore(t task) (prepared, error) {
 	}
 	cmd := exec.Command(c.self, "ceiling-restore", "--bootstrap", t.bootstrap, "--topic", t.target,
 		"--partitions", strconv.Itoa(int(t.gen.Partitions)), "--records", strconv.FormatInt(t.records, 10),
-		"--shape", string(t.gen.Shape), "--base-ms", strconv.FormatInt(t.gen.BaseMs, 10), "--merge="+strconv.FormatBool(t.merge))
+		"--shape", string(t.gen.Shape), "--base-ms", strconv.FormatInt(t.gen.BaseMs, 10), "--merge="+strconv.FormatBool(t.merge),
+		"--repartition", strconv.Itoa(int(t.repartition)))
 	cmd.Dir = t.scratch
 	return prepared{cmd: cmd, read: readCeiling}, nil
 }
