@@ -418,7 +418,7 @@ func (r *runner) tolerate(c *caseResult, t tool, err error) error {
 	if t.name() == toolKpipe {
 		return err
 	}
-	r.logf("%s failed %s; no more runs of it there", t.name(), c.Name)
+	r.logf("%s failed %s (%v); no more runs of it there", t.name(), c.Name, err)
 	c.fail(t.name(), err)
 	return nil
 }
