@@ -148,6 +148,10 @@ type RestoreOptions struct {
 	// Repartitioning spreads target topics' records over partitions by
 	// key, by target topic name.
 	Repartitioning map[string]restore.Repartition
+	// Offsets say how consumer group offsets follow the restore; the
+	// restore pipeline itself leaves them alone (Offsets builds those
+	// that plan and set them).
+	Offsets OffsetOptions
 }
 
 func stage(plugin string, params map[string]any) config.Stage {

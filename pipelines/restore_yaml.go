@@ -33,18 +33,12 @@ var restoreOptionKeys = map[string]schema{
 	"rate_limit_records_per_sec":     leaf(kInt),
 	"rate_limit_bytes_per_sec":       leaf(kInt),
 	"repartitioning":                 leaf(kNode),
-	// Not built yet: recognised, and refused unless left at their default.
-	"consumer_group_strategy": leaf(kString),
-	"consumer_groups":         leaf(kStrings),
-	"reset_consumer_offsets":  leaf(kBool),
-}
-
-// notYet are the restore keys not built yet, each with the value it may
-// have ("" for a key that must be left out).
-var notYet = map[string]string{
-	"consumer_group_strategy": "skip",
-	"consumer_groups":         "",
-	"reset_consumer_offsets":  "false",
+	"consumer_group_strategy":        leaf(kString),
+	"consumer_groups":                leaf(kStrings),
+	"reset_consumer_offsets":         leaf(kBool),
+	"offset_reset_timestamp":         leaf(kString),
+	"manual_offsets":                 leaf(kNode),
+	"source_cluster":                 mapOf(map[string]schema{"bootstrap_servers": leaf(kStrings)}),
 }
 
 // restoreSchema holds every key `kpipe restore --config` reads, in both
@@ -196,19 +190,8 @@ func loadRestoreOptions(d *doc, c *RestoreConfig) error {
 		}
 		keys[name] = k
 	}
-	for name, def := range notYet {
-		k := keys[name]
-		if !d.has(k) {
-			continue
-		}
-		n := d.values[k]
-		if def == "" || strings.ToLower(n.Value) != def || n.Kind != yaml.ScalarNode {
-			leave := "leave it out"
-			if def != "" {
-				leave += " or set it to " + def
-			}
-			return d.errorf(n, k, "is not supported yet; %s", leave)
-		}
+	if err := loadOffsetOptions(d, keys, &o.Offsets); err != nil {
+		return err
 	}
 	var err error
 	for _, b := range []struct {

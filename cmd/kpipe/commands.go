@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"slices"
 	"strconv"
@@ -500,6 +501,7 @@ func newRestoreCmd(g *globals) *cobra.Command {
 	var topicMap, partMap, incarnations, repartitioning []string
 	var windowStart, windowEnd, configFile string
 	var dryRun bool
+	var off offsetFlags
 	createTopics := true
 	cmd := &cobra.Command{
 		Use:   "restore",
@@ -542,48 +544,10 @@ says so when run again; --fresh runs it again from the start.`,
 				r, dryRun = c.Restore, dryRun || c.DryRun
 			} else if err := restoreFlags(cmd, &r, windowStart, windowEnd, topicMap, partMap, incarnations, repartitioning, createTopics); err != nil {
 				return err
-			}
-			if err := checkStore(cmd, r.Path); err != nil {
+			} else if r.Offsets, err = off.options(); err != nil {
 				return err
 			}
-			h := g.host("")
-			defer h.Close()
-			opts, err := o.engine(h, g, "")
-			if err != nil {
-				return err
-			}
-			defer o.close()
-			// A damaged partition stops the restore at once: the report
-			// then says exactly what was written.
-			opts.FailFast = true
-			plan, err := planRestore(cmd, g, r)
-			if err != nil {
-				return err
-			}
-			if dryRun {
-				printPlan(cmd.OutOrStdout(), g.format, r, plan)
-				return nil
-			}
-			p, stateFile := pipelines.WithRestoreState(pipelines.Restore("restore", r), opts.StateDir)
-			if o.fresh {
-				if err := os.Remove(stateFile); err != nil && !errors.Is(err, os.ErrNotExist) {
-					return err
-				}
-			} else if st, err := restore.Load(stateFile); err != nil {
-				return err
-			} else if st != nil && st.Finished != nil {
-				rep := &engine.Report{Pipeline: p.Name, AlreadyFinished: &checkpoint.Finished{At: *st.Finished, RecordsOut: st.Records()}}
-				printRestore(cmd.OutOrStdout(), g.format, r, plan, rep, stateFile)
-				return nil
-			}
-			if g.format != "json" {
-				printPlan(cmd.OutOrStdout(), g.format, r, plan)
-			}
-			rep, err := runPipeline(cmd.Context(), p, opts)
-			if rep != nil {
-				printRestore(cmd.OutOrStdout(), g.format, r, plan, rep, stateFile)
-			}
-			return err
+			return runRestore(cmd, g, &o, r, dryRun)
 		},
 	}
 	f := cmd.Flags()
@@ -612,8 +576,85 @@ says so when run again; --fresh runs it again from the start.`,
 	f.StringSliceVar(&repartitioning, "repartitioning", nil, "TARGET_TOPIC=murmur2:N, comma separated: spread the target topic's records over N partitions by key as Kafka's default partitioner does (each key's records in order in the partition a Kafka producer would pick), records without a key round-robin in source order; --partition-mapping does not apply to it")
 	f.BoolVar(&r.AllowNonemptyTarget, "allow-nonempty-target", false, "let the restore start on target partitions that already hold records, appending after them (a restore otherwise writes only to empty ones, so that a rerun tells its own records from others')")
 	f.StringSliceVar(&incarnations, "topic-incarnation", nil, "TOPIC=TOPIC_ID: for a topic deleted and re-created during the backup, the incarnation to restore (its topic ID); the latest when not given")
+	off.add(f)
 	o.flags(cmd)
 	return cmd
+}
+
+// runRestore restores r (a dry run only plans it) and, when its offsets
+// are to be reset, plans and sets them after the data: the three phases of
+// three-phase-restore. Each phase done by an earlier run is not done again.
+func runRestore(cmd *cobra.Command, g *globals, o *runOpts, r pipelines.RestoreOptions, dryRun bool) error {
+	if err := checkStore(cmd, r.Path); err != nil {
+		return err
+	}
+	h := g.host("")
+	defer h.Close()
+	opts, err := o.engine(h, g, "")
+	if err != nil {
+		return err
+	}
+	defer o.close()
+	// A damaged partition stops the restore at once: the report then says
+	// exactly what was written.
+	opts.FailFast = true
+	plan, err := planRestore(cmd, g, r)
+	if err != nil {
+		return err
+	}
+	if dryRun {
+		printPlan(cmd.OutOrStdout(), g.format, r, plan)
+		return nil
+	}
+	p, stateFile := pipelines.WithRestoreState(pipelines.Restore("restore", r), opts.StateDir)
+	w := cmd.OutOrStdout()
+	var rep *engine.Report
+	if o.fresh {
+		// The offset plan of the former restore goes with it, and the
+		// offsets its execution replaced.
+		planFile := pipelines.PlanFile(stateFile)
+		for _, f := range []string{stateFile, planFile, restore.RollbackFile(planFile)} {
+			if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return err
+			}
+		}
+	} else if st, err := restore.Load(stateFile); err != nil {
+		return err
+	} else if st != nil && st.Finished != nil {
+		rep = &engine.Report{Pipeline: p.Name, AlreadyFinished: &checkpoint.Finished{At: *st.Finished, RecordsOut: st.Records()}}
+	}
+	if rep == nil {
+		if g.format != "json" {
+			printPlan(w, g.format, r, plan)
+		}
+		var err error
+		rep, err = runPipeline(cmd.Context(), p, opts)
+		if err != nil || !r.Offsets.Reset || g.format != "json" {
+			if rep != nil {
+				printRestore(w, g.format, r, plan, rep, stateFile, nil)
+			}
+			if err != nil {
+				return err
+			}
+		}
+	} else if !r.Offsets.Reset || g.format != "json" {
+		printRestore(w, g.format, r, plan, rep, stateFile, nil)
+	}
+	if !r.Offsets.Reset {
+		return nil
+	}
+	phases, oplan, res, err := resetOffsets(cmd, g, r, opts.StateDir, stateFile)
+	p1 := phase{Name: "restore", DurationMS: rep.DurationMS}
+	if rep.AlreadyFinished != nil {
+		p1.Skipped = "the restore finished in an earlier run"
+	}
+	phases = append([]phase{p1}, phases...)
+	if g.format == "json" {
+		printRestore(w, g.format, r, plan, rep, stateFile, map[string]any{"phases": phases, "offset_plan": oplan, "offset_result": res, "offset_plan_file": pipelines.PlanFile(stateFile)})
+	} else if oplan != nil {
+		printOffsetPhases(w, phases[1:], oplan, res, pipelines.PlanFile(stateFile))
+	}
+	return err
 }
 
 // restoreFlags reads the flags that say what to restore into r.
@@ -726,11 +767,12 @@ func printPlan(w io.Writer, format string, r pipelines.RestoreOptions, p *pipeli
 // printRestore prints the restore's summary: records restored (acknowledged
 // by the brokers, in every run of this restore), those skipped outside the
 // window, bytes read and duration, then each target partition.
-func printRestore(w io.Writer, format string, r pipelines.RestoreOptions, plan *pipelines.RestorePlan, rep *engine.Report, stateFile string) {
+func printRestore(w io.Writer, format string, r pipelines.RestoreOptions, plan *pipelines.RestorePlan, rep *engine.Report, stateFile string, extra map[string]any) {
 	s := pipelines.Summarize(rep)
 	st, stErr := restore.Load(stateFile)
 	if format == "json" {
 		out := map[string]any{"backup_id": r.BackupID, "summary": s, "plan": plan, "state_file": stateFile, "report": rep}
+		maps.Copy(out, extra)
 		if st != nil {
 			out["targets"] = pipelines.TargetsOf(st)
 		}
@@ -872,7 +914,7 @@ var configFlags = slices.Concat([]string{"bootstrap-servers", "topics", "path", 
 
 // restoreConfigFlags are the restore flags a --config file replaces.
 var restoreConfigFlags = slices.Concat([]string{"bootstrap-servers", "path", "backup-id", "topics", "source-partitions", "time-window-start", "filter", "include-original-offset-header", "rate-limit-records-per-sec", "rate-limit-bytes-per-sec", "repartitioning",
-	"time-window-end", "topic-mapping", "partition-mapping", "topic-incarnation", "create-topics"}, storeFlagNames, securityFlagNames)
+	"time-window-end", "topic-mapping", "partition-mapping", "topic-incarnation", "create-topics"}, storeFlagNames, securityFlagNames, offsetFlagNames)
 
 // onlyConfig refuses flags beside --config that the config file replaces.
 func onlyConfig(cmd *cobra.Command, flags []string, what string) error {

@@ -160,7 +160,7 @@ standard OTEL_* environment variables say.`,
 	pf.StringVar(&g.format, "format", "text", "report format on stdout: text or json (validate-restore: text, json or yaml)")
 	root.Version = versionLine()
 	root.SetVersionTemplate("{{.Version}}\n")
-	root.AddCommand(newRunCmd(g), newPluginsCmd(g), newBackupCmd(g), newRestoreCmd(g), newListCmd(g), newDescribeCmd(g), newValidateCmd(g), newValidateRestoreCmd(g), newVersionCmd(g))
+	root.AddCommand(newRunCmd(g), newPluginsCmd(g), newBackupCmd(g), newRestoreCmd(g), newListCmd(g), newDescribeCmd(g), newValidateCmd(g), newValidateRestoreCmd(g), newOffsetResetCmd(g), newThreePhaseRestoreCmd(g), newVersionCmd(g))
 	return root, g
 }
 

@@ -46,6 +46,7 @@ type Sink struct {
 	sdk.UnimplementedSink
 	cfg sinkConfig
 	sec securityConfig
+	off offsetsConfig
 	m   restore.Mapping
 	// eo keeps a restore exactly once; nil without restore_state.
 	eo       *exactly
@@ -156,11 +157,14 @@ func (f *inFlight) outOf(p int32) *out {
 func NewSink() sdk.Sink { return &Sink{} }
 
 func (s *Sink) Spec() sdk.Spec {
-	return sdk.Spec{Name: "kafka", Version: sdk.Version, Summary: "Apache Kafka topics (franz-go)", Config: param.Multi{&s.cfg, &s.sec}}
+	return sdk.Spec{Name: "kafka", Version: sdk.Version, Summary: "Apache Kafka topics (franz-go)", Config: param.Multi{&s.cfg, &s.sec, &s.off}}
 }
 
 func (s *Sink) Configure(context.Context) error {
-	errs := s.sec.check()
+	errs := append(s.sec.check(), s.off.check()...)
+	if s.off.modes() > 0 && s.cfg.CheckReport != "" {
+		errs = append(errs, param.Errorf("check_report", "is a mode of its own: leave out offsets_plan, offsets_execute and offsets_rollback"))
+	}
 	if len(s.cfg.BootstrapServers) == 0 {
 		errs = append(errs, param.Errorf("bootstrap_servers", "is empty; list at least one broker, e.g. [\"127.0.0.1:9092\"]"))
 	}
@@ -217,7 +221,7 @@ func (s *Sink) Open(ctx context.Context, ack sdk.Acker) error {
 		s.unreachable = err
 		return nil
 	}
-	if err != nil || s.cfg.RestoreState == "" {
+	if err != nil || s.cfg.RestoreState == "" || s.off.modes() > 0 {
 		return err
 	}
 	if s.eo, err = loadExactly(s.cfg.RestoreState, s.cfg.AllowNonempty); err != nil {
@@ -430,6 +434,9 @@ func (s *Sink) WriteMetadata(ctx context.Context, m sdk.Metadata) error {
 	if s.cfg.CheckReport != "" {
 		return s.check(ctx, m)
 	}
+	if s.off.modes() > 0 {
+		return s.offsets(ctx, m)
+	}
 	m = s.m.Metadata(m)
 	names := make([]string, 0, len(m.Topics))
 	for _, t := range m.Topics {
@@ -543,8 +550,8 @@ func (s *Sink) Write(ctx context.Context, b sdk.Batch) error {
 	if err := s.failed(); err != nil {
 		return err
 	}
-	if s.cfg.CheckReport != "" {
-		return errors.New("check_report is set: the sink only checks the target, and writes nothing")
+	if s.cfg.CheckReport != "" || s.off.modes() > 0 {
+		return errors.New("check_report or an offsets mode is set: the sink writes no record")
 	}
 	src := sdk.TopicPartition{Topic: b.Topic, Partition: b.Partition}
 	topic := s.m.Topic(b.Topic)

@@ -354,7 +354,32 @@ func (s *Source) incarnations(meta Metadata) (*sdk.Metadata, error) {
 		}
 		out.Topics = append(out.Topics, t)
 	}
+	out.Groups, out.GroupsTakenAt = groupsOn(meta, out.Topics), meta.GroupsTakenAt
 	return out, nil
+}
+
+// groupsOn keeps the groups' offsets of the snapshot on topics read in
+// their current incarnation: the snapshot was taken of that one.
+func groupsOn(meta Metadata, topics []sdk.TopicMetadata) []sdk.GroupOffsets {
+	current := map[string]bool{}
+	for _, t := range topics {
+		if cur, ok := meta.Topic(t.Name); ok && cur.ID == t.ID {
+			current[t.Name] = true
+		}
+	}
+	var out []sdk.GroupOffsets
+	for _, g := range meta.Groups {
+		kept := sdk.GroupOffsets{Group: g.Group}
+		for _, o := range g.Offsets {
+			if current[o.Topic] {
+				kept.Offsets = append(kept.Offsets, o)
+			}
+		}
+		if len(kept.Offsets) > 0 {
+			out = append(out, kept)
+		}
+	}
+	return out
 }
 
 // Read returns the next batch: one record batch of a segment as stored,

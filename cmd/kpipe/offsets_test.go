@@ -1,0 +1,393 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kpipe/kpipe/internal/testkit"
+	"github.com/kpipe/kpipe/sdk/restore"
+)
+
+// groupData is a source topic whose records are "pP-I" (partition P, I-th
+// record, timestamp ts + 10·I) and the consumer groups committed on it.
+type groupData struct {
+	addr, src, path string
+	ts              int64
+	per             int
+}
+
+func newGroupData(t *testing.T, partitions int32, per int) *groupData {
+	t.Helper()
+	d := &groupData{addr: testkit.Kafka(t), src: testkit.Topic(t, "grp"), path: t.TempDir(), ts: time.Now().Add(-time.Hour).UnixMilli(), per: per}
+	testkit.CreateTopic(t, d.addr, d.src, partitions)
+	var recs []*kgo.Record
+	for p := range partitions {
+		for i := range per {
+			recs = append(recs, &kgo.Record{Topic: d.src, Partition: p, Key: fmt.Appendf(nil, "k%d-%d", p, i), Value: fmt.Appendf(nil, "p%d-%d", p, i), Timestamp: time.UnixMilli(d.ts + int64(i*10))})
+		}
+	}
+	testkit.Produce(t, d.addr, recs)
+	return d
+}
+
+// commit commits a group's offsets on topic, by partition, as a consumer
+// that processed the records before them would.
+func commit(t *testing.T, addr, group, topic string, offsets map[int32]int64) {
+	t.Helper()
+	var os kadm.Offsets
+	for p, o := range offsets {
+		os.Add(kadm.Offset{Topic: topic, Partition: p, At: o, LeaderEpoch: -1})
+	}
+	resp, err := kadm.NewClient(testkit.Client(t, addr)).CommitOffsets(context.Background(), group, os)
+	if err == nil {
+		err = resp.Error()
+	}
+	if err != nil {
+		t.Fatalf("commit offsets of %s: %v", group, err)
+	}
+}
+
+// committedOffsets reads a group's committed offsets on topic.
+func committedOffsets(t *testing.T, addr, group, topic string) map[int32]int64 {
+	t.Helper()
+	got, err := kadm.NewClient(testkit.Client(t, addr)).FetchOffsets(context.Background(), group)
+	if err != nil {
+		t.Fatalf("fetch offsets of %s: %v", group, err)
+	}
+	out := map[int32]int64{}
+	got.Each(func(o kadm.OffsetResponse) {
+		if o.Topic == topic && o.At >= 0 {
+			out[o.Partition] = o.At
+		}
+	})
+	return out
+}
+
+func (d *groupData) backup(t *testing.T, id string) {
+	t.Helper()
+	if code, _, stderr := kpipe(t, "backup", "--bootstrap-servers", d.addr, "--topics", d.src, "--path", d.path, "--backup-id", id, "--consumer-group-snapshot"); code != 0 {
+		t.Fatalf("backup: exit %d: %s", code, stderr)
+	}
+}
+
+// values are the values "pP-I" of partition p for I in [from, to].
+func values(p, from, to int) []string {
+	var out []string
+	for i := from; i <= to; i++ {
+		out = append(out, fmt.Sprintf("p%d-%d", p, i))
+	}
+	return out
+}
+
+// consumeAsGroup reads topic as a member of group until it has want
+// records, and a moment more to catch any beyond them; a partition the
+// group has no offset on is read from its start. The values, by partition
+// in the order read.
+func consumeAsGroup(t *testing.T, addr, group, topic string, want int) map[int32][]string {
+	t.Helper()
+	cl := testkit.Client(t, addr, kgo.ConsumerGroup(group), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.DisableAutoCommit())
+	defer cl.Close()
+	got := map[int32][]string{}
+	n := 0
+	deadline := time.Now().Add(60 * time.Second)
+	var extra time.Time
+	for time.Now().Before(deadline) && (extra.IsZero() || time.Now().Before(extra)) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		fs := cl.PollFetches(ctx)
+		cancel()
+		fs.EachRecord(func(r *kgo.Record) {
+			got[r.Partition] = append(got[r.Partition], string(r.Value))
+			n++
+		})
+		if n >= want && extra.IsZero() {
+			extra = time.Now().Add(1500 * time.Millisecond)
+		}
+	}
+	return got
+}
+
+func sameValues(t *testing.T, what string, got, want map[int32][]string) {
+	t.Helper()
+	for p := range want {
+		if !slices.Equal(got[p], want[p]) {
+			t.Errorf("%s: partition %d got %v\nwant %v", what, p, got[p], want[p])
+		}
+	}
+	for p := range got {
+		if _, ok := want[p]; !ok && len(got[p]) > 0 {
+			t.Errorf("%s: partition %d got %v, want nothing", what, p, got[p])
+		}
+	}
+}
+
+// TestResetAfterAPointInTimeRestore: a group that committed mid-stream on a
+// 3-partition topic, a backup with the group snapshot, a point-in-time
+// restore under a new name with reset_consumer_offsets: a consumer of the
+// group on the target receives exactly the restored records it had not
+// processed. Then the same with flags for a full restore after
+// DeleteRecords moved the source's first offsets.
+func TestResetAfterAPointInTimeRestore(t *testing.T) {
+	d := newGroupData(t, 3, 30)
+	group := "orders-app-" + d.src
+	commit(t, d.addr, group, d.src, map[int32]int64{0: 10, 1: 25, 2: 3})
+	commit(t, d.addr, "other-"+d.src, d.src, map[int32]int64{0: 1})
+	d.backup(t, "g")
+	dst := testkit.Topic(t, "grpdst")
+	config := writeYAMLFile(t, fmt.Sprintf(`backup_id: g
+storage: {backend: filesystem, path: %s}
+target: {bootstrap_servers: [%s]}
+restore:
+  time_window_start: %d
+  time_window_end: %d
+  topic_mapping: {%s: %s}
+  consumer_group_strategy: group-snapshot
+  reset_consumer_offsets: true
+  consumer_groups: [orders-app-*]
+`, d.path, d.addr, d.ts+50, d.ts+250, d.src, dst))
+	code, stdout, stderr := kpipe(t, "restore", "--config", config, "--state-dir", t.TempDir())
+	if code != 0 {
+		t.Fatalf("restore: exit %d: %s%s", code, stdout, stderr)
+	}
+	for _, want := range []string{
+		fmt.Sprintf("phase 2, plan: 3 offset(s) of 1 group(s) by group-snapshot, computed in "),
+		fmt.Sprintf("  group %s %s/0: none → 5 (the first record restored from %s/0 at or after its committed offset 10)\n", group, dst, d.src),
+		fmt.Sprintf("  group %s %s/1: none → 20 (the first record restored from %s/1 at or after its committed offset 25)\n", group, dst, d.src),
+		fmt.Sprintf("  group %s %s/2: none → 0 (the first record restored from %s/2 at or after its committed offset 3)\n", group, dst, d.src),
+		"phase 3, execute: 3 offset(s) changed, 0 already as planned, read back and verified; the offsets replaced are in ",
+	} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("the report lacks %q:\n%s", want, stdout)
+		}
+	}
+	got := consumeAsGroup(t, d.addr, group, dst, 16+1+21)
+	sameValues(t, "point-in-time restore", got, map[int32][]string{0: values(0, 10, 25), 1: values(1, 25, 25), 2: values(2, 5, 25)})
+	if o := committedOffsets(t, d.addr, "other-"+d.src, dst); len(o) != 0 {
+		t.Errorf("a group consumer_groups leaves out got offsets %v", o)
+	}
+
+	// A full restore after DeleteRecords: source offset 8 of partition 0
+	// is the target's offset 0.
+	d2 := newGroupData(t, 2, 20)
+	adm := kadm.NewClient(testkit.Client(t, d2.addr))
+	var del kadm.Offsets
+	del.Add(kadm.Offset{Topic: d2.src, Partition: 0, At: 8})
+	if resp, err := adm.DeleteRecords(context.Background(), del); err != nil || resp.Error() != nil {
+		t.Fatalf("delete records: %v %v", err, resp.Error())
+	}
+	commit(t, d2.addr, group, d2.src, map[int32]int64{0: 12, 1: 20})
+	d2.backup(t, "h")
+	dst2 := testkit.Topic(t, "grpdst")
+	code, stdout, stderr = kpipe(t, "restore", "--bootstrap-servers", d2.addr, "--path", d2.path, "--backup-id", "h", "--topic-mapping", d2.src+"="+dst2,
+		"--state-dir", t.TempDir(), "--consumer-group-strategy", "group-snapshot", "--reset-consumer-offsets", "--consumer-groups", group)
+	if code != 0 {
+		t.Fatalf("restore with flags: exit %d: %s%s", code, stdout, stderr)
+	}
+	if want := fmt.Sprintf("  group %s %s/0: none → 4 (the first record restored from %s/0 at or after its committed offset 12)\n", group, dst2, d2.src); !strings.Contains(stdout, want) {
+		t.Errorf("the report lacks %q:\n%s", want, stdout)
+	}
+	if want := fmt.Sprintf("  group %s %s/1: none → 20 (every record restored from %s/1 came before its committed offset 20: the end of what the restore wrote)\n", group, dst2, d2.src); !strings.Contains(stdout, want) {
+		t.Errorf("the report lacks %q:\n%s", want, stdout)
+	}
+	got = consumeAsGroup(t, d2.addr, group, dst2, 8)
+	sameValues(t, "full restore after DeleteRecords", got, map[int32][]string{0: values(0, 12, 19)})
+}
+
+// planOf reads a plan file.
+func planOf(t *testing.T, file string) *restore.OffsetPlan {
+	t.Helper()
+	p, err := restore.LoadPlan(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestAMergeLosesNothingAndCountsItsRepeats: two source partitions merged
+// into one: the group resumes at the smallest of their positions, and
+// what the plan says it reads again is what the consumer reads again.
+func TestAMergeLosesNothingAndCountsItsRepeats(t *testing.T) {
+	d := newGroupData(t, 2, 10)
+	group := "merge-" + d.src
+	commit(t, d.addr, group, d.src, map[int32]int64{0: 6, 1: 4})
+	d.backup(t, "m")
+	dst := testkit.Topic(t, "mergedst")
+	config := writeYAMLFile(t, fmt.Sprintf(`backup_id: m
+storage: {backend: filesystem, path: %s}
+target: {bootstrap_servers: [%s]}
+restore:
+  topic_mapping: {%s: %s}
+  partition_mapping: {1: 0}
+  consumer_group_strategy: group-snapshot
+`, d.path, d.addr, d.src, dst))
+	state := t.TempDir()
+	if code, _, stderr := kpipe(t, "restore", "--config", config, "--state-dir", state); code != 0 {
+		t.Fatalf("restore: exit %d: %s", code, stderr)
+	}
+	if o := committedOffsets(t, d.addr, group, dst); len(o) != 0 {
+		t.Fatalf("a restore without reset_consumer_offsets set offsets %v", o)
+	}
+	planFile := filepath.Join(t.TempDir(), "plan.json")
+	code, stdout, stderr := kpipe(t, "offset-reset", "plan", "--config", config, "--state-dir", state, "--output", planFile)
+	if code != 0 {
+		t.Fatalf("plan: exit %d: %s", code, stderr)
+	}
+	plan := planOf(t, planFile)
+	if len(plan.Partitions) != 1 {
+		t.Fatalf("plan %+v, want one offset", plan.Partitions)
+	}
+	c := plan.Partitions[0]
+	// Partition 0's records are at target offsets 0-9, partition 1's at
+	// 10-19: 6 and 14; the group resumes at 6 and reads 1/0-3 again.
+	if c.NewOffset != 6 || c.Repeats != 4 || !c.RepeatsExact || c.CurrentOffset != nil {
+		t.Fatalf("plan %+v, want offset 6 with 4 repeats", c)
+	}
+	if want := fmt.Sprintf("  group %s %s/0: none → 6, 4 record(s) read again (2 source partitions write here (%s/0 at 6, %s/1 at 4): the smallest of their positions, which loses nothing; the group reads 4 record(s) again)\n", group, dst, d.src, d.src); !strings.Contains(stdout, want) {
+		t.Errorf("plan printed\n%s\nwant the line %q", stdout, want)
+	}
+	if code, _, stderr := kpipe(t, "offset-reset", "execute", "--config", config, "--plan", planFile); code != 0 {
+		t.Fatalf("execute: exit %d: %s", code, stderr)
+	}
+	got := consumeAsGroup(t, d.addr, group, dst, 4+10)
+	want := append(values(0, 6, 9), values(1, 0, 9)...)
+	sameValues(t, "merge", got, map[int32][]string{0: want})
+	again := 0
+	for _, v := range got[0] {
+		if slices.Contains(values(1, 0, 3), v) {
+			again++
+		}
+	}
+	if int64(again) != c.Repeats {
+		t.Errorf("the consumer read %d records again, the plan said %d", again, c.Repeats)
+	}
+}
+
+// TestPlanExecuteRollback: plan then execute sets what three-phase-restore
+// sets; execute refuses a group with an active member, naming it, and
+// changes nothing; a second execute changes nothing; rollback puts back
+// the offsets it replaced, none where there were none; the JSON plan has
+// the documented fields.
+func TestPlanExecuteRollback(t *testing.T) {
+	d := newGroupData(t, 2, 10)
+	group := "pe-" + d.src
+	commit(t, d.addr, group, d.src, map[int32]int64{0: 3, 1: 7})
+	d.backup(t, "p")
+	dstA, dstB := testkit.Topic(t, "peA"), testkit.Topic(t, "peB")
+	config := func(dst string) string {
+		return writeYAMLFile(t, fmt.Sprintf(`backup_id: p
+storage: {backend: filesystem, path: %s}
+target: {bootstrap_servers: [%s]}
+restore:
+  topic_mapping: {%s: %s}
+  consumer_group_strategy: group-snapshot
+`, d.path, d.addr, d.src, dst))
+	}
+	// Three phases into A.
+	if code, stdout, stderr := kpipe(t, "three-phase-restore", "--config", config(dstA), "--state-dir", t.TempDir()); code != 0 {
+		t.Fatalf("three-phase-restore: exit %d: %s%s", code, stdout, stderr)
+	}
+	three := committedOffsets(t, d.addr, group, dstA)
+
+	// Restore, plan and execute into B; the group already has an offset
+	// on partition 0 there, and none on 1.
+	stateB := t.TempDir()
+	if code, _, stderr := kpipe(t, "restore", "--config", config(dstB), "--state-dir", stateB); code != 0 {
+		t.Fatalf("restore: exit %d: %s", code, stderr)
+	}
+	commit(t, d.addr, group, dstB, map[int32]int64{0: 9})
+	planFile := filepath.Join(t.TempDir(), "plan.json")
+	code, stdout, stderr := kpipe(t, "offset-reset", "plan", "--config", config(dstB), "--state-dir", stateB, "--output", planFile, "--format", "json")
+	if code != 0 {
+		t.Fatalf("plan: exit %d: %s", code, stderr)
+	}
+	var doc struct {
+		Partitions []map[string]any `json:"partitions"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &doc); err != nil || len(doc.Partitions) != 2 {
+		t.Fatalf("plan JSON %v: %s", err, stdout)
+	}
+	for _, k := range []string{"group", "topic", "partition", "current_offset", "new_offset", "sources", "strategy", "reason", "repeats"} {
+		if _, ok := doc.Partitions[0][k]; !ok {
+			t.Errorf("the plan's partitions lack %q: %v", k, doc.Partitions[0])
+		}
+	}
+	if doc.Partitions[0]["current_offset"] != 9.0 || doc.Partitions[1]["current_offset"] != nil {
+		t.Errorf("current offsets %v and %v, want 9 and null", doc.Partitions[0]["current_offset"], doc.Partitions[1]["current_offset"])
+	}
+
+	// An active member stops the execution before anything changes.
+	member := testkit.Client(t, d.addr, kgo.ConsumerGroup(group), kgo.ConsumeTopics(dstB), kgo.ClientID("busy-app"), kgo.DisableAutoCommit())
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		member.PollFetches(ctx)
+		cancel()
+		described, err := kadm.NewClient(testkit.Client(t, d.addr)).DescribeGroups(context.Background(), group)
+		if err == nil && len(described[group].Members) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the consumer did not join %s", group)
+		}
+	}
+	code, _, stderr = kpipe(t, "offset-reset", "execute", "--config", config(dstB), "--plan", planFile)
+	if want := fmt.Sprintf("group %q has 1 active member(s): ", group); code != 1 || !strings.Contains(stderr, want) || !strings.Contains(stderr, "(client busy-app on ") || !strings.Contains(stderr, "stop its consumers first (nothing was changed)") {
+		t.Errorf("execute with an active member: exit %d, stderr:\n%s\nwant exit 1 naming the member", code, stderr)
+	}
+	if _, err := os.Stat(restore.RollbackFile(planFile)); err == nil {
+		t.Errorf("the refused execution kept a rollback file")
+	}
+	member.Close()
+
+	if got := committedOffsets(t, d.addr, group, dstB); !mapsEqual(got, map[int32]int64{0: 9}) {
+		t.Fatalf("after the refused execution the group has %v, want 0:9", got)
+	}
+	var res restore.OffsetResult
+	for i := range 2 {
+		code, stdout, stderr = kpipe(t, "offset-reset", "execute", "--config", config(dstB), "--plan", planFile, "--format", "json")
+		if code != 0 {
+			t.Fatalf("execute %d: exit %d: %s", i+1, code, stderr)
+		}
+		res = restore.OffsetResult{}
+		if err := json.Unmarshal([]byte(stdout), &res); err != nil {
+			t.Fatal(err)
+		}
+		if wantChanged := []int{2, 0}[i]; len(res.Changed) != wantChanged || res.Unchanged != 2-wantChanged || !res.Verified {
+			t.Errorf("execute %d: %+v, want %d changed, verified", i+1, res, wantChanged)
+		}
+	}
+	if got := committedOffsets(t, d.addr, group, dstB); !mapsEqual(got, three) || !mapsEqual(got, map[int32]int64{0: 3, 1: 7}) {
+		t.Errorf("plan then execute set %v, three-phase-restore %v; want both 0:3 1:7", got, three)
+	}
+	code, stdout, stderr = kpipe(t, "offset-reset", "rollback", "--config", config(dstB), "--plan", planFile)
+	if code != 0 {
+		t.Fatalf("rollback: exit %d: %s", code, stderr)
+	}
+	if want := "offset-reset rollback: 2 offset(s) changed, 0 already as planned, read back and verified\n"; !strings.HasPrefix(stdout, want) {
+		t.Errorf("rollback printed\n%s\nwant it to begin %q", stdout, want)
+	}
+	if got := committedOffsets(t, d.addr, group, dstB); !mapsEqual(got, map[int32]int64{0: 9}) {
+		t.Errorf("after the rollback the group has %v, want 0:9 and nothing on 1", got)
+	}
+}
+
+func mapsEqual(a, b map[int32]int64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}
