@@ -28,6 +28,8 @@ func TestLoadRestoreReadsEveryKey(t *testing.T) {
 		Filter: `!(key in [b"user-17"])`, IncludeOriginalOffsetHeader: true,
 		RateLimitRecordsPerSec: 5000, RateLimitBytesPerSec: 1 << 20,
 		Repartitioning: map[string]restore.Repartition{"orders_pitr": {Strategy: "murmur2", Partitions: 3}, "payments_pitr": {Strategy: "murmur2", Partitions: 12}},
+		Offsets: OffsetOptions{Strategy: "cluster-scan", Groups: []string{"billing", "orders-*"}, Reset: true, Timestamp: 1731240000000,
+			Manual: []string{"billing:orders_pitr:0:42", "ops:x:team:payments_pitr:2:0"}, SourceCluster: []string{"prod-0:9092", "prod-1:9092"}},
 	}}
 	options := `time_window_start: 1731236400000
   time_window_end: "2024-11-10T15:00:00Z"
@@ -45,8 +47,15 @@ func TestLoadRestoreReadsEveryKey(t *testing.T) {
   include_original_offset_header: true
   rate_limit_records_per_sec: 5000
   rate_limit_bytes_per_sec: 1048576
-  consumer_group_strategy: skip
-  reset_consumer_offsets: false
+  consumer_group_strategy: cluster-scan
+  consumer_groups: [billing, orders-*]
+  reset_consumer_offsets: true
+  offset_reset_timestamp: 2024-11-10T12:00:00Z
+  manual_offsets:
+    - {group: billing, topic: orders_pitr, partition: 0, offset: 42}
+    - {group: "ops:x:team", topic: payments_pitr, partition: 2, offset: 0}
+  source_cluster:
+    bootstrap_servers: [prod-0:9092, prod-1:9092]
   repartitioning:
     orders_pitr: {strategy: murmur2, target_partitions: 3}
     payments_pitr:
@@ -117,9 +126,15 @@ func TestBadRestoreConfigs(t *testing.T) {
 		{head + "  time_window_start: 1731250800000\n  time_window_end: 1731236400000\n", "FILE:7: restore.time_window_end: is before time_window_start; swap them"},
 		{head + "  time_window_start: 2024-11-10T10:00:00\n", "FILE:6: restore.time_window_start: \"2024-11-10T10:00:00\" has no time zone; add one, such as 2024-11-10T10:00:00Z for UTC"},
 		{head + "  include_original_offset_header: yes please\n", "FILE:6: restore.include_original_offset_header: \"yes please\" is not true or false"},
-		{head + "  consumer_group_strategy: header-based\n", "FILE:6: restore.consumer_group_strategy: is not supported yet; leave it out or set it to skip"},
-		{head + "  consumer_groups: [g]\n", "FILE:6: restore.consumer_groups: is not supported yet; leave it out"},
-		{head + "  reset_consumer_offsets: true\n", "FILE:6: restore.reset_consumer_offsets: is not supported yet; leave it out or set it to false"},
+		{head + "  consumer_group_strategy: header\n", "FILE:6: restore.consumer_group_strategy: \"header\" is not a strategy; use one of skip, group-snapshot, header-based, timestamp, cluster-scan, manual"},
+		{head + "  consumer_groups: [\"a[\"]\n", "FILE:6: restore.consumer_groups: \"a[\" is not a valid glob (syntax error in pattern)"},
+		{head + "  reset_consumer_offsets: true\n", "FILE:6: restore.reset_consumer_offsets: is true, but consumer_group_strategy is skip, which sets no offset: pick a strategy (group-snapshot, header-based, timestamp, cluster-scan, manual)"},
+		{head + "  offset_reset_timestamp: 1731236400\n", "FILE:6: restore.offset_reset_timestamp: 1731236400 looks like epoch seconds, not milliseconds: read as milliseconds it is 1970-01-21T00:53:56.4Z, as seconds 2024-11-10T11:00:00Z; use 13-digit epoch milliseconds: 1731236400000"},
+		{head + "  manual_offsets: {g: 1}\n", "FILE:6: restore.manual_offsets: must be a list of {group: G, topic: T, partition: P, offset: O}, each a target topic's partition and the offset the group resumes at"},
+		{head + "  manual_offsets: [{group: g, topic: t, partition: 0}]\n", "FILE:6: restore.manual_offsets: an entry lacks offset; must be a list of {group: G, topic: T, partition: P, offset: O}, each a target topic's partition and the offset the group resumes at"},
+		{head + "  manual_offsets: [{group: g, topic: t, partition: 0, offset: -3}]\n", "FILE:6: restore.manual_offsets: offset \"-3\" is not a number from 0 up"},
+		{head + "  manual_offsets: [{group: g, topic: t, partition: 0, ofset: 3}]\n", "FILE:6: restore.manual_offsets.ofset: unknown key; did you mean offset?"},
+		{head + "  source_cluster: {bootstrap: [a:1]}\n", "FILE:6: restore.source_cluster.bootstrap: unknown key; known keys here: bootstrap_servers"},
 		{head + "  repartitioning: murmur2\n", "FILE:6: restore.repartitioning: must be a map of target topics, each {strategy: murmur2, target_partitions: N}"},
 		{head + "  repartitioning: {t: {strategy: crc32, target_partitions: 3}}\n", "FILE:6: restore.repartitioning.t.strategy: strategy \"crc32\" is not known; use murmur2 (Kafka's default partitioner)"},
 		{head + "  repartitioning: {t: {strategy: murmur2}}\n", "FILE:6: restore.repartitioning.t.target_partitions: is missing; say over how many partitions to spread the topic's records, such as target_partitions: 6"},

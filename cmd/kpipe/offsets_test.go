@@ -391,3 +391,175 @@ func mapsEqual(a, b map[int32]int64) bool {
 	}
 	return true
 }
+
+// TestEachStrategy: header-based gives what group-snapshot gives, from
+// the target's records alone; timestamp equals Kafka's own
+// offsets-for-times; cluster-scan takes the offsets the groups have now on
+// the source cluster, not the snapshot's; manual takes the offsets listed,
+// and refuses one outside its partition.
+func TestEachStrategy(t *testing.T) {
+	d := newGroupData(t, 2, 20)
+	group := "app-" + d.src
+	commit(t, d.addr, group, d.src, map[int32]int64{0: 5, 1: 12})
+	d.backup(t, "s")
+	commit(t, d.addr, group, d.src, map[int32]int64{0: 15, 1: 18}) // after the backup
+	config := func(dst, extra string) string {
+		return writeYAMLFile(t, fmt.Sprintf(`backup_id: s
+storage: {backend: filesystem, path: %s}
+target: {bootstrap_servers: [%s]}
+restore:
+  topic_mapping: {%s: %s}
+%s`, d.path, d.addr, d.src, dst, extra))
+	}
+	plan := func(t *testing.T, cfg, state string, flags ...string) *restore.OffsetPlan {
+		t.Helper()
+		file := filepath.Join(t.TempDir(), "plan.json")
+		if code, _, stderr := kpipe(t, append([]string{"offset-reset", "plan", "--config", cfg, "--state-dir", state, "--output", file}, flags...)...); code != 0 {
+			t.Fatalf("plan %v: exit %d: %s", flags, code, stderr)
+		}
+		return planOf(t, file)
+	}
+	offsets := func(p *restore.OffsetPlan) string {
+		var out []string
+		for _, c := range p.Partitions {
+			var srcs []string
+			for _, s := range c.Sources {
+				srcs = append(srcs, fmt.Sprintf("%d@%d", s.Partition, s.Offset))
+			}
+			out = append(out, fmt.Sprintf("%s %d→%d from %s by %s", c.Group, c.Partition, c.NewOffset, strings.Join(srcs, ","), c.Strategy))
+		}
+		return strings.Join(out, "; ")
+	}
+
+	t.Run("header-based", func(t *testing.T) {
+		dst := testkit.Topic(t, "hdr")
+		cfg := config(dst, fmt.Sprintf("  time_window_start: %d\n  time_window_end: %d\n  include_original_offset_header: true\n  consumer_group_strategy: header-based\n", d.ts+30, d.ts+150))
+		state := t.TempDir()
+		if code, _, stderr := kpipe(t, "restore", "--config", cfg, "--state-dir", state); code != 0 {
+			t.Fatalf("restore: exit %d: %s", code, stderr)
+		}
+		// Records 3 to 15 of each partition are restored: 5 is at 2, 12 at 9.
+		want := fmt.Sprintf("%s 0→2 from 0@5 by header-based; %s 1→9 from 1@12 by header-based", group, group)
+		if got := offsets(plan(t, cfg, t.TempDir())); got != want { // no state: the headers alone
+			t.Errorf("header-based: %s\nwant %s", got, want)
+		}
+		snapshot := plan(t, cfg, state, "--strategy", "group-snapshot")
+		if got, want := offsets(snapshot), strings.ReplaceAll(want, "header-based", "group-snapshot"); got != want {
+			t.Errorf("group-snapshot: %s\nwant %s", got, want)
+		}
+		// Without the headers, header-based says what it needs.
+		plain := testkit.Topic(t, "nohdr")
+		cfg = config(plain, "  consumer_group_strategy: header-based\n")
+		if code, _, stderr := kpipe(t, "restore", "--config", cfg, "--state-dir", t.TempDir()); code != 0 {
+			t.Fatalf("restore: exit %d: %s", code, stderr)
+		}
+		code, _, stderr := kpipe(t, "offset-reset", "plan", "--config", cfg, "--output", filepath.Join(t.TempDir(), "p.json"))
+		if want := fmt.Sprintf("target record %s/0 offset 0 has no x-original-partition and x-original-offset headers: the header-based strategy needs a restore made with include_original_offset_header (--include-original-offset-header); use group-snapshot otherwise", plain); code != 1 || !strings.Contains(stderr, want) {
+			t.Errorf("header-based without headers: exit %d, stderr:\n%s\nwant exit 1 and %q", code, stderr, want)
+		}
+	})
+
+	dst := testkit.Topic(t, "full")
+	state := t.TempDir()
+	if code, _, stderr := kpipe(t, "restore", "--config", config(dst, ""), "--state-dir", state); code != 0 {
+		t.Fatalf("restore: exit %d: %s", code, stderr)
+	}
+
+	t.Run("timestamp", func(t *testing.T) {
+		at := d.ts + 75
+		p := plan(t, config(dst, "  consumer_group_strategy: timestamp\n"), state, "--timestamp", fmt.Sprint(at), "--groups", "ts-app")
+		listed, err := kadm.NewClient(testkit.Client(t, d.addr)).ListOffsetsAfterMilli(context.Background(), at, dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want []string
+		listed.Each(func(l kadm.ListedOffset) {
+			want = append(want, fmt.Sprintf("ts-app %d→%d from  by timestamp", l.Partition, l.Offset))
+		})
+		slices.Sort(want)
+		if got := offsets(p); got != strings.Join(want, "; ") || !strings.Contains(got, "0→8") {
+			t.Errorf("timestamp: %s\nwant Kafka's %s (record 8 is the first at or after the time)", got, strings.Join(want, "; "))
+		}
+		if p.Timestamp == nil || *p.Timestamp != at {
+			t.Errorf("the plan's timestamp is %v, want %d", p.Timestamp, at)
+		}
+	})
+
+	t.Run("cluster-scan", func(t *testing.T) {
+		cfg := config(dst, fmt.Sprintf("  consumer_group_strategy: cluster-scan\n  consumer_groups: [%s]\n  source_cluster: {bootstrap_servers: [%s]}\n", group, d.addr))
+		want := fmt.Sprintf("%s 0→15 from 0@15 by cluster-scan; %s 1→18 from 1@18 by cluster-scan", group, group)
+		if got := offsets(plan(t, cfg, state)); got != want {
+			t.Errorf("cluster-scan: %s\nwant %s", got, want)
+		}
+	})
+
+	t.Run("manual", func(t *testing.T) {
+		cfg := config(dst, fmt.Sprintf("  consumer_group_strategy: manual\n  manual_offsets:\n    - {group: ops, topic: %s, partition: 1, offset: 7}\n", dst))
+		if got, want := offsets(plan(t, cfg, state)), "ops 1→7 from  by manual"; got != want {
+			t.Errorf("manual: %s\nwant %s", got, want)
+		}
+		cfg = config(dst, fmt.Sprintf("  consumer_group_strategy: manual\n  manual_offsets:\n    - {group: ops, topic: %s, partition: 1, offset: 21}\n", dst))
+		code, _, stderr := kpipe(t, "offset-reset", "plan", "--config", cfg, "--state-dir", state, "--output", filepath.Join(t.TempDir(), "p.json"))
+		if want := fmt.Sprintf(`parameter "manual_offsets": ops:%s:1:21: offset 21 is outside %s/1, which holds offsets 0 to 19 (the end, 20, resumes after its last record)`, dst, dst); code == 0 || !strings.Contains(stderr, want) {
+			t.Errorf("a manual offset past the end: exit %d, stderr:\n%s\nwant %q", code, stderr, want)
+		}
+	})
+}
+
+// TestOffsetResetRefusals: what the offset commands refuse, each with the
+// fix: a plan before the restore ran, a snapshot strategy on a backup
+// without one, a strategy missing what it needs, skip, a missing flag.
+func TestOffsetResetRefusals(t *testing.T) {
+	d := newGroupData(t, 1, 5)
+	if code, _, stderr := kpipe(t, "backup", "--bootstrap-servers", d.addr, "--topics", d.src, "--path", d.path, "--backup-id", "n"); code != 0 {
+		t.Fatalf("backup: exit %d: %s", code, stderr)
+	}
+	dst := testkit.Topic(t, "refdst")
+	cfg := writeYAMLFile(t, fmt.Sprintf(`backup_id: n
+storage: {backend: filesystem, path: %s}
+target: {bootstrap_servers: [%s]}
+restore:
+  topic_mapping: {%s: %s}
+  consumer_group_strategy: group-snapshot
+`, d.path, d.addr, d.src, dst))
+	out := filepath.Join(t.TempDir(), "plan.json")
+	state := t.TempDir()
+	for _, c := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"offset-reset", "plan", "--config", cfg, "--state-dir", state, "--output", out}, 1, "no restore state at " + state},
+		{[]string{"offset-reset", "plan", "--config", cfg, "--output", out, "--strategy", "skip"}, 2, "kpipe: consumer_group_strategy (--consumer-group-strategy) is skip, which sets no offset: pick one of group-snapshot, header-based, timestamp, cluster-scan, manual"},
+		{[]string{"offset-reset", "plan", "--config", cfg, "--output", out, "--strategy", "timestamp"}, 2, "kpipe: the timestamp strategy needs the time to put the groups at: set offset_reset_timestamp (--timestamp), epoch milliseconds or ISO-8601"},
+		{[]string{"offset-reset", "plan", "--config", cfg, "--output", out, "--strategy", "cluster-scan"}, 2, "kpipe: the cluster-scan strategy reads the groups' offsets from the live source cluster: set source_cluster.bootstrap_servers (--source-cluster-bootstrap-servers)"},
+		{[]string{"offset-reset", "plan", "--config", cfg, "--output", out, "--strategy", "manual"}, 2, "kpipe: the manual strategy takes the offsets listed: set manual_offsets (--manual-offset GROUP:TOPIC:PARTITION:OFFSET)"},
+		{[]string{"offset-reset", "plan", "--config", cfg, "--output", out, "--strategy", "latest"}, 2, `kpipe: consumer_group_strategy (--consumer-group-strategy): "latest" is not a strategy; use one of skip, group-snapshot, header-based, timestamp, cluster-scan, manual`},
+		{[]string{"offset-reset", "plan", "--config", cfg}, 2, "kpipe: missing required flag(s) --output; see --help"},
+		{[]string{"offset-reset", "execute", "--config", cfg, "--plan", out}, 2, "kpipe: --plan " + out + ": stat " + out + ": no such file or directory"},
+		{[]string{"offset-reset", "rollback", "--plan", out}, 2, "kpipe: missing required flag(s) --config; see --help"},
+		{[]string{"restore", "--bootstrap-servers", d.addr, "--path", d.path, "--backup-id", "n", "--reset-consumer-offsets"}, 2, "kpipe: consumer_group_strategy (--consumer-group-strategy) is skip, which sets no offset: pick one of group-snapshot, header-based, timestamp, cluster-scan, manual"},
+		{[]string{"restore", "--bootstrap-servers", d.addr, "--path", d.path, "--backup-id", "n", "--consumer-group-strategy", "timestamp", "--offset-reset-timestamp", "1731236400"}, 2, "kpipe: --offset-reset-timestamp 1731236400 looks like epoch seconds, not milliseconds: read as milliseconds it is 1970-01-21T00:53:56.4Z, as seconds 2024-11-10T11:00:00Z; use 13-digit epoch milliseconds: 1731236400000"},
+		{[]string{"three-phase-restore", "--config", writeYAMLFile(t, fmt.Sprintf("backup_id: n\nstorage: {backend: filesystem, path: %s}\ntarget: {bootstrap_servers: [%s]}\nrestore: {}\n", d.path, d.addr))}, 2, "kpipe: consumer_group_strategy (--consumer-group-strategy) is skip, which sets no offset: pick one of group-snapshot, header-based, timestamp, cluster-scan, manual"},
+	} {
+		code, _, stderr := kpipe(t, c.args...)
+		got := errorText(stderr)
+		if c.code == 1 {
+			got = stderr
+		}
+		if code != c.code || (c.code == 2 && got != c.want) || (c.code == 1 && !strings.Contains(got, c.want)) {
+			t.Errorf("%v: exit %d, %q\nwant exit %d, %q", c.args[:2], code, got, c.code, c.want)
+		}
+	}
+	// A restore, then a plan: the backup holds no snapshot.
+	if code, _, stderr := kpipe(t, "restore", "--config", cfg, "--state-dir", state); code != 0 {
+		t.Fatalf("restore: exit %d: %s", code, stderr)
+	}
+	code, _, stderr := kpipe(t, "offset-reset", "plan", "--config", cfg, "--state-dir", state, "--output", out)
+	if want := `backup "n" holds no consumer group snapshot, which the group-snapshot strategy reads: take backups with consumer_group_snapshot: true (--consumer-group-snapshot), or pick another strategy`; code != 1 || !strings.Contains(stderr, want) {
+		t.Errorf("no snapshot: exit %d, stderr:\n%s\nwant exit 1 and %q", code, stderr, want)
+	}
+	if testkit.ListTopics(t, d.addr)[dst] && len(committedOffsets(t, d.addr, "x", dst)) != 0 {
+		t.Errorf("offsets were set")
+	}
+}

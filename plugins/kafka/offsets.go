@@ -202,10 +202,16 @@ func (s *Sink) placeGroups(ctx context.Context, m sdk.Metadata) ([]restore.Offse
 	for _, t := range m.Topics {
 		restored[t.Name] = true
 	}
+	var st *restore.State
+	var err error
+	if o.Strategy != restore.StrategyHeaders {
+		if st, err = s.finishedState(); err != nil {
+			return nil, nil, err
+		}
+	}
 	var groups []sdk.GroupOffsets
 	var notes []string
 	if o.Strategy == restore.StrategyClusterScan {
-		var err error
 		if groups, err = s.scanSource(ctx, restored); err != nil {
 			return nil, nil, err
 		}
@@ -215,15 +221,10 @@ func (s *Sink) placeGroups(ctx context.Context, m sdk.Metadata) ([]restore.Offse
 		}
 		groups = m.Groups
 	}
-	var st *restore.State
-	var err error
 	if o.Strategy == restore.StrategyHeaders {
-		st, err = s.stateFromHeaders(ctx, m)
-	} else {
-		st, err = s.finishedState()
-	}
-	if err != nil {
-		return nil, nil, err
+		if st, err = s.stateFromHeaders(ctx, m); err != nil {
+			return nil, nil, err
+		}
 	}
 	var out []restore.OffsetChange
 	seen := map[string]bool{}
