@@ -1,13 +1,16 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -562,4 +565,115 @@ restore:
 	if testkit.ListTopics(t, d.addr)[dst] && len(committedOffsets(t, d.addr, "x", dst)) != 0 {
 		t.Errorf("offsets were set")
 	}
+}
+
+// TestThreePhaseRestoreSurvivesSIGKILLInEachPhase: a three-phase restore
+// killed in its restore, its plan or its execution, then run again, ends
+// with the records and the committed offsets of one never interrupted.
+func TestThreePhaseRestoreSurvivesSIGKILLInEachPhase(t *testing.T) {
+	d := newGroupData(t, 2, 2000)
+	group := "tp-" + d.src
+	commit(t, d.addr, group, d.src, map[int32]int64{0: 700, 1: 1500})
+	d.backup(t, "k")
+	config := func(dst string) string {
+		return writeYAMLFile(t, fmt.Sprintf(`backup_id: k
+storage: {backend: filesystem, path: %s}
+target: {bootstrap_servers: [%s]}
+restore:
+  topic_mapping: {%s: %s}
+  rate_limit_records_per_sec: 2500
+  consumer_group_strategy: group-snapshot
+  reset_consumer_offsets: true
+`, d.path, d.addr, d.src, dst))
+	}
+	outcome := func(dst string) string {
+		var parts []string
+		byPart := map[int32][]string{}
+		for _, r := range testkit.ConsumeAll(t, d.addr, dst) {
+			byPart[r.Partition] = append(byPart[r.Partition], string(r.Value))
+		}
+		for p := int32(0); p < 2; p++ {
+			parts = append(parts, fmt.Sprintf("p%d: %d records, first %s, last %s", p, len(byPart[p]), byPart[p][0], byPart[p][len(byPart[p])-1]))
+			if !slices.Equal(byPart[p], values(int(p), 0, d.per-1)) {
+				parts = append(parts, fmt.Sprintf("p%d is not the source's records in order", p))
+			}
+		}
+		return fmt.Sprintf("%s; offsets %v", strings.Join(parts, "; "), committedOffsets(t, d.addr, group, dst))
+	}
+	base := testkit.Topic(t, "tpbase")
+	if code, _, stderr := kpipe(t, "three-phase-restore", "--config", config(base), "--state-dir", t.TempDir()); code != 0 {
+		t.Fatalf("three-phase-restore: exit %d: %s", code, stderr)
+	}
+	want := outcome(base)
+	if !strings.HasSuffix(want, "offsets map[0:700 1:1500]") {
+		t.Fatalf("the uninterrupted run ended with %s", want)
+	}
+	for _, phase := range []string{"restore", "plan", "execute"} {
+		t.Run(phase, func(t *testing.T) {
+			dst, state := testkit.Topic(t, "tpkill"), t.TempDir()
+			cfg := config(dst)
+			cmd := exec.Command(testkit.KpipeBinary(t), "--plugin-dir", testkit.PluginDir(t), "three-phase-restore", "--config", cfg, "--state-dir", state)
+			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+			stdout, err := cmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var stderr strings.Builder
+			cmd.Stderr = &stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			restored := make(chan struct{})
+			go func() {
+				sc := bufio.NewScanner(stdout)
+				for sc.Scan() {
+					if strings.HasPrefix(sc.Text(), "restore k: ") {
+						close(restored)
+					}
+				}
+			}()
+			switch phase {
+			case "restore":
+				time.Sleep(time.Second) // 2,500 of 4,000 records a second
+			case "plan":
+				select {
+				case <-restored: // the restore's summary: the plan comes next
+				case <-time.After(time.Minute):
+					t.Fatal("the restore did not end")
+				}
+			case "execute":
+				deadline := time.Now().Add(time.Minute)
+				for !exists(t, state, ".offsets-plan.json") && time.Now().Before(deadline) {
+					time.Sleep(time.Millisecond)
+				}
+			}
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			err = cmd.Wait()
+			if err == nil {
+				t.Logf("the run ended before the kill in phase %s", phase)
+			}
+			t.Logf("killed in phase %s: %d records in the target, plan written %v, offsets %v", phase, len(testkit.ConsumeAll(t, d.addr, dst)),
+				exists(t, state, ".offsets-plan.json"), committedOffsets(t, d.addr, group, dst))
+			if code, out, errText := kpipe(t, "three-phase-restore", "--config", cfg, "--state-dir", state); code != 0 {
+				t.Fatalf("the run after the kill: exit %d: %s%s", code, out, errText)
+			}
+			if got := outcome(dst); got != strings.ReplaceAll(want, base, dst) {
+				t.Errorf("killed in phase %s, then run again: %s\nwant %s", phase, got, want)
+			}
+		})
+	}
+}
+
+// exists says whether dir holds a file whose name ends with suffix.
+func exists(t *testing.T, dir, suffix string) bool {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if strings.HasSuffix(e.Name(), suffix) {
+			return true
+		}
+	}
+	return false
 }
