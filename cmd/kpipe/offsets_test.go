@@ -677,3 +677,56 @@ func exists(t *testing.T, dir, suffix string) bool {
 	}
 	return false
 }
+
+// TestRestoreOffsetFlags: kpipe restore's offset flags, each used: the
+// manual strategy's --manual-offset, the timestamp strategy's
+// --offset-reset-timestamp as ISO-8601, cluster-scan's
+// --source-cluster-bootstrap-servers; the JSON report of the phases.
+func TestRestoreOffsetFlags(t *testing.T) {
+	d := newGroupData(t, 2, 10)
+	group := "flags-" + d.src
+	commit(t, d.addr, group, d.src, map[int32]int64{0: 2, 1: 3})
+	d.backup(t, "f")
+	commit(t, d.addr, group, d.src, map[int32]int64{0: 6}) // after the backup
+	restoreWith := func(dst string, flags ...string) map[string]any {
+		t.Helper()
+		args := append([]string{"restore", "--bootstrap-servers", d.addr, "--path", d.path, "--backup-id", "f", "--topic-mapping", d.src + "=" + dst,
+			"--state-dir", t.TempDir(), "--reset-consumer-offsets", "--format", "json"}, flags...)
+		code, stdout, stderr := kpipe(t, args...)
+		if code != 0 {
+			t.Fatalf("restore %v: exit %d: %s", flags, code, stderr)
+		}
+		var out map[string]any
+		if err := json.Unmarshal([]byte(stdout), &out); err != nil {
+			t.Fatalf("restore %v: %v\n%s", flags, err, stdout)
+		}
+		return out
+	}
+	dst := testkit.Topic(t, "manual")
+	out := restoreWith(dst, "--consumer-group-strategy", "manual", "--manual-offset", "ops:"+dst+":1:4,ops:"+dst+":0:9")
+	if got := committedOffsets(t, d.addr, "ops", dst); !mapsEqual(got, map[int32]int64{0: 9, 1: 4}) {
+		t.Errorf("--manual-offset set %v, want 0:9 1:4", got)
+	}
+	var names []string
+	for _, p := range out["phases"].([]any) {
+		names = append(names, p.(map[string]any)["phase"].(string))
+	}
+	if !slices.Equal(names, []string{"restore", "plan", "execute"}) || out["offset_result"].(map[string]any)["verified"] != true || out["summary"].(map[string]any)["records_restored"] != 20.0 {
+		t.Errorf("JSON report: phases %v, offset_result %v, summary %v", names, out["offset_result"], out["summary"])
+	}
+	if f, _ := out["offset_plan_file"].(string); !strings.HasSuffix(f, ".offsets-plan.json") || planOf(t, f).Strategy != "manual" {
+		t.Errorf("offset_plan_file %q", f)
+	}
+
+	dst = testkit.Topic(t, "ts")
+	restoreWith(dst, "--consumer-group-strategy", "timestamp", "--offset-reset-timestamp", time.UnixMilli(d.ts+45).UTC().Format(time.RFC3339Nano), "--consumer-groups", "ts-app")
+	if got := committedOffsets(t, d.addr, "ts-app", dst); !mapsEqual(got, map[int32]int64{0: 5, 1: 5}) {
+		t.Errorf("--offset-reset-timestamp set %v, want 0:5 1:5", got)
+	}
+
+	dst = testkit.Topic(t, "scan")
+	restoreWith(dst, "--consumer-group-strategy", "cluster-scan", "--source-cluster-bootstrap-servers", d.addr, "--consumer-groups", "flags-*")
+	if got := committedOffsets(t, d.addr, group, dst); !mapsEqual(got, map[int32]int64{0: 6, 1: 3}) {
+		t.Errorf("cluster-scan set %v, want the source's 0:6 1:3", got)
+	}
+}

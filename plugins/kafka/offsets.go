@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kpipe/kpipe/sdk"
@@ -588,6 +589,9 @@ func (s *Sink) refuseActive(ctx context.Context, groups []string) error {
 	}
 	var active []string
 	for _, g := range described.Sorted() {
+		if errors.Is(g.Err, kerr.GroupIDNotFound) {
+			continue // a group that does not exist yet has no member
+		}
 		if g.Err != nil {
 			return fmt.Errorf("describe group %q on the target cluster: %w", g.Group, g.Err)
 		}
