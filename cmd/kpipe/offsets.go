@@ -380,12 +380,9 @@ One report gives the three phases, their durations and the offsets set.
 reset_consumer_offsets: true in a config makes kpipe restore do the same.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if configFile == "" {
-				return badInput("missing required flag --config; see --help")
-			}
-			c, err := pipelines.LoadRestore(configFile)
+			c, err := loadRestoreConfig(configFile)
 			if err != nil {
-				return usageError{err}
+				return err
 			}
 			if c.DryRun {
 				return badInput("dry_run is true in %s: three-phase-restore writes; use kpipe validate-restore or kpipe restore --dry-run to plan only", configFile)
@@ -400,4 +397,17 @@ reset_consumer_offsets: true in a config makes kpipe restore do the same.`,
 	cmd.Flags().StringVar(&configFile, "config", "", "YAML file of mode: restore, as kpipe restore --config reads it, with a consumer_group_strategy (required)")
 	o.flags(cmd)
 	return cmd
+}
+
+// loadRestoreConfig reads the restore config of --config, which the
+// command requires.
+func loadRestoreConfig(file string) (pipelines.RestoreConfig, error) {
+	if file == "" {
+		return pipelines.RestoreConfig{}, badInput("missing required flag --config; see --help")
+	}
+	c, err := pipelines.LoadRestore(file)
+	if err != nil {
+		return c, usageError{err}
+	}
+	return c, nil
 }

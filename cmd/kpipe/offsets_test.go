@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -294,11 +295,34 @@ restore:
   consumer_group_strategy: group-snapshot
 `, d.path, d.addr, d.src, dst))
 	}
-	// Three phases into A.
-	if code, stdout, stderr := kpipe(t, "three-phase-restore", "--config", config(dstA), "--state-dir", t.TempDir()); code != 0 {
+	// Three phases into A; run again, each phase says an earlier run did
+	// it; with --fresh the restore appends a second copy (A allows it),
+	// and the plan is made anew, for it.
+	stateA := t.TempDir()
+	cfgA := writeYAMLFile(t, fmt.Sprintf(`backup_id: p
+storage: {backend: filesystem, path: %s}
+target: {bootstrap_servers: [%s]}
+restore:
+  topic_mapping: {%s: %s}
+  allow_nonempty_target: true
+  consumer_group_strategy: group-snapshot
+`, d.path, d.addr, d.src, dstA))
+	if code, stdout, stderr := kpipe(t, "three-phase-restore", "--config", cfgA, "--state-dir", stateA); code != 0 {
 		t.Fatalf("three-phase-restore: exit %d: %s%s", code, stdout, stderr)
 	}
 	three := committedOffsets(t, d.addr, group, dstA)
+	code, stdout, stderr := kpipe(t, "three-phase-restore", "--config", cfgA, "--state-dir", stateA)
+	if code != 0 || !strings.Contains(stdout, "already finished") || !strings.Contains(stdout, "by group-snapshot, taken from an earlier run in ") ||
+		!strings.Contains(stdout, "phase 3, execute: 0 offset(s) changed, 2 already as planned, read back and verified") {
+		t.Errorf("three-phase-restore again: exit %d:\n%s%s\nwant each phase done before", code, stdout, stderr)
+	}
+	code, stdout, stderr = kpipe(t, "three-phase-restore", "--config", cfgA, "--state-dir", stateA, "--fresh")
+	if code != 0 || !strings.Contains(stdout, "by group-snapshot, computed in ") {
+		t.Errorf("three-phase-restore --fresh: exit %d:\n%s%s\nwant a plan made anew", code, stdout, stderr)
+	}
+	if got := committedOffsets(t, d.addr, group, dstA); !maps.Equal(got, map[int32]int64{0: 13, 1: 17}) {
+		t.Errorf("after --fresh the group has %v, want 0:13 1:17, in the second copy", got)
+	}
 
 	// Restore, plan and execute into B; the group already has an offset
 	// on partition 0 there, and none on 1.
@@ -308,7 +332,7 @@ restore:
 	}
 	commit(t, d.addr, group, dstB, map[int32]int64{0: 9})
 	planFile := filepath.Join(t.TempDir(), "plan.json")
-	code, stdout, stderr := kpipe(t, "offset-reset", "plan", "--config", config(dstB), "--state-dir", stateB, "--output", planFile, "--format", "json")
+	code, stdout, stderr = kpipe(t, "offset-reset", "plan", "--config", config(dstB), "--state-dir", stateB, "--output", planFile, "--format", "json")
 	if code != 0 {
 		t.Fatalf("plan: exit %d: %s", code, stderr)
 	}
@@ -351,7 +375,7 @@ restore:
 	}
 	member.Close()
 
-	if got := committedOffsets(t, d.addr, group, dstB); !mapsEqual(got, map[int32]int64{0: 9}) {
+	if got := committedOffsets(t, d.addr, group, dstB); !maps.Equal(got, map[int32]int64{0: 9}) {
 		t.Fatalf("after the refused execution the group has %v, want 0:9", got)
 	}
 	var res restore.OffsetResult
@@ -368,7 +392,7 @@ restore:
 			t.Errorf("execute %d: %+v, want %d changed, verified", i+1, res, wantChanged)
 		}
 	}
-	if got := committedOffsets(t, d.addr, group, dstB); !mapsEqual(got, three) || !mapsEqual(got, map[int32]int64{0: 3, 1: 7}) {
+	if got := committedOffsets(t, d.addr, group, dstB); !maps.Equal(got, three) || !maps.Equal(got, map[int32]int64{0: 3, 1: 7}) {
 		t.Errorf("plan then execute set %v, three-phase-restore %v; want both 0:3 1:7", got, three)
 	}
 	code, stdout, stderr = kpipe(t, "offset-reset", "rollback", "--config", config(dstB), "--plan", planFile)
@@ -378,21 +402,9 @@ restore:
 	if want := "offset-reset rollback: 2 offset(s) changed, 0 already as planned, read back and verified\n"; !strings.HasPrefix(stdout, want) {
 		t.Errorf("rollback printed\n%s\nwant it to begin %q", stdout, want)
 	}
-	if got := committedOffsets(t, d.addr, group, dstB); !mapsEqual(got, map[int32]int64{0: 9}) {
+	if got := committedOffsets(t, d.addr, group, dstB); !maps.Equal(got, map[int32]int64{0: 9}) {
 		t.Errorf("after the rollback the group has %v, want 0:9 and nothing on 1", got)
 	}
-}
-
-func mapsEqual(a, b map[int32]int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if w, ok := b[k]; !ok || w != v {
-			return false
-		}
-	}
-	return true
 }
 
 // TestEachStrategy: header-based gives what group-snapshot gives, from
@@ -562,8 +574,18 @@ restore:
 	if want := `backup "n" holds no consumer group snapshot, which the group-snapshot strategy reads: take backups with consumer_group_snapshot: true (--consumer-group-snapshot), or pick another strategy`; code != 1 || !strings.Contains(stderr, want) {
 		t.Errorf("no snapshot: exit %d, stderr:\n%s\nwant exit 1 and %q", code, stderr, want)
 	}
-	if testkit.ListTopics(t, d.addr)[dst] && len(committedOffsets(t, d.addr, "x", dst)) != 0 {
-		t.Errorf("offsets were set")
+	// A plan made for another cluster is not executed on this one.
+	other := filepath.Join(t.TempDir(), "other.json")
+	if err := restore.WriteJSON(other, restore.OffsetPlan{Version: restore.PlanVersion, BootstrapServers: []string{"elsewhere:9092"}, Groups: []string{"g"},
+		Partitions: []restore.OffsetChange{{Group: "g", Topic: dst, Partition: 0, NewOffset: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr = kpipe(t, "offset-reset", "execute", "--config", cfg, "--plan", other)
+	if want := fmt.Sprintf("the plan %s is for the cluster at elsewhere:9092, not %s: make the plan with this config", other, d.addr); code != 1 || !strings.Contains(stderr, want) {
+		t.Errorf("a plan of another cluster: exit %d, stderr:\n%s\nwant exit 1 and %q", code, stderr, want)
+	}
+	if got := committedOffsets(t, d.addr, "g", dst); len(got) != 0 {
+		t.Errorf("the plan of another cluster set %v", got)
 	}
 }
 
@@ -704,7 +726,7 @@ func TestRestoreOffsetFlags(t *testing.T) {
 	}
 	dst := testkit.Topic(t, "manual")
 	out := restoreWith(dst, "--consumer-group-strategy", "manual", "--manual-offset", "ops:"+dst+":1:4,ops:"+dst+":0:9")
-	if got := committedOffsets(t, d.addr, "ops", dst); !mapsEqual(got, map[int32]int64{0: 9, 1: 4}) {
+	if got := committedOffsets(t, d.addr, "ops", dst); !maps.Equal(got, map[int32]int64{0: 9, 1: 4}) {
 		t.Errorf("--manual-offset set %v, want 0:9 1:4", got)
 	}
 	var names []string
@@ -720,13 +742,13 @@ func TestRestoreOffsetFlags(t *testing.T) {
 
 	dst = testkit.Topic(t, "ts")
 	restoreWith(dst, "--consumer-group-strategy", "timestamp", "--offset-reset-timestamp", time.UnixMilli(d.ts+45).UTC().Format(time.RFC3339Nano), "--consumer-groups", "ts-app")
-	if got := committedOffsets(t, d.addr, "ts-app", dst); !mapsEqual(got, map[int32]int64{0: 5, 1: 5}) {
+	if got := committedOffsets(t, d.addr, "ts-app", dst); !maps.Equal(got, map[int32]int64{0: 5, 1: 5}) {
 		t.Errorf("--offset-reset-timestamp set %v, want 0:5 1:5", got)
 	}
 
 	dst = testkit.Topic(t, "scan")
 	restoreWith(dst, "--consumer-group-strategy", "cluster-scan", "--source-cluster-bootstrap-servers", d.addr, "--consumer-groups", "flags-*")
-	if got := committedOffsets(t, d.addr, group, dst); !mapsEqual(got, map[int32]int64{0: 6, 1: 3}) {
+	if got := committedOffsets(t, d.addr, group, dst); !maps.Equal(got, map[int32]int64{0: 6, 1: 3}) {
 		t.Errorf("cluster-scan set %v, want the source's 0:6 1:3", got)
 	}
 }

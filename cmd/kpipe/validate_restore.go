@@ -43,12 +43,9 @@ The report says VALID or INVALID with the reasons; --format text, json or
 yaml. Exit 0 when VALID, 1 when INVALID, 2 for bad input.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if configFile == "" {
-				return badInput("missing required flag --config; see --help")
-			}
-			c, err := pipelines.LoadRestore(configFile)
+			c, err := loadRestoreConfig(configFile)
 			if err != nil {
-				return usageError{err}
+				return err
 			}
 			r := c.Restore
 			if err := checkStore(cmd, r.Path); err != nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -177,7 +178,7 @@ func (s *Sink) planOffsets(ctx context.Context, m sdk.Metadata) (*restore.Offset
 		groups[c.Group] = true
 	}
 	slices.SortFunc(changes, func(a, b restore.OffsetChange) int {
-		return strings.Compare(fmt.Sprintf("%s\x00%s\x00%010d", a.Group, a.Topic, a.Partition), fmt.Sprintf("%s\x00%s\x00%010d", b.Group, b.Topic, b.Partition))
+		return cmp.Or(strings.Compare(a.Group, b.Group), strings.Compare(a.Topic, b.Topic), cmp.Compare(a.Partition, b.Partition))
 	})
 	plan.Partitions = changes
 	for g := range groups {
@@ -714,17 +715,17 @@ func (s *Sink) apply(ctx context.Context, changes []restore.OffsetChange, curren
 			ts.Add(c.Topic, c.Partition)
 			continue
 		}
-		os := commits[c.Group]
-		if os == nil {
-			os = kadm.Offsets{}
-			commits[c.Group] = os
+		offs := commits[c.Group]
+		if offs == nil {
+			offs = kadm.Offsets{}
+			commits[c.Group] = offs
 		}
-		os.Add(kadm.Offset{Topic: c.Topic, Partition: c.Partition, At: *w, LeaderEpoch: -1})
+		offs.Add(kadm.Offset{Topic: c.Topic, Partition: c.Partition, At: *w, LeaderEpoch: -1})
 	}
 	cctx, cancel := context.WithTimeout(ctx, s.cfg.ConnectTimeout)
 	defer cancel()
-	for g, os := range commits {
-		resp, err := s.adm.CommitOffsets(cctx, g, os)
+	for g, offs := range commits {
+		resp, err := s.adm.CommitOffsets(cctx, g, offs)
 		if err == nil {
 			err = resp.Error()
 		}
