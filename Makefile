@@ -10,7 +10,7 @@ TEST_S3_PORT ?= 19000
 # The test broker opens its secure listeners too (SASL_SSL and mutual TLS).
 TEST_KAFKA := KAFKA_SECURE=1 KAFKA_PORT=$(TEST_KAFKA_PORT)
 
-.PHONY: all build test test-short chaos demo bench kafka-up kafka-down s3-up s3-down proto fmt vet deps clean
+.PHONY: all build test test-short fuzz chaos demo bench kafka-up kafka-down s3-up s3-down proto fmt vet deps clean
 
 all: build
 
@@ -31,7 +31,15 @@ test: deps build ## every test, against a real Kafka broker and a real S3 server
 	  KPIPE_TEST_BOOTSTRAP=127.0.0.1:$(TEST_KAFKA_PORT) KPIPE_TEST_S3=http://127.0.0.1:$(TEST_S3_PORT) \
 	  KPIPE_PLUGIN_DIR=$(CURDIR)/bin/plugins \
 	  $(GO) test -race -count=1 -timeout 20m ./... ; rc=$$?; \
-	  $(TEST_KAFKA) scripts/kafka.sh down; S3_PORT=$(TEST_S3_PORT) scripts/s3.sh down; exit $$rc
+	  $(TEST_KAFKA) scripts/kafka.sh down; S3_PORT=$(TEST_S3_PORT) scripts/s3.sh down; \
+	  if [ $$rc = 0 ]; then FUZZTIME=$(TEST_FUZZTIME) scripts/fuzz.sh; rc=$$?; fi; exit $$rc
+
+# How long `make fuzz` runs each fuzz target (a Go duration, or seconds);
+# `make test` runs each for TEST_FUZZTIME after its seed corpus.
+FUZZTIME ?= 60s
+TEST_FUZZTIME ?= 3s
+fuzz: ## every fuzz target for FUZZTIME each (default 60s): executions and new coverage per target
+	@FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
 
 # The long chaos run: more kills, more data, longer outages than the short
 # one `make test` runs; writes the report to chaos/REPORT.md.

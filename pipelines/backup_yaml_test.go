@@ -1,16 +1,27 @@
 package pipelines
 
 import (
+	"crypto/sha256"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
 	"testing"
 	"time"
+
+	"github.com/kpipe/kpipe/internal/fuzzseed"
 )
 
+// writeYAML writes a config for a test to read; with the fuzz seeds being
+// written, it also keeps it as a seed of both config fuzz targets.
 func writeYAML(t *testing.T, text string) string {
 	t.Helper()
+	if os.Getenv(fuzzseed.Env) == "1" {
+		name := fmt.Sprintf("%x", sha256.Sum256([]byte(text)))[:16]
+		fuzzseed.Write(t, "FuzzLoadBackup", name, text)
+		fuzzseed.Write(t, "FuzzLoadRestore", name, text)
+	}
 	path := filepath.Join(t.TempDir(), "backup.yaml")
 	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
 		t.Fatal(err)

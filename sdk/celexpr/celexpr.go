@@ -27,6 +27,12 @@ import (
 	"github.com/kpipe/kpipe/sdk/record"
 )
 
+// MaxCost bounds what evaluating an expression for one record may cost, in
+// CEL's cost units (about one per operation, more for each byte a string
+// function touches): an expression that nests comprehensions over lists
+// would otherwise take as long as it likes.
+const MaxCost = 1_000_000
+
 // Program is a compiled boolean expression.
 type Program struct {
 	prg cel.Program
@@ -62,7 +68,7 @@ func Compile(expr string) (*Program, error) {
 	if ast.OutputType() != cel.BoolType && ast.OutputType() != cel.DynType {
 		return nil, fmt.Errorf("CEL expression must be true or false for a record, but it gives %s", ast.OutputType())
 	}
-	prg, err := env.Program(ast, cel.EvalOptions(cel.OptOptimize))
+	prg, err := env.Program(ast, cel.EvalOptions(cel.OptOptimize), cel.CostLimit(MaxCost))
 	if err != nil {
 		return nil, fmt.Errorf("invalid CEL expression: %w", err)
 	}
@@ -87,6 +93,9 @@ func compileError(iss *cel.Issues) error {
 func (p *Program) Match(topic string, partition int32, v *record.View, i int) (bool, error) {
 	p.act = activation{topic: topic, partition: partition, v: v, i: i}
 	out, _, err := p.prg.Eval(&p.act)
+	if err != nil && strings.Contains(err.Error(), "cost limit exceeded") {
+		return false, fmt.Errorf("CEL evaluation at offset %d: the expression costs more than %d for one record; write a simpler one", v.Offset(i), MaxCost)
+	}
 	if err != nil {
 		return false, fmt.Errorf("CEL evaluation at offset %d: %w", v.Offset(i), err)
 	}

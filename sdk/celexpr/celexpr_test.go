@@ -13,7 +13,7 @@ import (
 //	1: offset 101, ts 2000 LogAppendTime, key null, value null (tombstone)
 //	2: offset 102, ts 3000, key "" (empty), value "" (empty), headers [b=""]
 //	3: offset 103, ts 500, key "other", value "abc", headers [a=1, a=2, n=""]
-func view(t *testing.T) *record.View {
+func view(t testing.TB) *record.View {
 	t.Helper()
 	b := record.NewBuilder(nil)
 	defer b.Release()

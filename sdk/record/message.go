@@ -46,6 +46,7 @@ const (
 	bufTimestampData = 3
 	numBuffers       = 21
 	numFields        = 9
+	numColumns       = 6 // top-level fields, whose nodes come first
 )
 
 // checkShape refuses a record batch whose buffers and fields are not those
@@ -55,6 +56,30 @@ func (m *batchMessage) checkShape() error {
 	if len(m.spans) != numBuffers || len(m.nodes) != numFields*fieldNodeSize {
 		return fmt.Errorf("record batch has %d buffers and %d fields, the kpipe record schema v%s has %d and %d",
 			len(m.spans), len(m.nodes)/fieldNodeSize, SchemaVersion, numBuffers, numFields)
+	}
+	for i := range numColumns {
+		if n := int64(binary.LittleEndian.Uint64(m.nodes[i*fieldNodeSize:])); n != m.length {
+			return fmt.Errorf("record batch of %d rows has a column of %d values", m.length, n)
+		}
+	}
+	if m.length == 0 {
+		return nil
+	}
+	// The buffers whose sizes follow from the row count alone: the
+	// columns' values and offsets.
+	for _, b := range []struct {
+		buf   int
+		name  string
+		width int64
+		extra int64
+	}{{1, "offset", 8, 0}, {3, "timestamp", 8, 0}, {5, "timestamp_type", 1, 0}, {7, "key", 4, 1}, {10, "value", 4, 1}, {13, "headers", 4, 1}} {
+		n, err := m.uncompressedLen(b.buf)
+		if err != nil {
+			return err
+		}
+		if m.length > n/b.width-b.extra {
+			return fmt.Errorf("record batch of %d rows holds %d bytes of column %s, too few for them", m.length, n, b.name)
+		}
 	}
 	return nil
 }
@@ -98,11 +123,17 @@ func frameParts(frame []byte) (meta, body []byte, err error) {
 	return meta, body, nil
 }
 
-// messageType returns the header type of an IPC message's metadata.
-func messageType(meta []byte) byte {
+// messageType returns the header type of an IPC message's metadata; 0 (no
+// header) when the metadata is damaged.
+func messageType(meta []byte) (typ byte) {
 	if len(meta) < 8 {
 		return 0
 	}
+	defer func() {
+		if recover() != nil { // the flatbuffers accessors index unchecked
+			typ = 0
+		}
+	}()
 	t := table(meta)
 	return t.GetByteSlot(slot(msgType), 0)
 }
@@ -218,7 +249,25 @@ func (m *batchMessage) uncompressedLen(i int) (int64, error) {
 	if n < 0 || n > MaxFrameBytes {
 		return 0, fmt.Errorf("buffer %d claims %d bytes once decompressed", i, n)
 	}
+	if most := maxExpansion(m.codec, s.len-8); n > most {
+		return 0, fmt.Errorf("buffer %d claims %d bytes once decompressed from %d, more than %s can expand to (%d): a decompression bomb or damage", i, n, s.len-8, m.codec, most)
+	}
 	return n, nil
+}
+
+// maxExpansion is the most n bytes compressed with codec c can decompress
+// to, by the codec's format: a zstd block of 4 bytes (a run-length block)
+// stands for at most 128 KiB, and an LZ4 sequence stands for at most 255
+// bytes per byte it takes. A buffer that claims more is refused before
+// anything is allocated for it.
+func maxExpansion(c Codec, n int64) int64 {
+	switch c {
+	case Zstd:
+		return n * (128 << 10 / 4)
+	case LZ4:
+		return n*255 + 64
+	}
+	return n
 }
 
 // buffer returns buffer i decompressed into dst (grown as needed), or the
@@ -296,7 +345,7 @@ func FrameBounds(frame []byte) (Bounds, error) {
 	if err != nil {
 		return Bounds{}, err
 	}
-	if int64(len(offs)) < 8*m.length || int64(len(ts)) < 8*m.length {
+	if m.length > int64(len(offs))/8 || m.length > int64(len(ts))/8 {
 		return Bounds{}, fmt.Errorf("record batch of %d rows holds %d offset and %d timestamp bytes", m.length, len(offs), len(ts))
 	}
 	var b Bounds
@@ -408,27 +457,42 @@ func ReadFrame(r io.Reader, dst []byte) ([]byte, error) {
 		return nil, unexpected(err)
 	}
 	meta := dst[8:]
-	var bodyLen int64
-	err := func() (err error) {
-		defer func() {
-			if r := recover(); r != nil {
-				err = fmt.Errorf("Arrow IPC message metadata is damaged: %v", r)
-			}
-		}()
-		t := table(meta)
-		bodyLen = t.GetInt64Slot(slot(msgBody), 0)
-		return nil
-	}()
+	bodyLen, err := bodyLength(meta)
 	if err != nil {
 		return nil, err
 	}
 	if bodyLen < 0 || bodyLen > MaxFrameBytes {
 		return nil, fmt.Errorf("Arrow IPC message body length %d is out of bounds", bodyLen)
 	}
-	start := len(dst)
-	dst = grow(dst, int(bodyLen))
-	if _, err := io.ReadFull(r, dst[start:]); err != nil {
-		return nil, unexpected(err)
+	return readN(r, dst, bodyLen)
+}
+
+// bodyLength is the body length an IPC message's metadata declares.
+func bodyLength(meta []byte) (n int64, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("Arrow IPC message metadata is damaged: %v", r)
+		}
+	}()
+	if len(meta) < 8 {
+		return 0, errors.New("Arrow IPC message metadata is damaged: too short")
+	}
+	t := table(meta)
+	return t.GetInt64Slot(slot(msgBody), 0), nil
+}
+
+// readN appends n bytes read from r to dst. It grows dst as the bytes
+// arrive, never by more than it already holds, so a length that lies costs
+// at most twice the bytes that are really there.
+func readN(r io.Reader, dst []byte, n int64) ([]byte, error) {
+	for n > 0 {
+		step := min(n, max(int64(cap(dst)-len(dst)), int64(len(dst)), 64<<10))
+		start := len(dst)
+		dst = grow(dst, int(step))
+		if _, err := io.ReadFull(r, dst[start:]); err != nil {
+			return nil, unexpected(err)
+		}
+		n -= step
 	}
 	return dst, nil
 }

@@ -175,7 +175,29 @@ func LoadPlan(file string) (*OffsetPlan, error) {
 	if p.Version != PlanVersion {
 		return nil, fmt.Errorf("offset plan %s has format version %d, this kpipe reads version %d", file, p.Version, PlanVersion)
 	}
+	for i, c := range p.Partitions {
+		if err := checkOffset(c.Group, c.Topic, c.Partition, &c.NewOffset, "new_offset"); err != nil {
+			return nil, fmt.Errorf("offset plan %s: partitions[%d]: %v; make the plan again", file, i, err)
+		}
+	}
 	return &p, nil
+}
+
+// checkOffset refuses a group's offset that no plan or rollback holds: one
+// without its group or topic, or a negative partition or offset (what,
+// named after its field).
+func checkOffset(group, topic string, partition int32, offset *int64, what string) error {
+	switch {
+	case group == "":
+		return errors.New("group is empty")
+	case topic == "":
+		return errors.New("topic is empty")
+	case partition < 0:
+		return fmt.Errorf("partition is %d, not 0 or more", partition)
+	case offset != nil && *offset < 0:
+		return fmt.Errorf("%s is %d, not 0 or more", what, *offset)
+	}
+	return nil
 }
 
 // LoadRollback reads the offsets an execution replaced; nil when there is
@@ -189,6 +211,11 @@ func LoadRollback(file string) (*Rollback, error) {
 	}
 	if r.Version != RollbackVersion {
 		return nil, fmt.Errorf("rollback file %s has format version %d, this kpipe reads version %d", file, r.Version, RollbackVersion)
+	}
+	for i, o := range r.Offsets {
+		if err := checkOffset(o.Group, o.Topic, o.Partition, o.Offset, "offset"); err != nil {
+			return nil, fmt.Errorf("rollback file %s: offsets[%d]: %v", file, i, err)
+		}
 	}
 	return &r, nil
 }

@@ -180,7 +180,31 @@ func Load(path string) (*State, error) {
 	if s.Version != Version {
 		return nil, fmt.Errorf("restore state %s has format version %d, this kpipe reads version %d", path, s.Version, Version)
 	}
+	if err := s.check(); err != nil {
+		return nil, fmt.Errorf("restore state %s is damaged: %v; move it aside to start the restore over", path, err)
+	}
 	return &s, nil
+}
+
+// check refuses a state no restore writes: an empty place in its lists, or
+// a range that is not one.
+func (s *State) check() error {
+	for i, src := range s.Sources {
+		if src == nil {
+			return fmt.Errorf("sources[%d] is null", i)
+		}
+	}
+	for i, t := range s.Targets {
+		if t == nil {
+			return fmt.Errorf("targets[%d] is null", i)
+		}
+		for j, r := range t.Ranges {
+			if r.Count <= 0 || r.SourceOffset < 0 || r.TargetOffset < 0 || (r.SourceEnd != 0 && r.SourceEnd < r.SourceOffset) {
+				return fmt.Errorf("targets[%d].ranges[%d] (%d records from source offset %d to target offset %d) is not a range", i, j, r.Count, r.SourceOffset, r.TargetOffset)
+			}
+		}
+	}
+	return nil
 }
 
 // Save replaces the state file at path with s.

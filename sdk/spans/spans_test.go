@@ -3,10 +3,12 @@ package spans
 import (
 	"context"
 	"errors"
+	"os"
 	"reflect"
 	"testing"
 	"time"
 
+	"github.com/kpipe/kpipe/internal/fuzzseed"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/sdk/resource"
@@ -40,6 +42,9 @@ func TestDecodeReadsWhatEncodeWrote(t *testing.T) {
 
 	ended := rec.Ended()
 	data, err := Encode(ended)
+	if os.Getenv(fuzzseed.Env) == "1" {
+		fuzzseed.Write(t, "FuzzDecode", "spans", data)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

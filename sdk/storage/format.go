@@ -3,6 +3,7 @@ package storage
 import (
 	"cmp"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/url"
 	"slices"
@@ -64,6 +65,24 @@ type Metadata struct {
 	// Earlier holds topics' incarnations before their current one, in the
 	// order they were replaced.
 	Earlier []sdk.TopicMetadata `json:"earlier_incarnations,omitempty"`
+}
+
+// MaxPartitions bounds the partitions of one topic a backup's metadata may
+// name; more is damage, not a topic.
+const MaxPartitions = 1 << 20
+
+// check refuses metadata that no backup writes: a topic without a name or
+// with a partition count out of bounds.
+func (m Metadata) check() error {
+	for _, t := range append(slices.Clone(m.Earlier), m.Topics...) {
+		if t.Name == "" {
+			return errors.New("a topic without a name")
+		}
+		if t.Partitions < 0 || t.Partitions > MaxPartitions {
+			return fmt.Errorf("topic %s has %d partitions, outside 0..%d", t.Name, t.Partitions, MaxPartitions)
+		}
+	}
+	return nil
 }
 
 // merge returns m with the topics of n: a topic of n replaces the one of

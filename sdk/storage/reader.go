@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"strings"
 	"sync/atomic"
 
 	"github.com/kpipe/kpipe/sdk"
@@ -114,6 +115,9 @@ func (b *Backup) metadata(ctx context.Context) (Metadata, int64, error) {
 	}
 	var m Metadata
 	if err := json.Unmarshal(data, &m); err != nil {
+		return Metadata{}, 0, fmt.Errorf("backup %q: %s is corrupt: %v", b.keys.ID, last, err)
+	}
+	if err := m.check(); err != nil {
 		return Metadata{}, 0, fmt.Errorf("backup %q: %s is corrupt: %v", b.keys.ID, last, err)
 	}
 	return m, version, nil
@@ -284,6 +288,9 @@ func (b *Backup) Batches(ctx context.Context, topic string, partition int32, e E
 	default:
 		k = b.key
 	}
+	if faults := entryFaults(e); len(faults) > 0 {
+		return &BatchReader{err: fmt.Errorf("segment %s: its entry is damaged: %s", key, strings.Join(faults, "; "))}
+	}
 	sel := e.Batches
 	if which != nil {
 		sel = make([]BatchIndex, len(which))
@@ -395,9 +402,8 @@ func (r *BatchReader) ReadAhead() {
 				r.fetched = append(r.fetched, fetchedRun{err: err})
 				return // Next stops at it
 			}
-			run.data = make([]byte, last.Start+last.Length-first.Start)
-			n, err := io.ReadFull(rc, run.data)
-			run.data, run.err, run.opened = run.data[:n], err, true
+			run.data, run.err = readRun(rc, last.Start+last.Length-first.Start)
+			run.opened = true
 			rc.Close()
 			r.fetched = append(r.fetched, run)
 			i = end
@@ -416,4 +422,23 @@ func (r *BatchReader) Close() {
 		r.r.Close()
 		r.r = nil
 	}
+}
+
+// readRun reads the n bytes of a run of batches. Up to the size of a
+// default segment it allocates them at once; past it, as they arrive, so an
+// entry that claims more than the store holds costs no more than what it
+// holds.
+func readRun(r io.Reader, n int64) ([]byte, error) {
+	const atOnce = 64 << 20
+	buf := make([]byte, min(n, atOnce))
+	got, err := io.ReadFull(r, buf)
+	if err != nil || n <= atOnce {
+		return buf[:got], err
+	}
+	var rest bytes.Buffer
+	m, err := rest.ReadFrom(io.LimitReader(r, n-atOnce))
+	if err == nil && m < n-atOnce {
+		err = io.ErrUnexpectedEOF
+	}
+	return append(buf, rest.Bytes()...), err
 }

@@ -10,6 +10,7 @@ import (
 	"hash"
 	"hash/crc32"
 	"io"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -441,18 +442,18 @@ func (v *validator) entries(ctx context.Context, ps *partScan, objs []Object, at
 	for _, e := range snap.Entries {
 		inSnap[e.Seq] = e
 	}
-	last := snap.Seq
-	for seq := range present {
-		last = max(last, seq)
-	}
 	var out []Entry
 	out = append(out, snap.Entries...)
-	for seq := int64(0); seq <= last; seq++ {
-		o, ok := present[seq]
-		if !ok {
-			v.missingEntry(ps, seq, snap, inSnap, present, at)
-			continue
+	// The entry objects in order, each run of missing ones before them
+	// reported as one: a name or a snapshot that claims a huge seq costs
+	// one problem, not one per number.
+	next := int64(0)
+	for _, seq := range slices.Sorted(maps.Keys(present)) {
+		if seq > next {
+			v.missingEntries(ps, next, seq-1, snap, inSnap, at)
 		}
+		next = max(next, seq+1) // seq+1 overflows only past the last possible
+		o := present[seq]
 		if seq <= snap.Seq && !v.deep {
 			continue
 		}
@@ -481,22 +482,53 @@ func (v *validator) entries(ctx context.Context, ps *partScan, objs []Object, at
 			out = append(out, e)
 		}
 	}
+	if snap.Seq >= next {
+		v.missingEntries(ps, next, snap.Seq, snap, inSnap, at)
+	}
 	return out
 }
 
-// missingEntry reports a missing entry object, saying what is lost.
-func (v *validator) missingEntry(ps *partScan, seq int64, snap Snapshot, inSnap map[int64]Entry, present map[int64]Object, at func(Problem) Problem) {
-	name := fmt.Sprintf("entry-%s", num(seq))
+// missingEntries reports the missing entry objects from to to, saying what
+// is lost: those the snapshot covers one by one while they are few, and
+// any longer run as one problem.
+func (v *validator) missingEntries(ps *partScan, from, to int64, snap Snapshot, inSnap map[int64]Entry, at func(Problem) Problem) {
+	const oneByOne = 16
+	if covered := min(to, snap.Seq); from <= covered {
+		if covered-from < oneByOne {
+			for seq := from; seq <= covered; seq++ {
+				v.missingEntry(ps, seq, seq, snap, inSnap, at)
+			}
+		} else {
+			v.missingEntry(ps, from, covered, snap, inSnap, at)
+		}
+		from = covered + 1
+	}
+	if from <= to && from > snap.Seq {
+		v.missingEntry(ps, from, to, snap, inSnap, at)
+	}
+}
+
+// missingEntry reports missing entry objects from to to (one when they are
+// the same), saying what is lost.
+func (v *validator) missingEntry(ps *partScan, from, to int64, snap Snapshot, inSnap map[int64]Entry, at func(Problem) Problem) {
+	name := fmt.Sprintf("entry-%s", num(from))
+	what := name + " is"
+	if to > from {
+		what = fmt.Sprintf("entries %s to entry-%s (%d objects) are", name, num(to), uint64(to-from)+1)
+	}
 	p := Problem{Check: CheckEntryMissing, Object: strings.TrimPrefix(ps.prefix, v.b.keys.ID+"/") + name}
-	if seq <= snap.Seq {
-		if e, ok := inSnap[seq]; ok {
+	if to <= snap.Seq {
+		if e, ok := inSnap[from]; ok && to == from {
 			p.Segment = e.Segment
 		}
-		p.Message = fmt.Sprintf("%s is missing; snapshot %d still holds a copy, so no records are lost, but the store lost an object", name, snap.Seq)
+		p.Message = fmt.Sprintf("%s missing; snapshot %d still holds a copy, so no records are lost, but the store lost objects", what, snap.Seq)
+		if to == from {
+			p.Message = fmt.Sprintf("%s missing; snapshot %d still holds a copy, so no records are lost, but the store lost an object", what, snap.Seq)
+		}
 		v.problem(at(p))
 		return
 	}
-	p.Message = fmt.Sprintf("%s is missing: what it committed is not restorable, and readers stop before it", name)
+	p.Message = fmt.Sprintf("%s missing: what it committed is not restorable, and readers stop before it", what)
 	v.problem(at(p))
 }
 
