@@ -179,9 +179,9 @@ func TestSchemaFramesThatLieAreRefused(t *testing.T) {
 		frame []byte
 		want  string
 	}{
-		"metadata claims 2 GiB": {[]byte{0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F}, "frame metadata length 2147483647 does not fit its 8 bytes"},
+		"metadata claims 2 GiB":            {[]byte{0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F}, "frame metadata length 2147483647 does not fit its 8 bytes"},
 		"root offset outside its metadata": {[]byte("\xff\xff\xff\xff\b\x00\x00\x0000000000"), "the stream starts with an Arrow message of type 0, not a schema"},
-		"schema of 4 billion fields": {fieldsClaim(t), "its 624-byte schema message is not the 624 bytes of the kpipe record schema v" + SchemaVersion},
+		"schema of 4 billion fields":       {fieldsClaim(t), "its 624-byte schema message is not the 624 bytes of the kpipe record schema v" + SchemaVersion},
 	} {
 		refused(t, name, c.want, func() error { return CheckSchemaFrame(c.frame) })
 	}

@@ -175,4 +175,3 @@ func TestWriteFuzzSeeds(t *testing.T) {
 		fuzzseed.Write(t, target, "written", data)
 	}
 }
-
