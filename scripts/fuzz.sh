@@ -18,12 +18,22 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 for dir in $dirs; do
 	for target in $($GO test -list '^Fuzz' "$dir" | grep '^Fuzz'); do
-		$GO test -run '^$' -fuzz "^${target}\$" -fuzztime "$time" -fuzzminimizetime 200x "$dir" >"$log" 2>&1
+		fuzz() { $GO test -run '^$' -fuzz "^${target}\$" -fuzztime "$time" -fuzzminimizetime 200x "$dir" >"$log" 2>&1; }
+		fuzz
 		rc=$?
+		note=
+		# The fuzzing engine itself can fail without an input to blame
+		# (a worker it lost at the deadline): that is run once more, and
+		# said. A failure with an input is never retried.
+		if ((rc != 0)) && ! grep -q 'Failing input written' "$log"; then
+			fuzz
+			rc=$?
+			note=" (engine error, run again)"
+		fi
 		last=$(grep -E 'execs: [0-9]+' "$log" | tail -1)
 		execs=$(sed -nE 's/.*execs: ([0-9]+).*/\1/p' <<<"$last")
 		found=$(sed -nE 's/.*new interesting: ([0-9]+).*/\1/p' <<<"$last")
-		result=ok
+		result="ok$note"
 		if ((rc != 0)); then
 			result=FAILED
 			failed=1

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -47,4 +48,30 @@ func Write(t testing.TB, target, name string, args ...any) {
 	if err := os.WriteFile(filepath.Join(dir, name), []byte(b.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// Inputs reads the corpus of a fuzz target (a testdata/fuzz/FuzzName
+// folder) whose one argument is a []byte: each file's input by its name.
+func Inputs(dir string) (map[string][]byte, error) {
+	files, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]byte{}
+	for _, f := range files {
+		data, err := os.ReadFile(filepath.Join(dir, f.Name()))
+		if err != nil {
+			return nil, err
+		}
+		lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+		if len(lines) != 2 || lines[0] != "go test fuzz v1" || !strings.HasPrefix(lines[1], "[]byte(") || !strings.HasSuffix(lines[1], ")") {
+			return nil, fmt.Errorf("%s/%s is not a corpus file of one []byte", dir, f.Name())
+		}
+		s, err := strconv.Unquote(strings.TrimSuffix(strings.TrimPrefix(lines[1], "[]byte("), ")"))
+		if err != nil {
+			return nil, fmt.Errorf("%s/%s: %v", dir, f.Name(), err)
+		}
+		out[f.Name()] = []byte(s)
+	}
+	return out, nil
 }
