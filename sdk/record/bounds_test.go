@@ -5,9 +5,10 @@ import (
 	"encoding/binary"
 	"io"
 	"math"
-	"runtime"
 	"strconv"
 	"testing"
+
+	"github.com/kpipe/kpipe/internal/heap"
 
 	flatbuffers "github.com/google/flatbuffers/go"
 )
@@ -18,23 +19,12 @@ import (
 
 const refusalBudget = 64 << 20
 
-// allocated is how many bytes f allocates on the heap: an upper bound of
-// how much its peak adds.
-func allocated(f func()) uint64 {
-	runtime.GC()
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	f()
-	runtime.ReadMemStats(&after)
-	return after.TotalAlloc - before.TotalAlloc
-}
-
 // refused runs read, which must fail with want and allocate under the
 // budget.
 func refused(t *testing.T, what, want string, read func() error) {
 	t.Helper()
 	var err error
-	if n := allocated(func() { err = read() }); n >= refusalBudget {
+	if n := heap.Allocated(func() { err = read() }); n >= refusalBudget {
 		t.Errorf("%s: refusing it allocated %d MiB, want under %d", what, n>>20, refusalBudget>>20)
 	}
 	if err == nil || err.Error() != want {

@@ -4,10 +4,11 @@ import (
 	"context"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/kpipe/kpipe/internal/heap"
 
 	"github.com/kpipe/kpipe/sdk/storage"
 )
@@ -15,15 +16,6 @@ import (
 // What damaged or hostile objects of a backup may make kpipe do: each is
 // refused or reported with an exact message, and refusing allocates under
 // 64 MiB.
-
-func allocated(f func()) uint64 {
-	runtime.GC()
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	f()
-	runtime.ReadMemStats(&after)
-	return after.TotalAlloc - before.TotalAlloc
-}
 
 // TestAnEntryNumberNearTheIntegerLimitIsOneProblem: an entry object named
 // with the largest seq once made validate loop over every number below it,
@@ -35,7 +27,7 @@ func TestAnEntryNumberNearTheIntegerLimitIsOneProblem(t *testing.T) {
 		t.Fatal(err)
 	}
 	var r *storage.Report
-	if n := allocated(func() { r = validate(t, store, false) }); n >= 64<<20 {
+	if n := heap.Allocated(func() { r = validate(t, store, false) }); n >= 64<<20 {
 		t.Errorf("validate allocated %d MiB", n>>20)
 	}
 	got := problems(r)
@@ -65,7 +57,7 @@ func TestMetadataWithTooManyPartitionsIsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	var err error
-	if n := allocated(func() { _, err = storage.Describe(context.Background(), store, "b1") }); n >= 64<<20 {
+	if n := heap.Allocated(func() { _, err = storage.Describe(context.Background(), store, "b1") }); n >= 64<<20 {
 		t.Errorf("describe allocated %d MiB", n>>20)
 	}
 	want := `backup "b1": b1/metadata/00000000000000000001 is corrupt: topic orders has 2147483647 partitions, outside 0..1048576`
@@ -91,7 +83,7 @@ func TestADamagedBatchIndexStopsTheReader(t *testing.T) {
 	e := m.Entries[0]
 	e.Batches[1].Length = -1 << 62
 	var rerr error
-	if n := allocated(func() { _, _, rerr = b.Batches(ctx, "orders", 0, e, nil).Next() }); n >= 64<<20 {
+	if n := heap.Allocated(func() { _, _, rerr = b.Batches(ctx, "orders", 0, e, nil).Next() }); n >= 64<<20 {
 		t.Errorf("reading allocated %d MiB", n>>20)
 	}
 	want := "segment b1/topics/orders/0/" + e.Segment + ": its entry is damaged: batch 1 at bytes " + itoa(e.Batches[1].Start) + "+-4611686018427387904 does not follow the batch before (which ends at " + itoa(e.Batches[1].Start) + ")"
