@@ -37,7 +37,7 @@ test: deps build ## every test, against a real Kafka broker and a real S3 server
 # How long `make fuzz` runs each fuzz target (a Go duration, or seconds);
 # `make test` runs each for TEST_FUZZTIME after its seed corpus.
 FUZZTIME ?= 60s
-TEST_FUZZTIME ?= 3s
+TEST_FUZZTIME ?= 5s
 fuzz: ## every fuzz target for FUZZTIME each (default 60s): executions and new coverage per target
 	@FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
 
