@@ -19,8 +19,8 @@ func writeYAML(t *testing.T, text string) string {
 	t.Helper()
 	if os.Getenv(fuzzseed.Env) == "1" {
 		name := fmt.Sprintf("%x", sha256.Sum256([]byte(text)))[:16]
-		fuzzseed.Write(t, "FuzzLoadBackup", name, text)
-		fuzzseed.Write(t, "FuzzLoadRestore", name, text)
+		fuzzseed.Write(t, "FuzzLoadBackup", name, []byte(text))
+		fuzzseed.Write(t, "FuzzLoadRestore", name, []byte(text))
 	}
 	path := filepath.Join(t.TempDir(), "backup.yaml")
 	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {

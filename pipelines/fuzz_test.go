@@ -1,21 +1,17 @@
 package pipelines
 
 import (
-	"os"
-	"path/filepath"
 	"testing"
+
+	"github.com/kpipe/kpipe/internal/fuzzseed"
 )
 
 // The kafka-backup style configs, backup and restore, in every shape the
 // tests write (their seeds come from writeYAML): none may panic or hang,
-// and each refusal is a *ConfigError that names where.
+// and a refusal says what is wrong.
 
 func FuzzLoadBackup(f *testing.F) {
-	file := filepath.Join(f.TempDir(), "backup.yaml")
-	f.Fuzz(func(t *testing.T, text string) {
-		if err := os.WriteFile(file, []byte(text), 0o600); err != nil {
-			t.Fatal(err)
-		}
+	fuzzseed.File(f, "backup.yaml", func(t *testing.T, file string) {
 		if _, err := LoadBackup(file); err != nil && err.Error() == "" {
 			t.Fatal("an error without a message")
 		}
@@ -23,11 +19,7 @@ func FuzzLoadBackup(f *testing.F) {
 }
 
 func FuzzLoadRestore(f *testing.F) {
-	file := filepath.Join(f.TempDir(), "restore.yaml")
-	f.Fuzz(func(t *testing.T, text string) {
-		if err := os.WriteFile(file, []byte(text), 0o600); err != nil {
-			t.Fatal(err)
-		}
+	fuzzseed.File(f, "restore.yaml", func(t *testing.T, file string) {
 		if _, err := LoadRestore(file); err != nil && err.Error() == "" {
 			t.Fatal("an error without a message")
 		}

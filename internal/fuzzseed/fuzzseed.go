@@ -75,3 +75,15 @@ func Inputs(dir string) (map[string][]byte, error) {
 	}
 	return out, nil
 }
+
+// File fuzzes a reader of files: each input is written to one file named
+// name in a temporary folder, and check reads it from there.
+func File(f *testing.F, name string, check func(t *testing.T, file string)) {
+	file := filepath.Join(f.TempDir(), name)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if err := os.WriteFile(file, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		check(t, file)
+	})
+}

@@ -93,7 +93,7 @@ func compileError(iss *cel.Issues) error {
 func (p *Program) Match(topic string, partition int32, v *record.View, i int) (bool, error) {
 	p.act = activation{topic: topic, partition: partition, v: v, i: i}
 	out, _, err := p.prg.Eval(&p.act)
-	if err != nil && strings.Contains(err.Error(), "cost limit exceeded") {
+	if c, ok := errors.AsType[interpreter.EvalCancelledError](err); ok && c.Cause == interpreter.CostLimitExceeded {
 		return false, fmt.Errorf("CEL evaluation at offset %d: the expression costs more than %d for one record; write a simpler one", v.Offset(i), MaxCost)
 	}
 	if err != nil {

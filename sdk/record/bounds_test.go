@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/kpipe/kpipe/internal/heap"
@@ -196,3 +197,24 @@ func fieldsClaim(t *testing.T) []byte {
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// TestZstdThatDecompressesPastItsClaimStopsAtIt: a zstd buffer whose
+// frame holds 16 MiB but whose prefix claims 1 KiB fails at the claim,
+// without growing the buffer to what the frame holds.
+func TestZstdThatDecompressesPastItsClaimStopsAtIt(t *testing.T) {
+	rec, _ := build(t, nil, []Record{{Offset: 1, Timestamp: 1, Key: []byte("k"), Value: make([]byte, 16<<20)}})
+	frame, err := NewEncoder(Zstd).Encode(rec, nil)
+	rec.Release()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := parseBatch(frame)
+	binary.LittleEndian.PutUint64(frame[bodyAt(frame, m)+int(m.spans[11].off):], 1024)
+	var derr error
+	if n := heap.Allocated(func() { _, derr = Decode(frame) }); n >= 4<<20 {
+		t.Errorf("Decode allocated %d MiB for a buffer that claims 1 KiB", n>>20)
+	}
+	if want := "decode record batch: buffer 11: zstd: "; derr == nil || !strings.HasPrefix(derr.Error(), want) {
+		t.Errorf("got %v, want an error beginning %q", derr, want)
+	}
+}

@@ -169,7 +169,9 @@ func compress(c Codec, raw, dst []byte) ([]byte, error) {
 func decompress(c Codec, src, dst []byte) error {
 	switch c {
 	case Zstd:
-		out, err := zstdDecoder().DecodeAll(src, dst[:0])
+		// Capacity cut at the buffer: with the cap limit, the decoder
+		// may write no further, whatever the frame says.
+		out, err := zstdDecoder().DecodeAll(src, dst[:0:len(dst)])
 		if err != nil {
 			return fmt.Errorf("zstd: %w", err)
 		}

@@ -345,9 +345,7 @@ func FrameBounds(frame []byte) (Bounds, error) {
 	if err != nil {
 		return Bounds{}, err
 	}
-	if m.length > int64(len(offs))/8 || m.length > int64(len(ts))/8 {
-		return Bounds{}, fmt.Errorf("record batch of %d rows holds %d offset and %d timestamp bytes", m.length, len(offs), len(ts))
-	}
+	// checkShape made sure both buffers hold m.length values.
 	var b Bounds
 	for i := range int(m.length) {
 		b.add(int64(binary.LittleEndian.Uint64(offs[8*i:])), int64(binary.LittleEndian.Uint64(ts[8*i:])))

@@ -14,11 +14,7 @@ import (
 // FuzzLoadState reads a restore's state file, as a resumed restore and an
 // offset plan do, then places a group by it: no state may panic or hang.
 func FuzzLoadState(f *testing.F) {
-	file := filepath.Join(f.TempDir(), "restore.state.json")
-	f.Fuzz(func(t *testing.T, data []byte) {
-		if err := os.WriteFile(file, data, 0o600); err != nil {
-			t.Fatal(err)
-		}
+	fuzzseed.File(f, "restore.state.json", func(t *testing.T, file string) {
 		s, err := Load(file)
 		if err != nil || s == nil {
 			return
@@ -40,11 +36,7 @@ func FuzzLoadState(f *testing.F) {
 
 // FuzzLoadPlan reads an offset plan, as offset-reset execute does.
 func FuzzLoadPlan(f *testing.F) {
-	file := filepath.Join(f.TempDir(), "plan.json")
-	f.Fuzz(func(t *testing.T, data []byte) {
-		if err := os.WriteFile(file, data, 0o600); err != nil {
-			t.Fatal(err)
-		}
+	fuzzseed.File(f, "plan.json", func(t *testing.T, file string) {
 		p, err := LoadPlan(file)
 		if err != nil {
 			return
@@ -59,11 +51,7 @@ func FuzzLoadPlan(f *testing.F) {
 
 // FuzzLoadRollback reads a rollback file, as offset-reset rollback does.
 func FuzzLoadRollback(f *testing.F) {
-	file := filepath.Join(f.TempDir(), "plan.rollback.json")
-	f.Fuzz(func(t *testing.T, data []byte) {
-		if err := os.WriteFile(file, data, 0o600); err != nil {
-			t.Fatal(err)
-		}
+	fuzzseed.File(f, "plan.rollback.json", func(t *testing.T, file string) {
 		r, err := LoadRollback(file)
 		if err != nil || r == nil {
 			return

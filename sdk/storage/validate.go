@@ -521,10 +521,11 @@ func (v *validator) missingEntry(ps *partScan, from, to int64, snap Snapshot, in
 		if e, ok := inSnap[from]; ok && to == from {
 			p.Segment = e.Segment
 		}
-		p.Message = fmt.Sprintf("%s missing; snapshot %d still holds a copy, so no records are lost, but the store lost objects", what, snap.Seq)
+		lost := "objects"
 		if to == from {
-			p.Message = fmt.Sprintf("%s missing; snapshot %d still holds a copy, so no records are lost, but the store lost an object", what, snap.Seq)
+			lost = "an object"
 		}
+		p.Message = fmt.Sprintf("%s missing; snapshot %d still holds a copy, so no records are lost, but the store lost %s", what, snap.Seq, lost)
 		v.problem(at(p))
 		return
 	}
